@@ -1,0 +1,35 @@
+# The two commands a new user needs: `make report` and `make test`. Both create .venv if missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PROFILE ?= demo
+JOBS ?= 1
+
+.PHONY: install test report lab bench clean-runs
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name dml_core --display-name "dml_core (.venv)" > /dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make test: the whole test suite (CPU, a few minutes), smoke notebooks included
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## make report: the study on the embedded demo data (CPU); opens nothing, writes runs/demo/index.html
+report: $(STAMP)
+	$(BIN)/python -m dml_core.batch --profile $(PROFILE) --jobs $(JOBS)
+
+## make lab: JupyterLab on the notebooks with the project's kernel
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+## make bench: evaluation at SOP scale against faiss (installs faiss-cpu, benchmark-only)
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python benchmarks/eval_scale.py

@@ -1,0 +1,38 @@
+"""Where things live: the repository root, the data root, run folders and figures.
+
+Every default can be moved with an environment variable, so a GPU machine can keep the data on a
+fast disk without editing code:
+
+- ``DML_DATA_ROOT``: raw and prepared data sets (default ``<repo>/data``).
+- ``DML_RUNS_ROOT``: run folders and executed notebooks (default ``<repo>/runs``).
+- ``TORCH_HOME``: the standard torch cache; pretrained weights are read from
+  ``$TORCH_HOME/hub/checkpoints`` (default ``~/.cache/torch``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+PROFILES_DIR = REPO_ROOT / "profiles"
+FIGURES_DIR = REPO_ROOT / "figures"
+
+
+def data_root() -> Path:
+    """The data root: ``$DML_DATA_ROOT`` or ``<repo>/data``."""
+    return Path(os.environ.get("DML_DATA_ROOT", REPO_ROOT / "data")).expanduser()
+
+
+def runs_root() -> Path:
+    """The root of all run output: ``$DML_RUNS_ROOT`` or ``<repo>/runs``."""
+    return Path(os.environ.get("DML_RUNS_ROOT", REPO_ROOT / "runs")).expanduser()
+
+
+def torch_checkpoint_dir() -> Path:
+    """``$TORCH_HOME/hub/checkpoints``, where torchvision and pretrainedmodels cache weights."""
+    torch_home = os.environ.get(
+        "TORCH_HOME",
+        os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch"),
+    )
+    return Path(torch_home).expanduser() / "hub" / "checkpoints"
