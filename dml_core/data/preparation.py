@@ -1,0 +1,195 @@
+"""``prepare(dataset, data_root)``: raw data → ``<data_root>/<ds>/index.csv`` + report.
+
+Steps: read the raw annotations (:mod:`.raw`, :mod:`.stl10`), check that every listed image
+exists (ONE :class:`~dml_core.data.raw.MissingRawDataError` listing all missing files), check
+the images (:mod:`.verify`), assign labels (:func:`~dml_core.data.index.assign_labels`), compare
+split sizes with the standard ones (a warning), then write ``bad_images.txt`` (when any),
+``prepare_report.json`` and LAST, atomically, ``index.csv``, the completeness marker: an
+interrupted run never leaves an index that looks complete, and a run that finds the index does
+nothing unless ``force=True``.
+
+Unreadable or truncated images are listed in ``bad_images.txt`` and the report, counted, and
+EXCLUDED from the index (never silently). The originals are never re-encoded or copied (the
+seeds re-saved every image as JPEG quality 75); the index points at the raw files.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Optional
+
+from dml_core import io, paths
+
+from . import raw, stl10
+from .demo import NUM_TRAIN_CLASSES as DEMO_TRAIN_CLASSES
+from .demo import demo_raw_exists, write_demo_raw
+from .index import Record, assign_labels, split_summary, write_index
+from .layout import (BAD_IMAGES_FILE, BOX_CONVENTIONS, DATASETS, EXPECTED_SIZES, INDEX_FILE,
+                     MISSING_FILES_FILE, REPORT_FILE, VERIFY_MODES, check_dataset)
+from .boxes import box_inside
+from .verify import check_images
+
+
+def dataset_dir(dataset: str, data_root: Optional[str | os.PathLike] = None) -> Path:
+    """``<data_root>/<dataset>`` (default data root: :func:`dml_core.paths.data_root`)."""
+    return Path(data_root if data_root is not None else paths.data_root()) / check_dataset(dataset)
+
+
+def index_path(dataset: str, data_root: Optional[str | os.PathLike] = None) -> Path:
+    """Path of the prepared index of ``dataset``."""
+    return dataset_dir(dataset, data_root) / INDEX_FILE
+
+
+def is_prepared(dataset: str, data_root: Optional[str | os.PathLike] = None) -> bool:
+    return index_path(dataset, data_root).is_file()
+
+
+def read_raw(dataset: str, folder: Path, box_convention: str = "corrected") -> list[Record]:
+    """Records of ``dataset`` read from its raw folder (labels unassigned)."""
+    if dataset == "car":
+        return raw.read_car(folder, box_convention)
+    if dataset in ("cub", "demo"):
+        n = DEMO_TRAIN_CLASSES if dataset == "demo" else 100
+        return raw.read_cub(folder, box_convention, num_train_classes=n, dataset=dataset)
+    if dataset == "sop":
+        return raw.read_sop(folder)
+    if dataset == "isc":
+        return raw.read_isc(folder)
+    return stl10.read_stl10(folder)
+
+
+def size_differences(dataset: str, summary: dict) -> dict[str, dict[str, int]]:
+    """``{split: {"expected": e, "found": f}}`` for splits whose size differs from the standard."""
+    diffs = {}
+    for split, expected in EXPECTED_SIZES.get(dataset, {}).items():
+        found = summary.get(split, {}).get("images", 0)
+        if found != expected:
+            diffs[split] = {"expected": expected, "found": found}
+    return diffs
+
+
+def prepare(dataset: str, data_root: Optional[str | os.PathLike] = None, *, force: bool = False,
+            box_convention: str = "corrected", verify_images: str = "header",
+            workers: Optional[int] = None, verbose: bool = True) -> Path:
+    """Prepare ``dataset`` under ``data_root`` and return the path of its ``index.csv``.
+
+    dataset: car | cub | sop | isc | stl10 | demo (demo writes its raw files first if absent).
+    box_convention: "corrected" (default) or "seed" (see :mod:`dml_core.data.boxes`).
+    verify_images: "header" | "full" | "none" (see :mod:`dml_core.data.verify`).
+    force: redo even if the index exists. Without it, an existing index is kept (and asking for
+    different options than it was made with is an error that says to pass force=True).
+    """
+    check_dataset(dataset)
+    if box_convention not in BOX_CONVENTIONS:
+        raise ValueError(f"box_convention must be one of {list(BOX_CONVENTIONS)}, got {box_convention!r}")
+    if verify_images not in VERIFY_MODES:
+        raise ValueError(f"verify_images must be one of {list(VERIFY_MODES)}, got {verify_images!r}")
+    say = print if verbose else (lambda *a, **k: None)
+    folder = dataset_dir(dataset, data_root)
+    index_file, report_file = folder / INDEX_FILE, folder / REPORT_FILE
+    has_boxes = dataset in ("car", "cub", "demo")
+
+    if index_file.is_file() and not force:
+        if has_boxes and report_file.is_file():
+            made_with = io.read_json(report_file).get("options", {}).get("box_convention")
+            if made_with not in (None, box_convention):
+                raise ValueError(
+                    f"{index_file} was prepared with box_convention={made_with!r}, not "
+                    f"{box_convention!r}; pass force=True (CLI: --force) to prepare it again")
+        say(f"{dataset}: already prepared ({index_file}); use force=True / --force to redo")
+        return index_file
+    if index_file.exists():
+        index_file.unlink()  # force: no stale index may survive an interrupted re-run
+
+    start = time.time()
+    if dataset == "demo" and not demo_raw_exists(folder):
+        say(f"demo: writing scikit-learn digits in the CUB layout to {folder}")
+        write_demo_raw(folder)
+    records = read_raw(dataset, folder, box_convention)
+    if not records:
+        raise ValueError(f"{dataset}: the annotation files in {folder} list no images")
+
+    bad: list[dict] = []
+    boxes_outside = 0
+    if dataset != "stl10":
+        files = [folder / r.path for r in records]
+        missing = [r.path for r, f in zip(records, files) if not f.is_file()]
+        if missing:
+            listed = folder / MISSING_FILES_FILE
+            io.write_text(listed, "\n".join(missing) + "\n")
+            raise raw.MissingRawDataError(dataset, folder, missing, listed_in=listed)
+        results = check_images(files, verify_images, workers=workers, progress=verbose)
+        kept = []
+        for r, (error, size) in zip(records, results):
+            if error is not None:
+                bad.append({"path": r.path, "error": error})
+                continue
+            if r.box is not None and size is not None and not box_inside(r.box, *size):
+                boxes_outside += 1
+            kept.append(r)
+        records = kept
+    assign_labels(records)
+    summary = split_summary(records)
+    diffs = size_differences(dataset, summary)
+    for split, d in diffs.items():
+        warnings.warn(f"{dataset} {split}: {d['found']} images, the standard split has "
+                      f"{d['expected']}", UserWarning, stacklevel=2)
+    if bad:
+        io.write_text(folder / BAD_IMAGES_FILE, "".join(f"{b['path']}\t{b['error']}\n" for b in bad))
+        say(f"{dataset}: {len(bad)} unreadable image(s) EXCLUDED from the index, listed in "
+            f"{folder / BAD_IMAGES_FILE}")
+    elif (folder / BAD_IMAGES_FILE).exists():
+        (folder / BAD_IMAGES_FILE).unlink()
+
+    report = {
+        "dataset": dataset,
+        "folder": str(folder),
+        "options": {"box_convention": box_convention if has_boxes else None,
+                    "verify_images": verify_images if dataset != "stl10" else "binary-structure"},
+        "splits": summary,
+        "expected_sizes": EXPECTED_SIZES.get(dataset, {}),
+        "size_differences": diffs,
+        "bad_images": {"count": len(bad), "excluded_from_index": True,
+                       "file": BAD_IMAGES_FILE if bad else None, "items": bad[:1000]},
+        "boxes_outside_image": boxes_outside if has_boxes else None,
+        "originals_reencoded": False,
+        "notes": ("index paths point at the original files (relative to the data-set folder); "
+                  "nothing is re-encoded (the seeds re-saved JPEGs at quality 75)."
+                  + (" stl10 paths are '<file>.bin#<record>' (0-based record number)."
+                     if dataset == "stl10" else "")),
+        "seconds": round(time.time() - start, 2),
+        "python": platform.python_version(),
+    }
+    io.write_json(report_file, report)
+    write_index(index_file, records)  # last: the completeness marker
+    parts = ", ".join(f"{s} {v['images']} images / {v['classes']} classes" for s, v in summary.items())
+    say(f"{dataset}: prepared {index_file} ({parts})")
+    return index_file
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """CLI: ``python -m dml_core.prepare DATASET [DATASET ...] [--data-root DIR] [--force] ...``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dml_core.prepare",
+                                     description="Prepare raw data sets into <data_root>/<ds>/index.csv.")
+    parser.add_argument("datasets", nargs="+", choices=list(DATASETS),
+                        metavar="DATASET", help="car, cub, sop, isc, stl10, demo")
+    parser.add_argument("--data-root", default=None, help=f"default: $DML_DATA_ROOT or {paths.data_root()}")
+    parser.add_argument("--force", action="store_true", help="prepare again even if index.csv exists")
+    parser.add_argument("--box-convention", default="corrected", choices=list(BOX_CONVENTIONS))
+    parser.add_argument("--verify-images", default="header", choices=list(VERIFY_MODES))
+    parser.add_argument("--workers", type=int, default=None, help="threads for image checks")
+    args = parser.parse_args(argv)
+    for name in args.datasets:
+        try:
+            prepare(name, args.data_root, force=args.force, box_convention=args.box_convention,
+                    verify_images=args.verify_images, workers=args.workers)
+        except (FileNotFoundError, ValueError) as exc:  # a clear message, no traceback
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    return 0

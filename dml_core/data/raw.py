@@ -1,0 +1,126 @@
+"""Readers of the raw annotation files, one per data set, exactly as the specs describe them.
+
+Each reader returns :class:`~dml_core.data.index.Record` s (labels not yet assigned) with paths
+relative to the data-set folder. Missing annotation files raise ONE :class:`MissingRawDataError`
+that lists them all and shows the expected layout. Nothing here opens an image.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from .boxes import mat_box, xywh_box
+from .index import Record
+from .layout import EXPECTED_LAYOUT
+
+
+class MissingRawDataError(FileNotFoundError):
+    """Raw files are missing; the message lists every one and shows the expected layout."""
+
+    def __init__(self, dataset: str, folder: Path, missing: list[str], listed_in: Path | None = None):
+        self.dataset, self.folder, self.missing = dataset, Path(folder), list(missing)
+        shown = "\n".join(f"  - {m}" for m in self.missing[:50])
+        more = f"\n  ... and {len(self.missing) - 50} more" if len(self.missing) > 50 else ""
+        where = f"\nThe full list is in {listed_in}." if listed_in else ""
+        super().__init__(
+            f"raw data of {dataset!r} is incomplete in {folder}: {len(self.missing)} missing "
+            f"file(s):\n{shown}{more}{where}\nExpected layout:\n{EXPECTED_LAYOUT.get(dataset, '')}\n"
+            "See docs/DATA.md for how to obtain it."
+        )
+
+
+def require_files(dataset: str, folder: Path, relpaths: Iterable[str]) -> None:
+    """Raise one MissingRawDataError naming every file of ``relpaths`` absent from ``folder``."""
+    missing = [p for p in relpaths if not (folder / p).is_file()]
+    if missing:
+        raise MissingRawDataError(dataset, folder, missing)
+
+
+def _split_lines(path: Path, skip: int) -> list[list[str]]:
+    lines = path.read_text().splitlines()[skip:]
+    return [line.split() for line in lines if line.strip()]
+
+
+def _expect_columns(path: Path, rows: list[list[str]], n: int, what: str) -> None:
+    for lineno, row in enumerate(rows, 1):
+        if len(row) < n:
+            raise ValueError(f"{path}: data line {lineno} has {len(row)} columns, expected {n} ({what})")
+
+
+def read_car(folder: Path, box_convention: str = "corrected") -> list[Record]:
+    """CARS196 from ``cars_annos.mat``: ``annotations[0]`` records read BY POSITION (0 path,
+    1-4 bbox x1,y1,x2,y2, 5 class 1..196; 6 ``test`` is ignored). Classes 1-98 → train,
+    99-196 → test, as the seeds do (the official train/test flag is not used)."""
+    import scipy.io
+
+    folder = Path(folder)
+    require_files("car", folder, ["cars_annos.mat"])
+    mat = scipy.io.loadmat(folder / "cars_annos.mat")
+    if "annotations" not in mat:
+        raise ValueError(f"{folder / 'cars_annos.mat'} has no 'annotations' array; keys: {sorted(mat)}")
+    records = []
+    for rec in mat["annotations"][0]:
+        if len(rec) < 6:
+            raise ValueError(f"cars_annos.mat record has {len(rec)} fields, expected >= 6 "
+                             "(relative_im_path, bbox_x1, bbox_y1, bbox_x2, bbox_y2, class, test)")
+        path = str(rec[0].ravel()[0]).strip()
+        x1, y1, x2, y2, cls = (int(rec[i].ravel()[0]) for i in range(1, 6))
+        split = "train" if cls <= 98 else "test"
+        records.append(Record(path, str(cls), split, mat_box(x1, y1, x2, y2, box_convention)))
+    return records
+
+
+def read_cub(folder: Path, box_convention: str = "corrected", num_train_classes: int = 100,
+             dataset: str = "cub") -> list[Record]:
+    """CUB-200-2011 (and the demo, which uses the same layout): ``images.txt`` (id path),
+    ``image_class_labels.txt`` (id label), ``bounding_boxes.txt`` (id x y w h floats), images in
+    ``images/``. Labels ``<= num_train_classes`` → train (100 for CUB, 5 for the demo), rest → test."""
+    folder = Path(folder)
+    names = ["images.txt", "image_class_labels.txt", "bounding_boxes.txt"]
+    require_files(dataset, folder, names)
+    images, labels, boxes = (_split_lines(folder / n, 0) for n in names)
+    for n, rows, k in zip(names, (images, labels, boxes), (2, 2, 5)):
+        _expect_columns(folder / n, rows, k, "see docs/DATA.md")
+    label_of = {row[0]: row[1] for row in labels}
+    box_of = {row[0]: row[1:5] for row in boxes}
+    lacking = [row[0] for row in images if row[0] not in label_of or row[0] not in box_of]
+    if lacking:
+        raise ValueError(f"{folder}: image ids {lacking[:10]} (of {len(lacking)}) have no class label "
+                         "or bounding box in image_class_labels.txt / bounding_boxes.txt")
+    records = []
+    for image_id, relpath in ((row[0], row[1]) for row in images):
+        cls = label_of[image_id]
+        split = "train" if int(cls) <= num_train_classes else "test"
+        box = xywh_box(*box_of[image_id], box_convention=box_convention)
+        records.append(Record(f"images/{relpath}", cls, split, box))
+    return records
+
+
+def read_sop(folder: Path) -> list[Record]:
+    """Stanford Online Products: ``Ebay_train.txt`` / ``Ebay_test.txt``, header skipped, columns
+    ``image_id class_id super_class_id path``; label = ``class_id``; the official split."""
+    folder = Path(folder)
+    require_files("sop", folder, ["Ebay_train.txt", "Ebay_test.txt"])
+    records = []
+    for split in ("train", "test"):
+        path = folder / f"Ebay_{split}.txt"
+        rows = _split_lines(path, 1)
+        _expect_columns(path, rows, 4, "image_id class_id super_class_id path")
+        records += [Record(row[3], row[1], split) for row in rows]
+    return records
+
+
+def read_isc(folder: Path) -> list[Record]:
+    """In-shop Clothes: ``Eval/list_eval_partition.txt``, first TWO lines skipped (count, header),
+    columns ``image_name item_id evaluation_status``; images in ``Img/<image_name>`` (low-res
+    ``img/``). Splits train / query / gallery; label = item id (one shared map over query ∪
+    gallery, see :func:`~dml_core.data.index.assign_labels`)."""
+    folder = Path(folder)
+    rel = "Eval/list_eval_partition.txt"
+    require_files("isc", folder, [rel])
+    rows = _split_lines(folder / rel, 2)
+    _expect_columns(folder / rel, rows, 3, "image_name item_id evaluation_status")
+    bad = sorted({row[2] for row in rows} - {"train", "query", "gallery"})
+    if bad:
+        raise ValueError(f"{folder / rel}: unknown evaluation_status {bad}; expected train/query/gallery")
+    return [Record(f"Img/{row[0]}", row[1], row[2]) for row in rows]

@@ -1,0 +1,69 @@
+"""The embedded demo data set (digits in the CUB layout) and the toy data (STL-10 or digits)."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from data_factories import make_stl10_raw
+from dml_core.data import RetrievalDataset, load_toy_data, prepare, write_demo_raw
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    prepare("demo", root, verbose=False)
+    return root
+
+
+def test_demo_prepares_and_loads(demo_root):
+    train = RetrievalDataset("demo", "train", data_root=demo_root)
+    test = RetrievalDataset("demo", "test", crop=True, data_root=demo_root)
+    assert (len(train), len(test)) == (901, 896)
+    assert train.num_classes == test.num_classes == 5
+    assert set(train.class_names) == {"1", "2", "3", "4", "5"}  # digits 0-4
+    image, label = train[0]
+    assert tuple(image.shape) == (3, 48, 48) and label == 0
+    cropped = test.load_image(0)
+    assert cropped.size[0] <= 32 and cropped.size[1] <= 32
+    ink = np.asarray(cropped)
+    assert ink[0].max() > 0 and ink[-1].max() > 0 and ink[:, 0].max() > 0 and ink[:, -1].max() > 0  # tight
+
+
+def test_demo_is_deterministic(demo_root, tmp_path):
+    write_demo_raw(tmp_path / "demo", limit=40)
+    for name in ("images.txt", "bounding_boxes.txt"):
+        a = (tmp_path / "demo" / name).read_text().splitlines()
+        b = (demo_root / "demo" / name).read_text().splitlines()
+        assert len(a) == 40 and a == b[:40], name
+    for png in ("003.digit_2/digit_2_0003.png", "010.digit_9/digit_9_0040.png"):
+        a = (tmp_path / "demo" / "images" / png).read_bytes()
+        b = (demo_root / "demo" / "images" / png).read_bytes()
+        assert hashlib.sha1(a).digest() == hashlib.sha1(b).digest(), png
+
+
+def test_toy_digits_stand_in(tmp_path):
+    toy = load_toy_data(tmp_path, source="auto")
+    assert toy.source == "digits"
+    assert toy.train_images.dtype == np.uint8 and toy.train_images.shape[1:] == (32, 32, 3)
+    assert set(toy.train_labels.tolist()) == set(range(7))
+    assert np.bincount(toy.test_labels).tolist() == [60, 60, 60]
+    assert toy.test_labels.dtype == np.int64
+
+
+def test_toy_stl10(tmp_path):
+    data = make_stl10_raw(tmp_path / "stl10")
+    toy = load_toy_data(tmp_path)
+    assert toy.source == "stl10"
+    train_images, train_labels = data["train"]
+    fold0 = np.arange(0, len(train_labels), 2)
+    keep = fold0[train_labels[fold0] <= 6]
+    assert np.array_equal(toy.train_labels, train_labels[keep])
+    assert np.array_equal(toy.train_images, train_images[keep])  # column-major storage undone
+    test_images, test_labels = data["test"]
+    first = np.flatnonzero(test_labels == 8)[:60]
+    assert np.array_equal(toy.test_images[60:120], test_images[first])
+    assert np.bincount(toy.test_labels).tolist() == [60, 60, 60]
+    with pytest.raises(FileNotFoundError):
+        load_toy_data(tmp_path / "elsewhere", source="stl10")
