@@ -14,7 +14,7 @@ Epochs are numbered from 1. Per step the engine does, in this order::
     check out.loss is finite (else stop with epoch/step)
     out.loss.backward()
     method.clip_gradients()                           # no-op unless grad_clip_value is set
-    method.optimizer_step()                           # steps this epoch's optimisers
+    method.optimizer_step(epoch)                      # steps this epoch's optimisers
     method.after_optimizer_step(out, labels)          # e.g. the moving-proxy update
 
 and per epoch ``method.on_epoch_start(epoch)`` before the first step and

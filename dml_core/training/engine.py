@@ -1,0 +1,258 @@
+"""The one training loop that serves every method (NormSoftmax, CGD, AsymptoticProxy, PP, LDM).
+
+It knows nothing about data sets or losses: it drives the :class:`dml_core.methods.base.Method`
+contract step by step (see that module's docstring), evaluates through a plain callable, and
+writes the run folder (:mod:`.run_folder`) and checkpoints (:mod:`.checkpoint`). An interrupted
+run resumes from ``checkpoints/last.pt`` and, on the CPU, reproduces the uninterrupted metrics.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint
+from .run_folder import RunFolder, count_parameters, git_commit, hardware_info, library_versions, plain
+from .seeding import get_rng_state, set_rng_state
+from .selection import is_better
+
+
+class NonFiniteLossError(RuntimeError):
+    """A NaN or infinite training loss; names the epoch and the step (both 1-based)."""
+
+    def __init__(self, epoch: int, step: int, value: float):
+        self.epoch, self.step, self.value = epoch, step, value
+        super().__init__(f"non-finite loss ({value}) at epoch {epoch}, step {step}; training "
+                         f"stopped, checkpoints/last.pt keeps the end of epoch {epoch - 1}")
+
+
+@dataclass
+class Evaluation:
+    """What an evaluator returns: flat metrics with their split prefix (``test/dense/R@1``,
+    ``val/dense/R@1``) and, optionally, the test features to save (``features, labels, paths``
+    [+ ``gallery_features, gallery_labels, gallery_paths``])."""
+
+    metrics: dict[str, float]
+    features: dict[str, Any] | None = None
+
+
+#: ``evaluator(model, epoch) -> Evaluation`` (a plain metrics dict is accepted too).
+Evaluator = Callable[[torch.nn.Module, int], "Evaluation | dict"]
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else cuda when available, else cpu."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def fit(method, train_loader, run_dir: str | Path, epochs: int, evaluator: Evaluator | None = None,
+        eval_every: int = 1, *, device: str | torch.device | None = None,
+        max_steps_per_epoch: int | None = None, recipe: dict | None = None,
+        protocol: str | None = None, selection_metric: str = "test/dense/R@1",
+        resume: bool = True, progress: bool = True, summary_extra: dict | None = None) -> dict:
+    """Train ``method`` for ``epochs`` epochs (numbered from 1), writing ``run_dir``; return the
+    summary. Evaluates every ``eval_every`` epochs and always after the last one; the best epoch
+    is the one whose ``selection_metric`` is strictly greater than the best so far."""
+    run = RunFolder(run_dir)
+    eval_every = max(1, int(eval_every or 1))
+    if resume and run.is_complete(epochs):
+        return run.read_summary()
+    device = resolve_device(device)
+    _prepare(method, device)
+
+    history: list[dict] = []
+    best: dict | None = None  # {"epoch", "value", "metrics"}
+    totals = {"train_time_s": 0.0, "step_time_s": 0.0, "images": 0}
+    start = 0
+    if resume and run.last_checkpoint.exists():
+        state = checkpoint.load(run.last_checkpoint)
+        method.load_state_dict(state["method"])
+        set_rng_state(state["rng"])
+        for name, gen in _loader_generators(train_loader).items():
+            if name in state.get("loader_rng", {}):
+                gen.set_state(state["loader_rng"][name])
+        history, best, totals, start = state["history"], state["best"], state["totals"], state["epoch"]
+        run.write_metrics(history)
+    if recipe is not None:
+        run.write_config(recipe)
+
+    static = {"recipe": plain(recipe or {}), "protocol": protocol,
+              "selection": "validation" if selection_metric.startswith("val/") else "test",
+              "selection_metric": selection_metric, "epochs": int(epochs),
+              "num_parameters": count_parameters(method.model, method.criterion),
+              "hardware": hardware_info(device), "versions": library_versions(),
+              "git_commit": git_commit(), **plain(summary_extra or {})}
+
+    def write_summary(status: str, message: str | None = None) -> dict:
+        last = next((r for r in reversed(history) if _eval_metrics(r)), None)
+        summary = {"status": status, **static,
+                   "best": None if best is None else {"epoch": best["epoch"], "metrics": best["metrics"]},
+                   "last": None if last is None else {"epoch": last["epoch"], "metrics": _eval_metrics(last)},
+                   "epochs_completed": len(history) and history[-1]["epoch"],
+                   "train_time_s": totals["train_time_s"],
+                   "images_per_s": totals["images"] / totals["step_time_s"] if totals["step_time_s"] else None,
+                   "message": message}
+        run.write_summary(summary)
+        return summary
+
+    write_summary("running")
+    try:
+        for epoch in range(start + 1, epochs + 1):
+            t0 = time.perf_counter()
+            row: dict[str, Any] = {"epoch": epoch}
+            row.update(train_epoch(method, train_loader, epoch, device, max_steps_per_epoch, progress))
+            evaluation = None
+            if evaluator is not None and (epoch % eval_every == 0 or epoch == epochs):
+                evaluation = _evaluate(evaluator, method, epoch)
+                row.update(evaluation.metrics)
+            row.update({k: _number(v) for k, v in method.epoch_log().items()})
+            row["epoch_time_s"] = time.perf_counter() - t0
+            totals = {"train_time_s": totals["train_time_s"] + row["epoch_time_s"],
+                      "step_time_s": totals["step_time_s"] + row.pop("_step_time_s"),
+                      "images": totals["images"] + row.pop("_images")}
+            history.append(row)
+
+            if evaluation is not None:
+                if selection_metric not in evaluation.metrics:
+                    raise KeyError(f"selection metric {selection_metric!r} not among the evaluator's "
+                                   f"metrics {sorted(evaluation.metrics)}")
+                value = evaluation.metrics[selection_metric]
+                if is_better(value, None if best is None else best["value"]):
+                    best = {"epoch": epoch, "value": value, "metrics": dict(evaluation.metrics)}
+                    checkpoint.save_best(run.best_checkpoint, epoch=epoch, method=method,
+                                         metrics=evaluation.metrics)
+                    if evaluation.features is not None:
+                        checkpoint.save_features(run.best_features, evaluation.features, epoch)
+                if epoch == epochs and evaluation.features is not None:
+                    checkpoint.save_features(run.last_features, evaluation.features, epoch)
+            run.write_metrics(history)
+            checkpoint.save_last(run.last_checkpoint, epoch=epoch, method_state=method.state_dict(),
+                                 rng=get_rng_state(), history=history, best=best, totals=totals,
+                                 loader_rng={k: g.get_state() for k, g in
+                                             _loader_generators(train_loader).items()})
+            write_summary("running")
+            if progress:
+                tqdm.write(_epoch_line(row, selection_metric))
+    except BaseException as exc:  # NaN loss, errors, Ctrl-C: record, keep every earlier file
+        write_summary("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    return write_summary("complete")
+
+
+def train_epoch(method, loader, epoch: int, device: torch.device, max_steps: int | None = None,
+                progress: bool = True) -> dict[str, float]:
+    """One epoch of the Method contract's step order; returns the epoch's row of metrics.csv."""
+    for sampler in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+    method.model.train()
+    method.criterion.train()
+    method.on_epoch_start(epoch)
+    optimizers = method.optimizers_for_epoch(epoch)
+    lr = float(optimizers[0].param_groups[0]["lr"]) if optimizers else math.nan
+    cuda = device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    total = len(loader) if hasattr(loader, "__len__") else None
+    if max_steps is not None and total is not None:
+        total = min(total, max_steps)
+    bar = tqdm(total=total, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
+    n = loss_sum = correct = counted = 0
+    parts: dict[str, float] = {}
+    start = time.perf_counter()
+    for step, (images, labels) in enumerate(loader, start=1):
+        images = images.to(device, non_blocking=True,
+                            memory_format=torch.channels_last if cuda and images.dim() == 4
+                            else torch.preserve_format)
+        labels = labels.to(device, non_blocking=True).long()
+        method.zero_grad()
+        with autocast:
+            out = method.training_step(images, labels)
+        value = float(out.loss.detach().float().item())
+        if not math.isfinite(value):
+            raise NonFiniteLossError(epoch, step, value)
+        out.loss.backward()
+        method.clip_gradients()
+        method.optimizer_step(epoch)
+        method.after_optimizer_step(out, labels)
+
+        b = int(labels.shape[0])
+        n, loss_sum = n + b, loss_sum + value * b
+        if out.logits is not None:
+            correct += int((out.logits.detach().argmax(dim=1) == labels).sum().item())
+            counted += b
+        for key, part in out.parts.items():
+            parts[key] = parts.get(key, 0.0) + float(part) * b
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_sum / n:.4f}", acc=f"{correct / counted:.3f}" if counted else "-",
+                        img_s=f"{n / (time.perf_counter() - start):.0f}", refresh=False)
+        if max_steps is not None and step >= max_steps:
+            break
+    bar.close()
+    if n == 0:
+        raise ValueError(f"epoch {epoch}: the training loader yielded no batch (data set smaller "
+                         "than one batch with drop_last?)")
+    method.on_epoch_end(epoch)
+    if cuda:
+        torch.cuda.synchronize(device)
+    step_time = time.perf_counter() - start
+    row = {"lr": lr, "train_loss": loss_sum / n,
+           "train_accuracy": correct / counted if counted else math.nan,
+           "images_per_s": n / step_time, "_step_time_s": step_time, "_images": n}
+    row.update({f"train/{k}": v / n for k, v in parts.items()})
+    return row
+
+
+def _prepare(method, device: torch.device) -> None:
+    method.to(device)
+    if device.type == "cuda":
+        method.model.to(memory_format=torch.channels_last)
+        if not torch.backends.cudnn.deterministic:
+            torch.backends.cudnn.benchmark = True
+
+
+def _loader_generators(loader) -> dict[str, torch.Generator]:
+    """The loader's own ``torch.Generator`` objects (a plain ``shuffle=True`` loader); their state
+    is not in the global RNG, so checkpoints keep it. The project's samplers need only set_epoch."""
+    found = {"loader": getattr(loader, "generator", None),
+             "sampler": getattr(getattr(loader, "sampler", None), "generator", None),
+             "batch_sampler": getattr(getattr(loader, "batch_sampler", None), "generator", None)}
+    out: dict[str, torch.Generator] = {}
+    for name, gen in found.items():
+        if isinstance(gen, torch.Generator) and all(gen is not g for g in out.values()):
+            out[name] = gen
+    return out
+
+
+def _evaluate(evaluator: Evaluator, method, epoch: int) -> Evaluation:
+    method.model.eval()
+    method.criterion.eval()
+    with torch.no_grad():
+        result = evaluator(method.model, epoch)
+    if not isinstance(result, Evaluation):
+        result = Evaluation(metrics=dict(result))
+    result.metrics = {k: _number(v) for k, v in result.metrics.items()}
+    return result
+
+
+def _eval_metrics(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k.startswith(("test/", "val/"))}
+
+
+def _number(value: Any) -> float:
+    return float(value.item() if hasattr(value, "item") else value)
+
+
+def _epoch_line(row: dict, selection_metric: str) -> str:
+    line = (f"epoch {row['epoch']}: loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f} "
+            f"{row['images_per_s']:.0f} img/s {row['epoch_time_s']:.1f}s")
+    if selection_metric in row:
+        line += f" {selection_metric} {row[selection_metric]:.4f}"
+    return line

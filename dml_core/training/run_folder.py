@@ -1,0 +1,172 @@
+"""The run folder: where one training run writes everything, atomically (``dml_core.io``).
+
+Layout (docs/ARCHITECTURE.md)::
+
+    <run_dir>/config.yaml            resolved recipe
+    <run_dir>/metrics.csv            one row per epoch, rewritten every epoch
+    <run_dir>/summary.json           status, best and last epoch, timing, hardware, versions
+    <run_dir>/checkpoints/last.pt    resume point (end of the last complete epoch)
+    <run_dir>/checkpoints/best.pt    model + criterion of the selected epoch
+    <run_dir>/features/best.pt       test features of the selected epoch
+    <run_dir>/features/last.pt       test features of the last epoch
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from dml_core import io as dio
+from dml_core.paths import REPO_ROOT
+
+#: The leading columns of metrics.csv, in this order; then test/*, val/*, then the method's own.
+BASE_COLUMNS = ["epoch", "lr", "train_loss", "train_accuracy", "images_per_s", "epoch_time_s"]
+
+
+class RunFolder:
+    """Paths and writers of one run folder."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.root = Path(run_dir)
+        self.config = self.root / "config.yaml"
+        self.metrics = self.root / "metrics.csv"
+        self.summary = self.root / "summary.json"
+        self.last_checkpoint = self.root / "checkpoints" / "last.pt"
+        self.best_checkpoint = self.root / "checkpoints" / "best.pt"
+        self.best_features = self.root / "features" / "best.pt"
+        self.last_features = self.root / "features" / "last.pt"
+
+    def write_config(self, recipe: dict) -> None:
+        dio.write_yaml(self.config, plain(recipe))
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        dio.write_text(self.metrics, metrics_csv(rows))
+
+    def write_summary(self, summary: dict) -> None:
+        dio.write_json(self.summary, summary)
+
+    def read_summary(self) -> dict | None:
+        return dio.read_json(self.summary) if self.summary.exists() else None
+
+    def is_complete(self, epochs: int) -> bool:
+        """True when summary.json says the run finished ``epochs`` (or more) epochs."""
+        try:
+            summary = self.read_summary()
+        except (OSError, ValueError):
+            return False
+        return bool(summary and summary.get("status") == "complete"
+                    and int(summary.get("epochs_completed", 0)) >= int(epochs))
+
+
+def metric_columns(rows: Iterable[dict]) -> list[str]:
+    """Column order: BASE_COLUMNS, then test/*, val/*, then every other key as first seen."""
+    seen: list[str] = []
+    for row in rows:
+        seen.extend(k for k in row if k not in seen)
+    rest = [k for k in seen if k not in BASE_COLUMNS]
+    return (BASE_COLUMNS + [k for k in rest if k.startswith("test/")]
+            + [k for k in rest if k.startswith("val/")]
+            + [k for k in rest if not k.startswith(("test/", "val/"))])
+
+
+def metrics_csv(rows: list[dict]) -> str:
+    """The CSV text of ``rows``; floats with full precision (``repr``), missing cells empty."""
+    columns = metric_columns(rows)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+def plain(obj: Any) -> Any:
+    """Recipes as YAML-safe plain data (tuples → lists, numpy scalars → Python, paths → str)."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
+def count_parameters(*modules: nn.Module) -> int:
+    """Number of distinct parameters (each tensor counted once) over ``modules``."""
+    seen: dict[int, int] = {}
+    for module in modules:
+        for p in module.parameters():
+            seen[id(p)] = p.numel()
+    return int(sum(seen.values()))
+
+
+def hardware_info(device: torch.device | str) -> dict:
+    """The device trained on, the CPU model, the GPU name (or None), cores and memory."""
+    device = torch.device(device)
+    gpu = None
+    if device.type == "cuda" and torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name(device)
+    info = {"device": str(device), "cpu": _cpu_name(), "gpu": gpu, "cpu_count": os.cpu_count()}
+    try:
+        import psutil
+
+        info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:  # pragma: no cover
+        pass
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def library_versions() -> dict:
+    import numpy
+
+    import dml_core
+
+    try:
+        import torchvision
+
+        tv = torchvision.__version__
+    except ImportError:
+        tv = None
+    return {"torch": torch.__version__, "torchvision": tv, "numpy": numpy.__version__,
+            "python": sys.version.split()[0], "dml_core": getattr(dml_core, "__version__", None),
+            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()
+            if torch.backends.cudnn.is_available() else None}
+
+
+def git_commit(repo: str | os.PathLike = REPO_ROOT) -> str | None:
+    """``git rev-parse HEAD`` in the repository, or None (no git, not a repository)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+                             text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None

@@ -1,0 +1,192 @@
+"""``train(recipe, run_dir)``: build data, method and evaluator from a recipe, then :func:`fit`.
+
+The recipe is plain data with the keys of docs/ARCHITECTURE.md. Everything method-specific is
+left to ``dml_core.methods.build_method``; everything about images to ``dml_core.data``; the
+metrics to ``dml_core.evaluation``. Those packages are imported inside the functions, so the
+engine (``fit``) works without them.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .engine import Evaluation, fit, resolve_device
+from .run_folder import RunFolder
+from .seeding import seed_everything
+from .selection import ClassSubset, split_classes
+
+#: Keys every recipe has (docs/ARCHITECTURE.md); ``train`` refuses a recipe that lacks one.
+REQUIRED_KEYS = ("name", "method", "dataset", "backbone", "pretrained", "crop", "embedding_dim",
+                 "epochs", "batch_size", "sampler", "samples_per_class", "drop_last", "transform",
+                 "crop_size", "resize_size", "eval_batch_size", "eval_every", "seed",
+                 "num_workers", "validation_fraction", "max_steps_per_epoch")
+
+#: Data sets evaluated query-vs-gallery (the others: self-retrieval within ``test``).
+QUERY_GALLERY = ("isc",)
+
+
+@dataclass
+class DataBundle:
+    """Everything ``train`` builds from the data side of a recipe."""
+
+    train_loader: Any
+    test_loader: Any
+    gallery_loader: Any | None
+    val_loader: Any | None
+    num_classes: int
+    protocol: str
+    val_protocol: str | None
+    info: dict
+
+
+def train(recipe: dict, run_dir: str | os.PathLike, data_root: str | os.PathLike | None = None,
+          device: str | torch.device | None = None, resume: bool = True,
+          progress: bool = True) -> dict:
+    """Train ``recipe`` into ``run_dir`` and return the summary (see docs/ARCHITECTURE.md).
+
+    A finished run (summary status ``complete``, all epochs) returns at once; an interrupted one
+    resumes from its last complete epoch unless ``resume=False``.
+    """
+    missing = [k for k in REQUIRED_KEYS if k not in recipe]
+    if missing:
+        raise KeyError(f"recipe {recipe.get('name')!r} lacks the keys {missing}")
+    recipe = dict(recipe)
+    run = RunFolder(run_dir)
+    epochs = int(recipe["epochs"])
+    if resume and run.is_complete(epochs):
+        return run.read_summary()
+
+    device = resolve_device(device)
+    if recipe["seed"] is not None:
+        seed_everything(int(recipe["seed"]), bool(recipe.get("deterministic", False)))
+    data = build_data(recipe, data_root)
+    method = _build_method(recipe, data.num_classes, device)
+    evaluator = build_evaluator(data.test_loader, data.protocol, device, data.gallery_loader,
+                                data.val_loader, data.val_protocol, progress=progress)
+    selection = recipe.get("selection_metric") or (
+        "val/dense/R@1" if data.val_loader is not None else "test/dense/R@1")
+    return fit(method, data.train_loader, run_dir, epochs, evaluator,
+               eval_every=int(recipe["eval_every"] or 1), device=device,
+               max_steps_per_epoch=recipe["max_steps_per_epoch"], recipe=recipe,
+               protocol=data.protocol, selection_metric=selection, resume=resume,
+               progress=progress, summary_extra={"num_classes": data.num_classes, "data": data.info})
+
+
+def protocol_of(recipe: dict) -> str:
+    """The evaluation protocol: ``recipe["protocol"]`` if set, ``toy`` for stl10, else the data set."""
+    return recipe.get("protocol") or {"stl10": "toy"}.get(recipe["dataset"], recipe["dataset"])
+
+
+def build_data(recipe: dict, data_root: str | os.PathLike | None = None) -> DataBundle:
+    """Datasets, transforms, the (deterministic per epoch) batch sampler and the loaders."""
+    from dml_core.data import RetrievalDataset, make_eval_loader, make_train_loader
+    from dml_core.data import samplers as samplers_mod
+    from dml_core.data.transforms import build_transform
+
+    ds, crop, workers = recipe["dataset"], bool(recipe["crop"]), recipe["num_workers"]
+    seed = int(recipe["seed"]) if recipe["seed"] is not None else 0
+
+    def transform(train: bool):
+        return build_transform(recipe["transform"], train=train, backbone=recipe["backbone"],
+                               crop_size=recipe["crop_size"], resize_size=recipe["resize_size"])
+
+    def split(name: str, train: bool):
+        return RetrievalDataset(ds, name, transform=transform(train), crop=crop, data_root=data_root)
+
+    train_set = split("train", True)
+    info: dict[str, Any] = {"train_images": len(train_set), "train_classes": train_set.num_classes}
+    val_loader, val_protocol = None, None
+    fraction = float(recipe["validation_fraction"] or 0.0)
+    if fraction > 0:
+        train_classes, val_classes = split_classes(train_set.labels, fraction, seed)
+        val_set = ClassSubset(split("train", False), val_classes)
+        train_set = ClassSubset(train_set, train_classes)
+        val_protocol = recipe.get("validation_protocol") or _self_retrieval_protocol(protocol_of(recipe))
+        val_loader = make_eval_loader(val_set, recipe["eval_batch_size"], num_workers=workers)
+        info.update(train_images=len(train_set), train_classes=train_set.num_classes,
+                    val_images=len(val_set), val_classes=[int(c) for c in val_classes])
+
+    if recipe["sampler"] == "m_per_class":
+        batch_sampler = samplers_mod.MPerClassBatchSampler(
+            train_set.labels, recipe["batch_size"], recipe["samples_per_class"], seed=seed)
+    elif recipe["sampler"] == "shuffle":
+        batch_sampler = samplers_mod.ShuffleBatchSampler(
+            len(train_set), recipe["batch_size"], drop_last=bool(recipe["drop_last"]), seed=seed)
+    else:
+        raise ValueError(f"unknown sampler {recipe['sampler']!r}; expected m_per_class or shuffle")
+    train_loader = make_train_loader(train_set, batch_sampler, num_workers=workers)
+
+    eval_bs = recipe["eval_batch_size"]
+    if ds in QUERY_GALLERY:
+        test_loader = make_eval_loader(split("query", False), eval_bs, num_workers=workers)
+        gallery_loader = make_eval_loader(split("gallery", False), eval_bs, num_workers=workers)
+    else:
+        test_loader = make_eval_loader(split("test", False), eval_bs, num_workers=workers)
+        gallery_loader = None
+    info["test_images"] = len(test_loader.dataset)
+    return DataBundle(train_loader, test_loader, gallery_loader, val_loader, train_set.num_classes,
+                      protocol_of(recipe), val_protocol, info)
+
+
+def _self_retrieval_protocol(protocol: str) -> str:
+    """Validation is self-retrieval within held-out training classes; a query/gallery protocol
+    (isc) is replaced by the self-retrieval protocol with the most similar Ks (sop)."""
+    from dml_core.evaluation import PROTOCOLS
+
+    spec = PROTOCOLS[protocol]
+    mode = spec.get("mode") if isinstance(spec, dict) else getattr(spec, "mode", None)
+    if mode in ("query_gallery", "query-gallery", "gallery") or protocol in QUERY_GALLERY:
+        return "sop"
+    return protocol
+
+
+def build_evaluator(test_loader, protocol: str, device: torch.device | str,
+                    gallery_loader=None, val_loader=None, val_protocol: str | None = None,
+                    progress: bool = True):
+    """``evaluator(model, epoch) -> Evaluation`` over the test (query/gallery) and validation sets.
+
+    Metric keys are ``test/<key>`` and ``val/<key>`` for every key of ``evaluate(...)``; the test
+    features (and gallery features) come back for ``features/{best,last}.pt``.
+    """
+    from dml_core.evaluation import evaluate, extract_features
+
+    def features_of(model, loader):
+        return extract_features(model, loader, device, progress=progress)
+
+    def evaluator(model: torch.nn.Module, epoch: int) -> Evaluation:
+        test = features_of(model, test_loader)
+        features = {"features": _tensor(test.features), "labels": _tensor(test.labels),
+                    "paths": [str(p) for p in test.paths]}
+        kwargs = {}
+        if gallery_loader is not None:
+            gallery = features_of(model, gallery_loader)
+            kwargs = {"gallery_features": gallery.features, "gallery_labels": gallery.labels}
+            features.update(gallery_features=_tensor(gallery.features),
+                            gallery_labels=_tensor(gallery.labels),
+                            gallery_paths=[str(p) for p in gallery.paths])
+        metrics = {f"test/{k}": float(v) for k, v in
+                   evaluate(test.features, test.labels, protocol, **kwargs).items()}
+        if val_loader is not None:
+            val = features_of(model, val_loader)
+            metrics.update({f"val/{k}": float(v) for k, v in
+                            evaluate(val.features, val.labels, val_protocol).items()})
+        return Evaluation(metrics, features)
+
+    return evaluator
+
+
+def _tensor(x) -> torch.Tensor:
+    return x.detach().cpu() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+
+
+def _build_method(recipe: dict, num_classes: int, device: torch.device):
+    from dml_core.methods import build_method
+
+    if "device" in inspect.signature(build_method).parameters:
+        return build_method(recipe, num_classes, device=device)
+    return build_method(recipe, num_classes)
