@@ -1,0 +1,560 @@
+"""The study's figures, drawn from run folders (and the authors' numbers where said so).
+
+Every function returns the matplotlib Figure and, when ``path`` (without extension) is given,
+writes ``<path>.png`` and ``<path>.pdf`` atomically through :func:`save_figure`. Style: SciencePlots
+``['science', 'no-latex']`` when available, else matplotlib's default with a grid
+(:func:`figure_style`). Titles name the profile and the data set; legends sit outside the axes.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from dml_core.io import atomic_path  # noqa: E402
+
+from .reported import (BACKBONE_NAMES, DATASET_NAMES, METHOD_NAMES, MOMENTUM_SENSITIVITY,  # noqa: E402
+                       MOMENTUM_SERIES, MOMENTUM_SOURCE, MOMENTUM_VALUES, PROTOCOL_KS)
+from .runs import SELECTION_LABELS, load_metrics  # noqa: E402
+from .tables import NOT_RUN, benchmark_long  # noqa: E402
+
+_RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+       "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.dpi": 110, "savefig.dpi": 200,
+       "axes.grid": True, "grid.alpha": 0.3, "legend.frameon": False}
+
+
+def science_style_available() -> bool:
+    try:
+        import scienceplots  # noqa: F401
+    except Exception:  # noqa: BLE001
+        return False
+    return "science" in plt.style.available
+
+
+@contextlib.contextmanager
+def figure_style() -> Iterator[None]:
+    """SciencePlots ``['science', 'no-latex']`` if installed, else the default; readable sizes."""
+    styles = ["science", "no-latex"] if science_style_available() else ["default"]
+    with plt.style.context(styles), plt.rc_context(_RC):
+        yield
+
+
+def save_figure(fig, path_without_ext: str | os.PathLike,
+                formats: Sequence[str] = ("png", "pdf"), dpi: int = 200) -> list[Path]:
+    """Write ``fig`` to ``<path>.<fmt>`` for each format, each atomically; return the paths."""
+    base = Path(path_without_ext)
+    if base.suffix.lower() in (".png", ".pdf", ".svg"):
+        base = base.with_suffix("")
+    out = []
+    for fmt in formats:
+        target = base.with_name(base.name + "." + fmt)
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+        out.append(target)
+    return out
+
+
+def _finish(fig, path):
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def _profile_text(profile) -> str:
+    if profile is None:
+        return ""
+    if isinstance(profile, (list, tuple, set)):
+        profile = ", ".join(sorted(str(p) for p in profile))
+    return f"profile {profile}"
+
+
+def _title(*parts) -> str:
+    return " — ".join(p for p in parts if p)
+
+
+_METHOD_COLORS = {"normsoftmax": "#0C5DA5", "cgd": "#00B945", "asymptotic_proxy": "#FF9500",
+                  "positive_proxy": "#FF2C00", "dynamic_margin": "#845B97",
+                  "proxy_anchor": "#8C564B"}
+_EXTRA_COLORS = ["#9e9e00", "#17becf", "#e377c2", "#1f77b4"]
+
+
+def method_color(method: str | None) -> str:
+    """One colour per method across all figures."""
+    if method in _METHOD_COLORS:
+        return _METHOD_COLORS[method]
+    return _EXTRA_COLORS[sum(map(ord, str(method))) % len(_EXTRA_COLORS)]
+
+
+def _run_label(run: pd.Series | dict, with_id: bool = False) -> str:
+    get = run.get
+    parts = [METHOD_NAMES.get(get("method"), str(get("method"))),
+             BACKBONE_NAMES.get(get("backbone"), str(get("backbone")))]
+    if get("crop") is True:
+        parts.append("cropped")
+    if get("momentum") is not None and get("method") == "asymptotic_proxy" and with_id:
+        parts.append(f"m={get('momentum')}")
+    label = " ".join(parts)
+    if with_id:
+        label += f" [{get('run_id')}]"
+    if get("status") not in (None, "complete"):
+        label += f" ({get('status')})"
+    return label
+
+
+def _as_runs(runs) -> pd.DataFrame:
+    from .runs import read_run
+
+    if isinstance(runs, pd.DataFrame):
+        return runs
+    if isinstance(runs, (str, os.PathLike)):
+        runs = [runs]
+    return pd.DataFrame([read_run(r) for r in runs])
+
+
+# ---------------------------------------------------------------------------------------------
+def plot_training_curves(runs, path=None, *, profile=None, dataset: str | None = None,
+                         feature: str = "dense", title: str | None = None):
+    """Loss, training accuracy and R@1 (test; validation dashed) per epoch from ``metrics.csv``.
+
+    ``runs``: a DataFrame from :func:`load_runs` (optionally filtered), or run folder paths.
+    """
+    df = _as_runs(runs)
+    if dataset is not None and "dataset" in df:
+        df = df[df["dataset"] == dataset]
+    with figure_style():
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), constrained_layout=True)
+        dup = df.duplicated(subset=[c for c in ("method", "backbone", "crop") if c in df],
+                            keep=False) if len(df) else []
+        plotted = 0
+        for i, (_, run) in enumerate(df.iterrows()):
+            m = load_metrics(run["run_dir"])
+            if not len(m) or "epoch" not in m:
+                continue
+            color = f"C{i % 10}"
+            label = _run_label(run, with_id=bool(len(dup) and dup.iloc[i]))
+            for ax, col in zip(axes[:2], ("train_loss", "train_accuracy")):
+                if col in m:
+                    y = pd.to_numeric(m[col], errors="coerce")
+                    if col == "train_accuracy":
+                        y = 100 * y
+                    ax.plot(m["epoch"], y, color=color, marker="o", ms=2.5, lw=1.2, label=label)
+            for prefix, ls, suffix in (("test", "-", ""), ("val", "--", " (val)")):
+                col = f"{prefix}/{feature}/R@1"
+                if col in m:
+                    y = 100 * pd.to_numeric(m[col], errors="coerce")
+                    ok = y.notna()
+                    axes[2].plot(m["epoch"][ok], y[ok], color=color, ls=ls, marker="o", ms=2.5,
+                                 lw=1.2, label=label + suffix)
+            plotted += 1
+        axes[0].set(title="Training loss", xlabel="Epoch", ylabel="Loss")
+        axes[1].set(title="Training accuracy", xlabel="Epoch", ylabel="Accuracy (%)")
+        axes[2].set(title=f"R@1 ({feature})", xlabel="Epoch", ylabel="R@1 (%)")
+        from matplotlib.ticker import MaxNLocator
+
+        for ax in axes:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if plotted == 0:
+            for ax in axes:
+                ax.text(0.5, 0.5, "no metrics.csv", ha="center", va="center",
+                        transform=ax.transAxes)
+        handles, labels = axes[2].get_legend_handles_labels()
+        if not handles:
+            handles, labels = axes[0].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="outside right center")
+        ds = dataset or (df["dataset"].dropna().unique()[0]
+                         if "dataset" in df and df["dataset"].nunique() == 1 else None)
+        fig.suptitle(title or _title("Training curves", DATASET_NAMES.get(ds, ds),
+                                     _profile_text(profile if profile is not None else
+                                                   (sorted(df["profile"].dropna().unique())
+                                                    if "profile" in df and df["profile"].notna().any()
+                                                    else None))))
+    return _finish(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+def plot_recall_bars(runs_df: pd.DataFrame | None, dataset: str, path=None, *, profile=None,
+                     feature: str = "dense", selection: str = "test_sel",
+                     ks: Sequence[int] | None = None, include_not_run: bool = True,
+                     method: str | None = None, title: str | None = None):
+    """Horizontal bars per (method, backbone, crop): reproduced (solid) beside reported (hatched).
+
+    One panel per K. Rows without a run say "not run"; carry-over numbers are drawn in grey
+    (not targets); a dagger marks an ambiguous reported K. ``selection`` is ``test_sel``
+    (best epoch on test), ``last`` or ``val_sel``.
+    """
+    profiles = [profile] if isinstance(profile, str) else profile
+    ks = list(ks) if ks is not None else list(PROTOCOL_KS.get(dataset, (1,)))
+    long = benchmark_long(runs_df, dataset=dataset, method=method, profiles=profiles,
+                          features=(feature,), ks=ks,
+                          include_all_reported=include_not_run)
+    if len(long):
+        long = long[long["feature"] == feature]
+        long = long[long["variant"] == ""]
+    rows = []
+    if len(long):
+        for (key, prof, run_id), g in long.groupby(["key", "profile", "run_id"], sort=False,
+                                                   dropna=False):
+            f = g.iloc[0]
+            label = _run_label({"method": f["method"], "backbone": f["backbone"],
+                                "crop": f["crop"] if f["dataset"] in ("car", "cub") else None,
+                                "run_id": run_id, "status": None})
+            if isinstance(run_id, str) and long["key"].eq(key).sum() > len(g):
+                label += f" [{run_id}]"
+            rows.append((label, g.set_index("k"), f["run_status"], f["method"]))
+    with figure_style():
+        n = max(len(rows), 1)
+        fig, axes = plt.subplots(1, len(ks), figsize=(2.6 * len(ks) + 2.5, 0.32 * n + 1.4),
+                                 sharey=True, squeeze=False, constrained_layout=True)
+        axes = axes[0]
+        y = np.arange(len(rows))
+        h = 0.38
+        for ax, k in zip(axes, ks):
+            for i, (label, g, status, meth) in enumerate(rows):
+                color = method_color(meth)
+                rep = g.loc[k, "reported_pct"] if k in g.index else math.nan
+                rstat = g.loc[k, "reported_status"] if k in g.index else None
+                rep_color = "0.55" if rstat == "carry_over" else color
+                rec = g.loc[k, f"{selection}_pct"] if k in g.index else math.nan
+                if not math.isnan(rec):
+                    ax.barh(i - h / 2, rec, h, color=color, edgecolor="black", lw=0.4)
+                    ax.text(rec + 0.5, i - h / 2, f"{rec:.1f}", va="center", fontsize=6.5)
+                else:
+                    ax.text(1, i - h / 2, NOT_RUN if status == NOT_RUN else "n/a",
+                            va="center", fontsize=6.5, style="italic", color="0.3")
+                if not (isinstance(rep, float) and math.isnan(rep)) and rep is not None:
+                    ax.barh(i + h / 2, rep, h, color=rep_color, alpha=0.35, hatch="///",
+                            edgecolor=rep_color, lw=0.4)
+                    mark = "†" if k in g.index and g.loc[k, "reported_k_note"] else ""
+                    ax.text(rep + 0.5, i + h / 2, f"{rep:.1f}{mark}", va="center", fontsize=6.5,
+                            color="0.25")
+            ax.set_xlim(0, 112)
+            ax.set_xlabel(f"R@{k} (%)")
+            ax.set_title(f"R@{k}")
+            ax.grid(axis="y", visible=False)
+        axes[0].set_yticks(y, [r[0] for r in rows])
+        axes[0].invert_yaxis()
+        from matplotlib.patches import Patch
+
+        handles = [Patch(facecolor="0.45", edgecolor="black", label=f"reproduced "
+                         f"({SELECTION_LABELS.get(selection, selection)})"),
+                   Patch(facecolor="0.45", alpha=0.35, hatch="///", edgecolor="0.45",
+                         label="reported by the authors"),
+                   Patch(facecolor="0.55", alpha=0.35, hatch="///", edgecolor="0.55",
+                         label="reported, carry-over (not a target)")]
+        if any(r[1]["reported_k_note"].astype(bool).any() for r in rows):
+            handles.append(Patch(facecolor="none", edgecolor="none",
+                                 label="†: the reported column's K is ambiguous"))
+        fig.legend(handles=handles, loc="outside lower center", ncol=3)
+        fig.suptitle(title or _title(f"Recall@K, {feature} features",
+                                     DATASET_NAMES.get(dataset, dataset), _profile_text(profile)))
+    return _finish(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+def plot_dense_vs_binary(runs_df: pd.DataFrame | None, path=None, *, profile=None, k: int = 1,
+                         selection: str = "test_sel", include_reported: bool = True,
+                         title: str | None = None):
+    """Scatter of binary (sign) R@k against dense R@k: runs filled, authors' numbers hollow."""
+    df = runs_df if runs_df is not None else pd.DataFrame()
+    if profile is not None and len(df):
+        df = df[df["profile"].isin([profile] if isinstance(profile, str) else list(profile))]
+    dcol, bcol = f"{selection}/dense/R@{k}", f"{selection}/binary/R@{k}"
+    from .reported import reported_entries
+
+    datasets = sorted(set(df["dataset"].dropna()) if len(df) else set())
+    rep = [e for e in reported_entries(statuses=("reported",)) if "binary" in e.recalls
+           and k in e.recalls["binary"] and k in e.recalls.get("dense", {})] \
+        if include_reported else []
+    datasets = sorted(set(datasets) | {e.dataset for e in rep})
+    colors = {ds: f"C{i}" for i, ds in enumerate(datasets)}
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(5.2, 4.2), constrained_layout=True)
+        ax.plot([0, 100], [0, 100], color="0.5", lw=0.8, ls="--", label="binary = dense")
+        n_runs = 0
+        if len(df) and dcol in df and bcol in df:
+            for _, r in df.iterrows():
+                if pd.notna(r.get(dcol)) and pd.notna(r.get(bcol)):
+                    ax.scatter(100 * r[dcol], 100 * r[bcol], color=colors[r["dataset"]], s=28,
+                               marker="o", edgecolor="black", lw=0.4, zorder=3)
+                    ax.annotate(METHOD_NAMES.get(r["method"], r["method"]),
+                                (100 * r[dcol], 100 * r[bcol]), fontsize=6,
+                                xytext=(3, -8), textcoords="offset points")
+                    n_runs += 1
+        for e in rep:
+            ax.scatter(e.recalls["dense"][k], e.recalls["binary"][k], facecolor="none",
+                       edgecolor=colors[e.dataset], s=30, marker="s", lw=1.0, zorder=2)
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color="0.5", ls="--", label="binary = dense"),
+                   Line2D([], [], marker="o", ls="", color="0.4", markeredgecolor="black",
+                          label=f"reproduced ({SELECTION_LABELS.get(selection, selection)})"),
+                   Line2D([], [], marker="s", ls="", markerfacecolor="none", color="0.4",
+                          label="reported by the authors")]
+        handles += [Line2D([], [], marker="o", ls="", color=c, label=DATASET_NAMES.get(ds, ds))
+                    for ds, c in colors.items()]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        lo = 0
+        vals = [e.recalls["binary"][k] for e in rep] + [e.recalls["dense"][k] for e in rep]
+        if n_runs:
+            vals += list(100 * df[dcol].dropna()) + list(100 * df[bcol].dropna())
+        if vals:
+            lo = max(0, math.floor(min(vals) / 10) * 10 - 5)
+        ax.set(xlim=(lo, 100), ylim=(lo, 100), xlabel=f"Dense R@{k} (%)",
+               ylabel=f"Binary (sign) R@{k} (%)")
+        ax.set_aspect("equal")
+        ax.set_title(title or _title(f"Dense vs binary features, R@{k}", _profile_text(profile)
+                                     or "all profiles"))
+        if not n_runs:
+            ax.text(0.97, 0.03, "no run with binary metrics", transform=ax.transAxes, ha="right",
+                    fontsize=7, style="italic")
+    return _finish(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+def load_features(run_dir: str | os.PathLike, which: str = "best") -> dict:
+    """``features/<which>.pt`` of a run as numpy: ``features`` (N, D), ``labels`` (N,), ``paths``."""
+    import torch
+
+    obj = torch.load(Path(run_dir) / "features" / f"{which}.pt", weights_only=True,
+                     map_location="cpu")
+    feats = obj["features"]
+    labels = obj["labels"]
+    feats = feats.float().numpy() if hasattr(feats, "numpy") else np.asarray(feats, np.float32)
+    labels = labels.numpy() if hasattr(labels, "numpy") else np.asarray(labels)
+    out = {"features": feats, "labels": labels.astype(np.int64),
+           "paths": list(obj.get("paths", [])) or [""] * len(labels)}
+    for extra in ("gallery_features", "gallery_labels", "gallery_paths"):
+        if extra in obj:
+            v = obj[extra]
+            out[extra] = v.numpy() if hasattr(v, "numpy") else v
+    return out
+
+
+def _neighbours(feats: np.ndarray, queries: np.ndarray, k: int,
+                gallery: np.ndarray | None = None) -> np.ndarray:
+    g = feats if gallery is None else gallery
+    sims = feats[queries] @ g.T
+    if gallery is None:
+        sims[np.arange(len(queries)), queries] = -np.inf
+    return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
+def _own_retrieval_grid(q_paths, q_labels, r_paths, r_labels, title):
+    from PIL import Image
+
+    nq, k = len(q_paths), len(r_paths[0]) if r_paths else 0
+    fig, axes = plt.subplots(nq, k + 1, figsize=(1.3 * (k + 1), 1.45 * nq + 0.5), squeeze=False,
+                             constrained_layout=True)
+
+    def show(ax, p, border, text):
+        try:
+            img = np.asarray(Image.open(p).convert("RGB"))
+            missing = False
+        except Exception:  # noqa: BLE001 - a missing image still gets its cell
+            img, missing = np.full((32, 32, 3), 200, np.uint8), True
+        ax.imshow(img)
+        if missing:
+            ax.text(0.5, 0.5, "image\nmissing", transform=ax.transAxes, ha="center",
+                    va="center", fontsize=7, color="0.3")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+        for s in ax.spines.values():
+            s.set_visible(True)
+            s.set_color(border)
+            s.set_linewidth(2.5)
+        ax.set_title(text, fontsize=7)
+
+    for i in range(nq):
+        show(axes[i, 0], q_paths[i], "blue", f"query (class {q_labels[i]})")
+        for j in range(k):
+            ok = r_labels[i][j] == q_labels[i]
+            show(axes[i, j + 1], r_paths[i][j], "green" if ok else "red", f"#{j + 1}")
+    fig.suptitle(title)
+    return fig
+
+
+def plot_retrieval_grid(run_dir: str | os.PathLike, path=None, *, which: str = "best",
+                        num_queries: int = 4, k: int = 8, seed: int = 0, profile=None,
+                        title: str | None = None):
+    """Top-k retrievals of random test queries of a run (from ``features/<which>.pt``).
+
+    Uses ``dml_core.evaluation.plot_retrievals`` when it is available and accepts the arguments;
+    otherwise draws the grid here (query in blue, correct in green, wrong in red).
+    """
+    f = load_features(run_dir, which)
+    feats, labels, paths = f["features"], f["labels"], f["paths"]
+    gal = f.get("gallery_features")
+    g_labels = f.get("gallery_labels", labels)
+    g_paths = f.get("gallery_paths", paths)
+    rng = np.random.default_rng(seed)
+    queries = np.sort(rng.choice(len(labels), size=min(num_queries, len(labels)), replace=False))
+    k = min(k, (len(labels) - 1) if gal is None else len(g_labels))
+    nn_idx = _neighbours(feats, queries, k, gal)
+    q_paths = [paths[i] for i in queries]
+    q_labels = [int(labels[i]) for i in queries]
+    r_paths = [[g_paths[j] for j in row] for row in nn_idx]
+    r_labels = [[int(g_labels[j]) for j in row] for row in nn_idx]
+    run_name = Path(run_dir).name
+    title = title or _title(f"Top-{k} retrievals ({which} epoch), run {run_name}",
+                            _profile_text(profile))
+    fig = None
+    try:
+        from dml_core.evaluation import plot_retrievals  # type: ignore[attr-defined]
+
+        params = inspect.signature(plot_retrievals).parameters
+        candidates = {"query_paths": q_paths, "query_labels": q_labels,
+                      "retrieved_paths": r_paths, "retrieved_labels": r_labels,
+                      "gallery_paths": g_paths, "gallery_labels": list(map(int, g_labels)),
+                      "indices": nn_idx, "title": title}
+        kwargs = {n: candidates[n] for n in params if n in candidates}
+        fig = plot_retrievals(**kwargs)
+    except Exception:  # noqa: BLE001 - engine helper absent or with another signature
+        fig = None
+    if fig is None:
+        with figure_style():
+            fig = _own_retrieval_grid(q_paths, q_labels, r_paths, r_labels, title)
+    return _finish(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+def _pca2(x: np.ndarray) -> np.ndarray:
+    x = x - x.mean(0, keepdims=True)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    return x @ vt[:2].T
+
+
+def embed_2d(features: np.ndarray, method: str = "umap", seed: int = 0) -> tuple[np.ndarray, str]:
+    """2-D projection with UMAP (seeded); PCA when UMAP is not wanted or fails. Returns (xy, note)."""
+    if method == "umap":
+        try:
+            import umap
+
+            n_nb = int(max(2, min(15, len(features) - 1)))
+            xy = umap.UMAP(n_components=2, random_state=seed, n_neighbors=n_nb,
+                           metric="cosine").fit_transform(features)
+            return np.asarray(xy), "UMAP"
+        except Exception as exc:  # noqa: BLE001
+            return _pca2(features), f"PCA (UMAP failed: {type(exc).__name__})"
+    return _pca2(features), "PCA"
+
+
+def plot_embedding(run_dir: str | os.PathLike, path=None, *, which: str = "best",
+                   method: str = "umap", max_points: int = 3000, seed: int = 0, profile=None,
+                   dataset: str | None = None, title: str | None = None):
+    """UMAP (or PCA fallback, said in the title) of a run's test embeddings coloured by class."""
+    f = load_features(run_dir, which)
+    feats, labels = f["features"], f["labels"]
+    rng = np.random.default_rng(seed)
+    if len(labels) > max_points:
+        idx = np.sort(rng.choice(len(labels), size=max_points, replace=False))
+        feats, labels = feats[idx], labels[idx]
+    xy, note = embed_2d(feats, method=method, seed=seed)
+    classes = np.unique(labels)
+    if dataset is None:
+        try:
+            from .runs import read_run
+
+            dataset = read_run(run_dir).get("dataset")
+        except Exception:  # noqa: BLE001
+            dataset = None
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(5.6, 4.4), constrained_layout=True)
+        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        for i, c in enumerate(classes):
+            m = labels == c
+            ax.scatter(xy[m, 0], xy[m, 1], s=6, color=cmap(i % cmap.N), alpha=0.8,
+                       label=f"class {c}", lw=0)
+        if len(classes) <= 20:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), markerscale=2.5,
+                      title=f"{len(classes)} classes")
+        ax.set(xlabel=f"{note} 1", ylabel=f"{note} 2", xticks=[], yticks=[])
+        ax.set_title(title or _title(f"{note} of test embeddings ({which} epoch), "
+                                     f"{len(labels)} points, {len(classes)} classes",
+                                     DATASET_NAMES.get(dataset, dataset), _profile_text(profile)),
+                     fontsize=9)
+    return _finish(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+def plot_momentum_sensitivity(runs_df: pd.DataFrame | None, path=None, *, profile=None,
+                              datasets: Sequence[str] | None = None, overlay: str | bool = "matching",
+                              selection: str = "test_sel", feature: str = "dense",
+                              title: str | None = None):
+    """AsymptoticProxy R@1 against momentum, from runs whose method is ``asymptotic_proxy``.
+
+    One panel per data set, one line per (backbone, embedding_dim). ``overlay``: ``"matching"``
+    draws the seed's hard-coded plot.py numbers (dashed, hollow markers, labelled "reported
+    (hard-coded)") for the series that the runs cover; ``"all"`` draws every series; False none.
+    """
+    df = runs_df if runs_df is not None else pd.DataFrame()
+    if len(df):
+        df = df[(df["method"] == "asymptotic_proxy") & df["momentum"].notna()] \
+            if "momentum" in df else df.iloc[0:0]
+        if profile is not None:
+            df = df[df["profile"].isin([profile] if isinstance(profile, str) else list(profile))]
+    col = f"{selection}/{feature}/R@1"
+    if datasets is None:
+        datasets = sorted(df["dataset"].dropna().unique()) if len(df) else []
+        if not datasets and overlay:
+            datasets = list(MOMENTUM_SENSITIVITY)
+    datasets = list(datasets) or ["(none)"]
+    rev = {v: k for k, v in MOMENTUM_SERIES.items()}
+    with figure_style():
+        fig, axes = plt.subplots(1, len(datasets), figsize=(3.6 * len(datasets) + 1.8, 3.2),
+                                 squeeze=False, constrained_layout=True)
+        for ax, ds in zip(axes[0], datasets):
+            sub = df[df["dataset"] == ds] if len(df) else df
+            series = {}
+            if len(sub) and col in sub:
+                for (bb, dim), g in sub.groupby(["backbone", "embedding_dim"], dropna=False):
+                    g = g[g[col].notna()].sort_values("momentum")
+                    if len(g):
+                        series[(bb, dim)] = g
+            colors = {}
+            for i, s in enumerate(MOMENTUM_SERIES.values()):
+                colors[s] = f"C{i}"
+            for (bb, dim), g in series.items():
+                c = colors.get((bb, int(dim) if pd.notna(dim) else dim), f"C{len(colors) % 10}")
+                ax.plot(g["momentum"], 100 * g[col], marker="o", ms=4, color=c, lw=1.3,
+                        label=f"reproduced: {BACKBONE_NAMES.get(bb, bb)}({dim})")
+            if overlay and ds in MOMENTUM_SENSITIVITY:
+                for label, vals in MOMENTUM_SENSITIVITY[ds].items():
+                    if overlay == "matching" and MOMENTUM_SERIES[label] not in \
+                            {(bb, int(d)) for bb, d in series if pd.notna(d)}:
+                        continue
+                    ax.plot(MOMENTUM_VALUES, vals, ls="--", marker="o", ms=4, mfc="none",
+                            color=colors[MOMENTUM_SERIES[label]], lw=0.9, alpha=0.8,
+                            label=f"reported (hard-coded): {label}")
+            if not series:
+                ax.text(0.5, 0.08, "no asymptotic_proxy runs", transform=ax.transAxes,
+                        ha="center", fontsize=7, style="italic")
+            ax.set(xlabel="Momentum", ylabel="R@1 (%)", title=DATASET_NAMES.get(ds, ds))
+        handles, labels = [], []
+        for ax in axes[0]:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        if handles:
+            fig.legend(handles, labels, loc="outside right center")
+        sup = title or _title("AsymptoticProxy: momentum sensitivity "
+                              f"({SELECTION_LABELS.get(selection, selection)})",
+                              _profile_text(profile))
+        if overlay:
+            sup += "\ndashed: reported (hard-coded in the seed's plot.py, not from runs)"
+        fig.suptitle(sup, fontsize=9)
+    return _finish(fig, path)
+
+
+__all__ = ["figure_style", "save_figure", "plot_training_curves", "plot_recall_bars",
+           "plot_dense_vs_binary", "plot_retrieval_grid", "plot_embedding", "embed_2d",
+           "load_features", "plot_momentum_sensitivity", "science_style_available"]

@@ -1,0 +1,228 @@
+"""Read run folders (``summary.json`` + ``metrics.csv``) into one pandas DataFrame.
+
+A run folder is any folder under ``runs/<profile>/`` holding a ``summary.json`` (the schema of
+docs/ARCHITECTURE.md). Nested folders are allowed (a notebook may train several runs below its own
+``runs/<profile>/<id>/``); the run id is the path relative to the profile folder.
+
+Metric columns (fractions in [0, 1], as in the run folders) come in three selections:
+
+- ``test_sel/<feature>/<metric>``: the epoch with the best **test** dense R@1 (what the seeds report);
+- ``last/<feature>/<metric>``: the last evaluated epoch;
+- ``val_sel/<feature>/<metric>``: the epoch with the best **validation** dense R@1 (only when the
+  run has a validation split), its test metrics.
+
+They are taken from ``metrics.csv`` when present, else from ``summary.json``'s ``best``/``last``
+(``best`` counts as ``test_sel`` or ``val_sel`` according to ``selection``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+from dml_core import paths
+
+SELECTIONS = ("test_sel", "last", "val_sel")
+SELECTION_LABELS = {"test_sel": "best epoch on test", "last": "last epoch",
+                    "val_sel": "validation-selected"}
+SELECT_METRIC = "dense/R@1"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _read_metrics(path: Path) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return None
+    return df if len(df) else None
+
+
+def _epoch_metrics(row: pd.Series, prefix: str) -> dict[str, float]:
+    """``test/dense/R@1`` -> ``dense/R@1`` for the columns starting with ``prefix/``."""
+    out = {}
+    for col, v in row.items():
+        if isinstance(col, str) and col.startswith(prefix + "/"):
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                continue
+            if not math.isnan(v):
+                out[col[len(prefix) + 1:]] = v
+    return out
+
+
+def _pick(df: pd.DataFrame, col: str) -> pd.Series | None:
+    if col not in df.columns:
+        return None
+    s = pd.to_numeric(df[col], errors="coerce")
+    if s.notna().sum() == 0:
+        return None
+    return df.loc[s.idxmax()]  # first epoch reaching the maximum
+
+
+def _selections(summary: dict, metrics: pd.DataFrame | None) -> dict[str, tuple[int | None, dict]]:
+    """selection name -> (epoch, {feature/metric: value on test})."""
+    out: dict[str, tuple[int | None, dict]] = {}
+    if metrics is not None:
+        evaluated = metrics
+        test_cols = [c for c in metrics.columns if str(c).startswith("test/")]
+        if test_cols:
+            evaluated = metrics[metrics[test_cols].notna().any(axis=1)]
+        if len(evaluated):
+            last = evaluated.iloc[-1]
+            out["last"] = (int(last["epoch"]) if "epoch" in last else None,
+                           _epoch_metrics(last, "test"))
+            row = _pick(evaluated, "test/" + SELECT_METRIC)
+            if row is not None:
+                out["test_sel"] = (int(row["epoch"]) if "epoch" in row else None,
+                                   _epoch_metrics(row, "test"))
+            row = _pick(evaluated, "val/" + SELECT_METRIC)
+            if row is not None:
+                out["val_sel"] = (int(row["epoch"]) if "epoch" in row else None,
+                                  _epoch_metrics(row, "test"))
+    # fall back on summary.json
+    def strip(m: dict) -> dict:
+        return {k[5:]: v for k, v in (m or {}).items()
+                if isinstance(k, str) and k.startswith("test/") and isinstance(v, (int, float))}
+
+    best, last = summary.get("best") or {}, summary.get("last") or {}
+    sel = "val_sel" if summary.get("selection") == "validation" else "test_sel"
+    if sel not in out and best.get("metrics"):
+        out[sel] = (best.get("epoch"), strip(best["metrics"]))
+    if "last" not in out and last.get("metrics"):
+        out["last"] = (last.get("epoch"), strip(last["metrics"]))
+    return out
+
+
+def _hardware_str(hw: dict | None) -> str:
+    if not hw:
+        return "unknown"
+    gpu = hw.get("gpu")
+    if gpu:
+        return str(gpu)
+    cpu, dev = hw.get("cpu"), hw.get("device")
+    return ", ".join(str(x) for x in (dev, cpu) if x) or "unknown"
+
+
+def _macs(summary: dict) -> float | None:
+    for key in ("macs", "num_macs", "MACs"):
+        if isinstance(summary.get(key), (int, float)):
+            return float(summary[key])
+    cx = summary.get("complexity")
+    if isinstance(cx, dict) and isinstance(cx.get("macs"), (int, float)):
+        return float(cx["macs"])
+    return None
+
+
+def read_run(run_dir: str | os.PathLike, profile: str | None = None,
+             run_id: str | None = None) -> dict:
+    """One run folder -> one flat dict (a row of :func:`load_runs`)."""
+    run_dir = Path(run_dir)
+    summary = _read_json(run_dir / "summary.json")
+    row: dict = {"profile": profile, "run_id": run_id or run_dir.name, "run_dir": str(run_dir)}
+    if summary is None:
+        row.update(status="unreadable", recipe={})
+        return row
+    recipe = summary.get("recipe") or {}
+    if not recipe and (run_dir / "config.yaml").is_file():
+        try:
+            import yaml
+
+            recipe = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        except Exception:  # noqa: BLE001 - a broken config only loses columns
+            recipe = {}
+    metrics = _read_metrics(run_dir / "metrics.csv")
+    hw = summary.get("hardware") or {}
+    row.update({
+        "status": summary.get("status", "unknown"),
+        "recipe_name": recipe.get("name"),
+        "method": recipe.get("method"),
+        "dataset": recipe.get("dataset"),
+        "backbone": recipe.get("backbone"),
+        "crop": recipe.get("crop"),
+        "embedding_dim": recipe.get("embedding_dim"),
+        "momentum": recipe.get("momentum"),
+        "reported_key": recipe.get("reported"),
+        "epochs": recipe.get("epochs"),
+        "max_steps_per_epoch": recipe.get("max_steps_per_epoch"),
+        "protocol": summary.get("protocol"),
+        "selection": summary.get("selection"),
+        "epochs_completed": summary.get("epochs_completed"),
+        "train_time_s": summary.get("train_time_s"),
+        "images_per_s": summary.get("images_per_s"),
+        "num_parameters": summary.get("num_parameters"),
+        "macs": _macs(summary),
+        "hardware": _hardware_str(hw),
+        "gpu": hw.get("gpu"),
+        "cpu": hw.get("cpu"),
+        "device": hw.get("device"),
+        "git_commit": summary.get("git_commit"),
+        "error": summary.get("error"),
+        "has_metrics_csv": metrics is not None,
+        "has_features": (run_dir / "features" / "best.pt").is_file(),
+        "recipe": recipe,
+    })
+    for sel, (epoch, vals) in _selections(summary, metrics).items():
+        row[f"{sel}_epoch"] = epoch
+        for k, v in vals.items():
+            row[f"{sel}/{k}"] = v
+    return row
+
+
+def _find_run_dirs(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    found = {p.parent for p in folder.rglob("summary.json")}
+    return sorted(found)
+
+
+def load_runs(source: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+              profiles: Iterable[str] | None = None) -> pd.DataFrame:
+    """One row per run folder that has a ``summary.json``.
+
+    ``source`` is either the runs root (default :func:`dml_core.paths.runs_root`; its sub-folders
+    are profiles, restricted to ``profiles`` when given) or a list of profile folders (the
+    profile name is the folder name). Failed, running and unreadable runs are kept; their
+    ``status`` column says so. Metrics are fractions in [0, 1]; see the module docstring.
+    """
+    if isinstance(source, (list, tuple)):
+        profile_dirs = [Path(p) for p in source]
+        if profiles is not None:
+            wanted = set(profiles)
+            profile_dirs = [p for p in profile_dirs if p.name in wanted]
+    else:
+        root = Path(source) if source is not None else paths.runs_root()
+        if profiles is not None:
+            profile_dirs = [root / p for p in profiles]
+        else:
+            profile_dirs = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    rows = []
+    for pdir in profile_dirs:
+        for run_dir in _find_run_dirs(pdir):
+            rows.append(read_run(run_dir, profile=pdir.name,
+                                 run_id=run_dir.relative_to(pdir).as_posix()))
+    base = ["profile", "run_id", "status", "method", "dataset", "backbone", "crop",
+            "embedding_dim", "reported_key", "recipe_name", "run_dir"]
+    df = pd.DataFrame(rows)
+    for col in base:
+        if col not in df.columns:
+            df[col] = pd.Series(dtype=object)
+    return df[base + [c for c in df.columns if c not in base]].reset_index(drop=True)
+
+
+def load_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """A run's ``metrics.csv`` (empty DataFrame when missing)."""
+    df = _read_metrics(Path(run_dir) / "metrics.csv")
+    return df if df is not None else pd.DataFrame()

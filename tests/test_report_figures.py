@@ -1,0 +1,133 @@
+"""Every figure function writes a PNG and a PDF (atomically) from synthetic run folders."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_report import make_run  # noqa: E402
+
+from dml_core.report import figures as F  # noqa: E402
+from dml_core.report import load_runs  # noqa: E402
+
+
+def _written(base: Path) -> None:
+    png, pdf = base.with_name(base.name + ".png"), base.with_name(base.name + ".pdf")
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pdf.is_file() and pdf.read_bytes()[:5] == b"%PDF-"
+    # atomic writes leave no temporary file behind
+    assert not [p for p in base.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fig") / "runs"
+    make_run(root, "demo", "ns_car", method="normsoftmax", dataset="car")
+    make_run(root, "demo", "cgd_car", method="cgd", dataset="car", binary=False, validation=True,
+             r1=(0.4, 0.7, 0.72))
+    make_run(root, "demo", "pp_car", method="positive_proxy", dataset="car",
+             backbone="googlenet", status="failed", epochs=2)
+    for i, m in enumerate((0.1, 0.5, 0.9)):
+        make_run(root, "demo", f"ap_m{m}", method="asymptotic_proxy", dataset="cub",
+                 backbone="resnet50", momentum=m, r1=(0.6 + 0.05 * i,), features=False)
+    return load_runs(root)
+
+
+def test_save_figure_atomic(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    paths = F.save_figure(fig, tmp_path / "sub" / "x.png")  # an extension is replaced
+    plt.close(fig)
+    assert [p.name for p in paths] == ["x.png", "x.pdf"]
+    _written(tmp_path / "sub" / "x")
+
+
+def test_training_curves(runs, tmp_path):
+    fig = F.plot_training_curves(runs[runs["dataset"] == "car"], tmp_path / "curves",
+                                 profile="demo")
+    assert "demo" in fig._suptitle.get_text() and "CARS196" in fig._suptitle.get_text()
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("(val)" in lab for lab in labels) and any("failed" in lab for lab in labels)
+    plt.close(fig)
+    _written(tmp_path / "curves")
+
+
+def test_recall_bars(runs, tmp_path):
+    fig = F.plot_recall_bars(runs, "car", tmp_path / "bars", profile="demo", ks=(1, 8))
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "not run" in texts and "62.0" in texts and "86.1" in texts
+    assert len(fig.axes) == 2 and "demo" in fig._suptitle.get_text()
+    plt.close(fig)
+    _written(tmp_path / "bars")
+
+
+def test_dense_vs_binary(runs, tmp_path):
+    fig = F.plot_dense_vs_binary(runs, tmp_path / "db", profile="demo")
+    ax = fig.axes[0]
+    assert len(ax.collections) >= 2  # one run with binary + reported points
+    plt.close(fig)
+    _written(tmp_path / "db")
+
+
+def test_retrieval_grid(runs, tmp_path):
+    run_dir = runs[runs["run_id"] == "ns_car"].iloc[0]["run_dir"]
+    fig = F.plot_retrieval_grid(run_dir, tmp_path / "grid", num_queries=3, k=4, profile="demo")
+    assert len(fig.axes) >= 3
+    plt.close(fig)
+    _written(tmp_path / "grid")
+
+
+def test_embedding_pca_and_umap_fallback(runs, tmp_path, monkeypatch):
+    run_dir = runs[runs["run_id"] == "ns_car"].iloc[0]["run_dir"]
+    fig = F.plot_embedding(run_dir, tmp_path / "pca", method="pca", profile="demo")
+    assert fig.axes[0].get_title().startswith("PCA") and "CARS196" in fig.axes[0].get_title()
+    plt.close(fig)
+    _written(tmp_path / "pca")
+    # UMAP failing falls back to PCA and says so in the title
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_umap(name, *a, **kw):
+        if name == "umap":
+            raise ImportError("no umap here")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_umap)
+    fig = F.plot_embedding(run_dir, tmp_path / "fallback", method="umap")
+    assert "UMAP failed" in fig.axes[0].get_title()
+    plt.close(fig)
+    _written(tmp_path / "fallback")
+
+
+@pytest.mark.skipif(not os.environ.get("DML_SLOW_TESTS"), reason="UMAP's numba JIT takes ~40 s")
+def test_embedding_real_umap(runs, tmp_path):
+    run_dir = runs[runs["run_id"] == "ns_car"].iloc[0]["run_dir"]
+    fig = F.plot_embedding(run_dir, tmp_path / "umap")
+    assert fig.axes[0].get_title().startswith("UMAP")
+    _written(tmp_path / "umap")
+
+
+def test_momentum_sensitivity(runs, tmp_path):
+    fig = F.plot_momentum_sensitivity(runs, tmp_path / "mom", profile="demo")
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "reproduced: ResNet50(512)" in labels
+    assert "reported (hard-coded): ResNet-50(512)" in labels
+    assert not any("GoogLeNet" in lab for lab in labels)  # only matching series overlaid
+    line = next(l for l in fig.axes[0].lines if l.get_label().startswith("reproduced"))
+    assert list(line.get_xdata()) == [0.1, 0.5, 0.9]
+    assert list(line.get_ydata()) == pytest.approx([60.0, 65.0, 70.0])
+    plt.close(fig)
+    _written(tmp_path / "mom")
+    fig = F.plot_momentum_sensitivity(None, tmp_path / "mom_reported", overlay="all",
+                                      datasets=("car",))
+    assert len(fig.axes[0].lines) == 6 and len(fig.axes) == 1
+    plt.close(fig)
+    _written(tmp_path / "mom_reported")
