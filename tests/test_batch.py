@@ -1,0 +1,263 @@
+"""The batch runner on tiny generated notebooks (each execution starts a kernel: ~2 s)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from dml_core import batch
+from dml_core.paths import REPO_ROOT
+
+WRITE_JSON = """\
+import json, pathlib, sys
+out = pathlib.Path(run_dir)
+print("value is", value)
+(out / "count.txt").open("a").write("x")
+(out / "out.json").write_text(json.dumps({"value": value, "profile": profile,
+                                          "executable": sys.executable}))
+"""
+
+
+def make_notebook(path: Path, body: str, markdown: str = "# tiny") -> Path:
+    params = new_code_cell("profile = None\nrun_dir = None\nvalue = 0")
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[new_markdown_cell(markdown), params, new_code_cell(body)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+def write_profile(folder: Path, name: str, runs: list[dict], **extra) -> Path:
+    path = folder / "profiles" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"name": name, "description": f"{name} test profile",
+                                    "notebooks_dir": "../nb", **extra, "runs": runs},
+                                   sort_keys=False))
+    return path
+
+
+def count(run_dir: Path) -> int:
+    f = run_dir / "count.txt"
+    return len(f.read_text()) if f.exists() else 0
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch):
+    """Three notebooks (stages 0, 1, 2 by their numbers) and a profile listing them."""
+    # The package is edited live by others: pin its fingerprint so skips are deterministic here.
+    monkeypatch.setattr(batch, "code_fingerprint", lambda *dirs: "pinned")
+    make_notebook(tmp_path / "nb" / "00_first.ipynb", WRITE_JSON)
+    make_notebook(tmp_path / "nb" / "01_second.ipynb", WRITE_JSON)
+    make_notebook(tmp_path / "nb" / "06_third.ipynb", WRITE_JSON)
+    runs = [{"id": "c_first", "notebook": "00_first.ipynb", "parameters": {"value": 1}},
+            {"id": "a_second", "notebook": "01_second.ipynb", "parameters": {"value": 2}},
+            {"id": "b_third", "notebook": "06_third.ipynb", "parameters": {"value": 3}}]
+    return tmp_path, write_profile(tmp_path, "tiny", runs), runs
+
+
+def test_batch_runs_skips_and_reruns(study):
+    tmp, profile, runs = study
+    root = tmp / "runs"
+    res = batch.run_profile(profile, runs_root=root, quiet=True)
+    assert res.ok and res.exit_code == 0
+    assert [r.status for r in res.results] == ["done"] * 3
+    pdir = root / "tiny"
+    for r in runs:
+        rdir = pdir / r["id"]
+        out = json.loads((rdir / "out.json").read_text())
+        assert out["value"] == r["parameters"]["value"]
+        assert out["profile"] == "tiny"  # injected
+        assert Path(out["executable"]).resolve() == Path(sys.executable).resolve()  # venv kernel
+        nb = nbformat.read(str(rdir / "notebook.ipynb"), as_version=4)
+        assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+        assert "value is" in (rdir / "notebook.html").read_text()
+        assert "value is " + str(r["parameters"]["value"]) in (rdir / "log.txt").read_text()
+        assert (rdir / "done.json").exists() and not (rdir / "notebook.running.ipynb").exists()
+        assert count(rdir) == 1
+    # stages: 00 before 01 before 06 (by default), whatever the ids
+    st = {r["id"]: json.loads((pdir / r["id"] / "status.json").read_text()) for r in runs}
+    assert st["c_first"]["finished_at"] <= st["a_second"]["started_at"]
+    assert st["a_second"]["finished_at"] <= st["b_third"]["started_at"]
+    # index: every run linked, in profile order
+    index = (pdir / "index.html").read_text()
+    links = [index.index(f'href="{r["id"]}/notebook.html"') for r in runs]
+    assert links == sorted(links)
+    summary = json.loads((pdir / "batch_summary.json").read_text())
+    assert [r["id"] for r in summary["runs"]] == [r["id"] for r in runs]
+    assert summary["exit_code"] == 0 and summary["counts"]["done"] == 3
+
+    # second batch: nothing re-executed
+    res = batch.run_profile(profile, runs_root=root, quiet=True)
+    assert [r.status for r in res.results] == ["skipped"] * 3
+    assert all(count(pdir / r["id"]) == 1 for r in runs)
+    assert "skipped" in (pdir / "index.html").read_text()
+
+    # a changed parameter reruns only that run; dry run says so first and executes nothing
+    runs[1]["parameters"]["value"] = 20
+    write_profile(tmp, "tiny", runs)
+    dry = batch.run_profile(profile, runs_root=root, dry_run=True, quiet=True)
+    assert [r.status for r in dry.results] == ["would-skip", "would-run", "would-skip"]
+    assert "parameters" in dry.by_id()["a_second"].reason
+    assert count(pdir / "a_second") == 1
+    res = batch.run_profile(profile, runs_root=root, quiet=True)
+    assert [r.status for r in res.results] == ["skipped", "done", "skipped"]
+    assert [count(pdir / r["id"]) for r in runs] == [1, 2, 1]
+    assert json.loads((pdir / "a_second" / "out.json").read_text())["value"] == 20
+
+    # --only selects, --force reruns an unchanged run
+    res = batch.run_profile(profile, runs_root=root, only="c_*", force=True, quiet=True)
+    assert [(r.id, r.status) for r in res.results] == [("c_first", "done")]
+    assert [count(pdir / r["id"]) for r in runs] == [2, 2, 1]
+
+    # a code change (here: the pinned package fingerprint) invalidates every run
+    dry = batch.run_profile(profile, runs_root=root, dry_run=True, quiet=True,
+                            only=["a_*", "b_*"])
+    assert [r.status for r in dry.results] == ["would-skip", "would-skip"]
+    batch.code_fingerprint = lambda *dirs: "changed"  # monkeypatch restores it
+    dry = batch.run_profile(profile, runs_root=root, dry_run=True, quiet=True)
+    assert all(r.status == "would-run" and "code" in r.reason for r in dry.results)
+
+
+def test_dry_run_executes_nothing_and_only_selects(study):
+    tmp, profile, _ = study
+    root = tmp / "runs"
+    res = batch.run_profile(profile, runs_root=root, dry_run=True, only="a_*,b_*", quiet=True)
+    assert [r.id for r in res.results] == ["a_second", "b_third"]
+    assert all(r.status == "would-run" for r in res.results)
+    assert not root.exists()
+    with pytest.raises(batch.BatchError, match="matches no run.*c_first"):
+        batch.run_profile(profile, runs_root=root, only="zzz*", dry_run=True, quiet=True)
+
+
+def test_cli_failing_run_does_not_stop_the_others(tmp_path):
+    make_notebook(tmp_path / "nb" / "00_ok.ipynb", WRITE_JSON)
+    make_notebook(tmp_path / "nb" / "01_fail.ipynb", "raise RuntimeError('boom-42')")
+    make_notebook(tmp_path / "nb" / "02_ok.ipynb", WRITE_JSON)
+    profile = write_profile(tmp_path, "mixed", [
+        {"id": "fail", "notebook": "01_fail.ipynb", "stage": 0},
+        {"id": "ok0", "notebook": "00_ok.ipynb", "parameters": {"value": 5}},
+        {"id": "ok2", "notebook": "02_ok.ipynb", "stage": 1}])
+    root = tmp_path / "runs"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dml_core.batch", "--profile", str(profile), "--runs-root",
+         str(root), "--jobs", "2", "--no-progress"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    summary = json.loads((root / "mixed" / "batch_summary.json").read_text())
+    status = {r["id"]: r["status"] for r in summary["runs"]}
+    assert status == {"fail": "failed", "ok0": "done", "ok2": "done"}
+    failed = next(r for r in summary["runs"] if r["id"] == "fail")
+    assert "boom-42" in failed["error"]
+    assert "boom-42" in (root / "mixed" / "fail" / "notebook.html").read_text()
+    assert not (root / "mixed" / "fail" / "done.json").exists()
+    assert "boom-42" in (root / "mixed" / "fail" / "log.txt").read_text()
+    assert json.loads((root / "mixed" / "ok0" / "out.json").read_text())["value"] == 5
+    # the summary table is printed
+    assert "failed" in proc.stdout and "ok2" in proc.stdout
+    index = (root / "mixed" / "index.html").read_text()
+    assert "failed" in index and 'href="ok2/notebook.html"' in index
+
+
+# ---------------------------------------------------------------------------- no execution
+@pytest.mark.parametrize("runs, extra, message", [
+    ([{"notebook": "00_x.ipynb"}], {}, "missing key 'id'"),
+    ([{"id": "a"}], {}, "missing key 'notebook'"),
+    ([{"id": "a", "notebook": "nope.ipynb"}], {}, "unknown notebook 'nope.ipynb'"),
+    ([{"id": "a", "notebook": "00_x.ipynb"}, {"id": "a", "notebook": "00_x.ipynb"}], {},
+     "duplicate id 'a'"),
+    ([{"id": "a", "notebook": "00_x.ipynb", "parameter": {}}], {}, "unknown key"),
+    ([{"id": "a/b", "notebook": "00_x.ipynb"}], {}, "id 'a/b'"),
+    ([{"id": "a", "notebook": "00_x.ipynb", "stage": -1}], {}, "stage -1"),
+    ([{"id": "a", "notebook": "00_x.ipynb", "parameters": {"run_dir": "x"}}], {}, "injected"),
+    ([{"id": "a", "notebook": "00_x.ipynb"}], {"colour": 1}, "unknown top-level key"),
+    ([], {}, "non-empty list"),
+])
+def test_bad_profiles_are_named(tmp_path, runs, extra, message):
+    make_notebook(tmp_path / "nb" / "00_x.ipynb", "pass")
+    path = write_profile(tmp_path, "bad", runs, **extra)
+    with pytest.raises(batch.ProfileError, match=message) as info:
+        batch.load_profile(path)
+    assert str(path) in str(info.value)
+
+
+def test_profile_missing_keys_and_name_mismatch(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("description: nothing\n")
+    with pytest.raises(batch.ProfileError, match="missing top-level key 'name'") as info:
+        batch.load_profile(path)
+    assert "missing top-level key 'runs'" in str(info.value)
+    path.write_text("name: other\nruns: [{id: a, notebook: x.ipynb}]\n")
+    with pytest.raises(batch.ProfileError, match="must equal the file name 'p'"):
+        batch.load_profile(path)
+    with pytest.raises(batch.ProfileError, match="unknown profile 'nosuch'"):
+        batch.load_profile("nosuch", profiles_dir=tmp_path)
+
+
+def test_profile_parameters_are_checked_against_the_notebook_schema(tmp_path):
+    make_notebook(tmp_path / "nb" / "01_normsoftmax.ipynb", "pass")
+    path = write_profile(tmp_path, "p", [{"id": "ns", "notebook": "01_normsoftmax.ipynb",
+                                          "parameters": {"dataset": "cubb", "epochs": 1}}])
+    with pytest.raises(batch.ProfileError) as info:
+        batch.load_profile(path)
+    msg = str(info.value)
+    assert "'cubb' is not one of" in msg and "did you mean 'cub'" in msg
+    assert "unknown parameter 'epochs'" in msg and "ns" in msg
+    # profile-level defaults merge under each run's parameters
+    path = write_profile(tmp_path, "p", [{"id": "ns", "notebook": "01_normsoftmax.ipynb",
+                                          "parameters": {"dataset": "cub"}}],
+                         parameters={"device": "cpu", "dataset": "car"})
+    prof = batch.load_profile(path)
+    assert prof.runs[0].parameters == {"device": "cpu", "dataset": "cub"}
+    assert prof.runs[0].stage == 1
+
+
+def test_default_stages_and_gpu_slots():
+    assert [batch.default_stage(n) for n in
+            ("00_prepare_data.ipynb", "03_positive_proxy.ipynb", "06_benchmarks.ipynb",
+             "07_toy_proxies.ipynb", "08_figures.ipynb", "misc.ipynb")] == [0, 1, 2, 1, 2, 1]
+    assert batch.gpu_for_slot(0, 0) is None and batch.gpu_for_slot(3, 1) is None
+    assert [batch.gpu_for_slot(s, 2) for s in range(4)] == ["0", "1", "0", "1"]
+    assert [batch.gpu_for_slot(s, 2, "5,7") for s in range(3)] == ["5", "7", "5"]
+
+
+def test_fingerprints(tmp_path):
+    nb = make_notebook(tmp_path / "a.ipynb", "x = 1", markdown="# one")
+    fp = batch.notebook_fingerprint(nb)
+    make_notebook(tmp_path / "a.ipynb", "x = 1", markdown="# two")  # prose only
+    assert batch.notebook_fingerprint(nb) == fp
+    make_notebook(tmp_path / "a.ipynb", "x = 2")
+    assert batch.notebook_fingerprint(nb) != fp
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "sub" / "m.py").write_text("A = 1\n")
+    (pkg / "notes.txt").write_text("ignored")
+    code = batch.code_fingerprint(pkg)
+    (pkg / "notes.txt").write_text("still ignored")
+    assert batch.code_fingerprint(pkg) == code
+    (pkg / "sub" / "m.py").write_text("A = 2\n")
+    assert batch.code_fingerprint(pkg) != code
+
+
+def test_unknown_kernel_fails_before_running(study):
+    tmp, profile, _ = study
+    with pytest.raises(batch.BatchError, match="no Jupyter kernel 'no-such-kernel'.*python3"):
+        batch.run_profile(profile, runs_root=tmp / "runs", kernel_name="no-such-kernel",
+                          quiet=True)
+    assert not (tmp / "runs" / "tiny" / "c_first" / "notebook.ipynb").exists()
+
+
+def test_cli_list_profiles_and_usage_errors(study, capsys):
+    tmp, _, _ = study
+    (tmp / "profiles" / "broken.yaml").write_text("name: broken\n")
+    assert batch.main(["--list-profiles", "--profiles-dir", str(tmp / "profiles")]) == 0
+    out = capsys.readouterr().out
+    assert "tiny" in out and "3 run(s)" in out and "broken" in out and "INVALID" in out
+    assert batch.main(["--profiles-dir", str(tmp / "profiles")]) == 2
+    assert batch.main(["--profile", "broken", "--profiles-dir", str(tmp / "profiles")]) == 2
+    assert "missing top-level key 'runs'" in capsys.readouterr().err
