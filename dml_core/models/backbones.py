@@ -1,0 +1,303 @@
+"""Backbone registry: every backbone by name, its feature width, input convention and weight files.
+
+``build_backbone(name, pretrained)`` returns a trunk ``(B, 3, H, W) -> (B, C, h, w)``: the feature
+MAP, without the original global pooling and classifier (those are the networks' business).
+
+Pretrained weights are read ONLY from :func:`dml_core.paths.torch_checkpoint_dir`
+(``$TORCH_HOME/hub/checkpoints``); nothing here touches the network. A missing file raises
+:class:`MissingWeightsError`, naming the file(s) looked for, the URL and the folder to put it in.
+
+=================  =====  ===========  ==========================================
+name               C      map at 224   weights (first found wins)
+=================  =====  ===========  ==========================================
+resnet50           2048   7×7          resnet50-0676ba61.pth / resnet50-19c8e357.pth
+resnext50_32x4d    2048   7×7          resnext50_32x4d-7cdf4587.pth
+googlenet          1024   7×7          googlenet-1378be20.pth
+resnet18            512   7×7          resnet18-f37072fd.pth / resnet18-5c106cde.pth
+bninception        1024   7×7          bn_inception-52deb4733.pth (Cadene pretrainedmodels)
+=================  =====  ===========  ==========================================
+
+Both resnet50 files hold the same ImageNet V1 weights (torchvision re-saved them under a new hash);
+the same goes for resnet18. Options of :func:`build_backbone`:
+
+- ``layer3_stride1`` (resnet50 / resnext50_32x4d): CGD's ``resnet.py``: layer3 built with stride 1,
+  no dilation, so the stages run at 56 → 28 → 28 → 14 and the final map is 14×14 at 224.
+- ``remove_maxpool`` (ResNets): the stem max pool becomes Identity (the toy's resnet18).
+- ``bn_momentum``: set the momentum of every BatchNorm2d (PA/LDM's BN-Inception port uses 0.9 in
+  PyTorch's convention, i.e. the running stats are ~ the last batch's; pretrainedmodels uses 0.1).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from dml_core.models.conventions import InputConvention, input_convention
+from dml_core.paths import torch_checkpoint_dir
+
+__all__ = [
+    "BACKBONES",
+    "BackboneSpec",
+    "MissingWeightsError",
+    "build_backbone",
+    "feature_dim",
+    "input_convention",
+    "list_backbones",
+    "find_weights",
+]
+
+TV_URL = "https://download.pytorch.org/models/"
+CADENE_URL = "http://data.lip6.fr/cadene/pretrainedmodels/"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One registry entry.
+
+    feature_dim: C of the returned map.
+    weight_files: file names looked for in ``torch_checkpoint_dir()``, preferred first.
+    urls: download URL of each file (same order).
+    pooled_dropout: dropout the original network applies after its global pool (GoogLeNet 0.2);
+        networks that keep it (ProxyHeadNet) read it from here.
+    """
+
+    name: str
+    feature_dim: int
+    weight_files: tuple[str, ...]
+    urls: tuple[str, ...]
+    builder: Callable[..., nn.Module] = field(repr=False, compare=False)
+    pooled_dropout: float = 0.0
+    note: str = ""
+
+    @property
+    def convention(self) -> InputConvention:
+        return input_convention(self.name)
+
+
+class MissingWeightsError(FileNotFoundError):
+    """Pretrained weights are not in the local torch cache (and will not be downloaded)."""
+
+
+# --------------------------------------------------------------------------- trunks
+class ResNetTrunk(nn.Module):
+    """torchvision ResNet/ResNeXt up to layer4: ``(B,3,H,W) -> (B,C,H/32,W/32)``.
+
+    Child names are torchvision's (conv1, bn1, relu, maxpool, layer1..layer4), so state-dict keys
+    are torchvision's minus ``fc.*``.
+    """
+
+    def __init__(self, resnet: nn.Module):
+        super().__init__()
+        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+            setattr(self, name, getattr(resnet, name))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+class GoogLeNetTrunk(nn.Module):
+    """torchvision GoogLeNet up to inception5b: ``(B,3,H,W) -> (B,1024,H/32,W/32)``.
+
+    ``transform_input=True`` (as the pretrained builder sets it, and the seeds keep it) re-maps the
+    ImageNet-normalised input to the [-1, 1] scale the original weights expect. No aux heads; the
+    dropout(0.2) that followed the pool is the network's (see ``BackboneSpec.pooled_dropout``).
+    """
+
+    _STAGES = ("conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b",
+               "maxpool3", "inception4a", "inception4b", "inception4c", "inception4d",
+               "inception4e", "maxpool4", "inception5a", "inception5b")
+
+    def __init__(self, googlenet: nn.Module):
+        super().__init__()
+        self.transform_input = googlenet.transform_input
+        for name in self._STAGES:
+            setattr(self, name, getattr(googlenet, name))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.transform_input:
+            # torchvision GoogLeNet._transform_input: ImageNet-normalised -> (x - 0.5) / 0.5
+            x = torch.cat([
+                x[:, 0:1] * (0.229 / 0.5) + (0.485 - 0.5) / 0.5,
+                x[:, 1:2] * (0.224 / 0.5) + (0.456 - 0.5) / 0.5,
+                x[:, 2:3] * (0.225 / 0.5) + (0.406 - 0.5) / 0.5,
+            ], dim=1)
+        for name in self._STAGES:
+            x = getattr(self, name)(x)
+        return x
+
+
+def _bninception_class():
+    # Importing pretrainedmodels only defines modules and dataset classes; it downloads nothing.
+    from pretrainedmodels.models.bninception import BNInception
+
+    class BNInceptionTrunk(BNInception):
+        """pretrainedmodels' BN-Inception up to ``inception_5b_output``: (B,3,H,W) -> (B,1024,h,w).
+
+        Expects BGR in [0, 255] minus (104, 117, 128) (see conventions.py). The unused
+        ``global_pool`` and ``last_linear`` are deleted (their checkpoint keys are skipped).
+        """
+
+        def __init__(self):
+            super().__init__(num_classes=1000)
+            del self.global_pool, self.last_linear
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.features(x)
+
+    return BNInceptionTrunk
+
+
+# --------------------------------------------------------------------------- builders
+def _tv_resnet(arch: str) -> Callable[..., nn.Module]:
+    def build() -> nn.Module:
+        import torchvision.models as tvm
+
+        return ResNetTrunk(getattr(tvm, arch)(weights=None))
+
+    return build
+
+
+def _tv_googlenet() -> nn.Module:
+    from torchvision.models import GoogLeNet
+
+    # init_weights=True: torchvision's own random init (overwritten when weights are loaded).
+    return GoogLeNetTrunk(GoogLeNet(aux_logits=False, transform_input=True, init_weights=True))
+
+
+def _bninception() -> nn.Module:
+    return _bninception_class()()
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    s.name: s
+    for s in [
+        BackboneSpec("resnet50", 2048, ("resnet50-0676ba61.pth", "resnet50-19c8e357.pth"),
+                     (TV_URL + "resnet50-0676ba61.pth", TV_URL + "resnet50-19c8e357.pth"),
+                     _tv_resnet("resnet50"), note="ImageNet V1 (the seeds' weights)"),
+        BackboneSpec("resnext50_32x4d", 2048, ("resnext50_32x4d-7cdf4587.pth",),
+                     (TV_URL + "resnext50_32x4d-7cdf4587.pth",), _tv_resnet("resnext50_32x4d")),
+        BackboneSpec("googlenet", 1024, ("googlenet-1378be20.pth",),
+                     (TV_URL + "googlenet-1378be20.pth",), _tv_googlenet, pooled_dropout=0.2),
+        BackboneSpec("resnet18", 512, ("resnet18-f37072fd.pth", "resnet18-5c106cde.pth"),
+                     (TV_URL + "resnet18-f37072fd.pth", TV_URL + "resnet18-5c106cde.pth"),
+                     _tv_resnet("resnet18")),
+        BackboneSpec("bninception", 1024, ("bn_inception-52deb4733.pth",),
+                     (CADENE_URL + "bn_inception-52deb4733.pth",), _bninception,
+                     note="Cadene pretrainedmodels Caffe port; BGR, 0-255"),
+    ]
+}
+
+
+def _spec(name: str) -> BackboneSpec:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; expected one of {list_backbones()}") from None
+
+
+def list_backbones() -> list[str]:
+    """Registered backbone names, sorted."""
+    return sorted(BACKBONES)
+
+
+def feature_dim(name: str) -> int:
+    """Channels C of the feature map of backbone ``name``."""
+    return _spec(name).feature_dim
+
+
+# --------------------------------------------------------------------------- weights
+def find_weights(name: str) -> Path:
+    """Path of the first weight file of ``name`` present in ``torch_checkpoint_dir()``.
+
+    Raises :class:`MissingWeightsError` naming every file looked for, its URL and the folder.
+    """
+    spec = _spec(name)
+    folder = torch_checkpoint_dir()
+    for fname in spec.weight_files:
+        if (folder / fname).is_file():
+            return folder / fname
+    options = "\n".join(f"  {f}  <-  {u}" for f, u in zip(spec.weight_files, spec.urls))
+    raise MissingWeightsError(
+        f"pretrained weights for backbone {name!r} not found (nothing is downloaded at run time).\n"
+        f"Looked for any of these files in {folder}:\n{options}\n"
+        f"On a machine with internet, download one of them (e.g. `wget {spec.urls[0]}`) and put it "
+        f"in {folder} (= $TORCH_HOME/hub/checkpoints), or use pretrained=False."
+    )
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # e.g. the python2-era BN-Inception pickle
+        warnings.warn(f"weights_only load of {path.name} failed ({exc!r}); retrying with the full "
+                      "unpickler (latin1), trusting the file from its official URL", stacklevel=3)
+        state = torch.load(path, map_location="cpu", weights_only=False, encoding="latin1")
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    return dict(state)
+
+
+def adapt_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keep the keys ``model`` has; squeeze a leading singleton dim where that fixes the shape.
+
+    The Cadene BN-Inception file stores some 1-d tensors as (1, C) (the PA/LDM loaders squeeze
+    them); classifier/aux keys (``fc.*``, ``last_linear.*``, ``aux1.*``, ...) are dropped.
+    """
+    own = model.state_dict()
+    out = {}
+    for k, v in state.items():
+        if k not in own:
+            continue
+        if v.shape != own[k].shape and v.dim() > 0 and v.shape[0] == 1 \
+                and v.squeeze(0).shape == own[k].shape:
+            v = v.squeeze(0)
+        out[k] = v
+    return out
+
+
+# --------------------------------------------------------------------------- build
+def build_backbone(name: str, pretrained: bool, *, layer3_stride1: bool = False,
+                   remove_maxpool: bool = False, bn_momentum: float | None = None) -> nn.Module:
+    """Backbone trunk ``(B,3,H,W) -> (B, feature_dim(name), h, w)``.
+
+    pretrained: True loads ImageNet weights from ``torch_checkpoint_dir()`` (else
+        :class:`MissingWeightsError`); False keeps torchvision's random init (explicit choice).
+    layer3_stride1: resnet50/resnext50 only; CGD's stage 3 without downsampling (14×14 at 224).
+    remove_maxpool: ResNets only; stem max pool -> Identity (the toy's resnet18).
+    bn_momentum: if not None, the momentum of every BatchNorm2d.
+    """
+    spec = _spec(name)
+    if not isinstance(pretrained, bool):
+        raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
+    path = find_weights(name) if pretrained else None  # fail before building anything
+    model = spec.builder()
+    if path is not None:
+        state = _load_state_dict(path)
+        own_keys = set(model.state_dict())
+        adapted = adapt_state_dict(model, state)
+        missing = sorted(k for k in own_keys - set(adapted) if not k.endswith("num_batches_tracked"))
+        if missing:
+            raise RuntimeError(f"{path.name} does not fit backbone {name!r}: missing {missing[:8]}"
+                               f"{' ...' if len(missing) > 8 else ''} ({len(missing)} keys)")
+        model.load_state_dict(adapted, strict=False)
+    if layer3_stride1:
+        if not isinstance(model, ResNetTrunk) or name == "resnet18":
+            raise ValueError(f"layer3_stride1 is for resnet50 / resnext50_32x4d, not {name!r}")
+        block = model.layer3[0]
+        block.conv2.stride = (1, 1)  # torchvision Bottleneck strides in the 3x3 conv
+        block.downsample[0].stride = (1, 1)
+        block.stride = 1
+    if remove_maxpool:
+        if not isinstance(model, ResNetTrunk):
+            raise ValueError(f"remove_maxpool is for the ResNets, not {name!r}")
+        model.maxpool = nn.Identity()
+    if bn_momentum is not None:
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = bn_momentum
+    return model

@@ -1,0 +1,237 @@
+"""The per-method networks: images ``(B, 3, H, W)`` -> L2-normalised embeddings ``(B, D)``.
+
+Every network maps images to unit-norm embeddings in train and eval mode alike and exposes the
+same sub-module names, so methods can build parameter groups and freeze parts:
+
+- ``.backbone``: the trunk from :func:`build_backbone` (feature map),
+- ``.pool``: global pooling (CGD: a ModuleList, one per descriptor),
+- ``.embedding``: the projection layer(s) (CGD: a ModuleList, one Linear per descriptor),
+- CGD only: ``.aux`` (BN1d + Linear classifier on the first descriptor).
+
+Proxies and margins live in the losses, not here.
+
+=================  ========================================================================
+NormSoftmaxNet     GAP -> LayerNorm(no affine, eps 1e-5) -> Linear(C->D, bias) -> L2
+CGDNet             stride-1 layer3; per descriptor g_i: L2(W_i g_i) (no bias), concat, L2;
+                   aux = Linear(BN1d(g_1)) (bias)
+ProxyHeadNet       GMP [-> dropout (GoogLeNet 0.2)] -> LayerNorm(no affine) -> Linear(no bias) -> L2
+ProxyAnchorNet     GAP + GMP -> Linear(C->D; kaiming_normal fan_out, bias 0) -> x/sqrt(|x|^2+1e-12)
+ToyNet             resnet18 without stem max pool -> GMP -> Linear(512->2 or 3, bias) -> L2
+=================  ========================================================================
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dml_core.models.backbones import BACKBONES, build_backbone
+from dml_core.models.backbones import feature_dim as backbone_feature_dim
+from dml_core.models.conventions import input_convention
+from dml_core.models.pooling import GeM, build_pooling
+
+__all__ = [
+    "EmbeddingNet", "NormSoftmaxNet", "CGDNet", "ProxyHeadNet", "ProxyAnchorNet", "ToyNet",
+    "GD_CONFIGS", "MODELS", "build_model", "list_models", "l2_normalize",
+]
+
+# CGD's 12 global-descriptor configurations (S = SPoC/avg, M = MAC/max, G = GeM p=3).
+GD_CONFIGS = ("S", "M", "G", "SM", "MS", "SG", "GS", "MG", "GM", "SMG", "MSG", "GSM")
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-12, mode: str = "clamp") -> torch.Tensor:
+    """Row-wise L2 normalisation of (B, D).
+
+    mode="clamp": x / max(|x|, eps) (F.normalize; the seeds' default).
+    mode="sqrt": x / sqrt(sum x^2 + eps) (Proxy-Anchor's ``l2_norm``).
+    """
+    if mode == "clamp":
+        return F.normalize(x, p=2.0, dim=1, eps=eps)
+    if mode == "sqrt":
+        return x / torch.sqrt(x.pow(2).sum(dim=1, keepdim=True) + eps)
+    raise ValueError(f"unknown l2 mode {mode!r}; expected 'clamp' or 'sqrt'")
+
+
+def _check_dim(name: str, value: int) -> int:
+    if not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+class EmbeddingNet(nn.Module):
+    """Shared attributes: ``backbone_name``, ``embedding_dim``, ``input_convention``."""
+
+    backbone_name: str
+    embedding_dim: int
+
+    @property
+    def input_convention(self):
+        return input_convention(self.backbone_name)
+
+    def extra_repr(self) -> str:
+        return f"backbone_name={self.backbone_name!r}, embedding_dim={self.embedding_dim}"
+
+
+class NormSoftmaxNet(EmbeddingNet):
+    """NormSoftmax (normsoftmax_cgd.md §3A): f = GAP(X) (C=2048), u = LayerNorm(f) without affine
+    (eps 1e-5), e = L2(W_r u + b_r) with W_r (D, C) and bias (default nn.Linear init). (B,3,H,W) -> (B,D).
+    The proxies P (C_cls, D) belong to ``NormSoftmaxLoss``.
+    """
+
+    def __init__(self, backbone: str = "resnet50", embedding_dim: int = 2048, pretrained: bool = True):
+        super().__init__()
+        self.backbone_name, self.embedding_dim = backbone, _check_dim("embedding_dim", embedding_dim)
+        self.backbone = build_backbone(backbone, pretrained)
+        c = backbone_feature_dim(backbone)
+        self.pool = build_pooling("avg")
+        self.norm = nn.LayerNorm(c, eps=1e-5, elementwise_affine=False)
+        self.embedding = nn.Linear(c, embedding_dim, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return l2_normalize(self.embedding(self.norm(self.pool(self.backbone(x)))))
+
+
+class CGDNet(EmbeddingNet):
+    """Combination of Global Descriptors (normsoftmax_cgd.md §3B).
+
+    Backbone resnet50 / resnext50_32x4d with stride-1 layer3 (X: (B, 2048, 14, 14) at 224).
+    For each letter i of ``gd_config`` (n letters, k = D/n): g_i = pool_i(X) (S avg, M max,
+    G GeM p=3), h_i = L2(W_i g_i) with W_i (k, 2048) without bias; phi = L2([h_1; ...; h_n]).
+    Auxiliary classifier on the FIRST raw descriptor: z = W_a BN1d(g_1) + b_a, W_a (C_cls, 2048).
+
+    gem_clamp: True = standard GeM with eps 1e-6 (default; avoids the seed's NaN gradient on
+    all-zero channels), False = the seed's sign(s)|s|^(1/3).
+    """
+
+    _POOL = {"S": "avg", "M": "max", "G": "gem"}
+
+    def __init__(self, backbone: str = "resnet50", gd_config: str = "SG", embedding_dim: int = 1536,
+                 *, num_classes: int, pretrained: bool, gem_clamp: bool = True):
+        super().__init__()
+        if backbone not in ("resnet50", "resnext50_32x4d"):
+            raise ValueError(f"CGDNet backbone must be 'resnet50' or 'resnext50_32x4d', got {backbone!r}")
+        if gd_config not in GD_CONFIGS:
+            raise ValueError(f"unknown gd_config {gd_config!r}; expected one of {list(GD_CONFIGS)}")
+        n = len(gd_config)
+        if embedding_dim % n != 0:
+            raise ValueError(f"embedding_dim={embedding_dim} must be divisible by the number of "
+                             f"descriptors n={n} of gd_config {gd_config!r} (each gets D/n dims)")
+        self.backbone_name, self.embedding_dim = backbone, _check_dim("embedding_dim", embedding_dim)
+        self.gd_config, self.num_classes = gd_config, _check_dim("num_classes", num_classes)
+        self.backbone = build_backbone(backbone, pretrained, layer3_stride1=True)
+        c, k = backbone_feature_dim(backbone), embedding_dim // n
+        self.pool = nn.ModuleList(
+            GeM(p=3.0, clamp=gem_clamp) if ch == "G" else build_pooling(self._POOL[ch])
+            for ch in gd_config
+        )
+        self.embedding = nn.ModuleList(nn.Linear(c, k, bias=False) for _ in gd_config)
+        self.aux = nn.Sequential(nn.BatchNorm1d(c), nn.Linear(c, num_classes, bias=True))
+
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,3,H,W) -> (phi (B, D) unit norm, aux logits (B, num_classes))."""
+        fmap = self.backbone(x)
+        gs = [pool(fmap) for pool in self.pool]
+        hs = [l2_normalize(fc(g)) for fc, g in zip(self.embedding, gs)]
+        return l2_normalize(torch.cat(hs, dim=1)), self.aux(gs[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fmap = self.backbone(x)
+        hs = [l2_normalize(fc(pool(fmap))) for pool, fc in zip(self.pool, self.embedding)]
+        return l2_normalize(torch.cat(hs, dim=1))
+
+
+class ProxyHeadNet(EmbeddingNet):
+    """AsymptoticProxy / PP head (asymptotic_proxy_pp.md §A.3, §B.3).
+
+    g = GMP(X) -> dropout (GoogLeNet keeps torchvision's p=0.2 after the pool, active in train
+    mode; 0 for the others) -> LayerNorm without affine (eps 1e-5) -> Linear(C -> D, no bias) -> L2.
+    pooled_dropout=None takes the backbone's registry value.
+    """
+
+    def __init__(self, backbone: str = "resnet50", embedding_dim: int = 512, pretrained: bool = True,
+                 pooling: str = "max", pooled_dropout: float | None = None):
+        super().__init__()
+        self.backbone_name, self.embedding_dim = backbone, _check_dim("embedding_dim", embedding_dim)
+        self.backbone = build_backbone(backbone, pretrained)
+        c = backbone_feature_dim(backbone)
+        self.pool = build_pooling(pooling)
+        p = BACKBONES[backbone].pooled_dropout if pooled_dropout is None else pooled_dropout
+        self.dropout = nn.Dropout(p) if p > 0 else nn.Identity()
+        self.norm = nn.LayerNorm(c, eps=1e-5, elementwise_affine=False)
+        self.embedding = nn.Linear(c, embedding_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.norm(self.dropout(self.pool(self.backbone(x))))
+        return l2_normalize(self.embedding(g))
+
+
+class ProxyAnchorNet(EmbeddingNet):
+    """Proxy-Anchor / Learnable Dynamic Margin (dynamic_margin.md §5).
+
+    h = GAP(X) + GMP(X) -> Linear(C -> D) (kaiming_normal fan_out weight, zero bias)
+    -> h / sqrt(sum h^2 + 1e-12). No LayerNorm, no dropout.
+    bn_momentum: "seed" = the PA/LDM port's value (0.9 for bninception, unchanged otherwise),
+    None = leave the backbone's, or a float for every BatchNorm2d.
+    """
+
+    SEED_BN_MOMENTUM = {"bninception": 0.9}
+
+    def __init__(self, backbone: str = "bninception", embedding_dim: int = 512, pretrained: bool = True,
+                 bn_momentum: float | str | None = "seed"):
+        super().__init__()
+        self.backbone_name, self.embedding_dim = backbone, _check_dim("embedding_dim", embedding_dim)
+        if bn_momentum == "seed":
+            bn_momentum = self.SEED_BN_MOMENTUM.get(backbone)
+        elif isinstance(bn_momentum, str):
+            raise ValueError(f"bn_momentum must be 'seed', None or a float, got {bn_momentum!r}")
+        self.backbone = build_backbone(backbone, pretrained, bn_momentum=bn_momentum)
+        c = backbone_feature_dim(backbone)
+        self.pool = build_pooling("avgmax")
+        self.embedding = nn.Linear(c, embedding_dim)
+        nn.init.kaiming_normal_(self.embedding.weight, mode="fan_out")
+        nn.init.zeros_(self.embedding.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return l2_normalize(self.embedding(self.pool(self.backbone(x))), mode="sqrt")
+
+
+class ToyNet(EmbeddingNet):
+    """The toy (asymptotic_proxy_pp.md §A.8): resnet18 with the stem max pool removed -> GMP (512)
+    -> Linear(512 -> feature_dim, bias) -> L2: points on the unit circle (2-D) or sphere (3-D).
+    """
+
+    def __init__(self, feature_dim: int = 2, *, pretrained: bool, backbone: str = "resnet18"):
+        super().__init__()
+        self.backbone_name, self.embedding_dim = backbone, _check_dim("feature_dim", feature_dim)
+        self.backbone = build_backbone(backbone, pretrained, remove_maxpool=True)
+        self.pool = build_pooling("max")
+        self.embedding = nn.Linear(backbone_feature_dim(backbone), feature_dim, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return l2_normalize(self.embedding(self.pool(self.backbone(x))))
+
+
+MODELS: dict[str, type[EmbeddingNet]] = {
+    "normsoftmax": NormSoftmaxNet,
+    "cgd": CGDNet,
+    "proxy_head": ProxyHeadNet,
+    "asymptotic_proxy": ProxyHeadNet,
+    "positive_proxy": ProxyHeadNet,
+    "proxy_anchor": ProxyAnchorNet,
+    "dynamic_margin": ProxyAnchorNet,
+    "toy": ToyNet,
+}
+
+
+def list_models() -> list[str]:
+    """Registered network names (method names map to their network)."""
+    return sorted(MODELS)
+
+
+def build_model(kind: str, **kwargs) -> EmbeddingNet:
+    """Network by name (a method name or ``proxy_head``); kwargs go to its constructor."""
+    try:
+        cls = MODELS[kind]
+    except KeyError:
+        raise ValueError(f"unknown model {kind!r}; expected one of {list_models()}") from None
+    return cls(**kwargs)
