@@ -68,13 +68,26 @@ def train(recipe: dict, run_dir: str | os.PathLike, data_root: str | os.PathLike
     method = _build_method(recipe, data.num_classes, device)
     evaluator = build_evaluator(data.test_loader, data.protocol, device, data.gallery_loader,
                                 data.val_loader, data.val_protocol, progress=progress)
+    complexity = _complexity(method, recipe)
     selection = recipe.get("selection_metric") or (
         "val/dense/R@1" if data.val_loader is not None else "test/dense/R@1")
     return fit(method, data.train_loader, run_dir, epochs, evaluator,
                eval_every=int(recipe["eval_every"] or 1), device=device,
                max_steps_per_epoch=recipe["max_steps_per_epoch"], recipe=recipe,
                protocol=data.protocol, selection_metric=selection, resume=resume,
-               progress=progress, summary_extra={"num_classes": data.num_classes, "data": data.info})
+               progress=progress, summary_extra={"num_classes": data.num_classes, "data": data.info,
+                                            "complexity": complexity})
+
+
+def _complexity(method, recipe: dict) -> dict:
+    """Parameters (model + criterion) and MACs of one forward at the recipe's crop size
+    (``macs``: torch.utils.flop_counter; ``macs_thop``: the seeds' thop accounting)."""
+    from dml_core.models.complexity import complexity_report
+
+    size = int(recipe["crop_size"])
+    proxies = getattr(method.criterion, "proxies", None)
+    return complexity_report(method.model, method.criterion, input_size=(1, 3, size, size),
+                             proxies=proxies if isinstance(proxies, torch.Tensor) else None)
 
 
 def protocol_of(recipe: dict) -> str:
