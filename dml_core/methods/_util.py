@@ -1,0 +1,34 @@
+"""Small helpers shared by the method modules (options, parameter groups, freezing)."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+
+def options(recipe: dict[str, Any], defaults: dict[str, Any], method: str) -> dict[str, Any]:
+    """The method's own keys: ``defaults`` overridden by the recipe's values for those keys.
+
+    Keys not in ``defaults`` are ignored here (they belong to the engine / data / another method).
+    """
+    out = dict(defaults)
+    for key in defaults:
+        if key in recipe:
+            out[key] = recipe[key]
+    return out
+
+
+def set_requires_grad(params: Iterable[torch.Tensor], flag: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag)
+
+
+def params_except(module: nn.Module, *excluded: nn.Module) -> list[nn.Parameter]:
+    """Parameters of ``module`` that are not in any of ``excluded`` (module order kept)."""
+    skip = {id(p) for m in excluded for p in m.parameters()}
+    return [p for p in module.parameters() if id(p) not in skip]
+
+
+def current_lrs(optimizer: torch.optim.Optimizer) -> list[float]:
+    return [float(g["lr"]) for g in optimizer.param_groups]

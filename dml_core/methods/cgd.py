@@ -1,0 +1,130 @@
+r"""CGD, Combination of Global Descriptors (leftthomas/CGD @c9cd98f; normsoftmax_cgd.md §3B, §4, §5).
+
+Model (:class:`~dml_core.models.CGDNet`): ResNet-50 / ResNeXt-50 with a stride-1 ``layer3``
+(14 × 14 map at 224). Per letter of ``gd_config`` (S = avg, M = max, G = GeM p = 3):
+:math:`h_i=\widehat{W_i g_i}` (no bias, D/n dims each), :math:`\phi=\widehat{[h_1;\dots;h_n]}`;
+auxiliary classifier :math:`z = W_a\,\mathrm{BN1d}(g_1) + b_a` on the FIRST descriptor only.
+
+Loss: :math:`L = L_{cls}(z) + L_{tri}(\phi)` with label-smoothed temperature CE
+(ε = ``smoothing`` 0.1, τ = ``temperature`` 0.5, :class:`~dml_core.losses.LabelSmoothingCrossEntropy`)
+and batch-hard triplet on non-squared Euclidean distances (``margin`` 0.1,
+:class:`~dml_core.losses.BatchHardTripletLoss`), both weights 1, averaged over all anchors.
+
+Optimisation: Adam(all parameters, ``lr`` 1e-4, no weight decay), MultiStepLR(milestones
+``lr_milestones`` = [⌊0.6 E⌋, ⌊0.8 E⌋] = [12, 16] for E = 20, γ 0.1), stepped after each epoch; no
+warm-up. BN: every backbone BatchNorm2d is put in eval mode at every epoch start (running
+statistics frozen, affine still trained; ``freeze_bn`` True); the auxiliary BatchNorm1d trains.
+Batches: MPerClass sampler, 128 = 32 classes × 4 (recipe keys).
+
+Method keys: ``gd_config`` ('SG'), ``smoothing`` 0.1, ``temperature`` 0.5, ``margin`` 0.1,
+``lr`` 1e-4, ``lr_milestones`` None (= from the epochs as above), ``lr_gamma`` 0.1,
+``freeze_bn`` True, ``gem_clamp`` True.
+
+Fix vs the seed (§10.14): GeM is the standard clamped form (ε 1e-6), because the seed's
+``sign(s)|s|^{1/3}`` gives a NaN gradient on an all-zero channel; ``gem_clamp=False`` is the seed.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from dml_core.losses import BatchHardTripletLoss, LabelSmoothingCrossEntropy
+from dml_core.methods._util import options
+from dml_core.methods.base import Method, StepOutput
+from dml_core.models import CGDNet, GeM, build_backbone, build_pooling, feature_dim, set_batchnorm_eval
+
+DEFAULTS: dict[str, Any] = {
+    "gd_config": "SG",
+    "smoothing": 0.1,
+    "temperature": 0.5,
+    "margin": 0.1,
+    "lr": 1e-4,
+    "lr_milestones": None,
+    "lr_gamma": 0.1,
+    "freeze_bn": True,
+    "gem_clamp": True,
+}
+
+
+class CGDLoss(nn.Module):
+    """:math:`L_{cls}(z, y) + L_{tri}(\\phi, y)`; holds no parameters (the classifier is the model's)."""
+
+    def __init__(self, smoothing: float = 0.1, temperature: float = 0.5, margin: float = 0.1):
+        super().__init__()
+        self.classification = LabelSmoothingCrossEntropy(smoothing, temperature)
+        self.triplet = BatchHardTripletLoss(margin)
+
+    def forward(self, embeddings: torch.Tensor, logits: torch.Tensor,
+                labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cls = self.classification(logits, labels)
+        tri = self.triplet(embeddings, labels)
+        return cls + tri, cls, tri
+
+
+class SmallCGDNet(CGDNet):
+    """CGD head on a backbone :class:`CGDNet` does not take (the demo's resnet18): same descriptors,
+    heads and auxiliary classifier, the backbone's own strides (no stride-1 layer3). Demo only."""
+
+    def __init__(self, backbone: str, gd_config: str, embedding_dim: int, *, num_classes: int,
+                 pretrained: bool, gem_clamp: bool = True):
+        nn.Module.__init__(self)
+        n = len(gd_config)
+        if embedding_dim % n != 0:
+            raise ValueError(f"embedding_dim={embedding_dim} must be divisible by {n} ({gd_config!r})")
+        self.backbone_name, self.embedding_dim = backbone, embedding_dim
+        self.gd_config, self.num_classes = gd_config, num_classes
+        self.backbone = build_backbone(backbone, pretrained)
+        c, k = feature_dim(backbone), embedding_dim // n
+        self.pool = nn.ModuleList(GeM(p=3.0, clamp=gem_clamp) if ch == "G"
+                                  else build_pooling(self._POOL[ch]) for ch in gd_config)
+        self.embedding = nn.ModuleList(nn.Linear(c, k, bias=False) for _ in gd_config)
+        self.aux = nn.Sequential(nn.BatchNorm1d(c), nn.Linear(c, num_classes, bias=True))
+
+
+CGD_BACKBONES = ("resnet50", "resnext50_32x4d")
+
+
+def cgd_milestones(epochs: int) -> list[int]:
+    """The seed's ``[int(0.6 E), int(0.8 E)]``: [12, 16] for 20 epochs."""
+    return [int(math.floor(0.6 * epochs)), int(math.floor(0.8 * epochs))]
+
+
+class CGDMethod(Method):
+    name = "cgd"
+
+    def __init__(self, recipe: dict[str, Any], num_classes: int):
+        o = self.options = options(recipe, DEFAULTS, self.name)
+        net = CGDNet if recipe["backbone"] in CGD_BACKBONES else SmallCGDNet
+        model = net(recipe["backbone"], o["gd_config"], int(recipe["embedding_dim"]),
+                       num_classes=num_classes, pretrained=bool(recipe["pretrained"]),
+                       gem_clamp=bool(o["gem_clamp"]))
+        criterion = CGDLoss(float(o["smoothing"]), float(o["temperature"]), float(o["margin"]))
+        super().__init__(model, criterion)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=float(o["lr"]))
+        milestones = (list(o["lr_milestones"]) if o["lr_milestones"] is not None
+                      else cgd_milestones(int(recipe["epochs"])))
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones,
+                                                              gamma=float(o["lr_gamma"]))
+        self.freeze_bn = bool(o["freeze_bn"])
+
+    def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
+        emb, logits = self.model.forward_with_aux(images)
+        loss, cls, tri = self.criterion(emb, logits, labels)
+        return StepOutput(loss=loss, logits=logits.detach(), embeddings=emb.detach(),
+                          parts={"cls": float(cls.detach()), "triplet": float(tri.detach())})
+
+    def optimizers_for_epoch(self, epoch: int) -> list[torch.optim.Optimizer]:
+        return [self.optimizer]
+
+    def all_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"main": self.optimizer}
+
+    def all_schedulers(self) -> dict[str, Any]:
+        return {"main": self.scheduler}
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if self.freeze_bn:
+            set_batchnorm_eval(self.model.backbone)

@@ -1,0 +1,373 @@
+"""Every hyper-parameter set behind a row of the seed READMEs, as plain data.
+
+A recipe is a flat ``dict`` with the keys of ``docs/ARCHITECTURE.md`` (``name``, ``method``,
+``dataset``, ``backbone``, ``pretrained``, ``crop``, ``embedding_dim``, ``epochs``, ``batch_size``,
+``sampler``, ``samples_per_class``, ``drop_last``, ``transform``, ``crop_size``, ``resize_size``,
+``eval_batch_size``, ``eval_every``, ``seed``, ``num_workers``, ``validation_fraction``,
+``max_steps_per_epoch``, ``reported``) plus the method's own keys, documented in
+``dml_core.methods.<method>``.
+
+    >>> r = get_recipe("cgd", "cub", "resnet50", crop=True)
+    >>> r["name"], r["gd_config"]
+    ('cgd/cub/resnet50/cropped', 'MG')
+
+Rows (all from the seed READMEs, with the spec's corrections):
+
+* ``normsoftmax`` (seed 000): R50, car/cub × {uncropped, cropped}, sop, isc. D = 2048 (the parameter
+  table proves it, not the usage example's 1024); ``epochs = 31`` = 1 warm-up + ``--num_epochs 30``.
+* ``cgd`` (seed 003): {resnet50, resnext50_32x4d} × car/cub × {uncropped, cropped}, sop, isc;
+  gd_config SG for car and sop, MG for cub, GS for isc.
+* ``asymptotic_proxy`` (seed 001, code ``b3786cd``): 4 data sets × {resnet50, bninception,
+  googlenet}; T 0.03 / 0.05 and lr 1e-4 / 4e-5 (car, cub / sop, isc), momentum 0.5 / 0.95 (the
+  real README of ``c30c146``; the seed table is a placeholder, so ``reported`` points at the real
+  numbers of spec §A.9).
+* ``positive_proxy`` (seed 002, code ``ecce2af``): car/cub × 3 backbones × ``loss`` ∈
+  {proxy_anchor, normalized_softmax} (the README table is AsymptoticProxy's carry-over; it is the
+  ``reported`` key of the ``proxy_anchor`` rows only, the README's default loss). ``loss =
+  "positive_only"`` (the ``ebad4cb`` ablation) is accepted as a variant of the proxy_anchor row.
+* ``dynamic_margin`` (seed 004): one recipe per row of the README command table, with the spec's
+  corrections (§11): In-shop Inception-BN runs AMLoss (not Proxy_Anchor); SOP and In-shop train 60
+  epochs with both backbones.
+* ``proxy_anchor``: the baseline, the official Proxy-Anchor README commands (dynamic_margin.md §9.2).
+
+``get_recipe(method, "demo", "resnet18")`` (or :func:`demo_recipe`) gives a small CPU profile of
+every method on the embedded demo data set (from scratch, tiny images, a few epochs).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+__all__ = [
+    "METHODS",
+    "DATASETS",
+    "BACKBONE_ALIASES",
+    "DATASET_ALIASES",
+    "get_recipe",
+    "list_recipes",
+    "recipe_by_name",
+    "demo_recipe",
+    "RecipeError",
+]
+
+METHODS = ("normsoftmax", "cgd", "asymptotic_proxy", "positive_proxy", "dynamic_margin",
+           "proxy_anchor")
+DATASETS = ("car", "cub", "sop", "isc", "demo")
+
+# Spellings used by the seed CLIs, mapped to the registry names.
+BACKBONE_ALIASES = {
+    "resnext50": "resnext50_32x4d",
+    "inception": "bninception",
+    "bn_inception": "bninception",
+    "bn-inception": "bninception",
+}
+DATASET_ALIASES = {"cars": "car", "cars196": "car", "cub200": "cub", "SOP": "sop",
+                   "Inshop": "isc", "inshop": "isc", "in-shop": "isc"}
+
+# Methods with a "variant" key that selects a row besides (dataset, backbone, crop).
+VARIANT_KEYS = {"positive_proxy": ("loss", "proxy_anchor", ("proxy_anchor", "normalized_softmax",
+                                                            "positive_only"))}
+
+
+class RecipeError(ValueError):
+    """An unknown method, data set, backbone, crop choice or override key."""
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _common(**kw: Any) -> dict[str, Any]:
+    base = {
+        "pretrained": True,
+        "crop": False,
+        "eval_every": 1,
+        "num_workers": None,
+        "validation_fraction": 0.0,
+        "max_steps_per_epoch": None,
+    }
+    base.update(kw)
+    return base
+
+
+def _crop_tag(dataset: str, crop: bool) -> str:
+    if dataset in ("car", "cub"):
+        return "/cropped" if crop else "/uncropped"
+    return ""
+
+
+# --------------------------------------------------------------------------------- NormSoftmax
+def _normsoftmax_rows() -> list[dict[str, Any]]:
+    rows = []
+    for ds, crop in [("car", False), ("car", True), ("cub", False), ("cub", True), ("sop", False),
+                     ("isc", False)]:
+        name = f"normsoftmax/{ds}/resnet50{_crop_tag(ds, crop)}"
+        rows.append(_common(
+            name=name, method="normsoftmax", dataset=ds, backbone="resnet50", crop=crop,
+            embedding_dim=2048, epochs=31, batch_size=75, sampler="m_per_class",
+            samples_per_class=25, drop_last=True, transform="squash_random_crop", crop_size=224,
+            resize_size=256, eval_batch_size=75, seed=0, reported=name,
+            # method keys (dml_core.methods.normsoftmax)
+            lr=0.01, momentum=0.9, weight_decay=1e-4, temperature=0.05, warmup_epochs=1,
+            lr_step=None, lr_gamma=0.1, freeze_bn=False, refactor="linear_bias",
+            proxy_weight_decay=True,
+        ))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ CGD
+CGD_GD_CONFIG = {"car": "SG", "cub": "MG", "sop": "SG", "isc": "GS"}
+
+
+def _cgd_rows() -> list[dict[str, Any]]:
+    rows = []
+    for bb in ("resnet50", "resnext50_32x4d"):
+        for ds, crop in [("car", False), ("car", True), ("cub", False), ("cub", True),
+                         ("sop", False), ("isc", False)]:
+            name = f"cgd/{ds}/{bb}{_crop_tag(ds, crop)}"
+            rows.append(_common(
+                name=name, method="cgd", dataset=ds, backbone=bb, crop=crop,
+                embedding_dim=1536, epochs=20, batch_size=128, sampler="m_per_class",
+                samples_per_class=4, drop_last=True, transform="cgd", crop_size=224,
+                resize_size=252, eval_batch_size=128, seed=0, reported=name,
+                gd_config=CGD_GD_CONFIG[ds], smoothing=0.1, temperature=0.5, margin=0.1,
+                lr=1e-4, lr_milestones=None, lr_gamma=0.1, freeze_bn=True, gem_clamp=True,
+            ))
+    return rows
+
+
+# ------------------------------------------------------------------------------ AsymptoticProxy
+def _asymptotic_rows() -> list[dict[str, Any]]:
+    rows = []
+    for ds in ("car", "cub", "sop", "isc"):
+        small = ds in ("car", "cub")
+        for bb in ("resnet50", "bninception", "googlenet"):
+            name = f"asymptotic_proxy/{ds}/{bb}"
+            rows.append(_common(
+                name=name, method="asymptotic_proxy", dataset=ds, backbone=bb,
+                embedding_dim=512, epochs=30, batch_size=128, sampler="shuffle",
+                samples_per_class=None, drop_last=False, transform="random_resized_crop",
+                crop_size=256, resize_size=292, eval_batch_size=128, seed=0, reported=name,
+                temperature=0.03 if small else 0.05, momentum=0.5 if small else 0.95,
+                lr=1e-4 if small else 4e-5, lr_step=None, lr_gamma=0.1, freeze_bn=True,
+            ))
+    return rows
+
+
+# --------------------------------------------------------------------------- PP (positive proxy)
+def _pp_rows() -> list[dict[str, Any]]:
+    rows = []
+    for ds in ("car", "cub"):
+        for bb in ("resnet50", "bninception", "googlenet"):
+            for loss in ("proxy_anchor", "normalized_softmax"):
+                name = f"positive_proxy/{ds}/{bb}/{loss}"
+                rows.append(_common(
+                    name=name, method="positive_proxy", dataset=ds, backbone=bb,
+                    embedding_dim=512, epochs=20, batch_size=64, sampler="shuffle",
+                    samples_per_class=None, drop_last=False, transform="random_resized_crop",
+                    crop_size=224, resize_size=256, eval_batch_size=64, seed=1,
+                    # the README table (AsymptoticProxy's, carried over) belongs to the default loss
+                    reported=f"positive_proxy/{ds}/{bb}" if loss == "proxy_anchor" else None,
+                    loss=loss, positive_proxy=False, alpha=32.0, margin=0.1, scale=32.0,
+                    lr=1e-4, refactor_lr=1e-4, proxy_lr=1e-2, weight_decay=0.0, lr_step=5,
+                    lr_gamma=0.5, warmup_epochs=2, freeze_bn=True,
+                ))
+    return rows
+
+
+# ------------------------------------------------------------- Dynamic margin and Proxy-Anchor
+def _ldm_like(method: str, ds: str, bb: str, batch: int, lr: float, warm: int, bn_freeze: bool,
+              step: int, gamma: float, epochs: int, alpha_p: float, alpha_n: float) -> dict:
+    name = f"{method}/{ds}/{bb}"
+    if method == "dynamic_margin":
+        loss_keys = dict(alpha_p=alpha_p, alpha_n=alpha_n, margin=0.1, delta=0.1, lam=1.0,
+                         mrg_lr=1e-4, mrg_lr_decay_step=10, mrg_lr_decay_gamma=0.5,
+                         neg_uses_learnable_margin=False, pp_scale=1.0, pp_normaliser="C")
+    else:  # Proxy-Anchor: one scale (hard-coded 32 in the PA/LDM code) and a fixed margin
+        assert alpha_p == alpha_n
+        loss_keys = dict(alpha=alpha_p, margin=0.1)
+    return _common(
+        name=name, method=method, dataset=ds, backbone=bb, embedding_dim=512, epochs=epochs,
+        batch_size=batch, sampler="shuffle", samples_per_class=None, drop_last=True,
+        transform="random_resized_crop", crop_size=224, resize_size=256, eval_batch_size=120,
+        seed=1, reported=name,
+        lr=lr, weight_decay=1e-4, proxy_lr_mult=100.0, lr_decay_step=step, lr_decay_gamma=gamma,
+        warmup_epochs=warm, bn_freeze=bn_freeze, unfreeze_bn_affine_after_warmup=True,
+        bn_momentum="seed", grad_clip_value=10.0, **loss_keys,
+    )
+
+
+def _dynamic_margin_rows() -> list[dict[str, Any]]:
+    m = "dynamic_margin"
+    return [
+        _ldm_like(m, "cub", "bninception", 180, 1e-4, 1, True, 20, 0.5, 40, 48, 48),
+        _ldm_like(m, "cub", "resnet50", 120, 1e-4, 5, True, 10, 0.5, 40, 48, 48),
+        _ldm_like(m, "car", "bninception", 180, 1e-4, 1, True, 20, 0.5, 40, 48, 48),
+        _ldm_like(m, "car", "resnet50", 120, 1e-4, 5, True, 10, 0.5, 40, 48, 48),
+        # spec §11.5: 60 epochs for SOP/In-shop with both backbones (README BN-Inception: default 40)
+        _ldm_like(m, "sop", "bninception", 180, 6e-4, 1, False, 20, 0.25, 60, 32, 32),
+        _ldm_like(m, "sop", "resnet50", 180, 6e-4, 5, False, 10, 0.5, 60, 32, 32),
+        # spec §11.1: the README's `--loss Proxy_Anchor` for this row is a leftover -> AMLoss
+        _ldm_like(m, "isc", "bninception", 180, 6e-4, 1, False, 20, 0.25, 60, 32, 32),
+        _ldm_like(m, "isc", "resnet50", 180, 6e-4, 5, False, 10, 0.5, 60, 32, 32),
+    ]
+
+
+def _proxy_anchor_rows() -> list[dict[str, Any]]:
+    m = "proxy_anchor"  # official PA README commands; PA defaults 60 epochs, alpha 32, delta 0.1
+    return [
+        _ldm_like(m, "cub", "bninception", 180, 1e-4, 1, True, 10, 0.5, 60, 32, 32),
+        _ldm_like(m, "cub", "resnet50", 120, 1e-4, 5, True, 5, 0.5, 60, 32, 32),
+        _ldm_like(m, "car", "bninception", 180, 1e-4, 1, True, 20, 0.5, 60, 32, 32),
+        _ldm_like(m, "car", "resnet50", 120, 1e-4, 5, True, 10, 0.5, 60, 32, 32),
+        _ldm_like(m, "sop", "bninception", 180, 6e-4, 1, False, 20, 0.25, 60, 32, 32),
+        _ldm_like(m, "isc", "bninception", 180, 6e-4, 1, False, 20, 0.25, 60, 32, 32),
+    ]
+
+
+# ------------------------------------------------------------------------------------- demo
+def _demo_rows() -> list[dict[str, Any]]:
+    """Every method on the embedded demo data (digits, 5 train classes) from scratch on CPU.
+
+    resnet18 without pretrained weights, 32-px crops of 36-px images, a 64-d embedding, a few
+    epochs. Learning rates are raised where the seed value is meant for fine-tuning a
+    pretrained network (a from-scratch network learns nothing in a few epochs at 1e-4). BN
+    freezing is off: the running statistics of a random init (mean 0, var 1) are meaningless,
+    and a randomly initialised ResNet with BN frozen in eval mode diverges at these learning
+    rates (the freezing itself is exercised by tests/test_methods.py).
+    """
+    common = dict(dataset="demo", backbone="resnet18", pretrained=False, crop=False,
+                  embedding_dim=64, crop_size=32, resize_size=36, eval_batch_size=256, seed=0,
+                  reported=None)
+    rows = []
+    for base in (_normsoftmax_rows()[0], _cgd_rows()[0], _asymptotic_rows()[0], _pp_rows()[0],
+                 _dynamic_margin_rows()[1], _proxy_anchor_rows()[1]):
+        r = copy.deepcopy(base)
+        r.update(common)
+        r["name"] = f"{r['method']}/demo/resnet18"
+        rows.append(r)
+    ns, cgd, ap, pp, ldm, pa = rows
+    for r in (cgd, ap, pp):
+        r["freeze_bn"] = False
+    for r in (ldm, pa):
+        r["bn_freeze"] = False
+    ns.update(epochs=4, batch_size=64, samples_per_class=16, lr=0.01, lr_step=2)
+    cgd.update(epochs=4, batch_size=60, samples_per_class=12, lr=1e-3, gd_config="SG",
+               lr_milestones=None)
+    ap.update(epochs=4, batch_size=64, lr=3e-4, temperature=0.05, momentum=0.5, lr_step=None)
+    pp.update(epochs=4, batch_size=64, lr=1e-3, refactor_lr=1e-3, proxy_lr=1e-2, warmup_epochs=1,
+              lr_step=2)
+    for r in (ldm, pa):
+        r.update(epochs=4, batch_size=64, lr=1e-3, warmup_epochs=1, lr_decay_step=2)
+    ldm.update(mrg_lr=1e-3, alpha_p=32, alpha_n=32)
+    return rows
+
+
+# --------------------------------------------------------------------------------- registry
+def _build_registry() -> dict[str, dict[str, Any]]:
+    rows = (_normsoftmax_rows() + _cgd_rows() + _asymptotic_rows() + _pp_rows()
+            + _dynamic_margin_rows() + _proxy_anchor_rows() + _demo_rows())
+    reg: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        assert r["name"] not in reg, r["name"]
+        reg[r["name"]] = r
+    return reg
+
+
+_REGISTRY = _build_registry()
+
+
+def list_recipes(method: str | None = None, dataset: str | None = None,
+                 include_demo: bool = True) -> list[str]:
+    """Names of every recipe (optionally of one method / data set), in README order."""
+    out = []
+    for name, r in _REGISTRY.items():
+        if method is not None and r["method"] != method:
+            continue
+        if dataset is not None and r["dataset"] != dataset:
+            continue
+        if not include_demo and r["dataset"] == "demo":
+            continue
+        out.append(name)
+    return out
+
+
+def _choices(values) -> str:
+    return ", ".join(sorted({str(v) for v in values}))
+
+
+def _apply_overrides(recipe: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(overrides) - set(recipe))
+    if unknown:
+        raise RecipeError(
+            f"unknown recipe key(s) {unknown} for {recipe['name']!r}; valid keys: "
+            f"{_choices(recipe)}")
+    out = copy.deepcopy(recipe)
+    out.update(copy.deepcopy(overrides))
+    return out
+
+
+def recipe_by_name(name: str, **overrides: Any) -> dict[str, Any]:
+    """The recipe called ``name`` (see :func:`list_recipes`), with ``overrides`` applied."""
+    if name not in _REGISTRY:
+        raise RecipeError(f"unknown recipe {name!r}; valid names: {', '.join(_REGISTRY)}")
+    return _apply_overrides(_REGISTRY[name], overrides)
+
+
+def get_recipe(method: str, dataset: str, backbone: str, crop: bool = False,
+               **overrides: Any) -> dict[str, Any]:
+    """The seed's setting for (method, dataset, backbone, crop), plus validated overrides.
+
+    Data set and backbone also accept the seed CLIs' spellings (``cars``, ``SOP``, ``Inshop``,
+    ``inception``, ``bn_inception``, ``resnext50``). ``positive_proxy`` takes ``loss=`` to pick the
+    row (``proxy_anchor`` default, ``normalized_softmax``, or the ``positive_only`` ablation).
+    Anything unknown raises :class:`RecipeError` naming the valid choices. A fresh copy is
+    returned every call.
+    """
+    if method not in METHODS:
+        raise RecipeError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    dataset = DATASET_ALIASES.get(dataset, dataset)
+    backbone = BACKBONE_ALIASES.get(backbone, backbone)
+    rows = [r for r in _REGISTRY.values() if r["method"] == method]
+    datasets = {r["dataset"] for r in rows}
+    if dataset not in datasets:
+        raise RecipeError(f"unknown data set {dataset!r} for {method!r}; valid data sets: "
+                          f"{_choices(datasets)}")
+    rows = [r for r in rows if r["dataset"] == dataset]
+    backbones = {r["backbone"] for r in rows}
+    if backbone not in backbones:
+        raise RecipeError(f"unknown backbone {backbone!r} for {method!r} on {dataset!r}; valid "
+                          f"backbones: {_choices(backbones)}")
+    rows = [r for r in rows if r["backbone"] == backbone]
+    crops = {r["crop"] for r in rows}
+    if bool(crop) not in crops:
+        raise RecipeError(f"crop={crop!r} is not available for {method!r} on {dataset!r} with "
+                          f"{backbone!r}; valid: crop in {sorted(crops)}")
+    rows = [r for r in rows if r["crop"] == bool(crop)]
+    variant_name = None
+    if method in VARIANT_KEYS:
+        key, default, allowed = VARIANT_KEYS[method]
+        variant = overrides.pop(key, default)
+        if variant not in allowed:
+            raise RecipeError(f"unknown {key} {variant!r} for {method!r}; valid: "
+                              f"{', '.join(allowed)}")
+        if dataset == "demo":  # one demo row per method; the variant is a plain override
+            if variant != default:
+                variant_name = (key, variant)
+        else:
+            # positive_only is the ebad4cb ablation of the proxy_anchor row
+            base_variant = "proxy_anchor" if variant == "positive_only" else variant
+            rows = [r for r in rows if r[key] == base_variant]
+            if variant != base_variant:
+                variant_name = (key, variant)
+    assert len(rows) == 1, [r["name"] for r in rows]
+    recipe = copy.deepcopy(rows[0])
+    if variant_name is not None:
+        key, variant = variant_name
+        recipe[key] = variant
+        stem = recipe["name"] if dataset == "demo" else recipe["name"].rsplit("/", 1)[0]
+        recipe["name"] = f"{stem}/{variant}"
+        recipe["reported"] = None
+    return _apply_overrides(recipe, overrides)
+
+
+def demo_recipe(method: str, **overrides: Any) -> dict[str, Any]:
+    """The CPU demo profile of ``method`` (= ``get_recipe(method, "demo", "resnet18")``)."""
+    return get_recipe(method, "demo", "resnet18", **overrides)

@@ -1,0 +1,244 @@
+"""Recipes: every seed README row has one, with the seed's numbers; names are validated; the full
+models have the parameter counts of the seed tables."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dml_core import recipes
+from dml_core.methods import build_method
+from dml_core.recipes import RecipeError, demo_recipe, get_recipe, list_recipes, recipe_by_name
+
+ARCH_KEYS = ("name", "method", "dataset", "backbone", "pretrained", "crop", "embedding_dim",
+             "epochs", "batch_size", "sampler", "samples_per_class", "drop_last", "transform",
+             "crop_size", "resize_size", "eval_batch_size", "eval_every", "seed", "num_workers",
+             "validation_fraction", "max_steps_per_epoch", "reported")
+
+# Every row of the seed READMEs (and the PA README commands), by name.
+EXPECTED = {
+    "normsoftmax": [f"normsoftmax/{d}/resnet50{c}" for d, c in [
+        ("car", "/uncropped"), ("car", "/cropped"), ("cub", "/uncropped"), ("cub", "/cropped"),
+        ("sop", ""), ("isc", "")]],
+    "cgd": [f"cgd/{d}/{b}{c}" for b in ("resnet50", "resnext50_32x4d") for d, c in [
+        ("car", "/uncropped"), ("car", "/cropped"), ("cub", "/uncropped"), ("cub", "/cropped"),
+        ("sop", ""), ("isc", "")]],
+    "asymptotic_proxy": [f"asymptotic_proxy/{d}/{b}" for d in ("car", "cub", "sop", "isc")
+                         for b in ("resnet50", "bninception", "googlenet")],
+    "positive_proxy": [f"positive_proxy/{d}/{b}/{l}" for d in ("car", "cub")
+                       for b in ("resnet50", "bninception", "googlenet")
+                       for l in ("proxy_anchor", "normalized_softmax")],
+    "dynamic_margin": [f"dynamic_margin/{d}/{b}" for d in ("cub", "car", "sop", "isc")
+                       for b in ("bninception", "resnet50")],
+    "proxy_anchor": [f"proxy_anchor/{d}/{b}" for d, b in [
+        ("cub", "bninception"), ("cub", "resnet50"), ("car", "bninception"), ("car", "resnet50"),
+        ("sop", "bninception"), ("isc", "bninception")]],
+}
+
+
+def test_every_seed_row_has_a_recipe():
+    for method, names in EXPECTED.items():
+        assert sorted(list_recipes(method, include_demo=False)) == sorted(names), method
+    assert len(list_recipes(include_demo=False)) == sum(map(len, EXPECTED.values())) == 56
+    assert sorted(list_recipes(dataset="demo")) == sorted(f"{m}/demo/resnet18" for m in EXPECTED)
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_recipe_has_the_architecture_keys_and_the_methods_options(name):
+    import importlib
+
+    r = recipe_by_name(name)
+    assert r["name"] == name and all(k in r for k in ARCH_KEYS)
+    assert r["sampler"] in ("m_per_class", "shuffle")
+    assert r["transform"] in ("squash_random_crop", "cgd", "random_resized_crop")
+    module = {"proxy_anchor": "dynamic_margin"}.get(r["method"], r["method"])
+    mod = importlib.import_module(f"dml_core.methods.{module}")
+    defaults = {"proxy_anchor": "PA_DEFAULTS", "dynamic_margin": "DM_DEFAULTS"}.get(
+        r["method"], "DEFAULTS")
+    # every option of the method is in the recipe, so it can be overridden by name
+    assert set(getattr(mod, defaults)) <= set(r), set(getattr(mod, defaults)) - set(r)
+
+
+def test_reported_keys_exist_in_the_reported_table():
+    reported = pytest.importorskip("dml_core.report.reported")
+    keys = set(reported.reported_keys())
+    for name in list_recipes():
+        key = recipe_by_name(name)["reported"]
+        assert key is None or key in keys, (name, key)
+    assert recipe_by_name("positive_proxy/car/resnet50/proxy_anchor")["reported"] == \
+        "positive_proxy/car/resnet50"
+    assert recipe_by_name("positive_proxy/car/resnet50/normalized_softmax")["reported"] is None
+    assert all(recipe_by_name(n)["reported"] is None for n in list_recipes(dataset="demo"))
+
+
+# ------------------------------------------------------------------------------ seed values
+def test_normsoftmax_rows():
+    r = get_recipe("normsoftmax", "car", "resnet50")
+    assert (r["embedding_dim"], r["epochs"], r["batch_size"], r["samples_per_class"]) == \
+        (2048, 31, 75, 25)
+    assert (r["lr"], r["momentum"], r["weight_decay"], r["temperature"], r["warmup_epochs"]) == \
+        (0.01, 0.9, 1e-4, 0.05, 1)
+    assert (r["transform"], r["resize_size"], r["crop_size"], r["freeze_bn"]) == \
+        ("squash_random_crop", 256, 224, False)
+    assert get_recipe("normsoftmax", "cub", "resnet50", crop=True)["reported"] == \
+        "normsoftmax/cub/resnet50/cropped"
+
+
+def test_cgd_rows():
+    gd = {("car", False): "SG", ("car", True): "SG", ("cub", False): "MG", ("cub", True): "MG",
+          ("sop", False): "SG", ("isc", False): "GS"}
+    for (ds, crop), config in gd.items():
+        for bb in ("resnet50", "resnext50"):  # the seed CLI spelling is accepted
+            r = get_recipe("cgd", ds, bb, crop=crop)
+            assert r["gd_config"] == config and r["backbone"] in ("resnet50", "resnext50_32x4d")
+            assert (r["embedding_dim"], r["epochs"], r["batch_size"], r["samples_per_class"]) == \
+                (1536, 20, 128, 4)
+            assert (r["smoothing"], r["temperature"], r["margin"], r["lr"]) == (0.1, 0.5, 0.1, 1e-4)
+            assert r["freeze_bn"] and r["gem_clamp"] and r["crop"] == crop
+            assert (r["transform"], r["resize_size"], r["crop_size"]) == ("cgd", 252, 224)
+
+
+def test_asymptotic_proxy_rows_use_the_real_readme_settings():
+    for ds in ("car", "cub", "sop", "isc"):
+        small = ds in ("car", "cub")
+        for bb in ("resnet50", "inception", "googlenet"):
+            r = get_recipe("asymptotic_proxy", ds, bb)
+            assert r["temperature"] == (0.03 if small else 0.05)
+            assert r["lr"] == (1e-4 if small else 4e-5)
+            assert r["momentum"] == (0.5 if small else 0.95)
+            assert (r["embedding_dim"], r["epochs"], r["batch_size"], r["sampler"],
+                    r["drop_last"]) == (512, 30, 128, "shuffle", False)
+            assert (r["crop_size"], r["resize_size"], r["freeze_bn"]) == (256, 292, True)
+
+
+def test_positive_proxy_rows():
+    r = get_recipe("positive_proxy", "cub", "bninception")
+    assert (r["loss"], r["positive_proxy"], r["alpha"], r["margin"], r["scale"]) == \
+        ("proxy_anchor", False, 32.0, 0.1, 32.0)
+    assert (r["lr"], r["refactor_lr"], r["proxy_lr"], r["weight_decay"]) == (1e-4, 1e-4, 1e-2, 0.0)
+    assert (r["lr_step"], r["lr_gamma"], r["warmup_epochs"], r["epochs"], r["batch_size"]) == \
+        (5, 0.5, 2, 20, 64)
+    assert (r["crop_size"], r["resize_size"]) == (224, 256)
+    ns = get_recipe("positive_proxy", "cub", "bninception", loss="normalized_softmax")
+    assert ns["name"] == "positive_proxy/cub/bninception/normalized_softmax"
+    ab = get_recipe("positive_proxy", "car", "resnet50", loss="positive_only", positive_proxy=False)
+    assert ab["loss"] == "positive_only" and ab["reported"] is None
+    pp = get_recipe("positive_proxy", "car", "resnet50", positive_proxy=True)
+    assert pp["positive_proxy"] is True
+    with pytest.raises(RecipeError, match="proxy_anchor, normalized_softmax, positive_only"):
+        get_recipe("positive_proxy", "car", "resnet50", loss="arcface")
+
+
+# (dataset, backbone): batch, lr, warm, bn_freeze, step, gamma, epochs, alpha_p = alpha_n
+LDM_README = {
+    ("cub", "bninception"): (180, 1e-4, 1, True, 20, 0.5, 40, 48),
+    ("cub", "resnet50"): (120, 1e-4, 5, True, 10, 0.5, 40, 48),
+    ("car", "bninception"): (180, 1e-4, 1, True, 20, 0.5, 40, 48),
+    ("car", "resnet50"): (120, 1e-4, 5, True, 10, 0.5, 40, 48),
+    ("sop", "bninception"): (180, 6e-4, 1, False, 20, 0.25, 60, 32),  # spec: 60, not 40
+    ("sop", "resnet50"): (180, 6e-4, 5, False, 10, 0.5, 60, 32),
+    ("isc", "bninception"): (180, 6e-4, 1, False, 20, 0.25, 60, 32),  # spec: AMLoss, 60
+    ("isc", "resnet50"): (180, 6e-4, 5, False, 10, 0.5, 60, 32),
+}
+PA_README = {
+    ("cub", "bninception"): (180, 1e-4, 1, True, 10, 0.5),
+    ("cub", "resnet50"): (120, 1e-4, 5, True, 5, 0.5),
+    ("car", "bninception"): (180, 1e-4, 1, True, 20, 0.5),
+    ("car", "resnet50"): (120, 1e-4, 5, True, 10, 0.5),
+    ("sop", "bninception"): (180, 6e-4, 1, False, 20, 0.25),
+    ("isc", "bninception"): (180, 6e-4, 1, False, 20, 0.25),
+}
+
+
+def test_dynamic_margin_rows_follow_the_readme_commands_with_the_spec_fixes():
+    for (ds, bb), (batch, lr, warm, bnf, step, gamma, epochs, alpha) in LDM_README.items():
+        r = get_recipe("dynamic_margin", ds, bb)
+        assert r["method"] == "dynamic_margin"
+        assert (r["batch_size"], r["lr"], r["warmup_epochs"], r["bn_freeze"], r["lr_decay_step"],
+                r["lr_decay_gamma"], r["epochs"], r["alpha_p"], r["alpha_n"]) == \
+            (batch, lr, warm, bnf, step, gamma, epochs, alpha, alpha)
+        assert (r["mrg_lr"], r["mrg_lr_decay_step"], r["mrg_lr_decay_gamma"], r["margin"],
+                r["delta"], r["lam"]) == (1e-4, 10, 0.5, 0.1, 0.1, 1.0)
+        assert (r["weight_decay"], r["proxy_lr_mult"], r["grad_clip_value"], r["embedding_dim"],
+                r["sampler"], r["drop_last"]) == (1e-4, 100.0, 10.0, 512, "shuffle", True)
+        assert r["unfreeze_bn_affine_after_warmup"] is True
+    # the seed's spelling of the data sets and backbones
+    assert get_recipe("dynamic_margin", "Inshop", "bn_inception")["name"] == \
+        "dynamic_margin/isc/bninception"
+
+
+def test_proxy_anchor_rows_follow_the_pa_readme():
+    for (ds, bb), (batch, lr, warm, bnf, step, gamma) in PA_README.items():
+        r = get_recipe("proxy_anchor", ds, bb)
+        assert (r["batch_size"], r["lr"], r["warmup_epochs"], r["bn_freeze"], r["lr_decay_step"],
+                r["lr_decay_gamma"], r["epochs"], r["alpha"], r["margin"]) == \
+            (batch, lr, warm, bnf, step, gamma, 60, 32, 0.1)
+        assert "mrg_lr" not in r
+
+
+# ------------------------------------------------------------------------------ validation
+def test_unknown_names_raise_and_name_the_choices():
+    with pytest.raises(RecipeError, match="valid methods: normsoftmax, cgd"):
+        get_recipe("arcface", "cub", "resnet50")
+    with pytest.raises(RecipeError, match="valid data sets: car, cub, demo"):
+        get_recipe("positive_proxy", "sop", "resnet50")
+    with pytest.raises(RecipeError, match="valid backbones: resnet50, resnext50_32x4d"):
+        get_recipe("cgd", "cub", "bninception")
+    with pytest.raises(RecipeError, match=r"crop in \[False\]"):
+        get_recipe("cgd", "sop", "resnet50", crop=True)
+    with pytest.raises(RecipeError, match=r"unknown recipe key\(s\) \['lrr'\].*valid keys:.*lr"):
+        get_recipe("cgd", "cub", "resnet50", lrr=0.1)
+    with pytest.raises(RecipeError, match="valid names"):
+        recipe_by_name("cgd/cub")
+    assert issubclass(RecipeError, ValueError)
+
+
+def test_overrides_apply_and_recipes_are_fresh_copies():
+    a = get_recipe("cgd", "cub", "resnet50", crop=True, epochs=2, lr_milestones=[1])
+    assert a["epochs"] == 2 and a["lr_milestones"] == [1]
+    a["epochs"] = 99
+    b = get_recipe("cgd", "cub", "resnet50", crop=True)
+    assert b["epochs"] == 20 and b["lr_milestones"] is None
+    assert recipe_by_name("cgd/cub/resnet50/cropped") == b
+
+
+def test_demo_recipes_are_small_cpu_profiles():
+    for method in EXPECTED:
+        r = demo_recipe(method)
+        assert r == get_recipe(method, "demo", "resnet18")
+        assert r["pretrained"] is False and r["backbone"] == "resnet18"
+        assert r["crop_size"] <= 48 and r["embedding_dim"] <= 128 and r["epochs"] <= 6
+        assert r["batch_size"] <= 64
+        if r["sampler"] == "m_per_class":  # the demo has 5 training classes
+            assert r["batch_size"] // r["samples_per_class"] <= 5
+
+
+# ------------------------------------------------------------------------------ model sizes
+# Seed README tables (Params, M): NormSoftmax R50; CGD R50 / ResNeXt50; car (98 classes),
+# sop (11,318), isc (3,997). Model + criterion, as thop counted them (proxies included).
+PARAMS = [
+    ("normsoftmax", "resnet50", {"car": 27.91, "sop": 50.88, "isc": 35.89}),
+    ("cgd", "resnet50", {"car": 26.86, "sop": 49.85, "isc": 34.85}),
+    ("cgd", "resnext50_32x4d", {"car": 26.33, "sop": 49.32, "isc": 34.32}),
+]
+CLASSES = {"car": 98, "cub": 100, "sop": 11318, "isc": 3997}
+
+
+@pytest.mark.parametrize("method,backbone,table", PARAMS)
+def test_full_recipes_have_the_seed_parameter_counts(method, backbone, table):
+    try:
+        from dml_core.models.complexity import count_parameters
+    except ImportError:  # pragma: no cover
+        def count_parameters(*mods):
+            return sum(p.numel() for m in mods for p in m.parameters())
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for ds, millions in table.items():
+            m = build_method(get_recipe(method, ds, backbone, pretrained=False), CLASSES[ds])
+            assert round(count_parameters(m.model, m.criterion) / 1e6, 2) == millions, ds
+            del m
+    finally:
+        torch.set_num_threads(n)
+    if method == "normsoftmax":  # car and cub share the figure (98 vs 100 classes, 27.91 both)
+        m = build_method(get_recipe(method, "cub", backbone, pretrained=False), CLASSES["cub"])
+        assert round(count_parameters(m.model, m.criterion) / 1e6, 2) == 27.91
