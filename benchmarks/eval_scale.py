@@ -35,8 +35,9 @@ def make_data(n: int, dim: int, seed: int, noise: float):
     while sum(sizes) < n:
         sizes.append(int(rng.choice(SIZES, p=SIZE_P)))
     sizes[-1] -= sum(sizes) - n
-    if sizes[-1] < 2:  # keep every class at ≥ 2 items
-        sizes[-2] += sizes.pop()
+    if sizes[-1] < 2:  # keep every class at ≥ 2 items (pop first: `sizes[-2] += sizes.pop()` hits the wrong slot)
+        last = sizes.pop()
+        sizes[-1] += last
     labels = np.repeat(np.arange(len(sizes)), sizes).astype(np.int64)
     centres = rng.standard_normal((len(sizes), dim), dtype=np.float32)
     x = centres[labels] + noise * rng.standard_normal((n, dim), dtype=np.float32)

@@ -55,6 +55,9 @@ def check_against_reference(q, ql, g=None, gl=None, ties="pessimistic", **kw):
     f, ap, rp = brute_force(q, ql, g, gl, ties)
     with pytest.warns(UserWarning, match="K="):
         rec = recall_at_k(q, ql, ks, g, gl, ties=ties, **kw)
+    if ties != "expected":
+        st = retrieval_stats(q, ql, g, gl, ties=ties, need_map=False, **kw)
+        np.testing.assert_array_equal(np.where(st.num_relevant.numpy() > 0, st.first_rank.numpy(), np.inf), f)
     for k in ks:
         assert rec[k] == pytest.approx(np.mean(f <= k), abs=1e-12), (k, ties)
     st = retrieval_stats(q, ql, g, gl, ties=ties, **kw)
@@ -66,9 +69,10 @@ def check_against_reference(q, ql, g=None, gl=None, ties="pessimistic", **kw):
 
 @pytest.mark.parametrize("ties", ["pessimistic", "optimistic"])
 @pytest.mark.parametrize("chunk", [None, 1, 7])  # 7 does not divide 90
-def test_self_retrieval_with_ties_matches_reference(ties, chunk):
+@pytest.mark.parametrize("method", ["symmetric", "rows"])
+def test_self_retrieval_with_ties_matches_reference(ties, chunk, method):
     x, y = tie_data()
-    check_against_reference(x, y, ties=ties, chunk_size=chunk)
+    check_against_reference(x, y, ties=ties, chunk_size=chunk, method=method)
 
 
 @pytest.mark.parametrize("ties", ["pessimistic", "optimistic"])
@@ -143,18 +147,31 @@ def test_boundary_ties_outside_topk_list_are_counted():
     g = np.array([[3], [1], [1], [1], [1], [1], [0]], np.float32)
     gl = np.array([0, 1, 1, 1, 1, 0, 1])
     q, ql = np.array([[1.0]], np.float32), np.array([0])
-    assert map_at_r(q, ql, g, gl) == pytest.approx(0.5)
+    assert map_at_r(q, ql, g, gl, ties="pessimistic") == pytest.approx(0.5)
+    # expected: 3(+) then a 5-item tie group (4-, 1+) at ranks 2..6; rank 2 is the positive with
+    # P = 1/5 and then P(2) = 2/2 → MAP@R = (1 + 1/5)/2 = 0.6, RP = (1 + 1/5)/2 = 0.6
+    assert map_at_r(q, ql, g, gl) == pytest.approx(0.6, abs=1e-12)
+    assert r_precision(q, ql, g, gl) == pytest.approx(0.6, abs=1e-12)
     # with the positive 3 lowered to 1: all tie, pessimistic puts 4 negatives first → MAP = 0
     g[0] = 1
-    assert map_at_r(q, ql, g, gl) == 0.0
-    assert recall_at_k(q, ql, [4, 5], g, gl) == {4: 0.0, 5: 1.0}
+    assert map_at_r(q, ql, g, gl, ties="pessimistic") == 0.0
+    assert recall_at_k(q, ql, [4, 5], g, gl, ties="pessimistic") == {4: 0.0, 5: 1.0}
 
 
-def test_collapsed_embedding_scores_zero_pessimistic():
+@pytest.mark.parametrize("method", ["symmetric", "rows"])
+def test_collapsed_embedding_scores_zero_pessimistic_and_chance_expected(method):
     x = np.ones((30, 4), np.float32)
     y = np.repeat(np.arange(10), 3)
-    assert recall_at_k(x, y, [1])[1] == 0.0
-    assert map_at_r(x, y) == 0.0
+    assert recall_at_k(x, y, [1], ties="pessimistic", method=method)[1] == 0.0
+    assert map_at_r(x, y, ties="pessimistic", method=method) == 0.0
+    # expected: 29 tied candidates, 2 positives → R@1 = 2/29 (chance level, not 0 or 1);
+    # R@2 = 1 − (27/29)(26/28); R-precision (R = 2) = 2·(2/29)/2 = 2/29;
+    # MAP@R = [P(rel 1)·1 + E(rel 2·cum 2)/2]/2 = [2/29 + (2/29)(1 + 1/28)/2]/2
+    rec = recall_at_k(x, y, [1, 2], method=method)
+    assert rec[1] == pytest.approx(2 / 29, abs=1e-12)
+    assert rec[2] == pytest.approx(1 - 27 / 29 * 26 / 28, abs=1e-12)
+    assert r_precision(x, y, method=method) == pytest.approx(2 / 29, abs=1e-12)
+    assert map_at_r(x, y, method=method) == pytest.approx((2 / 29 + 2 / 29 * (1 + 1 / 28) / 2) / 2, abs=1e-12)
 
 
 def test_label_dtypes_and_torch_numpy_inputs_agree():
@@ -258,5 +275,113 @@ def test_cuda_matches_cpu():
     x, y = tie_data()
     cpu = retrieval_stats(x, y)
     gpu = retrieval_stats(torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda())
-    assert torch.equal(cpu.first_rank, gpu.first_rank)
+    for name in ("n_above", "tied_neg", "tied_pos"):
+        assert torch.equal(getattr(cpu, name), getattr(gpu, name))
     torch.testing.assert_close(cpu.ap_at_r, gpu.ap_at_r, equal_nan=True)
+
+
+# ------------------------------------------------------------------ ties="expected" (the default)
+def random_tie_reference(q, ql, keys, g=None, gl=None):
+    """Mean over tie-break keys (one row per draw, a key per gallery item, ascending breaks ties)
+    of per-query (hit rank, AP@R, precision@R); float64 full matrix, every query at once."""
+    self_mode = g is None
+    if self_mode:
+        g, gl = q, ql
+    s = np.asarray(q, np.float64) @ np.asarray(g, np.float64).T
+    rel = (np.asarray(ql)[:, None] == np.asarray(gl)[None, :]).astype(float)
+    if self_mode:  # the query itself: last and irrelevant
+        np.fill_diagonal(s, -np.inf)
+        np.fill_diagonal(rel, 0)
+    R = rel.sum(1)
+    first, ap, rp = [], [], []
+    for key in keys:
+        o = np.lexsort((np.broadcast_to(key, s.shape), -s), axis=1)
+        r = np.take_along_axis(rel, o, 1)
+        first.append(np.where(R > 0, np.argmax(r, 1) + 1, np.inf))
+        j = np.arange(1, r.shape[1] + 1)
+        in_r = j[None, :] <= R[:, None]
+        prec = np.cumsum(r, 1) / j
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ap.append(np.where(R > 0, (prec * r * in_r).sum(1) / R, np.nan))
+            rp.append(np.where(R > 0, (r * in_r).sum(1) / R, np.nan))
+    return np.array(first), np.array(ap), np.array(rp)
+
+
+@pytest.mark.parametrize("method", ["symmetric", "rows"])
+def test_expected_ties_exact_enumeration_tiny(method):
+    # 7 items, integer 2-D features → many exact ties. Every one of the 7! tie-break orders of the
+    # items is applied, so the average is the exact expectation under a uniformly random tie order.
+    import itertools
+    x = np.array([[1, 0], [1, 0], [1, 1], [0, 1], [1, 0], [0, 1], [1, 1]], np.float32)
+    y = np.array([0, 0, 0, 1, 1, 2, 2])
+    keys = np.array(list(itertools.permutations(range(7))))
+    f, ap, rp = random_tie_reference(x, y, keys)
+    st = retrieval_stats(x, y, method=method)
+    for k in (1, 2, 3, 5):
+        np.testing.assert_allclose(st.hit_probability(k).numpy(), (f <= k).mean(0), atol=1e-12)
+    np.testing.assert_allclose(st.ap_at_r.numpy(), ap.mean(0), atol=1e-12)
+    np.testing.assert_allclose(st.precision_at_r.numpy(), rp.mean(0), atol=1e-12)
+    # query gallery too (rows engine)
+    f, ap, rp = random_tie_reference(x[:3], y[:3], keys, x, y[::-1].copy())
+    st = retrieval_stats(x[:3], y[:3], x, y[::-1].copy())
+    np.testing.assert_allclose(st.hit_probability(2).numpy(), (f <= 2).mean(0), atol=1e-12)
+    np.testing.assert_allclose(st.ap_at_r.numpy(), ap.mean(0), atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["symmetric", "rows"])
+def test_expected_ties_match_monte_carlo(method):
+    x, y = tie_data()
+    rng = np.random.default_rng(11)
+    keys = np.array([rng.permutation(len(x)) for _ in range(3000)])
+    f, ap, rp = random_tie_reference(x, y, keys)
+    ks = [1, 2, 5, 10]
+    rec = recall_at_k(x, y, ks, method=method, chunk_size=7)
+    st = retrieval_stats(x, y, method=method, chunk_size=7)
+    for k in ks:  # standard error of a 3000-draw mean ≤ 0.5/sqrt(3000) ≈ 0.009 per query, less for the mean
+        assert rec[k] == pytest.approx(np.mean(f <= k), abs=0.004)
+    assert st.map_at_r() == pytest.approx(np.nanmean(ap), abs=0.004)
+    assert st.r_precision() == pytest.approx(np.nanmean(rp), abs=0.004)
+    # per query, the closed form lies between the two deterministic rules
+    pess = retrieval_stats(x, y, ties="pessimistic", method=method)
+    opt = retrieval_stats(x, y, ties="optimistic", method=method)
+    h = st.hit_probability(1).numpy()
+    assert np.all(pess.hit_probability(1).numpy() <= h + 1e-15) and np.all(h <= opt.hit_probability(1).numpy() + 1e-15)
+    assert np.all(pess.ap_at_r.numpy()[:-1] <= st.ap_at_r.numpy()[:-1] + 1e-12)
+
+
+def test_expected_recall_hand_worked():
+    # One query (label 0), gallery scores (1-D): 5(-), 3(+), 3(-), 3(-), 3(+), 3(-), 1(+).
+    #   n_above = 1 (the 5), b = 3, t_neg = 3, t_pos = 2.
+    #   R@1: n_above ≥ 1 → 0.   R@2: j = 1 → 1 − P(X ≥ 1) = 1 − 3/5 = 2/5.
+    #   R@3: j = 2 → 1 − (3/5)(2/4) = 7/10.   R@4: 1 − (3/5)(2/4)(1/3) = 9/10.   R@5: j = 4 > t_neg → 1.
+    g = np.array([[5], [3], [3], [3], [3], [3], [1]], np.float32)
+    gl = np.array([1, 0, 1, 1, 0, 1, 0])
+    q, ql = np.array([[1.0]], np.float32), np.array([0])
+    st = retrieval_stats(q, ql, g, gl)
+    assert (int(st.n_above[0]), int(st.tied_neg[0]), int(st.tied_pos[0])) == (1, 3, 2)
+    rec = recall_at_k(q, ql, [1, 2, 3, 4, 5], g, gl)
+    assert rec == pytest.approx({1: 0.0, 2: 0.4, 3: 0.7, 4: 0.9, 5: 1.0}, abs=1e-12)
+    # MAP@R, R = 3: ranks 1 = "-", 2..6 the tie group (A = 1 above, b = 0 positives above,
+    # t_pos = 2, T = 5), U = R − A = 2 places count. E[rel·cum] at u: (2/5)(1 + (u−1)(1/4)):
+    #   u=1 (rank 2): 2/5 → /2 = 1/5;   u=2 (rank 3): (2/5)(5/4) = 1/2 → /3 = 1/6.
+    #   MAP@R = (1/5 + 1/6)/3 = 11/90;  RP = (2 · 2/5)/3 = 4/15.
+    assert st.map_at_r() == pytest.approx(11 / 90, abs=1e-12)
+    assert st.r_precision() == pytest.approx(4 / 15, abs=1e-12)
+
+
+def test_small_binary_codes_are_not_punished_by_ties():
+    # 4-bit codes: ~16 code words for 300 items → huge tie groups. Pessimistic gives ~0 R@1;
+    # expected sits at the average of arbitrary tie orders (what a seed's topk would report).
+    rng = np.random.default_rng(12)
+    y = np.repeat(np.arange(30), 10)
+    centres = rng.standard_normal((30, 4))
+    x = (centres[y] + 0.7 * rng.standard_normal((300, 4))).astype(np.float32)
+    b = binarize(x).numpy()
+    pess = recall_at_k(b, y, [1], ties="pessimistic")[1]
+    exp = recall_at_k(b, y, [1])[1]
+    keys = np.array([rng.permutation(300) for _ in range(400)])
+    f, _, _ = random_tie_reference(b, y, keys)
+    assert pess < 0.05 < exp
+    assert exp == pytest.approx(np.mean(f <= 1), abs=0.01)
+    m = evaluate(x, y, "toy")  # evaluate() uses the default ties="expected"
+    assert m["binary/R@1"] == pytest.approx(exp, abs=1e-12)

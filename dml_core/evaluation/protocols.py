@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .retrieval import DEFAULT_MEMORY_BUDGET_MB, binarize, retrieval_stats
+from .retrieval import DEFAULT_MEMORY_BUDGET_MB, DEFAULT_TIES, binarize, retrieval_stats
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def get_protocol(protocol: str | Protocol) -> Protocol:
 
 
 def evaluate(features, labels, protocol: str | Protocol, gallery_features=None, gallery_labels=None,
-             binary: bool = True, ties: str = "pessimistic",
+             binary: bool = True, ties: str = DEFAULT_TIES,
              memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> dict[str, float]:
     """All metrics of a data set's protocol, as a flat JSON-ready dict of fractions.
 
@@ -41,6 +41,7 @@ def evaluate(features, labels, protocol: str | Protocol, gallery_features=None, 
     L2-normalised here). Binary (``binary=True``): :func:`binarize` codes ranked by Hamming distance.
     Keys: ``dense/R@K`` for each K of the protocol, ``dense/MAP@R``, ``dense/RP`` (R-precision), and
     the same under ``binary/``. One pass per feature kind computes all of them.
+    Ties (default ``ties="expected"``): ties are broken uniformly at random in expectation.
     """
     p = get_protocol(protocol)
     if p.mode == "self" and gallery_features is not None:
