@@ -27,6 +27,7 @@ from dml_core.methods.cgd import CGDLoss, CGDMethod
 from dml_core.methods.dynamic_margin import DynamicMarginMethod, ProxyAnchorMethod
 from dml_core.methods.normsoftmax import NormSoftmaxMethod
 from dml_core.methods.positive_proxy import PositiveProxyMethod
+from dml_core.methods.toy import ToyMethod
 
 METHODS: dict[str, type[Method]] = {
     "normsoftmax": NormSoftmaxMethod,
@@ -35,6 +36,7 @@ METHODS: dict[str, type[Method]] = {
     "positive_proxy": PositiveProxyMethod,
     "dynamic_margin": DynamicMarginMethod,
     "proxy_anchor": ProxyAnchorMethod,
+    "toy": ToyMethod,
 }
 
 

@@ -1,0 +1,450 @@
+"""Notebook-facing helpers of the study: what the numbered notebooks call, so they stay thin.
+
+Every notebook validates its parameters (:func:`dml_core.params.validate_parameters`) and then
+calls one or two functions of this module:
+
+- ``00_prepare_data``: :func:`prepare_datasets` (prepares the data sets, returns a table).
+- ``01``–``05`` (one training run each): :func:`run_training` trains one
+  (method, data set, backbone, crop, overrides) recipe into the notebook's run folder and adds the
+  model complexity (parameters, MACs) to its ``summary.json``; :func:`show_run` displays the
+  training curves, the dense/binary Recall@K + MAP@R table and the retrieval pictures, and saves
+  them into ``<run_dir>/figures/``.
+- ``06_benchmarks``: :func:`benchmark_report` builds every table from the run folders alone
+  (nothing is retrained) and writes ``benchmark.md`` / ``benchmark.csv`` into its run folder.
+- ``08_figures``: :func:`write_figures` draws the study's figures (PNG + PDF) from the runs.
+
+The notebook's run folder is ``run_dir`` (injected by the batch runner), or, when a notebook is
+opened interactively, ``runs_root()/<profile>/<notebook stem>`` (:func:`resolve_run_dir`).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from dml_core import io, paths
+
+__all__ = [
+    "resolve_run_dir",
+    "resolve_device",
+    "make_recipe",
+    "run_training",
+    "add_complexity",
+    "metrics_table",
+    "show_run",
+    "method_log",
+    "prepare_datasets",
+    "benchmark_report",
+    "write_figures",
+    "resolve_output_dir",
+    "retrieval_runs",
+    "display",
+]
+
+#: Data sets whose benchmark tables 06 shows (demo first: the only one the demo profile trains).
+TABLE_DATASETS = ("demo", "car", "cub", "sop", "isc")
+
+
+# ------------------------------------------------------------------------------------------
+def display(obj: Any) -> None:
+    """IPython's display in a notebook, print elsewhere (tests, scripts)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display as _display
+
+        if get_ipython() is not None:
+            _display(obj)
+            return
+    except Exception:  # noqa: BLE001 - IPython absent
+        pass
+    print(obj)
+
+
+def resolve_run_dir(run_dir: str | os.PathLike | None, profile: str = "interactive",
+                    notebook: str = "notebook") -> Path:
+    """The notebook's run folder, created: ``run_dir`` or ``runs_root()/<profile>/<notebook>``."""
+    path = Path(run_dir) if run_dir else paths.runs_root() / profile / notebook
+    path = path.expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resolve_device(device: str | None) -> str | None:
+    """``"auto"``/None → None (the engine picks cuda when available), else the device string."""
+    return None if device in (None, "auto") else str(device)
+
+
+def make_recipe(method: str, dataset: str, backbone: str, crop: bool = False,
+                overrides: dict | None = None) -> dict:
+    """``dml_core.recipes.get_recipe`` with the notebook's ``overrides`` (checked there)."""
+    from dml_core.recipes import get_recipe
+
+    return get_recipe(method, dataset, backbone, crop=bool(crop), **copy.deepcopy(overrides or {}))
+
+
+def _ensure_prepared(dataset: str, data_root) -> None:
+    from dml_core.data import is_prepared, prepare
+
+    if is_prepared(dataset, data_root):
+        return
+    if dataset == "demo":  # embedded: prepare it on the fly, so every notebook runs standalone
+        prepare("demo", data_root)
+        return
+    root = data_root or paths.data_root()
+    raise FileNotFoundError(
+        f"data set {dataset!r} is not prepared under {root}: run notebooks/00_prepare_data.ipynb "
+        f"(or `python -m dml_core.prepare {dataset}`) first")
+
+
+def _plain(obj):
+    from dml_core.training.run_folder import plain
+
+    return plain(obj)
+
+
+def _config_changed(run_dir: Path, recipe: dict) -> list[str]:
+    """Recipe keys whose value differs from the run folder's ``config.yaml`` (ignoring epochs)."""
+    cfg = run_dir / "config.yaml"
+    if not cfg.is_file():
+        return []
+    try:
+        old = io.read_yaml(cfg) or {}
+    except Exception:  # noqa: BLE001
+        return ["<unreadable config.yaml>"]
+    new = _plain(recipe)
+    keys = sorted(set(old) | set(new))
+    # more epochs than before = resume; every other change = a different run
+    return [k for k in keys if k != "epochs" and old.get(k) != new.get(k)]
+
+
+def run_training(method: str, dataset: str, backbone: str, crop: bool = False,
+                 overrides: dict | None = None, run_dir: str | os.PathLike | None = None,
+                 data_root: str | os.PathLike | None = None, device: str | None = "auto",
+                 progress: bool = False) -> dict:
+    """Train one recipe into ``run_dir`` and return its summary (see docs/ARCHITECTURE.md).
+
+    A finished run with the same recipe returns at once; an interrupted one resumes; a run folder
+    holding a *different* recipe (any key except ``epochs`` changed) is trained again from
+    scratch (the old files are overwritten). The demo data set is prepared on the fly when
+    missing; other data sets must have been prepared by ``00_prepare_data``. After training, the
+    parameters and MACs of the model are added to ``summary.json`` (key ``complexity``).
+    """
+    from dml_core.training import train
+
+    recipe = make_recipe(method, dataset, backbone, crop, overrides)
+    run_dir = resolve_run_dir(run_dir, "interactive", recipe["name"].replace("/", "_"))
+    _ensure_prepared(recipe["dataset"], data_root)
+    changed = _config_changed(run_dir, recipe)
+    resume = not changed
+    if changed:
+        print(f"run folder {run_dir} holds another recipe (changed: {', '.join(changed)}); "
+              "training from scratch")
+        for stale in ("summary.json", "metrics.csv", "checkpoints/last.pt"):
+            (run_dir / stale).unlink(missing_ok=True)
+    print(f"training {recipe['name']} into {run_dir}")
+    t0 = time.time()
+    summary = train(recipe, run_dir, data_root=data_root, device=resolve_device(device),
+                    resume=resume, progress=progress)
+    print(f"done in {time.time() - t0:.1f} s: status {summary.get('status')}, "
+          f"{summary.get('epochs_completed')} epoch(s)")
+    return add_complexity(run_dir, recipe, summary)
+
+
+def add_complexity(run_dir: str | os.PathLike, recipe: dict, summary: dict | None = None) -> dict:
+    """Add ``complexity`` (params, MACs at the recipe's crop size, batch 1) to ``summary.json``.
+
+    The model is rebuilt without pretrained weights (the counts do not depend on them). A
+    failure is a warning, never an error: the run itself is complete.
+    """
+    run_dir = Path(run_dir)
+    summary = summary if summary is not None else io.read_json(run_dir / "summary.json")
+    if isinstance(summary.get("complexity"), dict):
+        return summary
+    try:
+        import torch
+
+        from dml_core.methods import build_method
+        from dml_core.models.complexity import complexity_report
+
+        r = dict(recipe, pretrained=False)
+        num_classes = int(summary.get("num_classes") or 0) or \
+            int((summary.get("data") or {}).get("train_classes") or 2)
+        method = build_method(r, num_classes, device=torch.device("cpu"))
+        size = int(recipe["crop_size"])
+        cx = complexity_report(method.model, method.criterion, input_size=(1, 3, size, size))
+        summary = dict(summary, complexity=cx)
+        io.write_json(run_dir / "summary.json", summary)
+    except Exception as exc:  # noqa: BLE001
+        warnings.warn(f"complexity of {recipe.get('name')} not measured: "
+                      f"{type(exc).__name__}: {exc}", stacklevel=2)
+    return summary
+
+
+# ------------------------------------------------------------------------------------------
+def metrics_table(summary_or_run_dir) -> "pd.DataFrame":  # noqa: F821
+    """Recall@K, MAP@R and R-precision (%) of the selected (best) and last epoch, dense and
+    binary features: one row per (selection, feature)."""
+    import pandas as pd
+
+    summary = summary_or_run_dir
+    if not isinstance(summary, dict):
+        summary = io.read_json(Path(summary_or_run_dir) / "summary.json")
+    rows = []
+    sel_name = "best on validation" if summary.get("selection") == "validation" \
+        else "best on test"
+    for key, label in (("best", sel_name), ("last", "last")):
+        entry = summary.get(key) or {}
+        metrics = entry.get("metrics") or {}
+        for feature in ("dense", "binary"):
+            prefix = f"test/{feature}/"
+            vals = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+            if not vals:
+                continue
+            recalls = sorted((k for k in vals if k.startswith("R@")), key=lambda k: int(k[2:]))
+            others = [k for k in ("MAP@R", "RP") if k in vals]
+            row = {"epoch": f"{label} ({entry.get('epoch')})", "feature": feature}
+            row.update({k: round(100 * float(vals[k]), 2) for k in recalls + others})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def show_run(run_dir: str | os.PathLike, profile: str | None = None, num_queries: int = 4,
+             k: int = 8) -> dict:
+    """Display a run's curves, metric table and retrievals; save them into ``<run_dir>/figures/``.
+
+    Returns ``{"table": DataFrame, "figures": [paths]}``; the table is also written as
+    ``<run_dir>/figures/metrics_table.csv``.
+    """
+    import matplotlib.pyplot as plt
+
+    from dml_core import report
+
+    run_dir = Path(run_dir)
+    fig_dir = run_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    summary = io.read_json(run_dir / "summary.json")
+    table = metrics_table(summary)
+    io.write_text(fig_dir / "metrics_table.csv", table.to_csv(index=False))
+    written.append(fig_dir / "metrics_table.csv")
+    info = {k: summary.get(k) for k in ("status", "epochs_completed", "train_time_s",
+                                         "images_per_s", "num_parameters")}
+    cx = summary.get("complexity") or {}
+    if cx:
+        info["MACs"] = f"{cx.get('macs', 0) / 1e6:.1f} M (batch 1, {cx.get('input_size')})"
+    info["hardware"] = (summary.get("hardware") or {}).get("gpu") or \
+        (summary.get("hardware") or {}).get("cpu")
+    print(", ".join(f"{k}: {v:.1f}" if isinstance(v, float) else f"{k}: {v}"
+                    for k, v in info.items()))
+    display(table)
+
+    fig = report.plot_training_curves([run_dir], fig_dir / "training_curves", profile=profile)
+    written += [fig_dir / "training_curves.png", fig_dir / "training_curves.pdf"]
+    display(fig)
+    plt.close(fig)
+    if (run_dir / "features" / "best.pt").is_file():
+        fig = report.plot_retrieval_grid(run_dir, fig_dir / "retrievals", which="best",
+                                         num_queries=num_queries, k=k, profile=profile)
+        written += [fig_dir / "retrievals.png", fig_dir / "retrievals.pdf"]
+        display(fig)
+        plt.close(fig)
+    return {"table": table, "figures": [str(p) for p in written if p.is_file()]}
+
+
+def method_log(run_dir: str | os.PathLike, show: bool = True) -> "pd.DataFrame":  # noqa: F821
+    """The method's own per-epoch columns of ``metrics.csv`` (e.g. Dynamic Margin's margin
+    mean/min/max), plotted against the epoch into ``<run_dir>/figures/method_log.{png,pdf}``."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from dml_core.report import figure_style, load_metrics, save_figure
+    from dml_core.training.run_folder import BASE_COLUMNS
+
+    m = load_metrics(run_dir)
+    extra = [c for c in m.columns if c not in BASE_COLUMNS and "/" not in str(c)]
+    table = m[["epoch", *extra]] if len(m) and extra else pd.DataFrame()
+    if show:
+        display(table if len(table) else "the method logs no extra per-epoch values")
+    if len(table):
+        with figure_style():
+            fig, ax = plt.subplots(figsize=(5, 3.2), constrained_layout=True)
+            for col in extra:
+                ax.plot(m["epoch"], pd.to_numeric(m[col], errors="coerce"), marker="o", ms=3,
+                        label=col)
+            ax.set(xlabel="Epoch", title=f"Per-epoch values logged by the method ({Path(run_dir).name})")
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        save_figure(fig, Path(run_dir) / "figures" / "method_log")
+        if show:
+            display(fig)
+        plt.close(fig)
+    return table
+
+
+# ------------------------------------------------------------------------------------------
+def prepare_datasets(datasets: Sequence[str], data_root: str | os.PathLike | None = None,
+                     run_dir: str | os.PathLike | None = None) -> "pd.DataFrame":  # noqa: F821
+    """Prepare every data set (an existing index is kept) and return one row per split.
+
+    Every data set is attempted; the ones that fail (raw files missing, ...) are listed and an
+    error naming all of them is raised at the end. The table goes to ``<run_dir>/datasets.csv``.
+    """
+    import pandas as pd
+
+    from dml_core.data import prepare
+
+    rows, failures = [], {}
+    for ds in datasets:
+        try:
+            index = prepare(ds, data_root)
+        except Exception as exc:  # noqa: BLE001 - keep going, report all at the end
+            failures[ds] = f"{type(exc).__name__}: {exc}"
+            rows.append({"dataset": ds, "split": "-", "images": None, "classes": None,
+                         "status": "FAILED"})
+            continue
+        report_file = Path(index).parent / "prepare_report.json"
+        rep = io.read_json(report_file) if report_file.is_file() else {}
+        for split, v in (rep.get("splits") or {}).items():
+            expected = (rep.get("expected_sizes") or {}).get(split)
+            rows.append({"dataset": ds, "split": split, "images": v.get("images"),
+                         "classes": v.get("classes"),
+                         "expected images": expected.get("images") if isinstance(expected, dict)
+                         else expected,
+                         "status": "prepared", "index": str(index)})
+    table = pd.DataFrame(rows)
+    if run_dir is not None:
+        io.write_text(Path(run_dir) / "datasets.csv", table.to_csv(index=False))
+    if failures:
+        raise RuntimeError("could not prepare: " + "; ".join(f"{k}: {v}"
+                                                             for k, v in failures.items()))
+    return table
+
+
+# ------------------------------------------------------------------------------------------
+def retrieval_runs(runs: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
+    """The rows of :func:`dml_core.report.load_runs` that are retrieval runs of a published method
+    (the toy's run folders, which also hold a ``summary.json``, are left out)."""
+    from dml_core.recipes import METHODS
+
+    if not len(runs):
+        return runs
+    return runs[runs["method"].isin(METHODS)].reset_index(drop=True)
+
+
+def resolve_output_dir(output_dir: str | os.PathLike | None, run_dir: str | os.PathLike) -> Path:
+    """``None`` → the repository's ``figures/``; a relative path → inside ``run_dir`` (so a test
+    or smoke profile never overwrites the committed figures); an absolute path as is."""
+    if output_dir is None:
+        return paths.FIGURES_DIR
+    out = Path(output_dir).expanduser()
+    return out if out.is_absolute() else Path(run_dir) / out
+
+
+def benchmark_report(profiles: Iterable[str], run_dir: str | os.PathLike,
+                     runs_root: str | os.PathLike | None = None,
+                     datasets: Sequence[str] = TABLE_DATASETS) -> dict:
+    """Every benchmark table, from the run folders of ``profiles`` alone; written to ``run_dir``.
+
+    For each data set: the reproduced numbers (best-on-test and last epoch) beside the authors'
+    numbers, with "not run" where a row has no run; parameters and MACs; training time and
+    throughput; hardware and profile. Files: ``benchmark.md`` (one section per data set with
+    the caveats), ``benchmark.csv`` (every data set, every column) and ``runs.csv`` (one row per
+    run folder found). Returns ``{"runs": DataFrame, "tables": {dataset: DataFrame}, "files"}``.
+    """
+    import pandas as pd
+
+    from dml_core import report
+
+    profiles = list(profiles)
+    run_dir = Path(run_dir)
+    root = Path(runs_root) if runs_root is not None else paths.runs_root()
+    runs = retrieval_runs(report.load_runs(root, profiles=profiles))
+    tables: dict[str, pd.DataFrame] = {}
+    for ds in datasets:
+        t = report.benchmark_table(runs, dataset=ds, profiles=profiles, include_all_reported=True)
+        if len(t):
+            tables[ds] = t
+    md = [f"# Benchmarks: profile(s) {', '.join(profiles)}\n\n",
+          f"{len(runs)} run folder(s) found under {root}. Built from the run folders alone "
+          "(nothing retrained); \"not run\" = a row of the authors' tables without a run in "
+          "these profiles.\n\n"]
+    md.append(report.benchmark_markdown(runs, profiles=profiles, datasets=list(tables),
+                                        details=True))
+    combined = pd.concat([t.assign(**{"Data set key": ds}) for ds, t in tables.items()],
+                         ignore_index=True) if tables else pd.DataFrame()
+    files = {"markdown": run_dir / "benchmark.md", "csv": run_dir / "benchmark.csv",
+             "runs": run_dir / "runs.csv"}
+    io.write_text(files["markdown"], "".join(md))
+    io.write_text(files["csv"], combined.to_csv(index=False))
+    keep = [c for c in runs.columns if c != "recipe"]
+    io.write_text(files["runs"], runs[keep].to_csv(index=False))
+    return {"runs": runs, "tables": tables, "combined": combined,
+            "files": {k: str(v) for k, v in files.items()}}
+
+
+# ------------------------------------------------------------------------------------------
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(text)).strip("_")
+
+
+def write_figures(profiles: Iterable[str], output_dir: str | os.PathLike,
+                  runs_root: str | os.PathLike | None = None, embedding: str = "umap",
+                  show: bool = True) -> list[str]:
+    """The study's figures (PNG + PDF) from the runs of ``profiles`` into ``output_dir``.
+
+    Training curves and Recall@K bars per data set, dense vs binary, a retrieval grid and a
+    UMAP (PCA fallback) of the test embeddings per run, and AsymptoticProxy's momentum
+    sensitivity. Returns the written paths (PNG and PDF).
+    """
+    import matplotlib.pyplot as plt
+
+    from dml_core import report
+
+    profiles = list(profiles)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(runs_root) if runs_root is not None else paths.runs_root()
+    runs = retrieval_runs(report.load_runs(root, profiles=profiles))
+    prof = profiles if len(profiles) > 1 else profiles[0]
+    written: list[Path] = []
+
+    def done(fig, base: Path) -> None:
+        written.extend([base.with_name(base.name + ".png"), base.with_name(base.name + ".pdf")])
+        if show:
+            display(fig)
+        plt.close(fig)
+
+    trained = runs[runs["status"].notna()] if len(runs) else runs
+    datasets = sorted(trained["dataset"].dropna().unique()) if len(trained) else []
+    for ds in datasets:
+        sub = trained[trained["dataset"] == ds]
+        base = out / f"training_curves_{ds}"
+        done(report.plot_training_curves(sub, base, profile=prof, dataset=ds), base)
+        base = out / f"recall_{ds}"
+        done(report.plot_recall_bars(runs, ds, base, profile=prof), base)
+    base = out / "dense_vs_binary"
+    done(report.plot_dense_vs_binary(runs, base, profile=prof), base)
+    with_features = trained[trained["has_features"] == True] if len(trained) else trained  # noqa: E712
+    for _, run in with_features.iterrows():
+        name = _slug(f"{run['profile']}_{run['run_id']}")
+        base = out / "retrievals" / f"retrievals_{name}"
+        base.parent.mkdir(exist_ok=True)
+        own = Path(run["run_dir"]) / "figures" / "retrievals"
+        if all(own.with_suffix(ext).is_file() for ext in (".png", ".pdf")):
+            # the training notebook drew this grid from the same features/best.pt: copy it
+            for ext in (".png", ".pdf"):
+                with io.atomic_path(base.with_suffix(ext)) as tmp:
+                    shutil.copyfile(own.with_suffix(ext), tmp)
+                written.append(base.with_suffix(ext))
+        else:
+            done(report.plot_retrieval_grid(run["run_dir"], base, profile=run["profile"]), base)
+        base = out / "embeddings" / f"umap_{name}"
+        base.parent.mkdir(exist_ok=True)
+        done(report.plot_embedding(run["run_dir"], base, method=embedding,
+                                   profile=run["profile"], dataset=run["dataset"]), base)
+    base = out / "momentum_sensitivity"
+    done(report.plot_momentum_sensitivity(runs, base, profile=prof), base)
+    return [str(p) for p in written if p.is_file()]
