@@ -101,7 +101,7 @@ def _retrieval(stem: str) -> dict[str, tuple]:
     spec = {
         **COMMON_PARAMETERS,
         "dataset": ("str", "demo", TRAIN_DATASETS, "data set to train and evaluate on"),
-        "backbone": ("str", "resnet50", BACKBONES, "backbone network"),
+        "backbone": ("str", "resnet18", BACKBONES, "backbone network"),
         "crop": ("bool", False, None, "crop images to their bounding box (car, cub, demo)"),
         "overrides": ("dict", {}, None,
                       "recipe keys to override (e.g. {epochs: 1}); checked by the recipe code"),

@@ -5,8 +5,7 @@ calls one or two functions of this module:
 
 - ``00_prepare_data``: :func:`prepare_datasets` (prepares the data sets, returns a table).
 - ``01``–``05`` (one training run each): :func:`run_training` trains one
-  (method, data set, backbone, crop, overrides) recipe into the notebook's run folder and adds the
-  model complexity (parameters, MACs) to its ``summary.json``; :func:`show_run` displays the
+  (method, data set, backbone, crop, overrides) recipe into the notebook's run folder; :func:`show_run` displays the
   training curves, the dense/binary Recall@K + MAP@R table and the retrieval pictures, and saves
   them into ``<run_dir>/figures/``.
 - ``06_benchmarks``: :func:`benchmark_report` builds every table from the run folders alone
@@ -33,7 +32,6 @@ __all__ = [
     "resolve_device",
     "make_recipe",
     "run_training",
-    "add_complexity",
     "metrics_table",
     "show_run",
     "method_log",
@@ -130,8 +128,8 @@ def run_training(method: str, dataset: str, backbone: str, crop: bool = False,
     A finished run with the same recipe returns at once; an interrupted one resumes; a run folder
     holding a *different* recipe (any key except ``epochs`` changed) is trained again from
     scratch (the old files are overwritten). The demo data set is prepared on the fly when
-    missing; other data sets must have been prepared by ``00_prepare_data``. After training, the
-    parameters and MACs of the model are added to ``summary.json`` (key ``complexity``).
+    missing; other data sets must have been prepared by ``00_prepare_data``. The summary holds the
+    parameters and MACs of the model (key ``complexity``, written by the trainer).
     """
     from dml_core.training import train
 
@@ -151,36 +149,6 @@ def run_training(method: str, dataset: str, backbone: str, crop: bool = False,
                     resume=resume, progress=progress)
     print(f"done in {time.time() - t0:.1f} s: status {summary.get('status')}, "
           f"{summary.get('epochs_completed')} epoch(s)")
-    return add_complexity(run_dir, recipe, summary)
-
-
-def add_complexity(run_dir: str | os.PathLike, recipe: dict, summary: dict | None = None) -> dict:
-    """Add ``complexity`` (params, MACs at the recipe's crop size, batch 1) to ``summary.json``.
-
-    The model is rebuilt without pretrained weights (the counts do not depend on them). A
-    failure is a warning, never an error: the run itself is complete.
-    """
-    run_dir = Path(run_dir)
-    summary = summary if summary is not None else io.read_json(run_dir / "summary.json")
-    if isinstance(summary.get("complexity"), dict):
-        return summary
-    try:
-        import torch
-
-        from dml_core.methods import build_method
-        from dml_core.models.complexity import complexity_report
-
-        r = dict(recipe, pretrained=False)
-        num_classes = int(summary.get("num_classes") or 0) or \
-            int((summary.get("data") or {}).get("train_classes") or 2)
-        method = build_method(r, num_classes, device=torch.device("cpu"))
-        size = int(recipe["crop_size"])
-        cx = complexity_report(method.model, method.criterion, input_size=(1, 3, size, size))
-        summary = dict(summary, complexity=cx)
-        io.write_json(run_dir / "summary.json", summary)
-    except Exception as exc:  # noqa: BLE001
-        warnings.warn(f"complexity of {recipe.get('name')} not measured: "
-                      f"{type(exc).__name__}: {exc}", stacklevel=2)
     return summary
 
 

@@ -8,6 +8,8 @@ import pytest
 
 from data_factories import make_stl10_raw
 from dml_core.data import RetrievalDataset, load_toy_data, prepare, write_demo_raw
+from dml_core.data.demo import render_digit, tight_box
+from sklearn.datasets import load_digits
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +29,27 @@ def test_demo_prepares_and_loads(demo_root):
     assert tuple(image.shape) == (3, 48, 48) and label == 0
     cropped = test.load_image(0)
     assert cropped.size[0] <= 32 and cropped.size[1] <= 32
-    ink = np.asarray(cropped)
-    assert ink[0].max() > 0 and ink[-1].max() > 0 and ink[:, 0].max() > 0 and ink[:, -1].max() > 0  # tight
+
+
+def test_demo_boxes_are_tight_around_the_rendered_digit():
+    rng = np.random.default_rng(0)
+    digits = load_digits()
+    for i in range(5):
+        rgb, mask = render_digit(digits.images[i], rng)
+        assert rgb.shape == (48, 48, 3) and rgb.dtype == np.uint8 and mask.any()
+        x, y, w, h = (int(v) for v in tight_box(mask))
+        box = mask[y:y + h, x:x + w]
+        assert box[0].any() and box[-1].any() and box[:, 0].any() and box[:, -1].any()
+        assert mask.sum() == box.sum()
+        ink, background = rgb[mask].mean(0), rgb[~mask].mean(0)
+        assert (ink > background).all()  # bright ink on a darker background (fixed polarity)
+
+
+def test_demo_nuisances_vary_per_image(demo_root):
+    train = RetrievalDataset("demo", "train", data_root=demo_root)
+    means = np.stack([np.asarray(train.load_image(i), dtype=np.float32).mean((0, 1))
+                      for i in range(0, 200, 10)])
+    assert means.std(0).min() > 10  # the colours differ from image to image
 
 
 def test_demo_is_deterministic(demo_root, tmp_path):

@@ -1,13 +1,15 @@
 """Every method through the real engine on the embedded demo data (resnet18 from scratch, CPU).
 
 Default: a capped run per method (1 epoch of 3 steps + evaluation) checks the method, the engine,
-the data and the evaluation fit together. With ``DML_SLOW_TESTS=1``: the full demo profile
-(~1 min per method on 2 cores) must learn its training classes.
+the data and the evaluation fit together. With ``DML_SLOW_TESTS=1``: the demo profile of each
+method must beat the UNTRAINED network (same recipe, seed and initialisation, evaluated before
+any step) on the unseen digits 5-9 by ``MARGIN`` test R@1.
 
-Known limit (reported to the lead): on the digits demo, an UNTRAINED random resnet18 already
-reaches test R@1 ≈ 0.73 on the unseen digits 5–9, and a few epochs from scratch on digits 0–4 fit
-the training classes without beating that; the slow test therefore asserts learning on the
-training classes and a test R@1 clearly above chance (0.2), not above the untrained network.
+Status (reported to the lead): the demo data now randomises colours, background, size and stroke
+thickness (dml_core/data/demo.py), which brings the untrained network down from R@1 ≈ 0.73 to
+≈ 0.35; NormSoftmax with ``epochs=10, lr=0.03, lr_step=8`` reaches ≈ 0.38 and is still rising;
+the demo recipes themselves (≤ 6 epochs) are not tuned for this yet. The learning test is therefore the acceptance target and stays behind
+``DML_SLOW_TESTS`` until the recipes meet it within the CPU time budget.
 """
 from __future__ import annotations
 
@@ -69,15 +71,33 @@ def test_capped_demo_run_through_the_engine(method, demo_root, train_fn, tmp_pat
         assert float(row["margin_mean"]) != pytest.approx(0.1, abs=1e-9)  # the margins moved
 
 
-@pytest.mark.skipif(not os.environ.get("DML_SLOW_TESTS"), reason="full demo profile, ~1 min/method")
+MARGIN = 0.10  # absolute test R@1 over the untrained network
+
+
+def untrained_r1(recipe, data_root) -> float:
+    """Test dense R@1 of the method's freshly built model, exactly as ``train`` initialises it."""
+    from dml_core.methods import build_method
+    from dml_core.training.seeding import seed_everything
+    from dml_core.training.trainer import build_data, build_evaluator
+
+    seed_everything(int(recipe["seed"]))
+    data = build_data(recipe, data_root)
+    method = build_method(recipe, data.num_classes, device=torch.device("cpu"))
+    result = build_evaluator(data.test_loader, data.protocol, "cpu", progress=False)(method.model, 0)
+    metrics = getattr(result, "metrics", result)
+    return float(metrics["test/dense/R@1"])
+
+
+@pytest.mark.skipif(not os.environ.get("DML_SLOW_TESTS"), reason="demo profile, ~1-2 min/method")
 @pytest.mark.parametrize("method", METHODS)
-def test_full_demo_profile_learns(method, demo_root, train_fn, tmp_path):
+def test_demo_profile_beats_the_untrained_network(method, demo_root, train_fn, tmp_path,
+                                                  one_thread):
     recipe = demo_recipe(method, num_workers=0)
+    before = untrained_r1(recipe, demo_root)
     summary = train_fn(recipe, tmp_path / method, data_root=demo_root, device="cpu",
                        resume=False, progress=False)
     assert summary["status"] == "complete"
     r = rows(tmp_path / method)
     assert len(r) == recipe["epochs"]
-    assert float(r[-1]["train_loss"]) < float(r[0]["train_loss"])
-    assert float(r[-1]["train_accuracy"]) > 0.4  # 5 classes: chance 0.2
-    assert max(float(x["test/dense/R@1"]) for x in r) > 0.3  # unseen digits: chance ~0.2
+    after = float(r[-1]["test/dense/R@1"])
+    assert after >= before + MARGIN, f"{method}: untrained R@1 {before:.3f}, trained {after:.3f}"

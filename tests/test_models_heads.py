@@ -113,6 +113,20 @@ def test_cgd_net_forward_and_aux():
         assert torch.allclose(z_eval, net.aux(g1), atol=1e-5)
 
 
+def test_cgd_net_resnet18_stride1_layer3():
+    torch.manual_seed(0)
+    net = CGDNet("resnet18", "SG", 64, num_classes=5, pretrained=False)
+    block = net.backbone.layer3[0]
+    assert block.conv1.stride == (1, 1) and block.downsample[0].stride == (1, 1)
+    assert net.aux[0].num_features == 512 and net.embedding[0].in_features == 512
+    net.eval()
+    with torch.no_grad():
+        assert net.backbone(torch.randn(1, 3, 64, 64)).shape == (1, 512, 4, 4)  # 2x2 without
+    e, z = net.forward_with_aux(X)
+    assert e.shape == (2, 64) and z.shape == (2, 5)
+    _check_embedding(net, 64)
+
+
 @pytest.mark.parametrize("cfg", GD_CONFIGS)
 def test_cgd_all_gd_configs(cfg):
     assert len(GD_CONFIGS) == 12
@@ -130,8 +144,8 @@ def test_cgd_errors_and_gem_clamp_option():
         CGDNet("resnet50", "SMG", 1000, num_classes=3, pretrained=False)
     with pytest.raises(ValueError, match="unknown gd_config 'SS'"):
         CGDNet("resnet50", "SS", 1536, num_classes=3, pretrained=False)
-    with pytest.raises(ValueError, match="resnet50' or 'resnext50_32x4d"):
-        CGDNet("resnet18", "SG", 1536, num_classes=3, pretrained=False)
+    with pytest.raises(ValueError, match="CGDNet backbone must be one of"):
+        CGDNet("googlenet", "SG", 1536, num_classes=3, pretrained=False)
     with torch.device("meta"):
         net = CGDNet("resnet50", "GS", 1536, num_classes=3, pretrained=False, gem_clamp=False)
     assert net.pool[0].clamp is False

@@ -1,7 +1,7 @@
 r"""CGD, Combination of Global Descriptors (leftthomas/CGD @c9cd98f; normsoftmax_cgd.md §3B, §4, §5).
 
-Model (:class:`~dml_core.models.CGDNet`): ResNet-50 / ResNeXt-50 with a stride-1 ``layer3``
-(14 × 14 map at 224). Per letter of ``gd_config`` (S = avg, M = max, G = GeM p = 3):
+Model (:class:`~dml_core.models.CGDNet`): ResNet-50 / ResNeXt-50 (the demo: ResNet-18) with a
+stride-1 ``layer3`` (14 × 14 map at 224). Per letter of ``gd_config`` (S = avg, M = max, G = GeM p = 3):
 :math:`h_i=\widehat{W_i g_i}` (no bias, D/n dims each), :math:`\phi=\widehat{[h_1;\dots;h_n]}`;
 auxiliary classifier :math:`z = W_a\,\mathrm{BN1d}(g_1) + b_a` on the FIRST descriptor only.
 
@@ -34,7 +34,7 @@ from torch import nn
 from dml_core.losses import BatchHardTripletLoss, LabelSmoothingCrossEntropy
 from dml_core.methods._util import options
 from dml_core.methods.base import Method, StepOutput
-from dml_core.models import CGDNet, GeM, build_backbone, build_pooling, feature_dim, set_batchnorm_eval
+from dml_core.models import CGDNet, set_batchnorm_eval
 
 DEFAULTS: dict[str, Any] = {
     "gd_config": "SG",
@@ -64,27 +64,7 @@ class CGDLoss(nn.Module):
         return cls + tri, cls, tri
 
 
-class SmallCGDNet(CGDNet):
-    """CGD head on a backbone :class:`CGDNet` does not take (the demo's resnet18): same descriptors,
-    heads and auxiliary classifier, the backbone's own strides (no stride-1 layer3). Demo only."""
-
-    def __init__(self, backbone: str, gd_config: str, embedding_dim: int, *, num_classes: int,
-                 pretrained: bool, gem_clamp: bool = True):
-        nn.Module.__init__(self)
-        n = len(gd_config)
-        if embedding_dim % n != 0:
-            raise ValueError(f"embedding_dim={embedding_dim} must be divisible by {n} ({gd_config!r})")
-        self.backbone_name, self.embedding_dim = backbone, embedding_dim
-        self.gd_config, self.num_classes = gd_config, num_classes
-        self.backbone = build_backbone(backbone, pretrained)
-        c, k = feature_dim(backbone), embedding_dim // n
-        self.pool = nn.ModuleList(GeM(p=3.0, clamp=gem_clamp) if ch == "G"
-                                  else build_pooling(self._POOL[ch]) for ch in gd_config)
-        self.embedding = nn.ModuleList(nn.Linear(c, k, bias=False) for _ in gd_config)
-        self.aux = nn.Sequential(nn.BatchNorm1d(c), nn.Linear(c, num_classes, bias=True))
-
-
-CGD_BACKBONES = ("resnet50", "resnext50_32x4d")
+CGD_BACKBONES = CGDNet.BACKBONES  # the seeds' two + the CPU demo's resnet18
 
 
 def cgd_milestones(epochs: int) -> list[int]:
@@ -97,8 +77,7 @@ class CGDMethod(Method):
 
     def __init__(self, recipe: dict[str, Any], num_classes: int):
         o = self.options = options(recipe, DEFAULTS, self.name)
-        net = CGDNet if recipe["backbone"] in CGD_BACKBONES else SmallCGDNet
-        model = net(recipe["backbone"], o["gd_config"], int(recipe["embedding_dim"]),
+        model = CGDNet(recipe["backbone"], o["gd_config"], int(recipe["embedding_dim"]),
                        num_classes=num_classes, pretrained=bool(recipe["pretrained"]),
                        gem_clamp=bool(o["gem_clamp"]))
         criterion = CGDLoss(float(o["smoothing"]), float(o["temperature"]), float(o["margin"]))

@@ -12,7 +12,7 @@ Proxies and margins live in the losses, not here.
 
 =================  ========================================================================
 NormSoftmaxNet     GAP -> LayerNorm(no affine, eps 1e-5) -> Linear(C->D, bias) -> L2
-CGDNet             stride-1 layer3; per descriptor g_i: L2(W_i g_i) (no bias), concat, L2;
+CGDNet             stride-1 layer3 (resnet50/resnext50/resnet18); per descriptor g_i: L2(W_i g_i) (no bias), concat, L2;
                    aux = Linear(BN1d(g_1)) (bias)
 ProxyHeadNet       GMP [-> dropout (GoogLeNet 0.2)] -> LayerNorm(no affine) -> Linear(no bias) -> L2
 ProxyAnchorNet     GAP + GMP -> Linear(C->D; kaiming_normal fan_out, bias 0) -> x/sqrt(|x|^2+1e-12)
@@ -94,22 +94,24 @@ class NormSoftmaxNet(EmbeddingNet):
 class CGDNet(EmbeddingNet):
     """Combination of Global Descriptors (normsoftmax_cgd.md §3B).
 
-    Backbone resnet50 / resnext50_32x4d with stride-1 layer3 (X: (B, 2048, 14, 14) at 224).
+    Backbone resnet50 / resnext50_32x4d (C = 2048) or resnet18 (C = 512, the CPU demo's) with a
+    stride-1 layer3 (X: (B, C, 14, 14) at 224).
     For each letter i of ``gd_config`` (n letters, k = D/n): g_i = pool_i(X) (S avg, M max,
-    G GeM p=3), h_i = L2(W_i g_i) with W_i (k, 2048) without bias; phi = L2([h_1; ...; h_n]).
-    Auxiliary classifier on the FIRST raw descriptor: z = W_a BN1d(g_1) + b_a, W_a (C_cls, 2048).
+    G GeM p=3), h_i = L2(W_i g_i) with W_i (k, C) without bias; phi = L2([h_1; ...; h_n]).
+    Auxiliary classifier on the FIRST raw descriptor: z = W_a BN1d(g_1) + b_a, W_a (C_cls, C).
 
     gem_clamp: True = standard GeM with eps 1e-6 (default; avoids the seed's NaN gradient on
     all-zero channels), False = the seed's sign(s)|s|^(1/3).
     """
 
     _POOL = {"S": "avg", "M": "max", "G": "gem"}
+    BACKBONES = ("resnet50", "resnext50_32x4d", "resnet18")
 
     def __init__(self, backbone: str = "resnet50", gd_config: str = "SG", embedding_dim: int = 1536,
                  *, num_classes: int, pretrained: bool, gem_clamp: bool = True):
         super().__init__()
-        if backbone not in ("resnet50", "resnext50_32x4d"):
-            raise ValueError(f"CGDNet backbone must be 'resnet50' or 'resnext50_32x4d', got {backbone!r}")
+        if backbone not in self.BACKBONES:
+            raise ValueError(f"CGDNet backbone must be one of {list(self.BACKBONES)}, got {backbone!r}")
         if gd_config not in GD_CONFIGS:
             raise ValueError(f"unknown gd_config {gd_config!r}; expected one of {list(GD_CONFIGS)}")
         n = len(gd_config)
@@ -118,7 +120,16 @@ class CGDNet(EmbeddingNet):
                              f"descriptors n={n} of gd_config {gd_config!r} (each gets D/n dims)")
         self.backbone_name, self.embedding_dim = backbone, _check_dim("embedding_dim", embedding_dim)
         self.gd_config, self.num_classes = gd_config, _check_dim("num_classes", num_classes)
-        self.backbone = build_backbone(backbone, pretrained, layer3_stride1=True)
+        if backbone == "resnet18":
+            # build_backbone's layer3_stride1 covers the Bottleneck ResNets only; a BasicBlock
+            # strides in its first 3x3 conv (and the 1x1 downsample), so undo those here.
+            self.backbone = build_backbone(backbone, pretrained)
+            block = self.backbone.layer3[0]
+            block.conv1.stride = (1, 1)
+            block.downsample[0].stride = (1, 1)
+            block.stride = 1
+        else:
+            self.backbone = build_backbone(backbone, pretrained, layer3_stride1=True)
         c, k = backbone_feature_dim(backbone), embedding_dim // n
         self.pool = nn.ModuleList(
             GeM(p=3.0, clamp=gem_clamp) if ch == "G" else build_pooling(self._POOL[ch])
