@@ -91,9 +91,9 @@ COMMON_PARAMETERS: dict[str, tuple] = {
     "profile": ("str", "interactive", None,
                 "profile name (injected by the batch); names runs/<profile>/"),
     "run_dir": ("str|None", None, None,
-                "run folder (injected by the batch); None = runs_root()/<profile>/<notebook>"),
-    "data_root": ("str|None", None, None, "data root; None = dml_core.paths.data_root()"),
-    "device": ("str", "auto", DEVICES, "auto = cuda when available, else cpu"),
+                "run folder (injected by the batch); None means runs_root()/<profile>/<notebook>"),
+    "data_root": ("str|None", None, None, "data root; None means dml_core.paths.data_root()"),
+    "device": ("str", "auto", DEVICES, "auto means cuda when available, else cpu"),
 }
 
 
@@ -123,7 +123,7 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, tuple]] = {
     "06_benchmarks": {
         **COMMON_PARAMETERS,
         "profiles": ("list[str]|None", None, None,
-                     "profiles whose runs to tabulate; None = [profile]"),
+                     "profiles whose runs to tabulate; None means [profile]"),
     },
     "07_toy_proxies": {
         **COMMON_PARAMETERS,
@@ -134,12 +134,12 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, tuple]] = {
         "batch_size": ("int", 128, None, "batch size"),
         "pretrained": ("bool", True, None, "start from ImageNet weights"),
         "max_train_per_class": ("int|None", None, None,
-                                "cap on training images per class; None = all"),
+                                "cap on training images per class; None means all"),
     },
     "08_figures": {
         **COMMON_PARAMETERS,
-        "profiles": ("list[str]|None", None, None, "profiles whose runs to plot; None = [profile]"),
-        "output_dir": ("str|None", None, None, "where figures go; None = dml_core.paths.FIGURES_DIR"),
+        "profiles": ("list[str]|None", None, None, "profiles whose runs to plot; None means [profile]"),
+        "output_dir": ("str|None", None, None, "where figures go; None means dml_core.paths.FIGURES_DIR"),
     },
 }
 

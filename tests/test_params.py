@@ -145,5 +145,5 @@ def test_real_notebooks_define_exactly_the_schema():
     import dml_core.batch  # noqa: F401  (makes the nbformat import cheaper, see batch.py)
     import papermill
     for path in found:
-        names = {p["name"] for p in papermill.inspect_notebook(str(path))}
+        names = set(papermill.inspect_notebook(str(path)))  # {name: info}
         assert names == set(NOTEBOOK_PARAMETERS[path.stem]), path.name
