@@ -311,7 +311,7 @@ def recipe_by_name(name: str, **overrides: Any) -> dict[str, Any]:
     return _apply_overrides(_REGISTRY[name], overrides)
 
 
-def get_recipe(method: str, dataset: str, backbone: str, crop: bool = False,
+def get_recipe(method: str, dataset: str, backbone: str, crop: bool | None = None,
                **overrides: Any) -> dict[str, Any]:
     """The seed's setting for (method, dataset, backbone, crop), plus validated overrides.
 
@@ -319,7 +319,8 @@ def get_recipe(method: str, dataset: str, backbone: str, crop: bool = False,
     ``inception``, ``bn_inception``, ``resnext50``). ``positive_proxy`` takes ``loss=`` to pick the
     row (``proxy_anchor`` default, ``normalized_softmax``, or the ``positive_only`` ablation).
     Anything unknown raises :class:`RecipeError` naming the valid choices. A fresh copy is
-    returned every call.
+    returned every call. ``crop=None`` means uncropped, except on ``demo``, whose one row per
+    method crops to the digit's box by default and takes ``crop`` as a plain override.
     """
     if method not in METHODS:
         raise RecipeError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
@@ -336,6 +337,11 @@ def get_recipe(method: str, dataset: str, backbone: str, crop: bool = False,
         raise RecipeError(f"unknown backbone {backbone!r} for {method!r} on {dataset!r}; valid "
                           f"backbones: {_choices(backbones)}")
     rows = [r for r in rows if r["backbone"] == backbone]
+    if dataset == "demo":  # one row per method; crop is a plain override
+        if crop is not None:
+            overrides["crop"] = bool(crop)
+        crop = rows[0]["crop"]
+    crop = bool(crop)
     crops = {r["crop"] for r in rows}
     if bool(crop) not in crops:
         raise RecipeError(f"crop={crop!r} is not available for {method!r} on {dataset!r} with "

@@ -21,7 +21,6 @@ import copy
 import os
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 

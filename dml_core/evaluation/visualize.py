@@ -1,7 +1,6 @@
 """Retrieval pictures: each query and its top-k results, green/red borders for right/wrong class."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np

@@ -34,7 +34,7 @@ import torch
 from dml_core.losses import MovingProxyLoss
 from dml_core.methods._util import options
 from dml_core.methods.base import Method, StepOutput
-from dml_core.models import ProxyHeadNet, set_batchnorm_eval
+from dml_core.models import ProxyHeadNet
 
 DEFAULTS: dict[str, Any] = {
     "temperature": 0.03,
@@ -73,15 +73,3 @@ class AsymptoticProxyMethod(Method):
         """The moving-proxy update with the same forward pass's detached embeddings."""
         self.criterion.update(out.embeddings, labels)
 
-    def optimizers_for_epoch(self, epoch: int) -> list[torch.optim.Optimizer]:
-        return [self.optimizer]
-
-    def all_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"main": self.optimizer}
-
-    def all_schedulers(self) -> dict[str, Any]:
-        return {"main": self.scheduler}
-
-    def on_epoch_start(self, epoch: int) -> None:
-        if self.freeze_bn:
-            set_batchnorm_eval(self.model.backbone)

@@ -55,6 +55,9 @@ class Method:
 
     name: str = "method"
     grad_clip_value: float | None = None
+    freeze_bn: bool = False
+    optimizer: torch.optim.Optimizer | None = None  # the single optimiser of most methods
+    scheduler: Any = None  # its LR scheduler
 
     def __init__(self, model: nn.Module, criterion: nn.Module | None = None):
         self.model = model
@@ -62,19 +65,25 @@ class Method:
 
     # ----------------------------------------------------------------- per-step hooks
     def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
-        raise NotImplementedError
+        """Default for a proxy criterion: ``loss = criterion(model(images), labels)``, train
+        accuracy from ``criterion.logits`` (cosines to the proxies)."""
+        emb = self.model(images)
+        loss = self.criterion(emb, labels)
+        logits = self.criterion.logits(emb.detach())
+        return StepOutput(loss=loss, logits=logits, embeddings=emb.detach())
 
     def optimizers_for_epoch(self, epoch: int) -> list[torch.optim.Optimizer]:
-        """The optimisers stepped in ``epoch`` (a warm-up epoch may use its own)."""
-        raise NotImplementedError
+        """The optimisers stepped in ``epoch`` (a warm-up epoch may use its own).
+        Default: ``self.optimizer``."""
+        return [self.optimizer]
 
     def all_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """Every optimiser of the method by name (for checkpoints)."""
-        raise NotImplementedError
+        """Every optimiser of the method by name (for checkpoints). Default: ``self.optimizer``."""
+        return {"main": self.optimizer}
 
     def all_schedulers(self) -> dict[str, Any]:
-        """Every LR scheduler by name (for checkpoints)."""
-        return {}
+        """Every LR scheduler by name (for checkpoints). Default: ``self.scheduler`` if set."""
+        return {"main": self.scheduler} if self.scheduler is not None else {}
 
     def zero_grad(self) -> None:
         for opt in self.all_optimizers().values():
@@ -96,7 +105,12 @@ class Method:
 
     # ----------------------------------------------------------------- per-epoch hooks
     def on_epoch_start(self, epoch: int) -> None:
-        """Called after ``model.train()``: BN freezing, warm-up freezing. Default: nothing."""
+        """Called after ``model.train()``: BN freezing, warm-up freezing. Default: put the
+        backbone's BatchNorm2d layers in eval mode when ``self.freeze_bn`` (the seeds' set_bn_eval)."""
+        if self.freeze_bn:
+            from dml_core.models.bn import set_batchnorm_eval
+
+            set_batchnorm_eval(self.model.backbone)
 
     def on_epoch_end(self, epoch: int) -> None:
         """Step the schedulers. Default: step every scheduler once."""

@@ -34,7 +34,7 @@ from torch import nn
 from dml_core.losses import BatchHardTripletLoss, LabelSmoothingCrossEntropy
 from dml_core.methods._util import options
 from dml_core.methods.base import Method, StepOutput
-from dml_core.models import CGDNet, set_batchnorm_eval
+from dml_core.models import CGDNet
 
 DEFAULTS: dict[str, Any] = {
     "gd_config": "SG",
@@ -95,15 +95,3 @@ class CGDMethod(Method):
         return StepOutput(loss=loss, logits=logits.detach(), embeddings=emb.detach(),
                           parts={"cls": float(cls.detach()), "triplet": float(tri.detach())})
 
-    def optimizers_for_epoch(self, epoch: int) -> list[torch.optim.Optimizer]:
-        return [self.optimizer]
-
-    def all_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"main": self.optimizer}
-
-    def all_schedulers(self) -> dict[str, Any]:
-        return {"main": self.scheduler}
-
-    def on_epoch_start(self, epoch: int) -> None:
-        if self.freeze_bn:
-            set_batchnorm_eval(self.model.backbone)

@@ -43,7 +43,7 @@ import torch
 
 from dml_core.losses import DynamicMarginLoss, ProxyAnchorLoss, make_margin_optimizer
 from dml_core.methods._util import options, params_except, set_requires_grad
-from dml_core.methods.base import Method, StepOutput
+from dml_core.methods.base import Method
 from dml_core.models import (
     ProxyAnchorNet,
     batchnorm_modules,
@@ -114,21 +114,6 @@ class ProxyAnchorMethod(Method):
                                alpha=float(o["alpha"]), proxy_init="kaiming_normal_fan_out")
 
     # ------------------------------------------------------------------------ step
-    def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
-        emb = self.model(images)
-        loss = self.criterion(emb, labels)
-        logits = self.criterion.logits(emb.detach())
-        return StepOutput(loss=loss, logits=logits, embeddings=emb.detach())
-
-    def optimizers_for_epoch(self, epoch: int) -> list[torch.optim.Optimizer]:
-        return [self.optimizer]
-
-    def all_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"main": self.optimizer}
-
-    def all_schedulers(self) -> dict[str, Any]:
-        return {"main": self.scheduler}
-
     # ------------------------------------------------------------------------ epochs
     def on_epoch_start(self, epoch: int) -> None:
         """Warm-up flags as a function of the epoch (so a resumed run gets them right)."""

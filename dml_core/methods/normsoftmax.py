@@ -41,7 +41,7 @@ from torch import nn
 
 from dml_core.losses import NormSoftmaxLoss
 from dml_core.methods._util import options, params_except, set_requires_grad
-from dml_core.methods.base import Method, StepOutput
+from dml_core.methods.base import Method
 from dml_core.models import NormSoftmaxNet, feature_dim, set_batchnorm_eval
 
 DEFAULTS: dict[str, Any] = {
@@ -94,12 +94,6 @@ class NormSoftmaxMethod(Method):
         self.freeze_bn = bool(o["freeze_bn"])
 
     # ------------------------------------------------------------------------ step
-    def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
-        emb = self.model(images)
-        loss = self.criterion(emb, labels)
-        logits = self.criterion.logits(emb.detach())
-        return StepOutput(loss=loss, logits=logits, embeddings=emb.detach())
-
     def in_warmup(self, epoch: int) -> bool:
         return epoch <= self.warmup_epochs
 
@@ -111,9 +105,6 @@ class NormSoftmaxMethod(Method):
         if self.warmup_optimizer is not None:
             out["warmup"] = self.warmup_optimizer
         return out
-
-    def all_schedulers(self) -> dict[str, Any]:
-        return {"main": self.scheduler}
 
     # ------------------------------------------------------------------------ epochs
     def on_epoch_start(self, epoch: int) -> None:

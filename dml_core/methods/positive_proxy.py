@@ -38,7 +38,7 @@ from adamp import AdamP
 
 from dml_core.losses import NormSoftmaxLoss, PositiveProxyLoss, ProxyAnchorLoss
 from dml_core.methods._util import options, params_except, set_requires_grad
-from dml_core.methods.base import Method, StepOutput
+from dml_core.methods.base import Method
 from dml_core.models import ProxyHeadNet, set_batchnorm_eval
 
 LOSSES = ("proxy_anchor", "normalized_softmax", "positive_only")
@@ -97,21 +97,6 @@ class PositiveProxyMethod(Method):
                                                          gamma=float(o["lr_gamma"]))
         self.warmup_epochs = int(o["warmup_epochs"])
         self.freeze_bn = bool(o["freeze_bn"])
-
-    def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
-        emb = self.model(images)
-        loss = self.criterion(emb, labels)
-        logits = self.criterion.logits(emb.detach())
-        return StepOutput(loss=loss, logits=logits, embeddings=emb.detach())
-
-    def optimizers_for_epoch(self, epoch: int) -> list[torch.optim.Optimizer]:
-        return [self.optimizer]
-
-    def all_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"main": self.optimizer}
-
-    def all_schedulers(self) -> dict[str, Any]:
-        return {"main": self.scheduler}
 
     def on_epoch_start(self, epoch: int) -> None:
         # state, not transition: a run resumed at any epoch gets the right flags

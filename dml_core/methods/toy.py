@@ -34,7 +34,7 @@ import torch
 from dml_core.losses import MovingProxyLoss, normalize_rows
 from dml_core.methods._util import options
 from dml_core.methods.base import Method, StepOutput
-from dml_core.models import ToyNet, set_batchnorm_eval
+from dml_core.models import ToyNet
 
 DEFAULTS: dict[str, Any] = {
     "temperature": 0.03,
@@ -94,19 +94,6 @@ class ToyMethod(Method):
         """The proxies recorded since the last call (list of (C, d)); clears the record."""
         trail, self.proxy_trail = self.proxy_trail, []
         return trail
-
-    def optimizers_for_epoch(self, epoch: int) -> list[torch.optim.Optimizer]:
-        return [self.optimizer]
-
-    def all_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"main": self.optimizer}
-
-    def all_schedulers(self) -> dict[str, Any]:
-        return {"main": self.scheduler}
-
-    def on_epoch_start(self, epoch: int) -> None:
-        if self.freeze_bn:
-            set_batchnorm_eval(self.model.backbone)
 
     def epoch_log(self) -> dict[str, float]:
         """How far apart the proxies are: min/mean pairwise angle (degrees) between classes."""

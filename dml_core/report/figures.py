@@ -12,7 +12,7 @@ import inspect
 import math
 import os
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 from dml_core.io import atomic_path  # noqa: E402
 
 from .reported import (BACKBONE_NAMES, DATASET_NAMES, METHOD_NAMES, MOMENTUM_SENSITIVITY,  # noqa: E402
-                       MOMENTUM_SERIES, MOMENTUM_SOURCE, MOMENTUM_VALUES, PROTOCOL_KS)
+                       MOMENTUM_SERIES, MOMENTUM_VALUES, PROTOCOL_KS)
 from .runs import SELECTION_LABELS, load_metrics  # noqa: E402
 from .tables import NOT_RUN, benchmark_long  # noqa: E402
 
@@ -507,7 +507,6 @@ def plot_momentum_sensitivity(runs_df: pd.DataFrame | None, path=None, *, profil
         if not datasets and overlay:
             datasets = list(MOMENTUM_SENSITIVITY)
     datasets = list(datasets) or ["(none)"]
-    rev = {v: k for k, v in MOMENTUM_SERIES.items()}
     with figure_style():
         fig, axes = plt.subplots(1, len(datasets), figsize=(3.6 * len(datasets) + 1.8, 3.2),
                                  squeeze=False, constrained_layout=True)

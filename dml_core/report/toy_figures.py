@@ -17,7 +17,6 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-import matplotlib
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
