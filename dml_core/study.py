@@ -97,27 +97,6 @@ def _ensure_prepared(dataset: str, data_root) -> None:
         f"(or `python -m dml_core.prepare {dataset}`) first")
 
 
-def _plain(obj):
-    from dml_core.training.run_folder import plain
-
-    return plain(obj)
-
-
-def _config_changed(run_dir: Path, recipe: dict) -> list[str]:
-    """Recipe keys whose value differs from the run folder's ``config.yaml`` (ignoring epochs)."""
-    cfg = run_dir / "config.yaml"
-    if not cfg.is_file():
-        return []
-    try:
-        old = io.read_yaml(cfg) or {}
-    except Exception:  # noqa: BLE001
-        return ["<unreadable config.yaml>"]
-    new = _plain(recipe)
-    keys = sorted(set(old) | set(new))
-    # more epochs than before = resume; every other change = a different run
-    return [k for k in keys if k != "epochs" and old.get(k) != new.get(k)]
-
-
 def run_training(method: str, dataset: str, backbone: str, crop: bool = False,
                  overrides: dict | None = None, run_dir: str | os.PathLike | None = None,
                  data_root: str | os.PathLike | None = None, device: str | None = "auto",
@@ -135,17 +114,10 @@ def run_training(method: str, dataset: str, backbone: str, crop: bool = False,
     recipe = make_recipe(method, dataset, backbone, crop, overrides)
     run_dir = resolve_run_dir(run_dir, "interactive", recipe["name"].replace("/", "_"))
     _ensure_prepared(recipe["dataset"], data_root)
-    changed = _config_changed(run_dir, recipe)
-    resume = not changed
-    if changed:
-        print(f"run folder {run_dir} holds another recipe (changed: {', '.join(changed)}); "
-              "training from scratch")
-        for stale in ("summary.json", "metrics.csv", "checkpoints/last.pt"):
-            (run_dir / stale).unlink(missing_ok=True)
     print(f"training {recipe['name']} into {run_dir}")
     t0 = time.time()
     summary = train(recipe, run_dir, data_root=data_root, device=resolve_device(device),
-                    resume=resume, progress=progress)
+                    progress=progress)
     print(f"done in {time.time() - t0:.1f} s: status {summary.get('status')}, "
           f"{summary.get('epochs_completed')} epoch(s)")
     return summary

@@ -332,3 +332,20 @@ def test_no_logits_gives_nan_accuracy_and_progress_prints(tmp_path, capsys):
     df = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert math.isnan(df["train_accuracy"][0]) and df["train_loss"][0] > 0
     assert "epoch 1: loss" in capsys.readouterr().out
+
+
+def test_run_folder_detects_a_changed_recipe_and_discards_its_progress(tmp_path):
+    """A folder trained with another recipe is not resumed: epochs may grow, nothing else."""
+    from dml_core.training import RunFolder
+
+    run = RunFolder(tmp_path)
+    recipe = {"name": "x", "lr": 0.1, "epochs": 2}
+    assert run.recipe_changes(recipe) == []          # no config yet
+    run.write_config(recipe)
+    run.write_summary({"status": "complete", "epochs_completed": 2})
+    run.write_metrics([{"epoch": 1, "train_loss": 1.0}])
+    assert run.recipe_changes(dict(recipe, epochs=5)) == []
+    assert run.recipe_changes(dict(recipe, lr=0.2)) == ["lr"]
+    run.discard_progress()
+    assert not run.summary.exists() and not run.metrics.exists()
+    assert run.config.exists()

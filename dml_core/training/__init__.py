@@ -3,14 +3,14 @@ data, method and evaluator from a recipe and calls it. See docs/ARCHITECTURE.md 
 folder it writes."""
 from .checkpoint import load as load_checkpoint
 from .engine import Evaluation, NonFiniteLossError, fit, resolve_device, train_epoch
-from .run_folder import RunFolder, count_parameters, git_commit, hardware_info, library_versions
+from .run_folder import RunFolder, git_commit, hardware_info, library_versions
 from .seeding import get_rng_state, seed_everything, set_rng_state
 from .selection import ClassSubset, is_better, split_classes
 from .trainer import build_evaluator, train
 
 __all__ = [
     "ClassSubset", "Evaluation", "NonFiniteLossError", "RunFolder", "build_evaluator",
-    "count_parameters", "fit", "get_rng_state", "git_commit", "hardware_info", "is_better",
+    "fit", "get_rng_state", "git_commit", "hardware_info", "is_better",
     "library_versions", "load_checkpoint", "resolve_device", "seed_everything", "set_rng_state",
     "split_classes", "train", "train_epoch",
 ]

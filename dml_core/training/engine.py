@@ -18,7 +18,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .run_folder import RunFolder, count_parameters, git_commit, hardware_info, library_versions, plain
+from dml_core.models.complexity import count_parameters
+
+from .run_folder import RunFolder, git_commit, hardware_info, library_versions, plain
 from .seeding import get_rng_state, set_rng_state
 from .selection import is_better
 

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
-from torch import nn
 
 from dml_core import io as dio
 from dml_core.paths import REPO_ROOT
@@ -56,6 +55,24 @@ class RunFolder:
 
     def read_summary(self) -> dict | None:
         return dio.read_json(self.summary) if self.summary.exists() else None
+
+    def recipe_changes(self, recipe: dict) -> list[str]:
+        """Keys whose value differs from this folder's ``config.yaml`` (``epochs`` excepted: more
+        epochs than before means "continue"). Empty when there is no config yet."""
+        if not self.config.is_file():
+            return []
+        try:
+            old = dio.read_yaml(self.config) or {}
+        except (OSError, ValueError):
+            return ["<unreadable config.yaml>"]
+        new = plain(recipe)
+        return [k for k in sorted(set(old) | set(new)) if k != "epochs" and old.get(k) != new.get(k)]
+
+    def discard_progress(self) -> None:
+        """Forget a previous run in this folder (summary, metrics, last checkpoint), so that a
+        different recipe starts from scratch instead of resuming someone else's state."""
+        for path in (self.summary, self.metrics, self.last_checkpoint):
+            path.unlink(missing_ok=True)
 
     def is_complete(self, epochs: int) -> bool:
         """True when summary.json says the run finished ``epochs`` (or more) epochs."""
@@ -108,15 +125,6 @@ def plain(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return obj.item()
     return str(obj)
-
-
-def count_parameters(*modules: nn.Module) -> int:
-    """Number of distinct parameters (each tensor counted once) over ``modules``."""
-    seen: dict[int, int] = {}
-    for module in modules:
-        for p in module.parameters():
-            seen[id(p)] = p.numel()
-    return int(sum(seen.values()))
 
 
 def hardware_info(device: torch.device | str) -> dict:

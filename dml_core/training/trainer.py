@@ -50,7 +50,8 @@ def train(recipe: dict, run_dir: str | os.PathLike, data_root: str | os.PathLike
     """Train ``recipe`` into ``run_dir`` and return the summary (see docs/ARCHITECTURE.md).
 
     A finished run (summary status ``complete``, all epochs) returns at once; an interrupted one
-    resumes from its last complete epoch unless ``resume=False``.
+    resumes from its last complete epoch unless ``resume=False``; a folder that holds a different
+    recipe (any key but ``epochs`` changed) is trained again from scratch.
     """
     missing = [k for k in REQUIRED_KEYS if k not in recipe]
     if missing:
@@ -58,6 +59,12 @@ def train(recipe: dict, run_dir: str | os.PathLike, data_root: str | os.PathLike
     recipe = dict(recipe)
     run = RunFolder(run_dir)
     epochs = int(recipe["epochs"])
+    changes = run.recipe_changes(recipe)
+    if changes:
+        print(f"{run.root} holds another recipe (changed: {', '.join(changes)}); "
+              "training from scratch")
+        run.discard_progress()
+        resume = False
     if resume and run.is_complete(epochs):
         return run.read_summary()
 
