@@ -319,8 +319,8 @@ def get_recipe(method: str, dataset: str, backbone: str, crop: bool | None = Non
     ``inception``, ``bn_inception``, ``resnext50``). ``positive_proxy`` takes ``loss=`` to pick the
     row (``proxy_anchor`` default, ``normalized_softmax``, or the ``positive_only`` ablation).
     Anything unknown raises :class:`RecipeError` naming the valid choices. A fresh copy is
-    returned every call. ``crop=None`` means uncropped, except on ``demo``, whose one row per
-    method crops to the digit's box by default and takes ``crop`` as a plain override.
+    returned every call. ``crop=None`` means the row's default (uncropped); on ``demo`` (one row
+    per method) ``crop`` is a plain override (True crops to the digit's tight box).
     """
     if method not in METHODS:
         raise RecipeError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")

@@ -125,8 +125,8 @@ def run_training(method: str, dataset: str, backbone: str, crop: bool = False,
 
 # ------------------------------------------------------------------------------------------
 def metrics_table(summary_or_run_dir) -> "pd.DataFrame":  # noqa: F821
-    """Recall@K, MAP@R and R-precision (%) of the selected (best) and last epoch, dense and
-    binary features: one row per (selection, feature)."""
+    """Recall@K, MAP@R and R-precision (%) of the untrained network (epoch 0: the baseline), the
+    selected (best) and the last epoch, dense and binary features: one row per (epoch, feature)."""
     import pandas as pd
 
     summary = summary_or_run_dir
@@ -135,7 +135,7 @@ def metrics_table(summary_or_run_dir) -> "pd.DataFrame":  # noqa: F821
     rows = []
     sel_name = "best on validation" if summary.get("selection") == "validation" \
         else "best on test"
-    for key, label in (("best", sel_name), ("last", "last")):
+    for key, label in (("untrained", "untrained"), ("best", sel_name), ("last", "last")):
         entry = summary.get(key) or {}
         metrics = entry.get("metrics") or {}
         for feature in ("dense", "binary"):

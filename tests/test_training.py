@@ -202,7 +202,7 @@ def test_best_vs_last_bookkeeping(tmp_path):
 def test_eval_every_always_evaluates_the_last_epoch(tmp_path):
     ev = FakeEvaluator()
     run(tmp_path, epochs=5, evaluator=ev, eval_every=2)
-    assert ev.epochs == [2, 4, 5]
+    assert ev.epochs == [0, 2, 4, 5]  # 0: the untrained baseline
     df = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert df["test/dense/R@1"].isna().tolist() == [True, False, True, False, False]
 
@@ -349,3 +349,13 @@ def test_run_folder_detects_a_changed_recipe_and_discards_its_progress(tmp_path)
     run.discard_progress()
     assert not run.summary.exists() and not run.metrics.exists()
     assert run.config.exists()
+
+
+def test_untrained_baseline_is_recorded_once(tmp_path):
+    """The network is evaluated before the first step; a resumed run keeps that baseline."""
+    ev = FakeEvaluator()
+    summary, _ = run(tmp_path, epochs=1, evaluator=ev)
+    assert ev.epochs[0] == 0 and summary["untrained"]["epoch"] == 0
+    assert "test/dense/R@1" in summary["untrained"]["metrics"]
+    summary2, _ = run(tmp_path, epochs=2, evaluator=ev)
+    assert ev.epochs.count(0) == 1 and summary2["untrained"] == summary["untrained"]

@@ -59,10 +59,13 @@ def fit(method, train_loader, run_dir: str | Path, epochs: int, evaluator: Evalu
         eval_every: int = 1, *, device: str | torch.device | None = None,
         max_steps_per_epoch: int | None = None, recipe: dict | None = None,
         protocol: str | None = None, selection_metric: str = "test/dense/R@1",
-        resume: bool = True, progress: bool = True, summary_extra: dict | None = None) -> dict:
+        resume: bool = True, progress: bool = True, summary_extra: dict | None = None,
+        evaluate_untrained: bool = True) -> dict:
     """Train ``method`` for ``epochs`` epochs (numbered from 1), writing ``run_dir``; return the
     summary. Evaluates every ``eval_every`` epochs and always after the last one; the best epoch
-    is the one whose ``selection_metric`` is strictly greater than the best so far."""
+    is the one whose ``selection_metric`` is strictly greater than the best so far. With
+    ``evaluate_untrained`` the network is also evaluated before the first step (summary key
+    ``untrained``): the baseline that training has to beat."""
     run = RunFolder(run_dir)
     eval_every = max(1, int(eval_every or 1))
     if resume and run.is_complete(epochs):
@@ -85,6 +88,10 @@ def fit(method, train_loader, run_dir: str | Path, epochs: int, evaluator: Evalu
         run.write_metrics(history)
     if recipe is not None:
         run.write_config(recipe)
+    # the untrained network's metrics: the baseline a run must beat (evaluated once, at epoch 0)
+    untrained = (run.read_summary() or {}).get("untrained") if start > 0 else None
+    if start == 0 and evaluator is not None and evaluate_untrained:
+        untrained = {"epoch": 0, "metrics": _evaluate(evaluator, method, 0).metrics}
 
     static = {"recipe": plain(recipe or {}), "protocol": protocol,
               "selection": "validation" if selection_metric.startswith("val/") else "test",
@@ -95,7 +102,7 @@ def fit(method, train_loader, run_dir: str | Path, epochs: int, evaluator: Evalu
 
     def write_summary(status: str, message: str | None = None) -> dict:
         last = next((r for r in reversed(history) if _eval_metrics(r)), None)
-        summary = {"status": status, **static,
+        summary = {"status": status, **static, "untrained": untrained,
                    "best": None if best is None else {"epoch": best["epoch"], "metrics": best["metrics"]},
                    "last": None if last is None else {"epoch": last["epoch"], "metrics": _eval_metrics(last)},
                    "epochs_completed": len(history) and history[-1]["epoch"],
