@@ -26,9 +26,9 @@ import pandas as pd
 
 from dml_core import paths
 
-SELECTIONS = ("test_sel", "last", "val_sel")
+SELECTIONS = ("test_sel", "last", "val_sel", "untrained")
 SELECTION_LABELS = {"test_sel": "best epoch on test", "last": "last epoch",
-                    "val_sel": "validation-selected"}
+                    "val_sel": "validation-selected", "untrained": "untrained network (epoch 0)"}
 SELECT_METRIC = "dense/R@1"
 
 
@@ -103,6 +103,9 @@ def _selections(summary: dict, metrics: pd.DataFrame | None) -> dict[str, tuple[
         out[sel] = (best.get("epoch"), strip(best["metrics"]))
     if "last" not in out and last.get("metrics"):
         out["last"] = (last.get("epoch"), strip(last["metrics"]))
+    untrained = summary.get("untrained") or {}
+    if untrained.get("metrics"):
+        out["untrained"] = (0, strip(untrained["metrics"]))
     return out
 
 

@@ -203,7 +203,7 @@ def benchmark_long(runs_df: pd.DataFrame | None, *, dataset: str | None = None,
                          "reported_hardware": entry.hardware if entry else None,
                          "source": entry.source if entry else None,
                          "caveats": "; ".join(entry.caveats) if entry else ""}
-                    for sel in ("test_sel", "last", "val_sel"):
+                    for sel in ("test_sel", "last", "val_sel", "untrained"):
                         v = run.get(f"{sel}/{feat}/R@{k}") if run is not None else None
                         r[f"{sel}_pct"] = 100.0 * float(v) if not _isnan(v) else math.nan
                         r[f"{sel}_epoch"] = run.get(f"{sel}_epoch") if run is not None else None
@@ -288,7 +288,7 @@ def benchmark_table(runs_df: pd.DataFrame | None, *, dataset: str | None = None,
                 rep_s = f"{rep:.1f}" + ("†" if kr["reported_k_note"] else "") + \
                     _STATUS_MARK.get(kr["reported_status"], "")
             r[f"R@{k} reported"] = rep_s
-            for sel, label in (("test_sel", "best-test"), ("last", "last")) + \
+            for sel, label in (("untrained", "untrained"), ("test_sel", "best-test"), ("last", "last")) + \
                     ((("val_sel", "val-sel"),) if show_validation else ()):
                 r[f"R@{k} {label}"] = NOT_RUN if not_run else _fmt_pct(kr[f"{sel}_pct"])
         if details:
@@ -358,7 +358,8 @@ def benchmark_markdown(runs_df: pd.DataFrame | None, *, profiles: Iterable[str] 
         if not len(t):
             continue
         parts.append(f"### {DATASET_NAMES.get(ds, ds)} ({prof})\n")
-        parts.append("Reported = the authors' README; best-test = best epoch on the test set "
+        parts.append("Reported = the authors' README; untrained = the same network before training "
+                     "(the baseline to beat); best-test = best epoch on the test set "
                      "(the seeds' selection); last = last epoch. Values in %.\n")
         shown = t if details else t.drop(columns=["Caveats", "Source", "Epochs (best-test/last)",
                                                   "Params reported", "FLOPs reported"],
