@@ -386,4 +386,18 @@ def write_figures(profiles: Iterable[str], output_dir: str | os.PathLike,
                                    profile=run["profile"], dataset=run["dataset"]), base)
     base = out / "momentum_sensitivity"
     done(report.plot_momentum_sensitivity(runs, base, profile=prof), base)
+    written.extend(_copy_toy_figures(root, profiles, out / "toy"))
     return [str(p) for p in written if p.is_file()]
+
+
+def _copy_toy_figures(runs_root: Path, profiles: Sequence[str], dest: Path) -> list[Path]:
+    """The toy notebook draws its own figures (``<run>/figures/toy_*``); collect them too."""
+    copied = []
+    for profile in profiles:
+        for src in sorted((runs_root / profile).glob("*/figures/toy_*")):
+            target = dest / src.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with io.atomic_path(target) as tmp:
+                shutil.copyfile(src, tmp)
+            copied.append(target)
+    return copied

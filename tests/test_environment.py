@@ -20,3 +20,18 @@ def test_environment_yml_pins_equal_pyproject():
     conda = dict(_norm(r) for r in pip_section if not r.startswith("-e"))
     assert conda == pyproject
     assert all(v for v in pyproject.values()), "every dependency is pinned with =="
+
+
+def test_atomic_writes_leave_no_temporary_file_and_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from dml_core import io
+
+    target = tmp_path / "a.json"
+    io.write_json(target, {"x": 1})
+    assert io.read_json(target) == {"x": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
