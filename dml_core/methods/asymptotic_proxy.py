@@ -63,12 +63,6 @@ class AsymptoticProxyMethod(Method):
                                                          gamma=float(o["lr_gamma"]))
         self.freeze_bn = bool(o["freeze_bn"])
 
-    def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
-        emb = self.model(images)
-        loss = self.criterion(emb, labels)
-        logits = self.criterion.logits(emb.detach())
-        return StepOutput(loss=loss, logits=logits, embeddings=emb.detach().float())
-
     def after_optimizer_step(self, out: StepOutput, labels: torch.Tensor) -> None:
         """The moving-proxy update with the same forward pass's detached embeddings."""
         self.criterion.update(out.embeddings, labels)

@@ -66,11 +66,12 @@ class Method:
     # ----------------------------------------------------------------- per-step hooks
     def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
         """Default for a proxy criterion: ``loss = criterion(model(images), labels)``, train
-        accuracy from ``criterion.logits`` (cosines to the proxies)."""
+        accuracy from ``criterion.logits`` (cosines to the proxies); the detached float32 embeddings
+        go to ``after_optimizer_step`` (e.g. the moving-proxy update)."""
         emb = self.model(images)
         loss = self.criterion(emb, labels)
         logits = self.criterion.logits(emb.detach())
-        return StepOutput(loss=loss, logits=logits, embeddings=emb.detach())
+        return StepOutput(loss=loss, logits=logits, embeddings=emb.detach().float())
 
     def optimizers_for_epoch(self, epoch: int) -> list[torch.optim.Optimizer]:
         """The optimisers stepped in ``epoch`` (a warm-up epoch may use its own).

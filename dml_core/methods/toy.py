@@ -78,12 +78,6 @@ class ToyMethod(Method):
         """The normalised proxies :math:`\\hat W` (C, d), detached, on the CPU."""
         return normalize_rows(self.criterion.proxies.detach().float()).cpu()
 
-    def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
-        emb = self.model(images)
-        loss = self.criterion(emb, labels)
-        logits = self.criterion.logits(emb.detach())
-        return StepOutput(loss=loss, logits=logits, embeddings=emb.detach().float())
-
     def after_optimizer_step(self, out: StepOutput, labels: torch.Tensor) -> None:
         """The moving-proxy update (a no-op for learnable proxies), then record the proxies."""
         self.criterion.update(out.embeddings, labels)
