@@ -20,13 +20,7 @@ NUM_CLASSES = 5
 ALL = list(METHODS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: thread start-up and spinning cost more than they save on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def batch(n_per_class: int = 2, size: int = 16, seed: int = 0):

@@ -13,13 +13,7 @@ WIDTHS = {"resnet50": 2048, "bninception": 1024, "googlenet": 1024, "resnext50_3
           "resnet18": 512}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny forwards: one intra-op thread avoids OpenMP oversubscription on the shared 2-core CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_registry_names_widths_and_files():

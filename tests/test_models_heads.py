@@ -10,13 +10,7 @@ from dml_core.models.pooling import GlobalAvgPool, GlobalMaxPool
 X = torch.randn(2, 3, 32, 32)  # tiny: CPU is shared
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny forwards: one intra-op thread avoids OpenMP oversubscription on the shared 2-core CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _check_embedding(net, d, x=X):

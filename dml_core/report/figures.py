@@ -8,7 +8,6 @@ writes ``<path>.png`` and ``<path>.pdf`` atomically through :func:`save_figure`.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import os
 from pathlib import Path
@@ -338,94 +337,28 @@ def load_features(run_dir: str | os.PathLike, which: str = "best") -> dict:
     return out
 
 
-def _neighbours(feats: np.ndarray, queries: np.ndarray, k: int,
-                gallery: np.ndarray | None = None) -> np.ndarray:
-    g = feats if gallery is None else gallery
-    sims = feats[queries] @ g.T
-    if gallery is None:
-        sims[np.arange(len(queries)), queries] = -np.inf
-    return np.argsort(-sims, axis=1, kind="stable")[:, :k]
-
-
-def _own_retrieval_grid(q_paths, q_labels, r_paths, r_labels, title):
-    from PIL import Image
-
-    nq, k = len(q_paths), len(r_paths[0]) if r_paths else 0
-    fig, axes = plt.subplots(nq, k + 1, figsize=(1.3 * (k + 1), 1.45 * nq + 0.5), squeeze=False,
-                             constrained_layout=True)
-
-    def show(ax, p, border, text):
-        try:
-            img = np.asarray(Image.open(p).convert("RGB"))
-            missing = False
-        except Exception:  # noqa: BLE001 - a missing image still gets its cell
-            img, missing = np.full((32, 32, 3), 200, np.uint8), True
-        ax.imshow(img)
-        if missing:
-            ax.text(0.5, 0.5, "image\nmissing", transform=ax.transAxes, ha="center",
-                    va="center", fontsize=7, color="0.3")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.grid(False)
-        for s in ax.spines.values():
-            s.set_visible(True)
-            s.set_color(border)
-            s.set_linewidth(2.5)
-        ax.set_title(text, fontsize=7)
-
-    for i in range(nq):
-        show(axes[i, 0], q_paths[i], "blue", f"query (class {q_labels[i]})")
-        for j in range(k):
-            ok = r_labels[i][j] == q_labels[i]
-            show(axes[i, j + 1], r_paths[i][j], "green" if ok else "red", f"#{j + 1}")
-    fig.suptitle(title)
-    return fig
-
-
 def plot_retrieval_grid(run_dir: str | os.PathLike, path=None, *, which: str = "best",
                         num_queries: int = 4, k: int = 8, seed: int = 0, profile=None,
                         title: str | None = None):
-    """Top-k retrievals of random test queries of a run (from ``features/<which>.pt``).
+    """Top-k retrievals of random test queries of a run (from ``features/<which>.pt``), drawn by
+    :func:`dml_core.evaluation.plot_retrievals` (query excluded, green/red frames, similarity
+    under each image)."""
+    from dml_core.evaluation import plot_retrievals
 
-    Uses ``dml_core.evaluation.plot_retrievals`` when it is available and accepts the arguments;
-    otherwise draws the grid here (query in blue, correct in green, wrong in red).
-    """
     f = load_features(run_dir, which)
-    feats, labels, paths = f["features"], f["labels"], f["paths"]
-    gal = f.get("gallery_features")
-    g_labels = f.get("gallery_labels", labels)
-    g_paths = f.get("gallery_paths", paths)
+    labels = np.asarray(f["labels"])
     rng = np.random.default_rng(seed)
     queries = np.sort(rng.choice(len(labels), size=min(num_queries, len(labels)), replace=False))
-    k = min(k, (len(labels) - 1) if gal is None else len(g_labels))
-    nn_idx = _neighbours(feats, queries, k, gal)
-    q_paths = [paths[i] for i in queries]
-    q_labels = [int(labels[i]) for i in queries]
-    r_paths = [[g_paths[j] for j in row] for row in nn_idx]
-    r_labels = [[int(g_labels[j]) for j in row] for row in nn_idx]
-    run_name = Path(run_dir).name
-    title = title or _title(f"Top-{k} retrievals ({which} epoch), run {run_name}",
-                            _profile_text(profile))
-    fig = None
-    try:
-        from dml_core.evaluation import plot_retrievals  # type: ignore[attr-defined]
-
-        params = inspect.signature(plot_retrievals).parameters
-        candidates = {"query_paths": q_paths, "query_labels": q_labels,
-                      "retrieved_paths": r_paths, "retrieved_labels": r_labels,
-                      "gallery_paths": g_paths, "gallery_labels": list(map(int, g_labels)),
-                      "indices": nn_idx, "title": title}
-        kwargs = {n: candidates[n] for n in params if n in candidates}
-        fig = plot_retrievals(**kwargs)
-    except Exception:  # noqa: BLE001 - engine helper absent or with another signature
-        fig = None
-    if fig is None:
-        with figure_style():
-            fig = _own_retrieval_grid(q_paths, q_labels, r_paths, r_labels, title)
+    gallery = f.get("gallery_features")
+    k = min(k, (len(labels) - 1) if gallery is None else len(f["gallery_labels"]))
+    fig = plot_retrievals([int(q) for q in queries], f["features"], labels, f["paths"], k=k,
+                          gallery_features=gallery, gallery_labels=f.get("gallery_labels"),
+                          gallery_paths=f.get("gallery_paths"))
+    fig.suptitle(title or _title(f"Top-{k} retrievals ({which} epoch), run {Path(run_dir).name}",
+                                 _profile_text(profile)))
     return _finish(fig, path)
 
 
-# ---------------------------------------------------------------------------------------------
 def _pca2(x: np.ndarray) -> np.ndarray:
     x = x - x.mean(0, keepdims=True)
     _, _, vt = np.linalg.svd(x, full_matrices=False)
