@@ -355,7 +355,7 @@ def plot_retrieval_grid(run_dir: str | os.PathLike, path=None, *, which: str = "
                           gallery_features=gallery, gallery_labels=f.get("gallery_labels"),
                           gallery_paths=f.get("gallery_paths"))
     fig.suptitle(title or _title(f"Top-{k} retrievals ({which} epoch), run {Path(run_dir).name}",
-                                 _profile_text(profile)))
+                                 _profile_text(profile)), y=1.03)  # above the first row
     return _finish(fig, path)
 
 
