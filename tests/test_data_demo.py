@@ -8,7 +8,7 @@ import pytest
 
 from data_factories import make_stl10_raw
 from dml_core.data import RetrievalDataset, load_toy_data, prepare, write_demo_raw
-from dml_core.data.demo import render_digit, tight_box
+from dml_core.data.demo import demo_classes, demo_plan, render_number, tight_box
 from sklearn.datasets import load_digits
 
 
@@ -22,20 +22,43 @@ def demo_root(tmp_path_factory):
 def test_demo_prepares_and_loads(demo_root):
     train = RetrievalDataset("demo", "train", data_root=demo_root)
     test = RetrievalDataset("demo", "test", crop=True, data_root=demo_root)
-    assert (len(train), len(test)) == (901, 896)
-    assert train.num_classes == test.num_classes == 5
-    assert set(train.class_names) == {"1", "2", "3", "4", "5"}  # digits 0-4
+    assert (len(train), len(test)) == (1500, 1500)
+    assert train.num_classes == test.num_classes == 50
+    assert set(train.class_names) == {str(i) for i in range(1, 51)}  # CUB-style: ids 1-50 train
     image, label = train[0]
     assert tuple(image.shape) == (3, 48, 48) and label == 0
     cropped = test.load_image(0)
-    assert cropped.size[0] <= 32 and cropped.size[1] <= 32
+    assert cropped.size[0] <= 47 and cropped.size[1] <= 26
 
 
-def test_demo_boxes_are_tight_around_the_rendered_digit():
+def test_demo_classes_split_by_digit_sum_and_every_digit_is_seen_in_both_positions():
+    classes = dict(demo_classes())
+    assert sorted(classes.values()) == [f"{n:02d}" for n in range(100)]
+    train = [classes[i] for i in range(1, 51)]
+    test = [classes[i] for i in range(51, 101)]
+    assert all((int(a) + int(b)) % 2 == 0 for a, b in train)
+    assert all((int(a) + int(b)) % 2 == 1 for a, b in test)
+    assert {n[::-1] for n in train} == set(train)  # 08 and 80 always share a split
+    for position in (0, 1):
+        assert {n[position] for n in train} == set("0123456789")
+
+
+def test_demo_train_and_test_images_use_disjoint_scans():
+    labels = load_digits().target
+    plan = demo_plan()
+    assert len(plan) == 3000
+    train_scans = {s for cid, _, a, b in plan if cid <= 50 for s in (a, b)}
+    test_scans = {s for cid, _, a, b in plan if cid > 50 for s in (a, b)}
+    assert not train_scans & test_scans
+    for cid, number, a, b in plan[::97]:
+        assert (labels[a], labels[b]) == (int(number[0]), int(number[1]))
+
+
+def test_demo_boxes_are_tight_around_the_rendered_number():
     rng = np.random.default_rng(0)
     digits = load_digits()
     for i in range(5):
-        rgb, mask = render_digit(digits.images[i], rng)
+        rgb, mask = render_number([digits.images[i], digits.images[i + 5]], rng)
         assert rgb.shape == (48, 48, 3) and rgb.dtype == np.uint8 and mask.any()
         x, y, w, h = (int(v) for v in tight_box(mask))
         box = mask[y:y + h, x:x + w]
@@ -58,7 +81,7 @@ def test_demo_is_deterministic(demo_root, tmp_path):
         a = (tmp_path / "demo" / name).read_text().splitlines()
         b = (demo_root / "demo" / name).read_text().splitlines()
         assert len(a) == 40 and a == b[:40], name
-    for png in ("003.digit_2/digit_2_0003.png", "010.digit_9/digit_9_0040.png"):
+    for png in ("001.number_00/number_00_0003.png", "002.number_02/number_02_0040.png"):
         a = (tmp_path / "demo" / "images" / png).read_bytes()
         b = (demo_root / "demo" / "images" / png).read_bytes()
         assert hashlib.sha1(a).digest() == hashlib.sha1(b).digest(), png

@@ -178,7 +178,8 @@ def test_normsoftmax_warmup_keeps_backbone_fixed_then_trains_it():
 
 
 def test_normsoftmax_schedule_is_the_seeds_31_epochs():
-    m = build_method(demo_recipe("normsoftmax", epochs=31, lr=0.01, lr_step=None), NUM_CLASSES)
+    m = build_method(demo_recipe("normsoftmax", epochs=31, lr=0.01, lr_step=None, optimizer="sgd"),
+                     NUM_CLASSES)
     lrs = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scheduler stepped without optimiser steps
@@ -211,7 +212,7 @@ def test_cgd_loss_parts_schedule_and_optimizer():
     out = m.training_step(images, labels)
     assert set(out.parts) == {"cls", "triplet"}
     assert float(out.loss.detach()) == pytest.approx(out.parts["cls"] + out.parts["triplet"], rel=1e-5)
-    full = build_method(demo_recipe("cgd", epochs=20), NUM_CLASSES)
+    full = build_method(demo_recipe("cgd", epochs=20, lr_milestones=None), NUM_CLASSES)
     assert sorted(full.scheduler.milestones) == [12, 16]
     assert isinstance(full.optimizer, torch.optim.Adam)
     assert full.optimizer.param_groups[0]["weight_decay"] == 0
@@ -246,7 +247,7 @@ def test_moving_proxy_update_after_step_with_same_forward_embeddings():
 
 
 def test_asymptotic_proxy_schedule():
-    m = build_method(demo_recipe("asymptotic_proxy", epochs=30, lr=1e-4), NUM_CLASSES)
+    m = build_method(demo_recipe("asymptotic_proxy", epochs=30, lr=1e-4, lr_step=None), NUM_CLASSES)
     assert m.scheduler.step_size == 15 and m.scheduler.gamma == 0.1
     assert isinstance(m.optimizer, torch.optim.Adam)
 

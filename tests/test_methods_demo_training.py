@@ -1,15 +1,11 @@
 """Every method through the real engine on the embedded demo data (resnet18 from scratch, CPU).
 
-Default: a capped run per method (1 epoch of 3 steps + evaluation) checks the method, the engine,
-the data and the evaluation fit together. With ``DML_SLOW_TESTS=1``: the demo profile of each
-method must beat the UNTRAINED network (same recipe, seed and initialisation, evaluated before
-any step) on the unseen digits 5-9 by ``MARGIN`` test R@1.
-
-Status (reported to the lead): the demo data now randomises colours, background, size and stroke
-thickness (dml_core/data/demo.py), which brings the untrained network down from R@1 ≈ 0.73 to
-≈ 0.35; NormSoftmax with ``epochs=10, lr=0.03, lr_step=8`` reaches ≈ 0.38 and is still rising;
-the demo recipes themselves (≤ 6 epochs) are not tuned for this yet. The learning test is therefore the acceptance target and stays behind
-``DML_SLOW_TESTS`` until the recipes meet it within the CPU time budget.
+* A capped run per method (1 epoch of 3 steps + evaluation) checks that the method, the engine,
+  the data and the evaluation fit together.
+* The demo recipe of each method (8 epochs, ~370 steps, about 1-2 min on 2 cores) must LEARN:
+  test R@1 on the 50 unseen numbers at least ``MARGIN`` above the UNTRAINED network's (same
+  recipe, seed and initialisation, evaluated before any step) and at least twice it. This is the
+  acceptance test of issues 4 and 5; ``DML_SKIP_SLOW=1`` skips it for a quick local run.
 """
 from __future__ import annotations
 
@@ -71,7 +67,7 @@ def test_capped_demo_run_through_the_engine(method, demo_root, train_fn, tmp_pat
         assert float(row["margin_mean"]) != pytest.approx(0.1, abs=1e-9)  # the margins moved
 
 
-MARGIN = 0.10  # absolute test R@1 over the untrained network
+MARGIN = 0.08  # absolute test R@1 over the untrained network (≈ 0.10; chance ≈ 0.02)
 
 
 def untrained_r1(recipe, data_root) -> float:
@@ -88,10 +84,9 @@ def untrained_r1(recipe, data_root) -> float:
     return float(metrics["test/dense/R@1"])
 
 
-@pytest.mark.skipif(not os.environ.get("DML_SLOW_TESTS"), reason="demo profile, ~1-2 min/method")
+@pytest.mark.skipif(bool(os.environ.get("DML_SKIP_SLOW")), reason="DML_SKIP_SLOW set")
 @pytest.mark.parametrize("method", METHODS)
-def test_demo_profile_beats_the_untrained_network(method, demo_root, train_fn, tmp_path,
-                                                  one_thread):
+def test_demo_recipe_learns_beyond_the_untrained_network(method, demo_root, train_fn, tmp_path):
     recipe = demo_recipe(method, num_workers=0)
     before = untrained_r1(recipe, demo_root)
     summary = train_fn(recipe, tmp_path / method, data_root=demo_root, device="cpu",
@@ -100,4 +95,5 @@ def test_demo_profile_beats_the_untrained_network(method, demo_root, train_fn, t
     r = rows(tmp_path / method)
     assert len(r) == recipe["epochs"]
     after = float(r[-1]["test/dense/R@1"])
-    assert after >= before + MARGIN, f"{method}: untrained R@1 {before:.3f}, trained {after:.3f}"
+    message = f"{method}: untrained R@1 {before:.3f}, trained {after:.3f}"
+    assert after >= before + MARGIN and after >= 2 * before, message

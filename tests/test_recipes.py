@@ -206,10 +206,14 @@ def test_demo_recipes_are_small_cpu_profiles():
         r = demo_recipe(method)
         assert r == get_recipe(method, "demo", "resnet18")
         assert r["pretrained"] is False and r["backbone"] == "resnet18"
-        assert r["crop_size"] <= 48 and r["embedding_dim"] <= 128 and r["epochs"] <= 6
+        assert r["crop_size"] <= 48 and r["embedding_dim"] <= 128 and r["epochs"] <= 8
         assert r["batch_size"] <= 64
-        if r["sampler"] == "m_per_class":  # the demo has 5 training classes
-            assert r["batch_size"] // r["samples_per_class"] <= 5
+        assert r["hflip"] is False  # a mirrored number is another number
+        if r["sampler"] == "m_per_class":  # the demo has 50 training classes
+            assert r["batch_size"] // r["samples_per_class"] <= 50
+    for name in list_recipes(include_demo=False):  # every seed flips and crops as torchvision
+        r = recipe_by_name(name)
+        assert r["hflip"] is True and r["rrc_scale"] == [0.08, 1.0], name
 
 
 # ------------------------------------------------------------------------------ model sizes

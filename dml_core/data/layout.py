@@ -25,8 +25,8 @@ EXPECTED_SIZES: dict[str, dict[str, int]] = {
     # STL-10 toy split: fold 0 of train restricted to classes 0-6 depends on fold_indices.txt,
     # so only the test part (3 classes x first 60) is fixed.
     "stl10": {"test": 180},
-    # scikit-learn digits: 0-4 train, 5-9 test.
-    "demo": {"train": 901, "test": 896},
+    # two-digit numbers (dml_core.data.demo): 50 classes x 30 images per split.
+    "demo": {"train": 1500, "test": 1500},
 }
 
 EXPECTED_LAYOUT: dict[str, str] = {
@@ -56,7 +56,7 @@ EXPECTED_LAYOUT: dict[str, str] = {
     stl10_binary/train_X.bin  train_y.bin  test_X.bin  test_y.bin  fold_indices.txt""",
     "demo": """\
 <data_root>/demo/           # written by dml_core.data.demo.write_demo_raw (CUB layout)
-    images.txt  image_class_labels.txt  bounding_boxes.txt  images/<NNN.digit_k>/<file>.png""",
+    images.txt  image_class_labels.txt  bounding_boxes.txt  images/<NNN.number_XY>/<file>.png""",
 }
 
 

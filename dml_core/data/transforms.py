@@ -1,7 +1,7 @@
 """Image transforms of the seeds, by style, followed by the backbone's input convention.
 
-``build_transform(style, train, backbone, crop_size, resize_size)``; ``r`` = resize_size,
-``c`` = crop_size:
+``build_transform(style, train, backbone, crop_size, resize_size, hflip=True,
+rrc_scale=(0.08, 1.0))``; ``r`` = resize_size, ``c`` = crop_size:
 
 ==========================  ===========================================  ==========================
 style                       train                                        test
@@ -20,8 +20,9 @@ greyscale included) to RGB, and ends with ToTensor and the convention of
 :func:`dml_core.models.conventions.input_convention`: for BN-Inception the PIL image is swapped
 RGB→BGR BEFORE any crop (as the seeds do), the tensor is scaled ×255 and normalised with mean
 (104, 117, 128), std 1; for the others ImageNet mean/std on RGB in [0, 1]. Output: float32
-``(3, c, c)`` (toy: the input size). Random flips use p = 0.5; RandomResizedCrop uses torchvision
-defaults (scale (0.08, 1), ratio (3/4, 4/3)).
+``(3, c, c)`` (toy: the input size). Random flips use p = 0.5 (``hflip=False`` drops them: the demo's
+two-digit numbers change meaning when mirrored); RandomResizedCrop uses torchvision's defaults,
+scale (0.08, 1) and ratio (3/4, 4/3), as every seed (``rrc_scale`` narrows the area range).
 """
 from __future__ import annotations
 
@@ -71,8 +72,15 @@ class Scale:
         return f"Scale({self.factor})"
 
 
-def geometric(style: str, train: bool, crop_size: int, resize_size: int) -> list:
+def geometric(style: str, train: bool, crop_size: int, resize_size: int, hflip: bool = True,
+              rrc_scale: tuple[float, float] = (0.08, 1.0)) -> list:
     """The resize/crop/flip steps of ``style`` (see the module table)."""
+    steps = _geometric(style, train, crop_size, resize_size, tuple(rrc_scale))
+    return steps if hflip else [s for s in steps if not isinstance(s, T.RandomHorizontalFlip)]
+
+
+def _geometric(style: str, train: bool, crop_size: int, resize_size: int,
+               rrc_scale: tuple[float, float]) -> list:
     r, c = resize_size, crop_size
     if style == "squash_random_crop":
         if train:
@@ -84,7 +92,7 @@ def geometric(style: str, train: bool, crop_size: int, resize_size: int) -> list
         return [T.Resize((c, c))]
     if style == "random_resized_crop":
         if train:
-            return [T.RandomResizedCrop(c), T.RandomHorizontalFlip()]
+            return [T.RandomResizedCrop(c, scale=rrc_scale), T.RandomHorizontalFlip()]
         return [T.Resize(r), T.CenterCrop(c)]
     if style == "toy":
         return [T.RandomHorizontalFlip()] if train else []
@@ -92,13 +100,14 @@ def geometric(style: str, train: bool, crop_size: int, resize_size: int) -> list
 
 
 def build_transform(style: str, train: bool, backbone: str, crop_size: int = 224,
-                    resize_size: int = 256) -> T.Compose:
+                    resize_size: int = 256, hflip: bool = True,
+                    rrc_scale: tuple[float, float] = (0.08, 1.0)) -> T.Compose:
     """Compose the ``style`` pipeline for ``backbone`` (train or test); see the module doc."""
     conv = input_convention(backbone)
     steps: list = [ToRGB()]
     if conv.bgr:
         steps.append(SwapRGBtoBGR())
-    steps += geometric(style, train, crop_size, resize_size)
+    steps += geometric(style, train, crop_size, resize_size, hflip, rrc_scale)
     steps.append(T.ToTensor())
     if conv.scale_255:
         steps.append(Scale(255.0))

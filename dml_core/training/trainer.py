@@ -113,7 +113,9 @@ def build_data(recipe: dict, data_root: str | os.PathLike | None = None) -> Data
 
     def transform(train: bool):
         return build_transform(recipe["transform"], train=train, backbone=recipe["backbone"],
-                               crop_size=recipe["crop_size"], resize_size=recipe["resize_size"])
+                               crop_size=recipe["crop_size"], resize_size=recipe["resize_size"],
+                               hflip=recipe.get("hflip", True),
+                               rrc_scale=tuple(recipe.get("rrc_scale", (0.08, 1.0))))
 
     def split(name: str, train: bool):
         return RetrievalDataset(ds, name, transform=transform(train), crop=crop, data_root=data_root)
