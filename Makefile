@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PROFILE ?= demo
-JOBS ?= 1
+JOBS ?= 2
 
 .PHONY: install test report lab bench clean-runs
 

@@ -407,6 +407,16 @@ def gpu_for_slot(slot: int, device_count: int, visible: str | None = None) -> st
     return ids[slot % min(device_count, len(ids))]
 
 
+def cpu_threads_per_job(jobs: int, gpus: int, user_setting: str | None,
+                        cpus: int | None = None) -> str | None:
+    """``OMP_NUM_THREADS`` for each of ``jobs`` CPU-only notebooks run at once: the cores shared
+    out (at least 1), so that parallel jobs do not oversubscribe the machine. None (leave the
+    environment alone) for one job, with GPUs, or when the user set ``OMP_NUM_THREADS``."""
+    if jobs <= 1 or gpus > 0 or user_setting:
+        return None
+    return str(max(1, (cpus or os.cpu_count() or 1) // jobs))
+
+
 def _cuda_device_count() -> int:
     """``torch.cuda.device_count()``; 0 without importing torch when no GPU device node exists."""
     if os.name == "posix" and Path("/dev").is_dir() and not (
@@ -666,6 +676,9 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
         gpu = gpu_for_slot(slot, gpus, visible)
         if gpu is not None:
             task_env["CUDA_VISIBLE_DEVICES"] = gpu
+        threads = cpu_threads_per_job(jobs, gpus, os.environ.get("OMP_NUM_THREADS"))
+        if threads is not None:
+            task_env["OMP_NUM_THREADS"] = threads
         return {"id": run.id, "notebook": run.notebook.name, "notebook_path": str(run.notebook),
                 "run_dir": str(rdir), "parameters": params, "kernel_name": kernel_name,
                 "cwd": str(run.notebook.parent), "fingerprint": fp, "parts": parts,

@@ -330,7 +330,7 @@ def get_recipe(method: str, dataset: str, backbone: str, crop: bool | None = Non
     row (``proxy_anchor`` default, ``normalized_softmax``, or the ``positive_only`` ablation).
     Anything unknown raises :class:`RecipeError` naming the valid choices. A fresh copy is
     returned every call. ``crop=None`` means the row's default (uncropped); on ``demo`` (one row
-    per method) ``crop`` is a plain override (True crops to the digit's tight box).
+    per method) ``crop`` is a plain override (True crops to the number's tight box).
     """
     if method not in METHODS:
         raise RecipeError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")

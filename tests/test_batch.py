@@ -261,3 +261,14 @@ def test_cli_list_profiles_and_usage_errors(study, capsys):
     assert batch.main(["--profiles-dir", str(tmp / "profiles")]) == 2
     assert batch.main(["--profile", "broken", "--profiles-dir", str(tmp / "profiles")]) == 2
     assert "missing top-level key 'runs'" in capsys.readouterr().err
+
+
+def test_parallel_cpu_jobs_share_the_cores():
+    from dml_core.batch import cpu_threads_per_job
+
+    assert cpu_threads_per_job(2, 0, None, cpus=2) == "1"
+    assert cpu_threads_per_job(3, 0, None, cpus=16) == "5"
+    assert cpu_threads_per_job(4, 0, None, cpus=2) == "1"
+    assert cpu_threads_per_job(1, 0, None, cpus=2) is None  # one job: torch's own default
+    assert cpu_threads_per_job(2, 2, None, cpus=2) is None  # GPU jobs
+    assert cpu_threads_per_job(2, 0, "3", cpus=2) is None  # the user's setting wins

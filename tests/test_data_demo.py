@@ -111,3 +111,18 @@ def test_toy_stl10(tmp_path):
     assert np.bincount(toy.test_labels).tolist() == [60, 60, 60]
     with pytest.raises(FileNotFoundError):
         load_toy_data(tmp_path / "elsewhere", source="stl10")
+
+
+def test_an_older_demo_is_replaced_not_reused(tmp_path):
+    from dml_core.data.demo import VERSION_FILE, demo_raw_exists
+
+    old = tmp_path / "demo"
+    (old / "images" / "001.digit_0").mkdir(parents=True)
+    (old / "images" / "001.digit_0" / "digit_0_0001.png").write_bytes(b"old")
+    for name in ("images.txt", "image_class_labels.txt", "bounding_boxes.txt", "index.csv"):
+        (old / name).write_text("version 1\n")
+    assert not demo_raw_exists(old)  # no version file: the single-digit demo
+    prepare("demo", tmp_path, verbose=False)
+    assert demo_raw_exists(old) and (old / VERSION_FILE).is_file()
+    assert not (old / "images" / "001.digit_0").exists()
+    assert len(RetrievalDataset("demo", "train", data_root=tmp_path)) == 1500

@@ -44,6 +44,8 @@ from dml_core.io import atomic_path, write_text
 SCALE = 4          # the toy stand-in's upscaling (8 -> 32 px)
 CANVAS = 48
 SEED = 0
+VERSION = "2"           # 1: single digits 0-4 / 5-9 (until Nov 2026); 2: two-digit numbers
+VERSION_FILE = "demo_version.txt"
 NUM_CLASSES = 100       # the numbers 00-99
 NUM_TRAIN_CLASSES = 50  # class ids 1-50 (even digit sum) train, 51-100 (odd digit sum) test
 IMAGES_PER_CLASS = 30
@@ -179,13 +181,40 @@ def write_demo_raw(root: str | os.PathLike, limit: int | None = None) -> Path:
     write_text(root / "bounding_boxes.txt", "\n".join(box_lines) + "\n")
     write_text(root / "image_class_labels.txt", "\n".join(label_lines) + "\n")
     write_text(root / "images.txt", "\n".join(image_lines) + "\n")
+    if limit is None:
+        write_text(root / VERSION_FILE, VERSION + "\n")
     return root
 
 
 def demo_raw_exists(root: str | os.PathLike) -> bool:
-    """True when the three annotation files of the demo are present in ``root``."""
+    """True when ``root`` holds a complete demo of the current :data:`VERSION` (its three
+    annotation files and ``demo_version.txt``, written last)."""
     root = Path(root)
-    return all((root / n).is_file() for n in ("images.txt", "image_class_labels.txt", "bounding_boxes.txt"))
+    names = ("images.txt", "image_class_labels.txt", "bounding_boxes.txt")
+    return all((root / n).is_file() for n in names) and demo_version(root) == VERSION
+
+
+def demo_version(root: str | os.PathLike) -> str | None:
+    """The version written in ``root/demo_version.txt``: None when the file is absent (a
+    version-1 demo or none at all)."""
+    path = Path(root) / VERSION_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
+def remove_stale_demo(root: str | os.PathLike) -> bool:
+    """Delete the generated files of a demo of another version in ``root`` (images and
+    annotation files; nothing else is touched); True if something was removed."""
+    import shutil
+
+    root = Path(root)
+    names = ("images.txt", "image_class_labels.txt", "bounding_boxes.txt", VERSION_FILE)
+    present = [n for n in names if (root / n).exists()] + (["images"] if (root / "images").exists() else [])
+    if not present or demo_raw_exists(root):
+        return False
+    shutil.rmtree(root / "images", ignore_errors=True)
+    for n in names:
+        (root / n).unlink(missing_ok=True)
+    return True
 
 
 def digits_toy_arrays(test_per_class: int = 60):

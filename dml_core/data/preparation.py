@@ -26,7 +26,7 @@ from dml_core import io, paths
 
 from . import raw, stl10
 from .demo import NUM_TRAIN_CLASSES as DEMO_TRAIN_CLASSES
-from .demo import demo_raw_exists, write_demo_raw
+from .demo import demo_raw_exists, remove_stale_demo, write_demo_raw
 from .index import Record, assign_labels, split_summary, write_index
 from .layout import (BAD_IMAGES_FILE, BOX_CONVENTIONS, DATASETS, EXPECTED_SIZES, INDEX_FILE,
                      MISSING_FILES_FILE, REPORT_FILE, VERIFY_MODES, check_dataset)
@@ -93,6 +93,10 @@ def prepare(dataset: str, data_root: Optional[str | os.PathLike] = None, *, forc
     index_file, report_file = folder / INDEX_FILE, folder / REPORT_FILE
     has_boxes = dataset in ("car", "cub", "demo")
 
+    if dataset == "demo" and remove_stale_demo(folder):
+        say(f"demo: removed an older version of the generated demo in {folder}; writing it anew")
+        for stale in (index_file, report_file):
+            stale.unlink(missing_ok=True)
     if index_file.is_file() and not force:
         if has_boxes and report_file.is_file():
             made_with = io.read_json(report_file).get("options", {}).get("box_convention")
@@ -107,7 +111,7 @@ def prepare(dataset: str, data_root: Optional[str | os.PathLike] = None, *, forc
 
     start = time.time()
     if dataset == "demo" and not demo_raw_exists(folder):
-        say(f"demo: writing scikit-learn digits in the CUB layout to {folder}")
+        say(f"demo: writing two-digit numbers of scikit-learn digits in the CUB layout to {folder}")
         write_demo_raw(folder)
     records = read_raw(dataset, folder, box_convention)
     if not records:

@@ -34,7 +34,7 @@ PROTOCOL_KS: dict[str, tuple[int, ...]] = {
 }
 
 DATASET_NAMES = {"car": "CARS196", "cub": "CUB200-2011", "sop": "SOP", "isc": "In-shop",
-                 "demo": "demo (digits)", "stl10": "STL-10", "toy": "STL-10 toy"}
+                 "demo": "demo (numbers)", "stl10": "STL-10", "toy": "STL-10 toy"}
 METHOD_NAMES = {"normsoftmax": "NormSoftmax", "cgd": "CGD", "asymptotic_proxy": "AsymptoticProxy",
                 "positive_proxy": "PP (positive proxy)", "dynamic_margin": "Dynamic margin (LDM)",
                 "proxy_anchor": "Proxy-Anchor"}
