@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## make test: the whole test suite (CPU, a few minutes), smoke notebooks included
+## make test: the whole test suite (CPU, ~15 min), smoke notebooks and one demo training run per method included
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 

@@ -41,8 +41,8 @@ def test_build_data_carves_a_class_disjoint_validation_split(demo_root):
 
     data = build_data({**DATA_KEYS, "validation_fraction": 0.4}, demo_root)
     train_set, val_set = data.train_loader.dataset, data.val_loader.dataset
-    assert data.num_classes == 3 and len(data.info["val_classes"]) == 2  # demo: 5 train classes
-    assert set(train_set.labels.tolist()) == {0, 1, 2}  # relabelled densely for the proxies
+    assert data.num_classes == 30 and len(data.info["val_classes"]) == 20  # demo: 50 train classes
+    assert set(train_set.labels.tolist()) == set(range(30))  # relabelled densely for the proxies
     assert not set(train_set.paths) & set(val_set.paths)
     assert len(train_set) + len(val_set) == data.info["train_images"] + data.info["val_images"]
     assert data.val_protocol == "demo" and data.gallery_loader is None
@@ -57,14 +57,13 @@ def test_train_demo_recipe_end_to_end(demo_root, tmp_path):
     from dml_core.training import load_checkpoint, train
 
     recipe = recipes.get_recipe("normsoftmax", "demo", "resnet18")
-    # 16-px images keep it fast; 2 of the 5 demo classes are held out for validation, so a batch
-    # is 3 classes x 4 images
+    # 16-px images keep it fast; 20 of the 50 demo training classes are held out for validation
     recipe.update(epochs=1, max_steps_per_epoch=2, pretrained=False, num_workers=0, crop_size=16,
                   resize_size=18, validation_fraction=0.4, batch_size=12, samples_per_class=4)
     summary = train(recipe, tmp_path / "run", data_root=demo_root, device="cpu", progress=False)
     assert summary["status"] == "complete" and summary["epochs_completed"] == 1
     assert summary["protocol"] == "demo" and summary["selection"] == "validation"
-    assert summary["num_classes"] == 3 and len(summary["data"]["val_classes"]) == 2
+    assert summary["num_classes"] == 30 and len(summary["data"]["val_classes"]) == 20
     assert {"val/dense/R@1", "test/dense/R@1"} <= set(summary["best"]["metrics"])
     assert summary["best"]["epoch"] == 1 and summary["last"]["epoch"] == 1
     assert 0.0 <= summary["last"]["metrics"]["test/dense/R@1"] <= 1.0
