@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision import transforms as T
 
 from dml_core.data import (MPerClassBatchSampler, PMLMPerClassBatchSampler, ShuffleBatchSampler,
                            build_transform, make_eval_loader, make_train_loader)
@@ -20,6 +21,22 @@ from dml_core.data.transforms import STYLES
 def test_transform_shapes(style, train, expected):
     t = build_transform(style, train, "resnet50", crop_size=24, resize_size=28)
     assert tuple(t(Image.new("RGB", (50, 30))).shape) == expected
+
+
+def test_hflip_off_never_mirrors_and_rrc_scale_reaches_the_crop():
+    img = Image.new("RGB", (32, 32), (0, 0, 0))
+    img.paste((255, 255, 255), (0, 0, 8, 32))  # white strip on the left
+    for style in ("squash_random_crop", "cgd", "random_resized_crop", "toy"):
+        steps = build_transform(style, True, "resnet50", 32, 32, hflip=False).transforms
+        assert not any(isinstance(s, T.RandomHorizontalFlip) for s in steps), style
+        flipped = build_transform(style, True, "resnet50", 32, 32).transforms
+        assert any(isinstance(s, T.RandomHorizontalFlip) for s in flipped), style
+    t = build_transform("toy", True, "resnet50", hflip=False)
+    assert all(t(img)[0, :, 0].mean() > 1.5 for _ in range(20))  # the strip stays on the left
+    (rrc,) = [s for s in build_transform("random_resized_crop", True, "resnet50", 32, 36,
+                                         rrc_scale=(0.7, 1.0)).transforms
+              if isinstance(s, T.RandomResizedCrop)]
+    assert rrc.scale == (0.7, 1.0)
 
 
 def test_cgd_test_resizes_without_crop_and_squash_centre_crops():

@@ -14,7 +14,7 @@ from torch import nn
 
 from dml_core.methods import build_method
 from dml_core.recipes import METHODS  # the published methods (the toy has its own tests)
-from dml_core.recipes import demo_recipe
+from dml_core.recipes import demo_recipe, recipe_by_name
 
 NUM_CLASSES = 5
 ALL = list(METHODS)
@@ -175,6 +175,17 @@ def test_normsoftmax_warmup_keeps_backbone_fixed_then_trains_it():
     assert main_ids == {id(p) for p in list(m.model.parameters()) + list(m.criterion.parameters())}
     warm_ids = {id(p) for g in m.warmup_optimizer.param_groups for p in g["params"]}
     assert warm_ids == {id(p) for p in head}
+
+
+def test_normsoftmax_optimizer_switch():
+    seed = build_method(demo_recipe("normsoftmax", optimizer="sgd"), NUM_CLASSES)
+    demo = build_method(demo_recipe("normsoftmax"), NUM_CLASSES)
+    assert recipe_by_name("normsoftmax/cub/resnet50/uncropped")["optimizer"] == "sgd"  # the seed's
+    assert isinstance(seed.optimizer, torch.optim.SGD) and isinstance(seed.warmup_optimizer, torch.optim.SGD)
+    assert isinstance(demo.optimizer, torch.optim.Adam) and isinstance(demo.warmup_optimizer, torch.optim.Adam)
+    assert [g["weight_decay"] for g in demo.optimizer.param_groups] == [1e-4, 1e-4]
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        build_method(demo_recipe("normsoftmax", optimizer="lamb"), NUM_CLASSES)
 
 
 def test_normsoftmax_schedule_is_the_seeds_31_epochs():
