@@ -49,6 +49,18 @@ def test_save_figure_atomic(tmp_path):
     _written(tmp_path / "sub" / "x")
 
 
+def test_saving_the_same_figure_twice_gives_identical_files(tmp_path):
+    import time
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    first = [p.read_bytes() for p in F.save_figure(fig, tmp_path / "a")]
+    time.sleep(1.1)  # a creation date in seconds would differ now
+    second = [p.read_bytes() for p in F.save_figure(fig, tmp_path / "a")]
+    plt.close(fig)
+    assert first == second
+
+
 def test_training_curves(runs, tmp_path):
     fig = F.plot_training_curves(runs[runs["dataset"] == "car"], tmp_path / "curves",
                                  profile="demo")

@@ -47,7 +47,9 @@ def figure_style() -> Iterator[None]:
 
 def save_figure(fig, path_without_ext: str | os.PathLike,
                 formats: Sequence[str] = ("png", "pdf"), dpi: int = 200) -> list[Path]:
-    """Write ``fig`` to ``<path>.<fmt>`` for each format, each atomically; return the paths."""
+    """Write ``fig`` to ``<path>.<fmt>`` for each format, each atomically; return the paths.
+    PDFs carry no creation date, so an unchanged figure gives an identical file (no spurious
+    change in the committed ``figures/``)."""
     base = Path(path_without_ext)
     if base.suffix.lower() in (".png", ".pdf", ".svg"):
         base = base.with_suffix("")
@@ -55,7 +57,8 @@ def save_figure(fig, path_without_ext: str | os.PathLike,
     for fmt in formats:
         target = base.with_name(base.name + "." + fmt)
         with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+            metadata = {"CreationDate": None} if fmt == "pdf" else None
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
         out.append(target)
     return out
 
