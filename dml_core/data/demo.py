@@ -46,6 +46,7 @@ CANVAS = 48
 SEED = 0
 VERSION = "2"           # 1: single digits 0-4 / 5-9 (until Nov 2026); 2: two-digit numbers
 VERSION_FILE = "demo_version.txt"
+ANNOTATION_FILES = ("images.txt", "image_class_labels.txt", "bounding_boxes.txt")
 NUM_CLASSES = 100       # the numbers 00-99
 NUM_TRAIN_CLASSES = 50  # class ids 1-50 (even digit sum) train, 51-100 (odd digit sum) test
 IMAGES_PER_CLASS = 30
@@ -129,13 +130,15 @@ def render_number(digits8, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     return rgb, alpha > 0
 
 
-def demo_plan() -> list[tuple[int, str, int, int]]:
+def demo_plan(labels: np.ndarray | None = None) -> list[tuple[int, str, int, int]]:
     """``[(class_id, number, scan_of_first_digit, scan_of_second_digit), ...]``: the deterministic
     list of every demo image (``IMAGES_PER_CLASS`` per class, class by class). Scans are indices
-    into ``load_digits()``: even indices for train classes, odd ones for test classes."""
-    from sklearn.datasets import load_digits
+    into ``load_digits()`` (whose ``target`` may be passed as ``labels``): even indices for train
+    classes, odd ones for test classes."""
+    if labels is None:
+        from sklearn.datasets import load_digits
 
-    labels = load_digits().target
+        labels = load_digits().target
     rng = np.random.default_rng(SEED)
     plan = []
     for class_id, number in demo_classes():
@@ -160,8 +163,8 @@ def write_demo_raw(root: str | os.PathLike, limit: int | None = None) -> Path:
     from sklearn.datasets import load_digits
 
     root = Path(root)
-    scans = load_digits().images
-    plan = demo_plan()
+    digits = load_digits()
+    scans, plan = digits.images, demo_plan(digits.target)
     n = len(plan) if limit is None else min(limit, len(plan))
     children = np.random.SeedSequence(SEED).spawn(len(plan))
     image_lines, label_lines, box_lines = [], [], []
@@ -190,8 +193,7 @@ def demo_raw_exists(root: str | os.PathLike) -> bool:
     """True when ``root`` holds a complete demo of the current :data:`VERSION` (its three
     annotation files and ``demo_version.txt``, written last)."""
     root = Path(root)
-    names = ("images.txt", "image_class_labels.txt", "bounding_boxes.txt")
-    return all((root / n).is_file() for n in names) and demo_version(root) == VERSION
+    return all((root / n).is_file() for n in ANNOTATION_FILES) and demo_version(root) == VERSION
 
 
 def demo_version(root: str | os.PathLike) -> str | None:
@@ -207,13 +209,12 @@ def remove_stale_demo(root: str | os.PathLike) -> bool:
     import shutil
 
     root = Path(root)
-    names = ("images.txt", "image_class_labels.txt", "bounding_boxes.txt", VERSION_FILE)
-    present = [n for n in names if (root / n).exists()] + (["images"] if (root / "images").exists() else [])
-    if not present or demo_raw_exists(root):
+    generated = [root / n for n in (*ANNOTATION_FILES, VERSION_FILE)]
+    if demo_raw_exists(root) or not any(p.exists() for p in [*generated, root / "images"]):
         return False
     shutil.rmtree(root / "images", ignore_errors=True)
-    for n in names:
-        (root / n).unlink(missing_ok=True)
+    for path in generated:
+        path.unlink(missing_ok=True)
     return True
 
 
