@@ -48,7 +48,7 @@ def check_images(paths: list[Path], mode: str = "header", workers: Optional[int]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         it = pool.map(lambda p: check_image(p, mode), paths, chunksize=64)
         if progress and len(paths) > 2000:
-            from tqdm.auto import tqdm
+            from tqdm import tqdm
 
             it = tqdm(it, total=len(paths), desc=f"checking images ({mode})")
         results.extend(it)

@@ -48,7 +48,7 @@ def extract_features(model: nn.Module, loader, device=None, amp: bool | None = N
     model.eval()
     feats, labels = [], []
     try:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # plain text: no widget warning, no widget noise in notebooks
         it = tqdm(loader, desc="features", disable=not progress, leave=False)
         with torch.inference_mode():
             for batch in it:
