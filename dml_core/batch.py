@@ -600,13 +600,69 @@ def _effective_parameters(run: Run, profile: str, run_dir: Path, data_root) -> d
     return params
 
 
+SETTINGS_FILE = "batch_settings.json"
+
+
+def parse_settings(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["epochs=1", "rrc_scale=[0.5, 1]"]`` → ``{"epochs": 1, "rrc_scale": [0.5, 1]}``.
+
+    Each value is read as YAML (numbers, booleans, ``null``, lists); a later KEY wins. Raises
+    :class:`BatchError` for an item without ``=`` or with an empty key.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise BatchError(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=1")
+        try:
+            out[key] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as exc:
+            raise BatchError(f"--set {item!r}: the value is not valid YAML: {exc}") from exc
+    return out
+
+
+def apply_settings(run: Run, params: dict[str, Any], settings: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's parameters with the profile-wide ``settings`` (``--set``) applied.
+
+    A setting that is a parameter of the run's notebook (``device``, the toy's ``epochs``) sets
+    that parameter. Notebooks with an ``overrides`` parameter (the training notebooks) get every
+    other setting merged into ``overrides`` (the settings win), so the recipe code checks the keys
+    and records them (``overrides``, ``shortened``, ``reported: None`` in the run's
+    ``config.yaml`` and ``summary.json``). Other settings leave other notebooks unchanged.
+    """
+    if not settings:
+        return params
+    from dml_core import params as nbparams
+
+    try:
+        _, schema = nbparams._schema(run.notebook)
+    except nbparams.ParameterError:
+        schema = {}
+    out = dict(params)
+    own = {k: v for k, v in settings.items() if k in schema and k not in _INJECTED + ("overrides",)}
+    out.update(own)
+    if "overrides" in schema:
+        rest = {k: v for k, v in settings.items() if k not in own}
+        if rest:
+            out["overrides"] = {**dict(params.get("overrides") or {}), **rest}
+    return out
+
+
 def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: bool = False,
                 only: str | Sequence[str] | None = None, dry_run: bool = False,
                 runs_root: str | os.PathLike | None = None,
                 data_root: str | os.PathLike | None = None,
                 kernel_name: str | None = None, progress: bool = True,
-                profiles_dir: Path | None = None, quiet: bool = False) -> BatchResult:
+                profiles_dir: Path | None = None, quiet: bool = False,
+                settings: dict[str, Any] | None = None) -> BatchResult:
     """Run a profile (name, path or :class:`Profile`); see the module docstring.
+
+    ``settings`` (``--set KEY=VALUE``) are applied to every run by :func:`apply_settings`, take
+    part in the fingerprint, and are written to ``<run_dir>/batch_settings.json`` and
+    ``batch_summary.json``.
 
     Raises :class:`BatchError` (:class:`ProfileError`) before executing anything when the profile,
     ``only`` or the kernel is bad. Failed runs do not raise: check ``result.ok`` /
@@ -625,7 +681,8 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
     plans = []  # (run, run_dir, params, parts, fingerprint, skip, reason)
     for run in selected:
         rdir = _run_dir(runs_root, prof.name, run.id)
-        params = _effective_parameters(run, prof.name, rdir, data_root)
+        params = apply_settings(run, _effective_parameters(run, prof.name, rdir, data_root),
+                                settings)
         parts = _fingerprint_parts(run, params, code)
         skip, reason = _skip_reason(rdir, parts)
         if force and skip:
@@ -672,6 +729,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
 
     def task_for(plan, slot: int) -> dict[str, Any]:
         run, rdir, params, parts, fp, _skip, _reason = plan
+        _record_settings(rdir, settings)
         task_env = dict(env)
         gpu = gpu_for_slot(slot, gpus, visible)
         if gpu is not None:
@@ -724,12 +782,22 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
         "profile": prof.name, "description": prof.description,
         "profile_file": str(prof.path) if prof.path else None, "runs_root": str(runs_root),
         "finished_at": _now(), "elapsed_s": batch.elapsed_s, "jobs": jobs, "force": force,
-        "only": only, "kernel_name": kernel_name, "exit_code": batch.exit_code,
+        "only": only, "settings": settings or {}, "kernel_name": kernel_name,
+        "exit_code": batch.exit_code,
         "counts": {s: sum(r.status == s for r in ordered) for s in ("done", "skipped", "failed")},
         "runs": [r.to_json() for r in ordered]})
     say(format_table(batch))
     say(f"report: {batch.index_html}")
     return batch
+
+
+def _record_settings(run_dir: Path, settings: dict[str, Any] | None) -> None:
+    """``batch_settings.json`` in the run folder: the ``--set`` values it ran with (or none)."""
+    path = run_dir / SETTINGS_FILE
+    if settings:
+        io.write_json(path, {"settings": settings, "shortened": True, "written_at": _now()})
+    else:
+        path.unlink(missing_ok=True)
 
 
 class _Pool:
@@ -883,6 +951,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", help=f"Jupyter kernel (default $DML_KERNEL or {DEFAULT_KERNEL})")
     p.add_argument("--no-progress", action="store_true", help="no per-cell progress output")
     p.add_argument("--list-profiles", action="store_true", help="list the profiles and exit")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="settings",
+                   help="override for every run (repeatable): merged into each training run's "
+                        "recipe overrides (recorded and marked in the run folder), or set as a "
+                        "parameter of the other notebooks that have KEY; e.g. --set epochs=1")
+    p.add_argument("--check", action="store_true",
+                   help="pre-flight: data sets prepared, checkpoints present and loadable, CUDA "
+                        "usable when a run asks for it, disk space; report all, run nothing")
     p.add_argument("--profiles-dir", help=argparse.SUPPRESS)
     return p
 
@@ -904,10 +979,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --profile NAME is required (see --list-profiles)", file=sys.stderr)
         return 2
     try:
+        settings = parse_settings(args.settings)
+        if args.check:
+            from dml_core import preflight
+
+            report = preflight.check_profile(args.profile, only=args.only, data_root=args.data_root,
+                                             runs_root=args.runs_root, profiles_dir=profiles_dir,
+                                             settings=settings)
+            print(report.format())
+            return 0 if report.ok else 1
         result = run_profile(args.profile, jobs=args.jobs, force=args.force, only=args.only,
                              dry_run=args.dry_run, runs_root=args.runs_root,
                              data_root=args.data_root, kernel_name=args.kernel,
-                             progress=not args.no_progress, profiles_dir=profiles_dir)
+                             progress=not args.no_progress, profiles_dir=profiles_dir,
+                             settings=settings)
     except BatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -303,14 +303,41 @@ def _choices(values) -> str:
     return ", ".join(sorted({str(v) for v in values}))
 
 
+#: Override keys that cannot change a result (a run overriding only these keeps its ``reported``).
+NEUTRAL_KEYS = frozenset({"num_workers", "eval_batch_size"})
+#: Override keys that shorten the training: a run overriding one of them is marked ``shortened``.
+SHORTENING_KEYS = frozenset({"epochs", "max_steps_per_epoch"})
+#: Keys added to a recipe whose overrides changed it (never valid as overrides themselves).
+OVERRIDE_RECORD_KEYS = ("overrides", "base_name", "base_reported", "shortened")
+
+
 def _apply_overrides(recipe: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(overrides) - set(recipe))
+    """``recipe`` updated with ``overrides``; the changes are recorded in the recipe itself.
+
+    When an override changes a value, the result gets ``overrides`` (the changed keys and their
+    new values), ``base_name`` / ``base_reported`` (the row it came from), ``name`` becomes
+    ``"<base name> [k=v, ...]"``, ``shortened`` is True when ``epochs`` or
+    ``max_steps_per_epoch`` changed, and ``reported`` becomes None unless every changed key is in
+    :data:`NEUTRAL_KEYS`: a run with changed settings is never compared with a published number.
+    """
+    unknown = sorted(set(overrides) - (set(recipe) - set(OVERRIDE_RECORD_KEYS)))
     if unknown:
         raise RecipeError(
             f"unknown recipe key(s) {unknown} for {recipe['name']!r}; valid keys: "
-            f"{_choices(recipe)}")
+            f"{_choices(k for k in recipe if k not in OVERRIDE_RECORD_KEYS)}")
     out = copy.deepcopy(recipe)
+    changed = {k: copy.deepcopy(v) for k, v in overrides.items() if out[k] != v}
     out.update(copy.deepcopy(overrides))
+    if changed:
+        prior = dict(out.get("overrides") or {})
+        out.setdefault("base_name", recipe["name"])
+        out.setdefault("base_reported", recipe.get("reported"))
+        prior.update(changed)
+        out["overrides"] = prior
+        out["name"] = out["base_name"] + " [" + ", ".join(f"{k}={v}" for k, v in prior.items()) + "]"
+        out["shortened"] = bool(SHORTENING_KEYS & set(prior))
+        if set(prior) - NEUTRAL_KEYS:
+            out["reported"] = None
     return out
 
 
@@ -347,9 +374,10 @@ def get_recipe(method: str, dataset: str, backbone: str, crop: bool | None = Non
         raise RecipeError(f"unknown backbone {backbone!r} for {method!r} on {dataset!r}; valid "
                           f"backbones: {_choices(backbones)}")
     rows = [r for r in rows if r["backbone"] == backbone]
-    if dataset == "demo":  # one row per method; crop is a plain override
+    plain = {}  # set by the arguments, not recorded as overrides
+    if dataset == "demo":  # one row per method; crop is a plain setting
         if crop is not None:
-            overrides["crop"] = bool(crop)
+            plain["crop"] = bool(crop)
         crop = rows[0]["crop"]
     crop = bool(crop)
     crops = {r["crop"] for r in rows}
@@ -381,6 +409,7 @@ def get_recipe(method: str, dataset: str, backbone: str, crop: bool | None = Non
         stem = recipe["name"] if dataset == "demo" else recipe["name"].rsplit("/", 1)[0]
         recipe["name"] = f"{stem}/{variant}"
         recipe["reported"] = None
+    recipe.update(plain)
     return _apply_overrides(recipe, overrides)
 
 
