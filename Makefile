@@ -11,7 +11,7 @@ JOBS ?= 2
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,cluster]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name dml_core --display-name "dml_core (.venv)" > /dev/null
 	touch $(STAMP)
 

@@ -95,7 +95,7 @@ RUN_FILES = {
     "done": "done.json",
 }
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_PROFILE_KEYS = {"name", "description", "runs", "parameters", "notebooks_dir"}
+_PROFILE_KEYS = {"name", "description", "runs", "parameters", "notebooks_dir", "slurm"}
 _RUN_KEYS = {"id", "notebook", "parameters", "stage", "description"}
 _INJECTED = ("profile", "run_dir", "data_root")
 
@@ -124,6 +124,7 @@ class Profile:
     runs: list[Run]
     path: Path | None
     notebooks_dir: Path
+    slurm: dict[str, Any] = dataclasses.field(default_factory=dict)  # --backend slurm settings
 
 
 @dataclasses.dataclass
@@ -317,10 +318,13 @@ def load_profile(profile: str | os.PathLike, profiles_dir: Path | None = None,
         runs.append(Run(id=run_id, notebook=nb_path, parameters=merged,
                         stage=default_stage(nb_path) if stage is None else stage,
                         description=str(entry.get("description") or "")))
+    from dml_core.cluster import validate_slurm_block
+
+    problems.extend(validate_slurm_block(data.get("slurm")))
     if problems:
         raise ProfileError(f"bad profile {where}:\n" + "\n".join(f"  - {p}" for p in problems))
     return Profile(name=name, description=description, runs=runs, path=path,
-                   notebooks_dir=notebooks_dir)
+                   notebooks_dir=notebooks_dir, slurm=dict(data.get("slurm") or {}))
 
 
 def list_profiles(profiles_dir: Path | None = None) -> list[tuple[str, str, int | None, str]]:
@@ -415,6 +419,33 @@ def cpu_threads_per_job(jobs: int, gpus: int, user_setting: str | None,
     if jobs <= 1 or gpus > 0 or user_setting:
         return None
     return str(max(1, (cpus or os.cpu_count() or 1) // jobs))
+
+
+def loader_workers_per_job(jobs: int, user_setting: str | None,
+                           cpus: int | None = None) -> str | None:
+    """``DML_NUM_WORKERS`` (DataLoader workers per loader) for each of ``jobs`` local runs at
+    once: the CPUs granted to this process (``os.sched_getaffinity``) shared out, one kept for
+    the run's main process. None (leave it to the loader) for one job or when the user set it."""
+    if jobs <= 1 or user_setting:
+        return None
+    if cpus is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+    return str(max(0, cpus // jobs - 1))
+
+
+def _kernel_config():
+    """Kernel manager settings for papermill: CurveZMQ transport encryption where the kernel
+    spec declares support (ipykernel's do), which also keeps the kernel's "running over TCP
+    without encryption" warning out of the console; other kernels run as before."""
+    import zmq
+    from traitlets.config import Config
+
+    if not zmq.has("curve"):  # libzmq without libsodium: 'auto' would be refused
+        return Config()
+    return Config({"AsyncKernelManager": {"transport_encryption": "auto"}})
 
 
 def _cuda_device_count() -> int:
@@ -521,6 +552,7 @@ def _execute_run(task: dict[str, Any]) -> dict[str, Any]:
             nb = papermill.execute_notebook(
                 task["notebook_path"], str(running), parameters=task["parameters"],
                 kernel_name=task["kernel_name"], language="python", cwd=task["cwd"], log_output=True,
+                config=_kernel_config(),
                 progress_bar=bool(task.get("progress_bar")), request_save_on_cell_execute=True)
     except Exception as exc:  # PapermillExecutionError, dead kernel, ...
         if hasattr(exc, "ename") and hasattr(exc, "evalue"):  # PapermillExecutionError
@@ -645,7 +677,12 @@ def apply_settings(run: Run, params: dict[str, Any], settings: dict[str, Any] | 
     own = {k: v for k, v in settings.items() if k in schema and k not in _INJECTED + ("overrides",)}
     out.update(own)
     if "overrides" in schema:
-        rest = {k: v for k, v in settings.items() if k not in own}
+        from dml_core.recipes import list_recipes, recipe_by_name
+
+        # a parameter of another notebook (e.g. 08's output_dir) that is no recipe key: not ours
+        recipe_keys = {k for name in list_recipes() for k in recipe_by_name(name)}
+        others = {k for sch in nbparams.NOTEBOOK_PARAMETERS.values() for k in sch} - recipe_keys
+        rest = {k: v for k, v in settings.items() if k not in own and k not in others}
         if rest:
             out["overrides"] = {**dict(params.get("overrides") or {}), **rest}
     return out
@@ -657,7 +694,8 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
                 data_root: str | os.PathLike | None = None,
                 kernel_name: str | None = None, progress: bool = True,
                 profiles_dir: Path | None = None, quiet: bool = False,
-                settings: dict[str, Any] | None = None) -> BatchResult:
+                settings: dict[str, Any] | None = None, backend: str = "local",
+                slurm: dict[str, Any] | None = None) -> BatchResult:
     """Run a profile (name, path or :class:`Profile`); see the module docstring.
 
     ``settings`` (``--set KEY=VALUE``) are applied to every run by :func:`apply_settings`, take
@@ -668,12 +706,27 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
     ``only`` or the kernel is bad. Failed runs do not raise: check ``result.ok`` /
     ``result.exit_code``. With ``jobs > 1`` the workers are *spawned* processes: call this from
     a script only under ``if __name__ == "__main__":`` (notebooks and ``-m`` are fine).
+
+    ``backend="slurm"`` submits each run to execute as a Slurm job through submitit
+    (:mod:`dml_core.cluster`; ``slurm``: overrides of the profile's ``slurm:`` settings, keys of
+    :class:`dml_core.cluster.SlurmOptions`); ``jobs`` is then ignored.
     """
     t_batch = time.time()
     prof = profile if isinstance(profile, Profile) else load_profile(profile, profiles_dir)
     runs_root = Path(runs_root).expanduser().resolve() if runs_root else paths.runs_root().resolve()
     kernel_name = kernel_name or os.environ.get("DML_KERNEL") or DEFAULT_KERNEL
     jobs = max(1, int(jobs))
+    if backend not in ("local", "slurm"):
+        raise BatchError(f"backend {backend!r} must be 'local' or 'slurm'")
+    slurm_opts = None
+    if backend == "slurm":
+        from dml_core import cluster
+
+        try:
+            slurm_opts = cluster.slurm_options(prof.slurm, **(slurm or {}))
+        except (ValueError, TypeError) as exc:
+            raise BatchError(f"Slurm settings: {exc}") from exc
+        jobs = 1  # the parallelism is the job array's
     selected = _select(prof.runs, only)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
@@ -737,17 +790,22 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
         threads = cpu_threads_per_job(jobs, gpus, os.environ.get("OMP_NUM_THREADS"))
         if threads is not None:
             task_env["OMP_NUM_THREADS"] = threads
+        workers = loader_workers_per_job(jobs, os.environ.get("DML_NUM_WORKERS"))
+        if workers is not None and backend == "local":
+            task_env["DML_NUM_WORKERS"] = workers
         return {"id": run.id, "notebook": run.notebook.name, "notebook_path": str(run.notebook),
                 "run_dir": str(rdir), "parameters": params, "kernel_name": kernel_name,
                 "cwd": str(run.notebook.parent), "fingerprint": fp, "parts": parts,
-                "env": task_env, "progress_bar": progress and jobs == 1 and not quiet,
-                "cell_lines": progress and jobs > 1 and not quiet}
+                "env": task_env, "progress_bar": False,  # tqdm bars would mix with epoch lines
+                "cell_lines": progress and not quiet and backend == "local"}
 
     def started(plan, slot) -> None:
         counter["n"] += 1
         gpu = gpu_for_slot(slot, gpus, visible)
         say(f"[{counter['n']}/{total}] start {plan[0].id} ({plan[0].notebook.name}, stage "
             f"{plan[0].stage}, {plan[6]}{', GPU ' + gpu if gpu else ''}) {_now()}")
+        if monitor is not None:
+            monitor.started(plan[0].id)
 
     def finished(plan, status: dict[str, Any]) -> None:
         run, rdir = plan[0], plan[1]
@@ -759,13 +817,34 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
         word = "done  " if res.status == "done" else "FAILED"
         say(f"        {word} {run.id} in {fmt_time(res.elapsed_s)}"
             + (f": {res.error.splitlines()[0]} (log: {res.log})" if res.error else ""))
+        if monitor is not None:
+            monitor.finished(run.id, res.status, res.elapsed_s)
         write_index(prof, runs_root, results)
 
-    pool = _Pool(min(jobs, len(to_run))) if jobs > 1 and len(to_run) > 1 else None
+    monitor = None
+    if progress and not quiet and to_run:
+        from dml_core.progress import BatchProgress
+
+        monitor = BatchProgress(slurm_opts.array_parallelism if slurm_opts else jobs, say)
+        for plan in to_run:
+            prev = _read_status(plan[1])
+            monitor.add(plan[0].id, plan[1], expected_s=prev.get("elapsed_s")
+                        if prev.get("status") == "done" else None)
+        monitor.start()
+    if slurm_opts is not None:
+        say(f"backend slurm: {slurm_opts.describe()}; submitit folder "
+            f"{runs_root / prof.name / cluster.SLURM_DIR}")
+    pool = (_Pool(min(jobs, len(to_run))) if jobs > 1 and len(to_run) > 1 and backend == "local"
+            else None)
     try:
         for stage in sorted({p[0].stage for p in to_run}):
             stage_plans = [p for p in to_run if p[0].stage == stage]
-            if pool is None:
+            if slurm_opts is not None:
+                cluster.run_stage(stage_plans, [task_for(p, 0) for p in stage_plans], slurm_opts,
+                                  runs_root / prof.name / cluster.SLURM_DIR, finished, say,
+                                  on_start=lambda plan: started(plan, 0),
+                                  job_name=f"dml-{prof.name}-s{stage}")
+            elif pool is None:
                 for plan in stage_plans:
                     started(plan, 0)
                     finished(plan, _execute_run(task_for(plan, 0)))
@@ -774,6 +853,8 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
     finally:
         if pool is not None:
             pool.shutdown()
+        if monitor is not None:
+            monitor.stop()
 
     ordered = [results[p[0].id] for p in plans]
     batch = BatchResult(prof.name, runs_root, ordered, elapsed_s=time.time() - t_batch)
@@ -782,6 +863,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
         "profile": prof.name, "description": prof.description,
         "profile_file": str(prof.path) if prof.path else None, "runs_root": str(runs_root),
         "finished_at": _now(), "elapsed_s": batch.elapsed_s, "jobs": jobs, "force": force,
+        "backend": backend,
         "only": only, "settings": settings or {}, "kernel_name": kernel_name,
         "exit_code": batch.exit_code,
         "counts": {s: sum(r.status == s for r in ordered) for s in ("done", "skipped", "failed")},
@@ -958,8 +1040,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="pre-flight: data sets prepared, checkpoints present and loadable, CUDA "
                         "usable when a run asks for it, disk space; report all, run nothing")
+    p.add_argument("--backend", choices=("local", "slurm"), default="local",
+                   help="local: worker processes on this machine (default); slurm: one Slurm job "
+                        "per run through submitit, job arrays per stage (pip install -e "
+                        "'.[cluster]'); settings: the profile's slurm: block and --slurm-*")
+    g = p.add_argument_group("--backend slurm (override the profile's slurm: settings)")
+    g.add_argument("--slurm-partition", metavar="NAME")
+    g.add_argument("--slurm-time", type=int, metavar="MIN", dest="slurm_time_min",
+                   help="time limit per job in minutes (a requeued job gets it again)")
+    g.add_argument("--slurm-cpus", type=int, metavar="N", dest="slurm_cpus_per_task",
+                   help="CPUs per task")
+    g.add_argument("--slurm-mem-gb", type=float, metavar="GB")
+    g.add_argument("--slurm-gpus", type=int, metavar="N", help="GPUs per job (default 1)")
+    g.add_argument("--slurm-array-parallelism", type=int, metavar="N",
+                   help="jobs of a stage's array running at once (the %%N of --array)")
+    g.add_argument("--slurm-max-requeues", type=int, metavar="N",
+                   help="time-outs after which a job is not requeued")
+    g.add_argument("--slurm-sbatch", action="append", metavar="KEY=VALUE",
+                   help="extra sbatch flag, repeatable: --slurm-sbatch account=abc")
+    g.add_argument("--slurm-executor", choices=("slurm", "local", "debug"),
+                   help="submitit executor; local/debug run the jobs on this machine (tests)")
     p.add_argument("--profiles-dir", help=argparse.SUPPRESS)
     return p
+
+
+def _slurm_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--slurm-*`` options that were given, as :class:`dml_core.cluster.SlurmOptions` keys."""
+    from dml_core.cluster import parse_sbatch_flags
+
+    keys = ("partition", "time_min", "cpus_per_task", "mem_gb", "gpus", "array_parallelism",
+            "max_requeues", "executor")
+    out = {k: getattr(args, f"slurm_{k}") for k in keys if getattr(args, f"slurm_{k}") is not None}
+    try:
+        sbatch = parse_sbatch_flags(args.slurm_sbatch)
+    except ValueError as exc:
+        raise BatchError(str(exc)) from exc
+    if sbatch:
+        out["sbatch"] = sbatch
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -992,7 +1110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              dry_run=args.dry_run, runs_root=args.runs_root,
                              data_root=args.data_root, kernel_name=args.kernel,
                              progress=not args.no_progress, profiles_dir=profiles_dir,
-                             settings=settings)
+                             settings=settings, backend=args.backend,
+                             slurm=_slurm_overrides(args))
     except BatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,7 +14,9 @@ def _norm(req: str) -> tuple[str, str]:
 
 def test_environment_yml_pins_equal_pyproject():
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    pyproject = dict(_norm(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"])
+    pyproject = dict(_norm(r) for r in project["dependencies"]
+                    + project["optional-dependencies"]["dev"]
+                    + project["optional-dependencies"]["cluster"])
     env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     conda = dict(_norm(r) for r in pip_section if not r.startswith("-e"))

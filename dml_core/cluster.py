@@ -1,0 +1,345 @@
+"""The batch's runs as Slurm jobs, submitted with submitit (``--backend slurm``).
+
+Planning, skip-when-done, progress and the report stay in the driver (:mod:`dml_core.batch`);
+each run to execute becomes one Slurm job: one job array per stage (``executor.map_array``),
+``array_parallelism`` of its tasks at once (``#SBATCH --array=0-N%P``), one GPU each. A job calls
+:func:`dml_core.batch._execute_run` on the cluster node — the same function a local worker calls —
+so the run folder (``runs/<profile>/<id>/``, on a file system the nodes share) is the same.
+
+Preemption and time-outs: Slurm signals the job (``USR2``, ``signal_delay_s`` before the end);
+submitit calls :meth:`NotebookJob.checkpoint`, which marks ``status.json`` ``requeued`` and asks
+for the same call again; submitit writes it back into the job's pickle and requeues the job
+(``scontrol requeue``, at most ``max_requeues`` time-outs; preemptions do not count). The
+requeued job executes the notebook again with the same ``run_dir``, where the training engine
+resumes from its last checkpoint. A job that fails (an exception, killed, out of memory, out of
+requeues) is reported with the path of its Slurm log.
+
+Settings (:class:`SlurmOptions`): the profile's optional ``slurm:`` mapping
+(``profiles/README.md``), overridden by the ``--slurm-*`` options of the command line. The
+submitit folder (scripts, pickles, logs ``%j_0_log.out/err``) is ``runs/<profile>/_slurm/``.
+
+``executor: local`` or ``debug`` run the same jobs with submitit's local executor (subprocesses
+on this machine, ``array_parallelism`` at a time) or in this process: for tests, no cluster
+needed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+try:  # optional: pip install -e '.[cluster]'
+    import submitit
+    from submitit.helpers import Checkpointable
+except ImportError:  # pragma: no cover - exercised only without the extra
+    submitit = None
+    Checkpointable = object  # type: ignore[assignment,misc]
+
+__all__ = ["SlurmOptions", "NotebookJob", "slurm_options", "validate_slurm_block",
+           "make_executor", "run_stage", "parse_sbatch_flags", "EXECUTORS", "SLURM_DIR"]
+
+EXECUTORS = ("slurm", "local", "debug")
+#: The submitit folder inside ``runs/<profile>/``.
+SLURM_DIR = "_slurm"
+
+
+@dataclasses.dataclass
+class SlurmOptions:
+    """What each run's Slurm job asks for. Keys of the profile's ``slurm:`` mapping."""
+
+    partition: str | None = None  # --partition; None: the cluster's default
+    time_min: int = 240  # --time, minutes per job (a requeued job gets it again)
+    cpus_per_task: int = 8  # --cpus-per-task (DataLoader workers follow the CPUs granted)
+    mem_gb: float = 32  # --mem
+    gpus: int = 1  # --gpus-per-node: one GPU per run
+    array_parallelism: int = 16  # the %N of --array: runs of a stage at once
+    max_requeues: int = 3  # time-outs after which a job is not requeued again
+    signal_delay_s: int = 120  # USR2 this long before the time limit
+    sbatch: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra #SBATCH flags
+    setup: list[str] = dataclasses.field(default_factory=list)  # shell lines before the run
+    executor: str = "slurm"  # slurm | local | debug (the latter two: tests, no cluster)
+    poll_s: float = 10.0  # how often the driver asks about its jobs
+
+    def describe(self) -> str:
+        parts = [f"partition {self.partition or '(default)'}", f"time {self.time_min} min",
+                 f"{self.cpus_per_task} CPUs", f"{self.mem_gb:g} GB", f"{self.gpus} GPU",
+                 f"{self.array_parallelism} at once"]
+        if self.sbatch:
+            parts.append("sbatch " + " ".join(f"--{k}={v}" for k, v in self.sbatch.items()))
+        return ", ".join(parts) + ("" if self.executor == "slurm" else
+                                   f" (submitit {self.executor} executor)")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(SlurmOptions)}
+_TYPES: dict[str, tuple[type, ...]] = {
+    "partition": (str,), "time_min": (int,), "cpus_per_task": (int,), "mem_gb": (int, float),
+    "gpus": (int,), "array_parallelism": (int,), "max_requeues": (int,),
+    "signal_delay_s": (int,), "sbatch": (dict,), "setup": (list,), "executor": (str,),
+    "poll_s": (int, float)}
+
+
+def validate_slurm_block(block: Any) -> list[str]:
+    """Problems of a profile's ``slurm:`` mapping (empty list: valid)."""
+    if block is None:
+        return []
+    if not isinstance(block, dict):
+        return ["slurm must be a mapping, e.g. {partition: gpu, time_min: 240}"]
+    problems = []
+    for key, value in block.items():
+        if key not in _TYPES:
+            problems.append(f"slurm: unknown key {key!r}; allowed: {sorted(_TYPES)}")
+            continue
+        if value is None and key == "partition":
+            continue
+        if isinstance(value, bool) or not isinstance(value, _TYPES[key]):
+            names = " or ".join(t.__name__ for t in _TYPES[key])
+            problems.append(f"slurm.{key}: {value!r} must be {names}")
+        elif isinstance(value, (int, float)) and value < (0 if key in ("gpus", "max_requeues")
+                                                          else 1):
+            problems.append(f"slurm.{key}: {value!r} must be positive")
+        elif key == "executor" and value not in EXECUTORS:
+            problems.append(f"slurm.executor: {value!r} must be one of {list(EXECUTORS)}")
+        elif key == "setup" and not all(isinstance(x, str) for x in value):
+            problems.append("slurm.setup must be a list of shell lines (strings)")
+    return problems
+
+
+def parse_sbatch_flags(items: Sequence[str] | None) -> dict[str, str]:
+    """``["account=abc", "qos=high", "exclusive"]`` → ``{"account": "abc", "qos": "high",
+    "exclusive": True}`` (``--slurm-sbatch`` on the command line; leading dashes allowed)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, eq, value = item.lstrip("-").partition("=")
+        if not key.strip():
+            raise ValueError(f"--slurm-sbatch {item!r}: expected KEY=VALUE, e.g. account=abc")
+        out[key.strip()] = value if eq else True
+    return out
+
+
+def slurm_options(block: dict[str, Any] | None = None, **overrides: Any) -> SlurmOptions:
+    """The profile's ``slurm:`` mapping with the command line's ``overrides`` (None: unset)
+    on top; ``sbatch`` flags are merged (the command line wins per flag)."""
+    problems = validate_slurm_block(block)
+    if problems:
+        raise ValueError("; ".join(problems))
+    values = dict(block or {})
+    for key, value in overrides.items():
+        if key not in _FIELDS:
+            raise TypeError(f"unknown Slurm option {key!r}")
+        if value is None:
+            continue
+        if key == "sbatch":
+            values["sbatch"] = {**values.get("sbatch", {}), **value}
+        else:
+            values[key] = value
+    problems = validate_slurm_block(values)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return SlurmOptions(**values)
+
+
+# ------------------------------------------------------------------------------------------
+# The job
+def _granted_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+class NotebookJob(Checkpointable):
+    """One run as a submitit job: ``NotebookJob()(task)`` executes it on the node.
+
+    ``task`` is the plain dict the batch driver builds for :func:`dml_core.batch._execute_run`.
+    On the node the job uses the CPUs it was granted: ``OMP_NUM_THREADS`` and
+    ``DML_NUM_WORKERS`` (DataLoader workers per loader) follow ``os.sched_getaffinity``, unless
+    set already.
+    """
+
+    def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
+        from dml_core.batch import _execute_run
+
+        cpus = _granted_cpus()
+        env = dict(task.get("env") or {})
+        env.setdefault("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS") or str(cpus))
+        env.setdefault("DML_NUM_WORKERS", os.environ.get("DML_NUM_WORKERS")
+                       or str(max(0, cpus - 1)))
+        task = {**task, "env": env}
+        job_id = os.environ.get("SLURM_JOB_ID")
+        if job_id:
+            print(f"run {task['id']} in Slurm job {job_id} on {os.uname().nodename}, "
+                  f"{cpus} CPUs, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}",
+                  flush=True)
+        return _execute_run(task)
+
+    def checkpoint(self, task: dict[str, Any]):  # noqa: D401 - submitit's hook
+        """Preempted or timed out: the same task again (the run folder holds the progress)."""
+        from dml_core import io
+
+        status_path = Path(task["run_dir"]) / "status.json"
+        try:
+            status = io.read_json(status_path) if status_path.is_file() else {"id": task["id"]}
+            status.update(status="requeued", requeued_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                          slurm_job_id=os.environ.get("SLURM_JOB_ID"),
+                          requeues=int(status.get("requeues") or 0) + 1)
+            io.write_json(status_path, status)
+        except Exception:  # never block a requeue
+            pass
+        return submitit.helpers.DelayedSubmission(self, task)
+
+
+# ------------------------------------------------------------------------------------------
+# The driver's side
+def _require_submitit() -> None:
+    if submitit is None:
+        from dml_core.batch import BatchError
+
+        raise BatchError("--backend slurm needs submitit: "
+                         f"`{sys.executable} -m pip install -e '.[cluster]'`")
+
+
+def make_executor(options: SlurmOptions, folder: Path, job_name: str = "dml"):
+    """A submitit executor with ``options`` applied (its ``folder``: scripts, pickles, logs)."""
+    _require_submitit()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if options.executor == "debug":
+        return submitit.DebugExecutor(folder)
+    if options.executor == "local":
+        ex = submitit.LocalExecutor(folder, max_num_timeout=options.max_requeues)
+        ex.update_parameters(timeout_min=options.time_min, signal_delay_s=options.signal_delay_s)
+        return ex
+    if options.executor != "slurm":
+        raise ValueError(f"executor {options.executor!r} must be one of {list(EXECUTORS)}")
+    from submitit.slurm.slurm import SlurmExecutor
+
+    try:
+        ex = SlurmExecutor(folder, max_num_timeout=options.max_requeues)
+    except RuntimeError as exc:  # no srun on PATH
+        from dml_core.batch import BatchError
+
+        raise BatchError(f"--backend slurm: {exc} (run the batch on a login node of the "
+                         "cluster, or use --backend local)") from exc
+    params: dict[str, Any] = dict(
+        job_name=job_name, time=int(options.time_min), cpus_per_task=int(options.cpus_per_task),
+        mem=f"{int(options.mem_gb)}GB" if float(options.mem_gb).is_integer()
+        else f"{int(options.mem_gb * 1024)}MB",
+        array_parallelism=int(options.array_parallelism),
+        signal_delay_s=int(options.signal_delay_s), stderr_to_stdout=False)
+    if options.gpus:
+        params["gpus_per_node"] = int(options.gpus)
+    if options.partition:
+        params["partition"] = options.partition
+    if options.setup:
+        params["setup"] = list(options.setup)
+    if options.sbatch:
+        params["additional_parameters"] = {k.replace("_", "-") if isinstance(k, str) else k: v
+                                           for k, v in options.sbatch.items()}
+    ex.update_parameters(**params)
+    return ex
+
+
+def _log_of(job) -> str:
+    """The Slurm log of ``job`` (stderr: the traceback; stdout beside it)."""
+    try:
+        return str(job.paths.stderr)
+    except Exception:
+        return "(unknown)"
+
+
+def _job_status(job, plan_id: str) -> dict[str, Any]:
+    """The status dict of a finished job: what ``_execute_run`` returned, or a failure naming
+    the Slurm log (the job died before or after ``_execute_run``: killed, OOM, no requeue)."""
+    try:
+        status = job.result()
+        if isinstance(status, dict):
+            if status.get("status") != "done":
+                status = {**status, "error": f"{status.get('error')} (Slurm log: {_log_of(job)})"}
+            return {**status, "slurm_job_id": job.job_id}
+        raise RuntimeError(f"unexpected job result {status!r}")
+    except Exception as exc:
+        first = str(exc).strip().splitlines()
+        reason = next((line for line in reversed(first) if line.strip()), type(exc).__name__)
+        return {"status": "failed", "elapsed_s": 0.0, "started_at": None,
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "error": f"Slurm job {job.job_id} failed: {reason[:300]} (Slurm log: "
+                         f"{_log_of(job)})", "slurm_job_id": job.job_id}
+
+
+def run_stage(plans: list, tasks: list[dict[str, Any]], options: SlurmOptions, folder: Path,
+              finished: Callable[[Any, dict[str, Any]], None],
+              say: Callable[[str], None] = print,
+              on_start: Callable[[Any], None] | None = None, job_name: str = "dml") -> None:
+    """Submit one stage's runs (``plans[i]`` ↔ ``tasks[i]``) and wait for all of them.
+
+    Slurm: one job array. Local/debug executors: one job each, ``array_parallelism`` at a time.
+    ``on_start(plan)`` is called when a run's job starts (``status.json`` says running, or at
+    submission for the debug executor); ``finished(plan, status)`` when its job ends.
+    """
+    if not plans:
+        return
+    ex = make_executor(options, folder, job_name)
+    fn = NotebookJob()
+    pending = list(zip(plans, tasks))
+    running: list[tuple[Any, Any, float]] = []  # (plan, job, submitted at)
+    seen_start: set[int] = set()
+
+    def submit(batch):
+        if options.executor == "slurm":
+            jobs = ex.map_array(fn, [t for _p, t in batch])
+        else:
+            jobs = [ex.submit(fn, t) for _p, t in batch]
+        now = time.time()
+        for (plan, task), job in zip(batch, jobs):
+            running.append((plan, job, now))
+            say(f"        submitted {task['id']} as job {job.job_id} (log: {_log_of(job)})")
+
+    if options.executor == "slurm":
+        submit(pending)
+        pending = []
+    poll = options.poll_s if options.executor == "slurm" else min(options.poll_s, 1.0)
+    while pending or running:
+        slots = max(1, int(options.array_parallelism)) - len(running)
+        if pending and slots > 0:
+            batch, pending = pending[:slots], pending[slots:]
+            if options.executor == "debug":  # runs in this process, at result()
+                for plan, task in batch:
+                    if on_start:
+                        on_start(plan)
+                    job = ex.submit(fn, task)
+                    running.append((plan, job, time.time()))
+            else:
+                submit(batch)
+        still = []
+        for plan, job, t_sub in running:
+            if on_start and id(plan) not in seen_start and _has_started(plan, t_sub):
+                seen_start.add(id(plan))
+                on_start(plan)
+            if job.done():
+                if on_start and id(plan) not in seen_start:
+                    seen_start.add(id(plan))
+                    on_start(plan)
+                finished(plan, _job_status(job, plan[0].id if hasattr(plan[0], "id") else ""))
+            else:
+                still.append((plan, job, t_sub))
+        running = still
+        if running or pending:
+            time.sleep(poll)
+
+
+def _has_started(plan, submitted_at: float) -> bool:
+    """Whether the run's ``status.json`` was (re)written since its job was submitted."""
+    path = Path(plan[1]) / "status.json"
+    try:
+        return path.stat().st_mtime >= submitted_at - 1
+    except OSError:
+        return False
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """The shell command that reruns the batch (printed when the driver is interrupted)."""
+    return " ".join(shlex.quote(a) for a in argv)
