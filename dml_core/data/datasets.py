@@ -14,6 +14,10 @@ from .layout import CROPPABLE, check_dataset
 from .preparation import dataset_dir
 
 
+class ImageLoadError(OSError):
+    """An image listed in a prepared index cannot be read; names the file and the fix."""
+
+
 def load_image(path: str) -> Image.Image:
     """Open an image file as RGB (greyscale/palette/CMYK → RGB). ``<file>.bin#<k>`` reads STL-10
     record ``k`` from a binary file."""
@@ -62,6 +66,7 @@ class RetrievalDataset(Dataset):
 
             transform = ToTensor()
         self.dataset, self.split, self.crop, self.transform = dataset, split, crop, transform
+        self._root_arg = f" --data-root {data_root}" if data_root is not None else ""
         self.paths = [str(folder / r.path) for r in records]
         self.labels = np.array([r.label for r in records], dtype=np.int64)
         self.class_names = [r.class_name for r in records]
@@ -72,8 +77,16 @@ class RetrievalDataset(Dataset):
         return len(self.paths)
 
     def load_image(self, i: int) -> Image.Image:
-        """The RGB PIL image ``i``, cropped to its box when ``crop=True`` (for pictures too)."""
-        img = load_image(self.paths[i])
+        """The RGB PIL image ``i``, cropped to its box when ``crop=True`` (for pictures too).
+        A file that cannot be read raises :class:`ImageLoadError` naming it and the fix."""
+        try:
+            img = load_image(self.paths[i])
+        except Exception as exc:  # noqa: BLE001 - truncated, missing, not an image, ...
+            raise ImageLoadError(
+                f"cannot read image {self.paths[i]} ({type(exc).__name__}: {exc}), listed in the "
+                f"prepared {self.dataset!r} index ({self.split}); check every image and exclude "
+                f"the bad ones with `python -m dml_core.prepare {self.dataset}{self._root_arg} "
+                "--force --verify-images full`") from exc
         if self.crop:
             img = img.crop(clip_box(self.boxes[i], *img.size))
         return img

@@ -203,19 +203,27 @@ def demo_version(root: str | os.PathLike) -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
-def remove_stale_demo(root: str | os.PathLike) -> bool:
-    """Delete the generated files of a demo of another version in ``root`` (images and
-    annotation files; nothing else is touched); True if something was removed."""
+def remove_stale_demo(root: str | os.PathLike) -> str | None:
+    """Delete the generated files of a demo of another version, or of an unfinished one (an
+    interrupted preparation), in ``root`` (images and annotation files; nothing else is
+    touched). Returns what was removed, in words, or None when nothing was."""
     import shutil
 
     root = Path(root)
     generated = [root / n for n in (*ANNOTATION_FILES, VERSION_FILE)]
     if demo_raw_exists(root) or not any(p.exists() for p in [*generated, root / "images"]):
-        return False
+        return None
+    version = demo_version(root)
+    if version is not None:
+        what = f"the generated demo of version {version} (current: {VERSION})"
+    elif all((root / n).is_file() for n in ANNOTATION_FILES):
+        what = "the generated demo of version 1 (current: {VERSION})".format(VERSION=VERSION)
+    else:
+        what = "an unfinished generated demo (an interrupted preparation)"
     shutil.rmtree(root / "images", ignore_errors=True)
     for path in generated:
         path.unlink(missing_ok=True)
-    return True
+    return what
 
 
 def digits_toy_arrays(test_per_class: int = 60):

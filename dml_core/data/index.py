@@ -10,10 +10,19 @@ ONE shared map). Names sort numerically when they are all integers (``"2" < "10"
 strings. (The seeds sort strings per split, so their label ints differ from ours; retrieval metrics
 do not depend on the ints, and for In-shop the seeds' separate query/gallery maps are a bug,
 see :func:`assign_labels`.)
+
+Integrity: ``prepare`` writes ``prepare_report.json`` (key ``index``: the SHA-256 of the index
+file's bytes, its row count and :data:`PREPARE_VERSION`; key ``splits``: images and classes per
+split) BEFORE the index, and every reader (:func:`read_index`, hence ``RetrievalDataset``)
+checks the index against it: a truncated or edited index is an :class:`IndexIntegrityError`
+naming the file and the fix (``python -m dml_core.prepare DATASET --force``), never data.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +31,11 @@ from typing import Iterable, Optional
 from dml_core.io import atomic_path
 
 from .boxes import Box
-from .layout import INDEX_COLUMNS
+from .layout import INDEX_COLUMNS, INDEX_FILE, REPORT_FILE
+
+#: Version of the prepared format and of the preparation rules; part of every run's data
+#: fingerprint (a change re-trains). 2: the index's integrity record in prepare_report.json.
+PREPARE_VERSION = 2
 
 TRAIN_SPLITS = ("train",)
 EVAL_SPLITS = ("test", "query", "gallery")
@@ -71,34 +84,106 @@ def assign_labels(records: list[Record]) -> list[Record]:
     return records
 
 
-def write_index(path: str | os.PathLike, records: list[Record]) -> None:
-    """Write ``records`` as ``index.csv`` atomically (this file is the completeness marker)."""
+class IndexIntegrityError(ValueError):
+    """``index.csv`` does not match its integrity record (truncated, edited, or prepared by an
+    older version); the message names the file and says to run ``prepare --force``."""
+
+
+def index_bytes(records: list[Record]) -> bytes:
+    """The exact bytes of ``index.csv`` for ``records`` (CSV, ``\r\n`` line ends)."""
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(INDEX_COLUMNS)
+    for r in records:
+        box = list(r.box) if r.box is not None else ["", "", "", ""]
+        writer.writerow([r.path, r.class_name, r.label, r.split, *box])
+    return buf.getvalue().encode("utf-8")
+
+
+def integrity_record(data: bytes, records: list[Record]) -> dict:
+    """The ``index`` entry of prepare_report.json for an index with bytes ``data``."""
+    return {"file": INDEX_FILE, "sha256": hashlib.sha256(data).hexdigest(), "rows": len(records),
+            "prepare_version": PREPARE_VERSION}
+
+
+def write_index(path: str | os.PathLike, records: list[Record], data: bytes | None = None) -> None:
+    """Write ``records`` as ``index.csv`` atomically (this file is the completeness marker).
+    ``data``: the bytes from :func:`index_bytes` when the caller has them already."""
+    data = index_bytes(records) if data is None else data
     with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(INDEX_COLUMNS)
-            for r in records:
-                box = list(r.box) if r.box is not None else ["", "", "", ""]
-                writer.writerow([r.path, r.class_name, r.label, r.split, *box])
+        tmp.write_bytes(data)
 
 
-def read_index(path: str | os.PathLike) -> list[Record]:
-    """Read ``index.csv`` back into records."""
-    path = Path(path)
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != INDEX_COLUMNS:
-            raise ValueError(
-                f"{path} has columns {reader.fieldnames}, expected {list(INDEX_COLUMNS)}; "
-                "re-create it with `python -m dml_core.prepare DATASET --force`"
-            )
-        records = []
-        for row in reader:
+def _fix(path: Path) -> str:
+    return f"run `python -m dml_core.prepare {path.parent.name} --force` to prepare it again"
+
+
+def _parse(path: Path, data: bytes) -> list[Record]:
+    """Records from the index bytes; a malformed line is an IndexIntegrityError naming it."""
+    reader = csv.DictReader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
+    if tuple(reader.fieldnames or ()) != INDEX_COLUMNS:
+        raise IndexIntegrityError(
+            f"{path} has columns {reader.fieldnames}, expected {list(INDEX_COLUMNS)}; {_fix(path)}")
+    records = []
+    for row in reader:
+        try:
+            if None in row or any(row[k] is None for k in INDEX_COLUMNS):
+                raise ValueError("too few or too many fields")
             box = None
             if row["x1"] != "":
                 box = tuple(int(row[k]) for k in ("x1", "y1", "x2", "y2"))
             records.append(Record(row["path"], row["class_name"], row["split"], box, int(row["label"])))
+        except (TypeError, ValueError) as exc:
+            raise IndexIntegrityError(f"{path}, line {reader.line_num}: malformed ({exc}); the file "
+                                      f"is truncated or edited; {_fix(path)}") from None
     return records
+
+
+def read_integrity(path: str | os.PathLike) -> dict:
+    """The integrity record of the index at ``path`` (from ``prepare_report.json`` beside it):
+    ``{"sha256", "rows", "prepare_version", "splits"}``; IndexIntegrityError when absent."""
+    path = Path(path)
+    report = path.parent / REPORT_FILE
+    try:
+        data = json.loads(report.read_text())
+        record = dict(data["index"])
+        record["splits"] = data["splits"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise IndexIntegrityError(
+            f"{path} has no integrity record ({report} is missing, unreadable or from an older "
+            f"version of dml_core); {_fix(path)}") from None
+    return record
+
+
+def read_index(path: str | os.PathLike, verify: bool = True) -> list[Record]:
+    """Read ``index.csv`` back into records, checked against its integrity record (module
+    docstring) unless ``verify=False``; a mismatch raises :class:`IndexIntegrityError`."""
+    path = Path(path)
+    data = path.read_bytes()
+    if not verify:
+        return _parse(path, data)
+    record = read_integrity(path)
+    if hashlib.sha256(data).hexdigest() != record.get("sha256"):
+        try:
+            found = split_summary(_parse(path, data))
+            what = "; ".join(f"{s}: {v['images']} images / {v['classes']} classes"
+                             for s, v in found.items()) or "no rows"
+        except IndexIntegrityError as exc:
+            what = str(exc).split(";")[0]
+        expected = "; ".join(f"{s}: {v['images']} images / {v['classes']} classes"
+                             for s, v in record["splits"].items())
+        raise IndexIntegrityError(
+            f"{path} does not match its integrity record in {REPORT_FILE} (checksum differs; "
+            f"found {what}; prepared: {expected}): the file was truncated or edited; {_fix(path)}")
+    records = _parse(path, data)
+    if split_summary(records) != record["splits"] or len(records) != record.get("rows"):
+        raise IndexIntegrityError(f"{path}: split sizes differ from {REPORT_FILE}; {_fix(path)}")
+    return records
+
+
+def index_fingerprint(path: str | os.PathLike) -> str:
+    """``"v<PREPARE_VERSION>:<sha256 of the index bytes>"``: what a run records about its data."""
+    return f"v{PREPARE_VERSION}:{hashlib.sha256(Path(path).read_bytes()).hexdigest()}"
 
 
 def split_summary(records: list[Record]) -> dict[str, dict[str, int]]:

@@ -6,7 +6,10 @@ the images (:mod:`.verify`), assign labels (:func:`~dml_core.data.index.assign_l
 split sizes with the standard ones (a warning), then write ``bad_images.txt`` (when any),
 ``prepare_report.json`` and LAST, atomically, ``index.csv``, the completeness marker: an
 interrupted run never leaves an index that looks complete, and a run that finds the index does
-nothing unless ``force=True``.
+nothing unless ``force=True`` (an index that fails its integrity check, see
+:mod:`.index`, is prepared again). One preparation per data set at a time: a second one (another
+process, another notebook of a ``--jobs 2`` batch) waits for the lock ``<ds>/.prepare.lock``
+(:mod:`dml_core.locks`) and then finds the data prepared.
 
 Unreadable or truncated images are listed in ``bad_images.txt`` and the report, counted, and
 EXCLUDED from the index (never silently). The originals are never re-encoded or copied (the
@@ -23,11 +26,13 @@ from pathlib import Path
 from typing import Optional
 
 from dml_core import io, paths
+from dml_core.locks import FileLock
 
 from . import raw, stl10
 from .demo import NUM_TRAIN_CLASSES as DEMO_TRAIN_CLASSES
 from .demo import demo_raw_exists, remove_stale_demo, write_demo_raw
-from .index import Record, assign_labels, split_summary, write_index
+from .index import (IndexIntegrityError, Record, assign_labels, index_bytes, integrity_record,
+                    read_index, split_summary, write_index)
 from .layout import (BAD_IMAGES_FILE, BOX_CONVENTIONS, DATASETS, EXPECTED_SIZES, INDEX_FILE,
                      MISSING_FILES_FILE, REPORT_FILE, VERIFY_MODES, check_dataset)
 from .boxes import box_inside
@@ -84,6 +89,23 @@ def prepare(dataset: str, data_root: Optional[str | os.PathLike] = None, *, forc
     different options than it was made with is an error that says to pass force=True).
     """
     check_dataset(dataset)
+    root = Path(data_root if data_root is not None else paths.data_root())
+    if dataset != "demo" and not root.is_dir():
+        raise FileNotFoundError(
+            f"the data root {root} does not exist (a typo in --data-root / $DML_DATA_ROOT?); "
+            f"expected the raw {dataset!r} files in {root / dataset} (see docs/DATA.md)")
+    with FileLock(dataset_dir(dataset, data_root) / LOCK_FILE, what=f"the data set {dataset!r} "
+                  f"in {root}"):
+        return _prepare(dataset, data_root, force=force, box_convention=box_convention,
+                        verify_images=verify_images, workers=workers, verbose=verbose)
+
+
+#: The lock file of a data-set folder (one preparation at a time).
+LOCK_FILE = ".prepare.lock"
+
+
+def _prepare(dataset: str, data_root, *, force: bool, box_convention: str, verify_images: str,
+             workers: Optional[int], verbose: bool) -> Path:
     if box_convention not in BOX_CONVENTIONS:
         raise ValueError(f"box_convention must be one of {list(BOX_CONVENTIONS)}, got {box_convention!r}")
     if verify_images not in VERIFY_MODES:
@@ -93,10 +115,17 @@ def prepare(dataset: str, data_root: Optional[str | os.PathLike] = None, *, forc
     index_file, report_file = folder / INDEX_FILE, folder / REPORT_FILE
     has_boxes = dataset in ("car", "cub", "demo")
 
-    if dataset == "demo" and remove_stale_demo(folder):
-        say(f"demo: removed an older version of the generated demo in {folder}; writing it anew")
+    removed = remove_stale_demo(folder) if dataset == "demo" else None
+    if removed:
+        say(f"demo: removed {removed} in {folder}; writing it anew")
         for stale in (index_file, report_file):
             stale.unlink(missing_ok=True)
+    if index_file.is_file() and not force:
+        try:
+            read_index(index_file)
+        except IndexIntegrityError as exc:
+            say(f"{dataset}: {str(exc).split('; run `')[0]}; preparing it again")
+            force = True
     if index_file.is_file() and not force:
         if has_boxes and report_file.is_file():
             made_with = io.read_json(report_file).get("options", {}).get("box_convention")
@@ -139,9 +168,10 @@ def prepare(dataset: str, data_root: Optional[str | os.PathLike] = None, *, forc
     assign_labels(records)
     summary = split_summary(records)
     diffs = size_differences(dataset, summary)
-    for split, d in diffs.items():
-        warnings.warn(f"{dataset} {split}: {d['found']} images, the standard split has "
-                      f"{d['expected']}", UserWarning, stacklevel=2)
+    for split, d in diffs.items():  # printed as one line, without a source line of this module
+        warnings.warn_explicit(f"{dataset} {split}: {d['found']} images, the standard split has "
+                               f"{d['expected']}", UserWarning, filename="dml_core.prepare",
+                               lineno=0, module="dml_core.prepare")
     if bad:
         io.write_text(folder / BAD_IMAGES_FILE, "".join(f"{b['path']}\t{b['error']}\n" for b in bad))
         say(f"{dataset}: {len(bad)} unreadable image(s) EXCLUDED from the index, listed in "
@@ -149,12 +179,14 @@ def prepare(dataset: str, data_root: Optional[str | os.PathLike] = None, *, forc
     elif (folder / BAD_IMAGES_FILE).exists():
         (folder / BAD_IMAGES_FILE).unlink()
 
+    data = index_bytes(records)
     report = {
         "dataset": dataset,
         "folder": str(folder),
         "options": {"box_convention": box_convention if has_boxes else None,
                     "verify_images": verify_images if dataset != "stl10" else "binary-structure"},
         "splits": summary,
+        "index": integrity_record(data, records),
         "expected_sizes": EXPECTED_SIZES.get(dataset, {}),
         "size_differences": diffs,
         "bad_images": {"count": len(bad), "excluded_from_index": True,
@@ -169,7 +201,7 @@ def prepare(dataset: str, data_root: Optional[str | os.PathLike] = None, *, forc
         "python": platform.python_version(),
     }
     io.write_json(report_file, report)
-    write_index(index_file, records)  # last: the completeness marker
+    write_index(index_file, records, data)  # last: the completeness marker
     parts = ", ".join(f"{s} {v['images']} images / {v['classes']} classes" for s, v in summary.items())
     say(f"{dataset}: prepared {index_file} ({parts})")
     return index_file
@@ -189,11 +221,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--verify-images", default="header", choices=list(VERIFY_MODES))
     parser.add_argument("--workers", type=int, default=None, help="threads for image checks")
     args = parser.parse_args(argv)
-    for name in args.datasets:
+    failed = []
+    for name in dict.fromkeys(args.datasets):  # every named set, even after a failure
         try:
             prepare(name, args.data_root, force=args.force, box_convention=args.box_convention,
                     verify_images=args.verify_images, workers=args.workers)
-        except (FileNotFoundError, ValueError) as exc:  # a clear message, no traceback
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    return 0
+        except (OSError, ValueError, RuntimeError) as exc:  # a clear message, no traceback
+            print(f"error: {name}: {exc}", file=sys.stderr)
+            failed.append(name)
+    if failed and len(args.datasets) > 1:
+        print(f"error: {len(failed)} of {len(dict.fromkeys(args.datasets))} data set(s) failed: "
+              f"{', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0

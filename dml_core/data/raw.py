@@ -19,14 +19,40 @@ class MissingRawDataError(FileNotFoundError):
 
     def __init__(self, dataset: str, folder: Path, missing: list[str], listed_in: Path | None = None):
         self.dataset, self.folder, self.missing = dataset, Path(folder), list(missing)
+        self.hint = layout_hint(dataset, self.folder)
         shown = "\n".join(f"  - {m}" for m in self.missing[:50])
         more = f"\n  ... and {len(self.missing) - 50} more" if len(self.missing) > 50 else ""
         where = f"\nThe full list is in {listed_in}." if listed_in else ""
         super().__init__(
             f"raw data of {dataset!r} is incomplete in {folder}: {len(self.missing)} missing "
-            f"file(s):\n{shown}{more}{where}\nExpected layout:\n{EXPECTED_LAYOUT.get(dataset, '')}\n"
+            f"file(s):\n{shown}{more}{where}\n"
+            + (f"Hint: {self.hint}\n" if self.hint else "")
+            + f"Expected layout:\n{EXPECTED_LAYOUT.get(dataset, '')}\n"
             "See docs/DATA.md for how to obtain it."
         )
+
+
+def layout_hint(dataset: str, folder: Path) -> str | None:
+    """A sentence about a common mis-layout found in ``folder`` (a nested archive folder, the
+    Cars devkit layout, a folder that does not exist), or None."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return f"{folder} does not exist; unpack the raw files there (or pass --data-root)"
+    nested = {"cub": "CUB_200_2011", "sop": "Stanford_Online_Products"}.get(dataset)
+    if nested and (folder / nested).is_dir():
+        inner = folder / nested
+        return (f"found a nested {inner.name}/ folder: move its contents up into {folder} "
+                f"(or use {inner} as the {dataset} folder)")
+    if dataset == "car":
+        devkit = [n for n in ("devkit", "cars_train", "cars_test", "cars_meta.mat")
+                  if (folder / n).exists()]
+        if devkit and not (folder / "cars_annos.mat").exists():
+            return (f"found the Cars devkit layout ({', '.join(devkit)}); this project reads "
+                    "cars_annos.mat and car_ims/ (car_ims.tgz + cars_annos.mat of the same "
+                    "release), see docs/DATA.md")
+    if dataset == "isc" and (folder / "img").is_dir() and not (folder / "Img").is_dir():
+        return "found img/ at the top: it belongs inside Img/ (Img/img/...)"
+    return None
 
 
 def require_files(dataset: str, folder: Path, relpaths: Iterable[str]) -> None:

@@ -32,8 +32,34 @@ def save_best(path: str | Path, *, epoch: int, method: Any, metrics: dict) -> No
 
 
 def load(path: str | Path) -> dict:
-    """Load a checkpoint or features file on the CPU, safely (``weights_only=True``)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load a checkpoint or features file on the CPU, safely (``weights_only=True``). A file
+    that does not load (truncated, empty, not a checkpoint) raises :class:`CorruptCheckpointError`
+    naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - EOFError, RuntimeError, UnpicklingError, ...
+        raise CorruptCheckpointError(
+            f"{path} cannot be loaded ({type(exc).__name__}: {exc or 'empty or truncated'}); "
+            "it is damaged (a kill during a copy, a full disk?): delete it, or let `train` move "
+            "it aside and start again") from exc
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint or features file that does not load; the message names it."""
+
+
+def unreadable(path: str | Path) -> str | None:
+    """None when ``path`` loads as a resume point (a dict with ``epoch`` and ``method``), else
+    what is wrong with it, in words."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        return f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__}: empty or truncated"
+    if not isinstance(state, dict) or "epoch" not in state or "method" not in state:
+        return "not a resume point (no epoch/method state)"
+    return None
 
 
 def save_features(path: str | Path, features: dict, epoch: int) -> None:

@@ -9,16 +9,30 @@ Layout (docs/ARCHITECTURE.md)::
     <run_dir>/checkpoints/best.pt    model + criterion of the selected epoch
     <run_dir>/features/best.pt       test features of the selected epoch
     <run_dir>/features/last.pt       test features of the last epoch
+    <run_dir>/provenance.json        what produced the run: code, data, git commit (below)
+    <run_dir>/.lock                  held while a process trains into the folder
+
+Provenance (``provenance.json``, also in summary.json): ``code`` = :func:`code_fingerprint`,
+the SHA-256 of every ``.py`` file of the ``dml_core`` subpackages that training runs
+(:data:`TRAINING_CODE`: data, evaluation, losses, methods, models, training, and io.py; not the
+report, the batch runner, notebook helpers or the toy); ``data`` = per prepared data set read,
+``v<prepare version>:<SHA-256 of index.csv>``; ``git_commit`` (informational only; a dirty
+tree has the same commit). ``train`` reuses a complete run, or resumes an interrupted one,
+only when recipe (epochs aside), code and data are the same; otherwise every file of the old run
+is moved aside and deleted (:meth:`RunFolder.clear`) and training starts from scratch.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -30,12 +44,40 @@ from dml_core.paths import REPO_ROOT
 #: The leading columns of metrics.csv, in this order; then test/*, val/*, then the method's own.
 BASE_COLUMNS = ["epoch", "lr", "train_loss", "train_accuracy", "images_per_s", "epoch_time_s"]
 
+#: What a training run writes into its folder; :meth:`RunFolder.clear` moves exactly these aside
+#: (a notebook's own files in the same folder, notebook.ipynb, log.txt, status.json, stay).
+OUTPUTS = ("config.yaml", "metrics.csv", "summary.json", "provenance.json", "checkpoints",
+           "features", "figures")
+
+#: The parts of ``dml_core`` (relative to the package) whose source a training run depends on.
+TRAINING_CODE = ("data", "evaluation", "losses", "methods", "models", "training", "io.py")
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def code_fingerprint(package: str | os.PathLike = _PACKAGE) -> str:
+    """SHA-256 over the path and bytes of every ``.py`` file of :data:`TRAINING_CODE` under
+    ``package`` (the ``dml_core`` folder), in sorted order."""
+    package = Path(package)
+    h = hashlib.sha256()
+    files: list[Path] = []
+    for part in TRAINING_CODE:
+        p = package / part
+        files += sorted(p.rglob("*.py")) if p.is_dir() else [p] if p.is_file() else []
+    for f in files:
+        if "__pycache__" in f.parts:
+            continue
+        h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
 
 class RunFolder:
     """Paths and writers of one run folder."""
 
     def __init__(self, run_dir: str | os.PathLike):
         self.root = Path(run_dir)
+        self.provenance = self.root / "provenance.json"
+        self.lock_file = self.root / ".lock"
         self.config = self.root / "config.yaml"
         self.metrics = self.root / "metrics.csv"
         self.summary = self.root / "summary.json"
@@ -69,10 +111,80 @@ class RunFolder:
         return [k for k in sorted(set(old) | set(new)) if k != "epochs" and old.get(k) != new.get(k)]
 
     def discard_progress(self) -> None:
-        """Forget a previous run in this folder (summary, metrics, last checkpoint), so that a
-        different recipe starts from scratch instead of resuming someone else's state."""
+        """Forget the progress of a previous run (summary, metrics, last checkpoint) so that it
+        is not resumed; ``train`` uses :meth:`clear`, which removes every file it wrote."""
         for path in (self.summary, self.metrics, self.last_checkpoint):
             path.unlink(missing_ok=True)
+
+    def lock(self, timeout: float | None = None):
+        """The folder's lock (:class:`dml_core.locks.FileLock`): one trainer at a time; a
+        second one waits (``timeout=None``) and then finds the run complete or resumes it."""
+        from dml_core.locks import FileLock
+
+        return FileLock(self.lock_file, what=f"the run folder {self.root}", timeout=timeout)
+
+    def has_outputs(self) -> bool:
+        return any((self.root / name).exists() for name in OUTPUTS)
+
+    def clear(self) -> Path | None:
+        """Move every output of a previous run (:data:`OUTPUTS`) into ``.old-<time>/`` (renames,
+        atomic each), then delete that folder. A kill in between leaves only ``.old-*``, which
+        :meth:`remove_leftovers` deletes on the next start. Returns the aside folder or None."""
+        present = [self.root / n for n in OUTPUTS if (self.root / n).exists()]
+        if not present:
+            return None
+        aside = self.root / f".old-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        aside.mkdir(parents=True, exist_ok=True)
+        for path in present:
+            os.replace(path, aside / path.name)
+        shutil.rmtree(aside, ignore_errors=True)
+        return aside
+
+    def remove_leftovers(self) -> list[Path]:
+        """Delete what a killed process left behind: ``.*.tmp`` files of interrupted atomic
+        writes (``dml_core.io``) in the folder and its checkpoints/features/figures, and
+        ``.old-*`` folders of an interrupted :meth:`clear`. Call only while holding the lock."""
+        removed = []
+        for folder in (self.root, self.root / "checkpoints", self.root / "features",
+                       self.root / "figures"):
+            if folder.is_dir():
+                for path in folder.glob(".*.tmp"):
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+        for path in self.root.glob(".old-*") if self.root.is_dir() else []:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        return removed
+
+    def read_provenance(self) -> dict | None:
+        try:
+            return dio.read_json(self.provenance) if self.provenance.is_file() else None
+        except (OSError, ValueError):
+            return None
+
+    def write_provenance(self, provenance: dict) -> None:
+        dio.write_json(self.provenance, provenance)
+
+    def restart_reasons(self, recipe: dict, provenance: dict) -> list[str]:
+        """Why the run in this folder cannot be reused or resumed for ``recipe`` produced with
+        ``provenance`` (code, data): empty when it can, or when the folder holds no run."""
+        if not self.has_outputs():
+            return []
+        reasons = []
+        changes = self.recipe_changes(recipe)
+        if changes:
+            reasons.append(f"the recipe changed ({', '.join(changes)})")
+        old = self.read_provenance()
+        if old is None:
+            reasons.append("it has no provenance.json (made by an older version)")
+            return reasons
+        if old.get("code") != provenance.get("code"):
+            reasons.append("the training code changed")
+        if old.get("data") != provenance.get("data"):
+            changed = sorted(k for k in set(old.get("data") or {}) | set(provenance.get("data") or {})
+                             if (old.get("data") or {}).get(k) != (provenance.get("data") or {}).get(k))
+            reasons.append(f"the prepared data changed ({', '.join(changed)})")
+        return reasons
 
     def is_complete(self, epochs: int) -> bool:
         """True when summary.json says the run finished ``epochs`` (or more) epochs."""

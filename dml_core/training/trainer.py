@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import checkpoint
 from .engine import Evaluation, fit, resolve_device
-from .run_folder import RunFolder
+from .run_folder import TRAINING_CODE, RunFolder, code_fingerprint, git_commit
 from .seeding import seed_everything
 from .selection import ClassSubset, split_classes
 
@@ -49,41 +50,81 @@ def train(recipe: dict, run_dir: str | os.PathLike, data_root: str | os.PathLike
           progress: bool = True) -> dict:
     """Train ``recipe`` into ``run_dir`` and return the summary (see docs/ARCHITECTURE.md).
 
-    A finished run (summary status ``complete``, all epochs) returns at once; an interrupted one
-    resumes from its last complete epoch unless ``resume=False``; a folder that holds a different
-    recipe (any key but ``epochs`` changed) is trained again from scratch.
+    A finished run (summary status ``complete``, all epochs) returns at once and an interrupted
+    one resumes from its last complete epoch (unless ``resume=False``), but only when it was
+    produced by the same recipe (``epochs`` aside: more epochs continue), the same training code
+    and the same prepared data (``provenance.json``, see :mod:`.run_folder`). Otherwise, and when
+    ``checkpoints/last.pt`` cannot be read, every file of the old run is moved aside and deleted
+    and training starts from scratch, saying why. One process at a time trains into a folder
+    (its ``.lock``; a second one waits, then reuses or resumes the result).
     """
     missing = [k for k in REQUIRED_KEYS if k not in recipe]
     if missing:
         raise KeyError(f"recipe {recipe.get('name')!r} lacks the keys {missing}")
     recipe = dict(recipe)
+    check_recipe_values(recipe)
     run = RunFolder(run_dir)
     epochs = int(recipe["epochs"])
-    changes = run.recipe_changes(recipe)
-    if changes:
-        print(f"{run.root} holds another recipe (changed: {', '.join(changes)}); "
-              "training from scratch")
-        run.discard_progress()
-        resume = False
-    if resume and run.is_complete(epochs):
-        return run.read_summary()
+    with run.lock():
+        run.remove_leftovers()
+        provenance = {"code": code_fingerprint(), "training_code": list(TRAINING_CODE),
+                      "data": data_fingerprints(recipe, data_root), "git_commit": git_commit()}
+        reasons = run.restart_reasons(recipe, provenance)
+        if not reasons and resume and run.last_checkpoint.exists() and not run.is_complete(epochs):
+            problem = checkpoint.unreadable(run.last_checkpoint)
+            if problem:
+                aside = run.root / "last.pt.corrupt"
+                os.replace(run.last_checkpoint, aside)
+                reasons = [f"{run.last_checkpoint} cannot be read ({problem}); moved aside to "
+                           f"{aside}, nothing to resume from"]
+        if reasons:
+            print(f"{run.root}: training from scratch, the old run's files are removed: "
+                  + "; ".join(reasons), flush=True)
+            run.clear()
+            resume = False
+        if resume and run.is_complete(epochs):
+            return run.read_summary()
+        run.write_provenance(provenance)
 
-    device = resolve_device(device)
-    if recipe["seed"] is not None:
-        seed_everything(int(recipe["seed"]), bool(recipe.get("deterministic", False)))
-    data = build_data(recipe, data_root)
-    method = _build_method(recipe, data.num_classes, device)
-    evaluator = build_evaluator(data.test_loader, data.protocol, device, data.gallery_loader,
-                                data.val_loader, data.val_protocol, progress=progress)
-    complexity = _complexity(method, recipe)
-    selection = recipe.get("selection_metric") or (
-        "val/dense/R@1" if data.val_loader is not None else "test/dense/R@1")
-    return fit(method, data.train_loader, run_dir, epochs, evaluator,
-               eval_every=int(recipe["eval_every"] or 1), device=device,
-               max_steps_per_epoch=recipe["max_steps_per_epoch"], recipe=recipe,
-               protocol=data.protocol, selection_metric=selection, resume=resume,
-               progress=progress, summary_extra={"num_classes": data.num_classes, "data": data.info,
-                                            "complexity": complexity})
+        device = resolve_device(device)
+        if recipe["seed"] is not None:
+            seed_everything(int(recipe["seed"]), bool(recipe.get("deterministic", False)))
+        data = build_data(recipe, data_root)
+        method = _build_method(recipe, data.num_classes, device)
+        evaluator = build_evaluator(data.test_loader, data.protocol, device, data.gallery_loader,
+                                    data.val_loader, data.val_protocol, progress=progress)
+        complexity = _complexity(method, recipe)
+        selection = recipe.get("selection_metric") or (
+            "val/dense/R@1" if data.val_loader is not None else "test/dense/R@1")
+        return fit(method, data.train_loader, run_dir, epochs, evaluator,
+                   eval_every=int(recipe["eval_every"] or 1), device=device,
+                   max_steps_per_epoch=recipe["max_steps_per_epoch"], recipe=recipe,
+                   protocol=data.protocol, selection_metric=selection, resume=resume,
+                   progress=progress, summary_extra={"num_classes": data.num_classes,
+                                                     "data": data.info, "complexity": complexity,
+                                                     "provenance": provenance})
+
+
+def check_recipe_values(recipe: dict) -> None:
+    """Reject values that would train nothing or fail deep inside torch: ``epochs`` and
+    ``crop_size`` must be positive integers."""
+    for key in ("epochs", "crop_size"):
+        value = recipe.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"recipe {recipe.get('name')!r}: {key} must be a positive integer, "
+                             f"got {value!r}")
+
+
+def data_fingerprints(recipe: dict, data_root: str | os.PathLike | None = None) -> dict[str, str]:
+    """``{dataset: "v<prepare version>:<sha256 of its index.csv>"}`` for the data the recipe
+    reads. An unprepared data set raises the data layer's FileNotFoundError (how to prepare)."""
+    from dml_core.data import RetrievalDataset, index_path
+    from dml_core.data.index import index_fingerprint
+
+    path = index_path(recipe["dataset"], data_root)
+    if not path.is_file():
+        RetrievalDataset(recipe["dataset"], "train", data_root=data_root)  # raises the clear error
+    return {recipe["dataset"]: index_fingerprint(path)}
 
 
 def _complexity(method, recipe: dict) -> dict:
