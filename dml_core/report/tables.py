@@ -378,3 +378,238 @@ def benchmark_markdown(runs_df: pd.DataFrame | None, *, profiles: Iterable[str] 
 
 __all__ = ["NOT_RUN", "NOT_REPORTED", "benchmark_long", "benchmark_table", "benchmark_markdown",
            "expected_keys_from_profile", "to_markdown", "to_html", "get_reported"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Compact tables for the report book: one row per (method, data set, backbone, crop, setting)
+# Recipe keys that never name a setting: run identity, budgets shortened for a profile, seeds.
+_NOT_A_SETTING = {"seed", "name", "base_name", "overrides", "shortened", "reported",
+                  "base_reported", "epochs", "max_steps_per_epoch", "num_workers", "eval_every",
+                  "eval_batch_size"}
+HEADLINE_METRICS = (("dense", "R@1"), ("binary", "R@1"))
+
+
+def _fmt_setting_value(v) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return str(v)
+
+
+def run_settings(runs_df: pd.DataFrame) -> pd.Series:
+    """Per run (index of ``runs_df``): the recipe keys in which it differs from the other runs of
+    its (profile, method, data set, backbone, crop), as ``"momentum = 0.1"``; ``""`` when none.
+    Seeds and budget keys are not settings: runs differing only there are repeats of one setting.
+    """
+    out = pd.Series("", index=runs_df.index, dtype=object)
+    if not len(runs_df) or "recipe" not in runs_df.columns:
+        return out
+    group = ["profile", "method", "dataset", "backbone", "crop"]
+    keyed = runs_df[group].astype(str).agg("|".join, axis=1)
+    for _, idx in keyed.groupby(keyed).groups.items():
+        recipes = {i: (runs_df.at[i, "recipe"] if isinstance(runs_df.at[i, "recipe"], dict) else {})
+                   for i in idx}
+        keys = sorted({k for r in recipes.values() for k in r} - _NOT_A_SETTING)
+        varying = [k for k in keys
+                   if len({repr(r.get(k)) for r in recipes.values()}) > 1]
+        for i, r in recipes.items():
+            out[i] = ", ".join(f"{k} = {_fmt_setting_value(r.get(k))}" for k in varying)
+    return out
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, int]:
+    """(mean, half-width of the ``confidence`` Student-t interval, n) of finite ``values``.
+
+    The half-width is NaN for n < 2 (one seed: no interval). Hook: the report's statistics
+    module, when present, is the one source of this computation (``stats.mean_ci``).
+    """
+    vals = [float(v) for v in values if not _isnan(v)]
+    n = len(vals)
+    if n == 0:
+        return math.nan, math.nan, 0
+    try:  # the seeds' statistics (dml_core.report.stats) when that module provides it
+        from . import stats  # type: ignore[attr-defined]
+
+        fn = getattr(stats, "mean_ci", None)
+        if fn is not None:
+            res = fn(vals, confidence=confidence)
+            mean, lo, hi = float(res[0]), float(res[1]), float(res[2])
+            return mean, (hi - lo) / 2 if n > 1 else math.nan, n
+    except ImportError:
+        pass
+    mean = sum(vals) / n
+    if n < 2:
+        return mean, math.nan, n
+    from scipy import stats as st
+
+    sd = (sum((v - mean) ** 2 for v in vals) / (n - 1)) ** 0.5
+    return mean, float(st.t.ppf(0.5 + confidence / 2, n - 1)) * sd / n ** 0.5, n
+
+
+def _fmt_mean(mean: float, half: float, n: int) -> str:
+    if n == 0 or _isnan(mean):
+        return NA
+    if n < 2 or _isnan(half):
+        return f"{mean:.1f}"
+    return f"{mean:.1f} ± {half:.1f}"
+
+
+def _done(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[runs["status"].isin(["complete", "done"])] if len(runs) else runs
+
+
+def compact_table(runs_df: pd.DataFrame | None, *, profiles: Iterable[str] | None = None,
+                  expected: Iterable[str] | None = None, selection: str = "test_sel",
+                  metrics: Sequence[tuple[str, str]] = HEADLINE_METRICS) -> pd.DataFrame:
+    """The headline table: one row per (method, data set, backbone, crop, setting).
+
+    Columns: Method, Data set, Backbone, Crop, Setting, Seeds, then per (feature, metric)
+    ``"<metric> <feature>: reported | reproduced"`` (percent; reproduced = mean over the seeds of
+    ``selection``, with ± the half-width of its 95 % interval once two or more seeds exist),
+    ``untrained R@1`` (the network before training) and ``last-epoch R@1``. Authors' rows in
+    ``expected`` (reported keys) that have no run read "not run" on the reproduced side. A failed
+    run's row reads its status. No authors' number is ever put in a reproduced cell.
+    """
+    runs = runs_df.copy() if runs_df is not None and len(runs_df) else pd.DataFrame(
+        columns=["profile", "method", "dataset", "backbone", "crop", "status", "recipe"])
+    if profiles is not None and len(runs):
+        runs = runs[runs["profile"].isin(list(profiles))]
+    runs = runs[runs["method"].notna()] if len(runs) else runs
+    runs = runs.assign(_setting=run_settings(runs)) if len(runs) else runs.assign(_setting="")
+    rows = []
+    seen_keys: set[str] = set()
+    order = ["method", "dataset", "backbone", "crop", "_setting"]
+    if len(runs):
+        grouped = runs.assign(_crop=runs["crop"].astype(str)).groupby(
+            ["method", "dataset", "backbone", "_crop", "_setting"], sort=False, dropna=False)
+        for _, g in grouped:
+            first = g.iloc[0]
+            key = first.get("reported_key") if isinstance(first.get("reported_key"), str) else None
+            if key:
+                seen_keys.add(key)
+            entry = get_reported(key) if key else None
+            done = _done(g)
+            r = {"Method": METHOD_NAMES.get(first["method"], first["method"]),
+                 "Data set": DATASET_NAMES.get(first["dataset"], first["dataset"]),
+                 "Backbone": BACKBONE_NAMES.get(first["backbone"], first["backbone"]),
+                 "Crop": _crop_label(first["crop"]) if first["dataset"] in ("car", "cub") else "—",
+                 "Setting": first["_setting"] or "—",
+                 "Seeds": str(len(done)) if len(done) == len(g) else f"{len(done)} of {len(g)}"}
+            for feat, met in metrics:
+                rep = entry.value(feat, int(met.split("@")[1])) if entry and met.startswith("R@") \
+                    else None
+                rep_s = "—" if rep is None else f"{rep:.1f}" + _STATUS_MARK.get(entry.status, "")
+                if len(done):
+                    rep_run = _fmt_mean(*mean_interval(
+                        [100 * float(v) for v in done.get(f"{selection}/{feat}/{met}", [])]))
+                else:
+                    rep_run = str(g["status"].iloc[0])
+                r[f"{met} {feat}: reported | reproduced"] = f"{rep_s} | {rep_run}"
+            for sel, label in (("untrained", "untrained R@1"), ("last", "last-epoch R@1")):
+                col = f"{sel}/dense/R@1"
+                r[label] = _fmt_mean(*mean_interval(
+                    [100 * float(v) for v in done[col]])) if len(done) and col in done else NA
+            rows.append(r)
+    for key in expected or []:
+        if key in seen_keys:
+            continue
+        entry = get_reported(key)
+        info = parse_key(key)
+        r = {"Method": METHOD_NAMES.get(info["method"], info["method"]),
+             "Data set": DATASET_NAMES.get(info["dataset"], info["dataset"]),
+             "Backbone": BACKBONE_NAMES.get(info["backbone"], info["backbone"]),
+             "Crop": _crop_label(info["crop"]) if info["dataset"] in ("car", "cub") else "—",
+             "Setting": "—", "Seeds": "0"}
+        for feat, met in metrics:
+            rep = entry.value(feat, int(met.split("@")[1])) if entry else None
+            rep_s = "—" if rep is None else f"{rep:.1f}" + _STATUS_MARK.get(entry.status, "")
+            r[f"{met} {feat}: reported | reproduced"] = f"{rep_s} | {NOT_RUN}"
+        r["untrained R@1"] = r["last-epoch R@1"] = NOT_RUN
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def details_table(runs_df: pd.DataFrame | None, *, profiles: Iterable[str] | None = None,
+                  selection: str = "test_sel") -> pd.DataFrame:
+    """One row per run: every number behind the headline table, and how it was produced
+    (epochs, parameters, MACs, time, throughput, hardware; the authors' hardware, source and
+    caveats). Percentages with one decimal; written as ``details.csv`` beside the book."""
+    if runs_df is None or not len(runs_df):
+        return pd.DataFrame()
+    runs = runs_df[runs_df["method"].notna()]
+    if profiles is not None:
+        runs = runs[runs["profile"].isin(list(profiles))]
+    settings = run_settings(runs)
+    rows = []
+    for i, run in runs.iterrows():
+        key = run.get("reported_key") if isinstance(run.get("reported_key"), str) else None
+        entry = get_reported(key) if key else None
+        recipe = run.get("recipe") if isinstance(run.get("recipe"), dict) else {}
+        r = {"Run": run["run_id"], "Profile": run["profile"], "Status": run["status"],
+             "Method": METHOD_NAMES.get(run["method"], run["method"]),
+             "Data set": DATASET_NAMES.get(run["dataset"], run["dataset"]),
+             "Backbone": BACKBONE_NAMES.get(run["backbone"], run["backbone"]),
+             "Crop": _crop_label(run["crop"]) if run["dataset"] in ("car", "cub") else "—",
+             "Setting": settings[i] or "—", "Seed": recipe.get("seed", NA),
+             "Epochs (best-test/last)": f"{_fmt_epoch(run.get('test_sel_epoch'))}/"
+                                        f"{_fmt_epoch(run.get('last_epoch'))}"}
+        for sel, label in (("untrained", "untrained"), (selection, "best-test"), ("last", "last"),
+                           ("val_sel", "val-sel")):
+            for feat in ("dense", "binary"):
+                v = run.get(f"{sel}/{feat}/R@1")
+                r[f"R@1 {feat} {label}"] = _fmt_pct(100 * float(v) if not _isnan(v) else v)
+        v = run.get(f"{selection}/dense/MAP@R")
+        r["MAP@R best-test"] = _fmt_pct(100 * float(v) if not _isnan(v) else v)
+        r.update({"Params run": _fmt_count(run.get("num_parameters"), "M"),
+                  "MACs run": _fmt_count(run.get("macs"), "G"),
+                  "Train time": _fmt_time(run.get("train_time_s")),
+                  "img/s": NA if _isnan(run.get("images_per_s")) else
+                  f"{float(run.get('images_per_s')):.0f}",
+                  "Hardware (run)": run.get("hardware") or NA,
+                  "Reported key": key or "—",
+                  "Params reported": (entry.params if entry else None) or "—",
+                  "Hardware (authors)": entry.hardware if entry else "—",
+                  "Source": entry.source if entry else "—",
+                  "Caveats": "; ".join(entry.caveats) if entry else ""})
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def side_by_side(runs_df: pd.DataFrame | None, vary: str, *, selection: str = "test_sel",
+                 metric: str = "dense/R@1", profiles: Iterable[str] | None = None) -> pd.DataFrame:
+    """Runs that differ only in the recipe key ``vary`` (e.g. ``"positive_proxy"``,
+    ``"momentum"``), side by side: one row per (method, data set, backbone, crop), one column per
+    value of ``vary`` (mean over seeds ± 95 % half-width, percent). Empty when no group has two
+    values. For the positive proxy off/on and the momentum sweep."""
+    if runs_df is None or not len(runs_df) or "recipe" not in runs_df.columns:
+        return pd.DataFrame()
+    runs = _done(runs_df[runs_df["method"].notna()])
+    if profiles is not None:
+        runs = runs[runs["profile"].isin(list(profiles))]
+    if not len(runs):
+        return pd.DataFrame()
+    col = f"{selection}/{metric}"
+    values = runs["recipe"].map(lambda r: r.get(vary) if isinstance(r, dict) else None)
+    runs = runs.assign(_v=values.map(_fmt_setting_value), _crop=runs["crop"].astype(str))
+    runs = runs[values.notna()]
+    rows = []
+    for (m, ds, bb, _c), g in runs.groupby(["method", "dataset", "backbone", "_crop"], sort=False):
+        if g["_v"].nunique() < 2 or col not in g:
+            continue
+        r = {"Method": METHOD_NAMES.get(m, m), "Data set": DATASET_NAMES.get(ds, ds),
+             "Backbone": BACKBONE_NAMES.get(bb, bb)}
+
+        def order(v):
+            try:
+                return (0, float(v), "")
+            except ValueError:
+                return (1, 0.0, v)
+
+        for v in sorted(g["_v"].unique(), key=order):
+            r[f"{vary} = {v}"] = _fmt_mean(*mean_interval(
+                [100 * float(x) for x in g.loc[g["_v"] == v, col]]))
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+__all__ += ["compact_table", "details_table", "side_by_side", "run_settings", "mean_interval",
+            "HEADLINE_METRICS"]

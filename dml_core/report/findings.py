@@ -1,0 +1,214 @@
+"""What a run shows, written from its numbers (never by hand).
+
+- :func:`run_findings`: a run folder (or a folder of run folders, e.g. the toy's) -> markdown
+  sentences: R@1 before and after training, the selected and last epochs, how much of the dense
+  R@1 the binary codes keep, MAP@R, time and hardware. The last cell of each method notebook.
+- :func:`study_findings`: a profile folder -> the bullet list of the report's front page:
+  one line per training run, then the comparisons that belong together (a recipe key varied
+  with everything else fixed, e.g. the positive proxy off/on, the momentum sweep) with their
+  difference, and whether seeds allow a claim.
+- :func:`show_findings`: :func:`run_findings` as a notebook display (IPython Markdown).
+
+Values are percentages with one decimal. A claim that one setting beats another is made only
+when at least two seeds per side exist and the 95 % interval of the difference excludes 0.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .reported import DATASET_NAMES, METHOD_NAMES
+from .runs import load_runs, read_run
+from .tables import _fmt_time, mean_interval, run_settings
+
+
+def _pct(v) -> float:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return 100.0 * v
+
+
+def _f(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{v:.1f}"
+
+
+def _run_sentences(row: dict | pd.Series, label: str | None = None) -> str:
+    """The findings of one run (a row of :func:`load_runs`)."""
+    get = row.get
+    who = label or f"{METHOD_NAMES.get(get('method'), get('method'))} on " \
+                   f"{DATASET_NAMES.get(get('dataset'), get('dataset'))}"
+    status = get("status")
+    if status not in ("complete", "done"):
+        err = get("error")
+        return f"**{who}** did not finish (status {status})" + (f": {err}" if err else "") + "."
+    u, b, last = (_pct(get(f"{s}/dense/R@1")) for s in ("untrained", "test_sel", "last"))
+    if math.isnan(b):
+        b, sel = _pct(get("val_sel/dense/R@1")), "val_sel"
+    else:
+        sel = "test_sel"
+    epoch, last_epoch = get(f"{sel}_epoch"), get("last_epoch")
+    parts = []
+    if math.isnan(u):
+        parts.append(f"**{who}**: R@1 {_f(b)} at epoch {epoch}")
+    else:
+        delta = b - u
+        verb = ("rose" if delta >= 1.0 else "fell" if delta <= -1.0 else "stayed")
+        if verb == "stayed":
+            parts.append(f"**{who}**: R@1 stayed at the untrained network's level "
+                         f"({_f(u)} before training, {_f(b)} at best, epoch {epoch})")
+        else:
+            parts.append(f"**{who}**: R@1 {verb} from {_f(u)} (untrained) to {_f(b)} "
+                         f"(epoch {epoch}, best on test)")
+    if not math.isnan(last) and last_epoch is not None and last_epoch != epoch:
+        parts.append(f"{_f(last)} at the last epoch ({last_epoch})")
+    elif last_epoch == epoch and (get("epochs_completed") or 0) > 1:
+        parts.append("the best epoch is the last: still rising")
+    text = "; ".join(parts) + "."
+    bin_r1 = _pct(get(f"{sel}/binary/R@1"))
+    if not math.isnan(bin_r1) and b > 0:
+        keep = 100.0 * bin_r1 / b
+        text += f" Binary codes keep {keep:.0f} % of it ({_f(bin_r1)})"
+        text += (": the sign codes lose most of it (sign binarisation needs zero-centred "
+                 "features)." if keep < 25 else ".")
+    mapr = _pct(get(f"{sel}/dense/MAP@R"))
+    if not math.isnan(mapr):
+        text += f" MAP@R {_f(mapr)}."
+    t, ips = get("train_time_s"), get("images_per_s")
+    if t is not None and not (isinstance(t, float) and math.isnan(t)):
+        text += f" Training took {_fmt_time(t)}"
+        if ips is not None and not (isinstance(ips, float) and math.isnan(ips)):
+            text += f" ({float(ips):.0f} images/s)"
+        hw = get("hardware")
+        text += f" on {hw}." if hw else "."
+    return text
+
+
+def run_findings(run_dir: str | os.PathLike) -> str:
+    """Markdown: what the run in ``run_dir`` shows (one paragraph per run folder below it)."""
+    run_dir = Path(run_dir)
+    if (run_dir / "summary.json").is_file():
+        rows = [(read_run(run_dir), None)]
+    else:
+        found = sorted(p.parent for p in run_dir.rglob("summary.json"))
+        if not found:
+            import json
+
+            try:
+                st = json.loads((run_dir / "status.json").read_text())
+            except (OSError, ValueError):
+                st = {}
+            if st.get("status") == "failed":
+                return f"This run failed: {st.get('error') or 'see its log'}."
+            return (f"No finished run in `{run_dir.name}` (no summary.json): nothing to report "
+                    "yet.")
+        rows = [(read_run(p), p.relative_to(run_dir).as_posix()) for p in found]
+    out = []
+    for row, sub in rows:
+        label = None
+        if sub:
+            label = f"{sub} ({METHOD_NAMES.get(row.get('method'), row.get('method'))})"
+        out.append(_run_sentences(row, label))
+    if len(rows) == 1:
+        r = rows[0][0]
+        n_img = None
+        import json
+
+        try:
+            n_img = json.loads((run_dir / "summary.json").read_text()).get("data", {}).get(
+                "test_images")
+        except (OSError, ValueError):
+            pass
+        if n_img:
+            out.append(f"Test split: {n_img} images of classes unseen in training; one seed "
+                       f"(seed {r.get('recipe', {}).get('seed', '?')}): differences of a few "
+                       "points are within run-to-run noise.")
+    return "\n\n".join(out)
+
+
+def show_findings(run_dir: str | os.PathLike):
+    """:func:`run_findings` as an IPython Markdown display (the last cell of a notebook)."""
+    from IPython.display import Markdown
+
+    return Markdown("### What this run shows\n\n" + run_findings(run_dir))
+
+
+def comparison_findings(runs: pd.DataFrame, selection: str = "test_sel") -> list[str]:
+    """One sentence per group of runs that differ in exactly one recipe key."""
+    out: list[str] = []
+    if not len(runs):
+        return out
+    runs = runs[runs["status"].isin(["complete", "done"]) & runs["method"].notna()]
+    runs = runs.assign(_setting=run_settings(runs), _crop=runs["crop"].astype(str))
+    col = f"{selection}/dense/R@1"
+    for (m, ds, bb, _c), g in runs.groupby(["method", "dataset", "backbone", "_crop"],
+                                           sort=False):
+        settings = [s for s in g["_setting"].unique() if s]
+        keys = {s.split(" = ")[0] for s in settings if ", " not in s}
+        if len(settings) < 2 or len(keys) != 1 or col not in g:
+            continue
+        key = keys.pop()
+        stats = []
+        for s in settings:
+            mean, half, n = mean_interval([_pct(v) for v in g.loc[g["_setting"] == s, col]])
+            stats.append((s.split(" = ", 1)[1], mean, half, n))
+        stats.sort(key=lambda t: -t[1] if not math.isnan(t[1]) else math.inf)
+        vals = ", ".join(f"{v}: {_f(mu)}" for v, mu, _h, _n in stats)
+        name = METHOD_NAMES.get(m, m)
+        line = f"**{name}, {key}** ({DATASET_NAMES.get(ds, ds)}): R@1 {vals}."
+        if min(n for *_x, n in stats) < 2:
+            line += " One seed per setting: no ranking is claimed."
+        else:
+            best, second = stats[0], stats[1]
+            gap = best[1] - second[1]
+            half = math.hypot(best[2], second[2])
+            if gap - half > 0:
+                line += (f" {key} = {best[0]} leads by {gap:.1f} points (± {half:.1f}, "
+                         f"95 % interval of independent means, {best[3]} seeds).")
+            else:
+                line += f" The 95 % intervals overlap (gap {gap:.1f} ± {half:.1f}): no winner."
+        out.append(line)
+    return out
+
+
+def study_findings(profile_dir: str | os.PathLike, selection: str = "test_sel") -> str:
+    """Markdown bullet list for the report's front page, computed from ``profile_dir``'s runs."""
+    profile_dir = Path(profile_dir)
+    runs = load_runs([profile_dir])
+    if not len(runs):
+        return "- No run of this profile has finished yet."
+    runs = runs[runs["method"].notna()]
+    lines = []
+    done = runs[runs["status"].isin(["complete", "done"])]
+    failed = runs[~runs["status"].isin(["complete", "done"])]
+    for _, r in done.iterrows():
+        if r["method"] == "toy":
+            continue
+        lines.append(f"- `{r['run_id']}`: " + _run_sentences(r).split(": ", 1)[-1])
+    toy = done[done["method"] == "toy"]
+    if len(toy):
+        parts = [f"{Path(r['run_id']).name} {_f(_pct(r.get(f'{selection}/dense/R@1')))}"
+                 f" (untrained {_f(_pct(r.get('untrained/dense/R@1')))})"
+                 for _, r in toy.iterrows()]
+        lines.append("- The toy (2-D embedding, unseen classes), R@1: " + "; ".join(parts) + ".")
+    for c in comparison_findings(runs, selection):
+        lines.append(f"- {c}")
+    trained = done[done["method"] != "toy"]
+    if len(trained):
+        b = trained[f"{selection}/dense/R@1"].astype(float) * 100
+        bb = trained.get(f"{selection}/binary/R@1")
+        if bb is not None:
+            keep = (100 * bb.astype(float) * 100 / b).dropna()
+            if len(keep):
+                lines.append(f"- Binary codes keep {keep.min():.0f}–{keep.max():.0f} % of the "
+                             f"dense R@1 across the {len(keep)} training runs.")
+    for _, r in failed.iterrows():
+        lines.append(f"- `{r['run_id']}` did not finish (status {r['status']}).")
+    return "\n".join(lines)
+
+
+__all__ = ["run_findings", "show_findings", "study_findings", "comparison_findings"]
