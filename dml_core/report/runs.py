@@ -16,9 +16,11 @@ They are taken from ``metrics.csv`` when present, else from ``summary.json``'s `
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -160,6 +162,7 @@ def read_run(run_dir: str | os.PathLike, profile: str | None = None,
         "reported_key": recipe.get("reported"),
         "epochs": recipe.get("epochs"),
         "max_steps_per_epoch": recipe.get("max_steps_per_epoch"),
+        "seed": recipe.get("seed"),
         "protocol": summary.get("protocol"),
         "selection": summary.get("selection"),
         "epochs_completed": summary.get("epochs_completed"),
@@ -229,3 +232,55 @@ def load_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
     """A run's ``metrics.csv`` (empty DataFrame when missing)."""
     df = _read_metrics(Path(run_dir) / "metrics.csv")
     return df if df is not None else pd.DataFrame()
+
+
+# ----------------------------------------------------------------- configurations across seeds
+#: Recipe keys that do not define a configuration: the seed varies within one; the others are
+#: names, records of overrides, or settings that cannot change a result.
+NON_CONFIG_KEYS = frozenset({"seed", "name", "overrides", "base_name", "base_reported",
+                             "shortened", "num_workers", "eval_batch_size", "reported"})
+_SEEDED_ID = re.compile(r"^(?P<stem>.+)_s(?P<seed>\d+)$")
+
+
+def config_key(recipe: dict) -> str:
+    """A short hash of the recipe without :data:`NON_CONFIG_KEYS`: runs that differ only by
+    their seed share it."""
+    core = {k: v for k, v in (recipe or {}).items() if k not in NON_CONFIG_KEYS}
+    text = json.dumps(core, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def with_configs(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` (:func:`load_runs`) plus the columns that group seeds of one configuration:
+
+    * ``config``: :func:`config_key` of the run's recipe (same recipe but the seed → same key);
+    * ``variant``: the run id without its ``_s<seed>`` suffix (and without the ``fair_``
+      prefix of the fair protocol's runs, e.g. ``fair_pp_on_s3`` → ``pp_on``), else the run id;
+    * ``label``: the fair protocol's label of the variant when known, else the variant;
+    * ``seed``: the recipe's seed (int).
+
+    Two runs with the same variant but different configs (a recipe changed between batches)
+    keep separate ``config`` values, so they are never averaged together.
+    """
+    out = runs.copy()
+    if not len(out):
+        for c in ("config", "variant", "label", "seed"):
+            out[c] = pd.Series(dtype=object)
+        return out
+    try:
+        from dml_core.fair import VARIANTS
+        labels = {k: v.label for k, v in VARIANTS.items()}
+    except Exception:  # noqa: BLE001 - labels are cosmetic
+        labels = {}
+    recipes = out["recipe"] if "recipe" in out else pd.Series([{}] * len(out), index=out.index)
+    out["config"] = [config_key(r if isinstance(r, dict) else {}) for r in recipes]
+    variants = []
+    for rid in out["run_id"].astype(str):
+        m = _SEEDED_ID.match(rid.split("/")[0])
+        stem = m.group("stem") if m else rid
+        variants.append(stem[len("fair_"):] if stem.startswith("fair_") else stem)
+    out["variant"] = variants
+    out["label"] = [labels.get(v, v) for v in variants]
+    seeds = [r.get("seed") if isinstance(r, dict) else None for r in recipes]
+    out["seed"] = pd.array([int(s) if s is not None else None for s in seeds], dtype="Int64")
+    return out
