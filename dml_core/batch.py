@@ -21,8 +21,18 @@ Fingerprint (``done.json``): SHA-256 over (a) the notebook's *code* cells (markd
 ignored, as jupyter-cache does; use ``--force`` to re-render after a prose edit), (b) the run's
 complete parameters (injected ones included), (c) the source of every ``.py`` file of the
 ``dml_core`` package and of the notebooks folder (helpers imported by the notebooks). (c) is
-deliberately coarse: any code change reruns every notebook, which is correct rather than fast;
-training runs resume from their run folder, so rerunning a finished training is cheap.
+deliberately coarse: any code change reruns every notebook, which is correct rather than fast.
+Besides, a done run is rerun when (d) the prepared data its training read changed (done.json
+keeps the data fingerprint of every ``provenance.json`` in the run folder, see
+:mod:`dml_core.training.run_folder`), or (e) for a run of stage 2 or later (tables, figures:
+they read the other runs), when any run of an earlier stage of the profile re-executes now or
+re-executed since (its ``done.json`` changed or disappeared). Rerunning a training notebook is
+cheap when nothing it depends on changed: ``train`` reuses a complete run folder only when its
+recipe, training code and data fingerprints match, and retrains otherwise.
+
+One batch per profile at a time: the lock ``runs/<profile>/.batch.lock`` (:mod:`dml_core.locks`);
+a second batch on the same profile is refused (exit 2) with a message naming the holder's pid.
+Ctrl-C records ``interrupted`` in the running runs' ``status.json``.
 
 Stages: a run may set ``stage: N``; by default notebooks numbered ``00`` are stage 0, ``06`` and
 ``08`` (which read other runs) stage 2, the rest stage 1. A stage starts when every run of the
@@ -378,6 +388,39 @@ def _fingerprint_parts(run: Run, params: dict[str, Any], code: str) -> dict[str,
             "parameters": _sha(params), "code": code}
 
 
+#: Runs of this stage or later read the runs of earlier stages (tables, figures).
+READS_RUNS_FROM_STAGE = 2
+
+
+def _done_marker(run_dir: Path) -> str | None:
+    """What identifies the last successful execution of a run: its done.json fingerprint and
+    finish time, or None when it has no done.json (never done, failed, or running)."""
+    try:
+        done = io.read_json(run_dir / RUN_FILES["done"])
+    except Exception:
+        return None
+    return f"{done.get('fingerprint')}@{done.get('finished_at')}"
+
+
+def _data_state(run_dir: Path) -> dict[str, str | None]:
+    """``{index path: current data fingerprint}`` for every prepared index that a training in
+    ``run_dir`` read (its ``provenance.json`` files, the folder and one level below)."""
+    from dml_core.data.index import index_fingerprint
+
+    state: dict[str, str | None] = {}
+    for prov in [run_dir / "provenance.json", *run_dir.glob("*/provenance.json")]:
+        try:
+            data_index = io.read_json(prov).get("data_index") or {}
+        except Exception:
+            continue
+        for path in data_index.values():
+            try:
+                state[path] = index_fingerprint(path)
+            except OSError:
+                state[path] = None
+    return state
+
+
 def _skip_reason(run_dir: Path, parts: dict[str, str]) -> tuple[bool, str]:
     """(skip?, reason) from the run folder's done.json."""
     done = run_dir / RUN_FILES["done"]
@@ -390,6 +433,9 @@ def _skip_reason(run_dir: Path, parts: dict[str, str]) -> tuple[bool, str]:
     if not (run_dir / RUN_FILES["notebook"]).is_file():
         return False, "executed notebook missing"
     if stored.get("fingerprint") == _sha(parts):
+        data = stored.get("data") or {}
+        if data and _data_state(run_dir) != data:
+            return False, "changed: prepared data"
         return True, "unchanged"
     old = stored.get("parts") or {}
     changed = [k for k in ("notebook", "parameters", "code", "version") if old.get(k) != parts[k]]
@@ -554,6 +600,11 @@ def _execute_run(task: dict[str, Any]) -> dict[str, Any]:
                 kernel_name=task["kernel_name"], language="python", cwd=task["cwd"], log_output=True,
                 config=_kernel_config(),
                 progress_bar=bool(task.get("progress_bar")), request_save_on_cell_execute=True)
+    except KeyboardInterrupt:  # Ctrl-C: say so in status.json, then stop the batch
+        status.update(status="interrupted", finished_at=_now(), elapsed_s=time.time() - t0,
+                      error="interrupted (Ctrl-C)")
+        io.write_json(run_dir / RUN_FILES["status"], status)
+        raise
     except Exception as exc:  # PapermillExecutionError, dead kernel, ...
         if hasattr(exc, "ename") and hasattr(exc, "evalue"):  # PapermillExecutionError
             error = f"{exc.ename}: {exc.evalue} (in cell [{getattr(exc, 'exec_count', '?')}])"
@@ -583,6 +634,8 @@ def _execute_run(task: dict[str, Any]) -> dict[str, Any]:
     if not error:
         io.write_json(run_dir / RUN_FILES["done"], {
             "fingerprint": task["fingerprint"], "parts": task["parts"],
+            "data": _data_state(run_dir),
+            "inputs": {k: _done_marker(Path(d)) for k, d in (task.get("inputs") or {}).items()},
             "finished_at": status["finished_at"], "elapsed_s": elapsed,
             "parameters": task["parameters"], "kernel_name": task["kernel_name"]})
     return status
@@ -741,6 +794,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
         if force and skip:
             skip, reason = False, "forced"
         plans.append((run, rdir, params, parts, _sha(parts), skip, reason))
+    plans = _stale_readers(plans, prof, runs_root)
 
     def result_for(run, rdir, status, reason, **kw) -> RunResult:
         return RunResult(id=run.id, notebook=run.notebook.name, status=status, run_dir=str(rdir),
@@ -796,6 +850,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
         return {"id": run.id, "notebook": run.notebook.name, "notebook_path": str(run.notebook),
                 "run_dir": str(rdir), "parameters": params, "kernel_name": kernel_name,
                 "cwd": str(run.notebook.parent), "fingerprint": fp, "parts": parts,
+                "inputs": _inputs_of(run, prof, runs_root),
                 "env": task_env, "progress_bar": False,  # tqdm bars would mix with epoch lines
                 "cell_lines": progress and not quiet and backend == "local"}
 
@@ -821,6 +876,14 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
             monitor.finished(run.id, res.status, res.elapsed_s)
         write_index(prof, runs_root, results)
 
+    from dml_core.locks import FileLock, LockHeldError
+
+    batch_lock = FileLock(runs_root / prof.name / BATCH_LOCK, timeout=0,
+                          what=f"the batch of profile {prof.name!r} ({runs_root / prof.name})")
+    try:
+        batch_lock.acquire()
+    except LockHeldError as exc:
+        raise BatchError(str(exc)) from None
     monitor = None
     if progress and not quiet and to_run:
         from dml_core.progress import BatchProgress
@@ -855,6 +918,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
             pool.shutdown()
         if monitor is not None:
             monitor.stop()
+        batch_lock.release()
 
     ordered = [results[p[0].id] for p in plans]
     batch = BatchResult(prof.name, runs_root, ordered, elapsed_s=time.time() - t_batch)
@@ -871,6 +935,54 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
     say(format_table(batch))
     say(f"report: {batch.index_html}")
     return batch
+
+
+#: The lock file of a profile's runs folder: one batch per profile at a time.
+BATCH_LOCK = ".batch.lock"
+
+
+#: What makes a run folder an input of the tables and figures (the folder or one level below).
+READ_OUTPUTS = ("summary.json", "provenance.json", "toy_study.json", "figures")
+
+
+def _inputs_of(run: Run, prof: Profile, runs_root: Path) -> dict[str, str]:
+    """``{run id: run folder}`` of the runs that ``run`` reads: when ``run.stage >=
+    READS_RUNS_FROM_STAGE``, every run of an earlier stage of the profile whose folder holds
+    results (:data:`READ_OUTPUTS`: a training or toy run), else none."""
+    if run.stage < READS_RUNS_FROM_STAGE:
+        return {}
+    out = {}
+    for r in prof.runs:
+        rdir = _run_dir(runs_root, prof.name, r.id)
+        if r.stage < run.stage and any(
+                (rdir / name).exists() or any(rdir.glob(f"*/{name}")) for name in READ_OUTPUTS):
+            out[r.id] = str(rdir)
+    return out
+
+
+def _stale_readers(plans: list, prof: Profile, runs_root: Path) -> list:
+    """``plans`` with the skip decision of runs that read other runs revised: such a run is
+    rerun when one of its input runs executes in this batch, or re-executed (or failed) since
+    it was done (its done.json marker differs from the one recorded)."""
+    executing = {p[0].id for p in plans if not p[5]}
+    out = []
+    for plan in plans:
+        run, rdir, params, parts, fp, skip, reason = plan
+        inputs = _inputs_of(run, prof, runs_root)
+        if skip and inputs:
+            rerun = sorted(set(inputs) & executing)
+            if rerun:
+                skip, reason = False, f"changed: inputs ({', '.join(rerun)} executes now)"
+            else:
+                with contextlib.suppress(Exception):
+                    recorded = io.read_json(rdir / RUN_FILES["done"]).get("inputs")
+                    now = {k: _done_marker(Path(d)) for k, d in inputs.items()}
+                    if recorded != now:
+                        changed = sorted(k for k in set(now) | set(recorded or {})
+                                         if (recorded or {}).get(k) != now.get(k))
+                        skip, reason = False, f"changed: inputs ({', '.join(changed)})"
+        out.append((run, rdir, params, parts, fp, skip, reason))
+    return out
 
 
 def _record_settings(run_dir: Path, settings: dict[str, Any] | None) -> None:

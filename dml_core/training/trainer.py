@@ -67,8 +67,11 @@ def train(recipe: dict, run_dir: str | os.PathLike, data_root: str | os.PathLike
     epochs = int(recipe["epochs"])
     with run.lock():
         run.remove_leftovers()
+        data_files = data_fingerprints(recipe, data_root)
         provenance = {"code": code_fingerprint(), "training_code": list(TRAINING_CODE),
-                      "data": data_fingerprints(recipe, data_root), "git_commit": git_commit()}
+                      "data": {ds: fp for ds, (fp, _) in data_files.items()},
+                      "data_index": {ds: path for ds, (_, path) in data_files.items()},
+                      "git_commit": git_commit()}
         reasons = run.restart_reasons(recipe, provenance)
         if not reasons and resume and run.last_checkpoint.exists() and not run.is_complete(epochs):
             problem = checkpoint.unreadable(run.last_checkpoint)
@@ -115,16 +118,17 @@ def check_recipe_values(recipe: dict) -> None:
                              f"got {value!r}")
 
 
-def data_fingerprints(recipe: dict, data_root: str | os.PathLike | None = None) -> dict[str, str]:
-    """``{dataset: "v<prepare version>:<sha256 of its index.csv>"}`` for the data the recipe
-    reads. An unprepared data set raises the data layer's FileNotFoundError (how to prepare)."""
+def data_fingerprints(recipe: dict, data_root: str | os.PathLike | None = None
+                      ) -> dict[str, tuple[str, str]]:
+    """``{dataset: ("v<prepare version>:<sha256 of its index.csv>", index path)}`` for the data
+    the recipe reads. An unprepared data set raises the data layer's FileNotFoundError."""
     from dml_core.data import RetrievalDataset, index_path
     from dml_core.data.index import index_fingerprint
 
     path = index_path(recipe["dataset"], data_root)
     if not path.is_file():
         RetrievalDataset(recipe["dataset"], "train", data_root=data_root)  # raises the clear error
-    return {recipe["dataset"]: index_fingerprint(path)}
+    return {recipe["dataset"]: (index_fingerprint(path), str(path.resolve()))}
 
 
 def _complexity(method, recipe: dict) -> dict:
