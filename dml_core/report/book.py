@@ -222,12 +222,14 @@ exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 '''
 
 _CSS = """
+.bd-page-width { max-width: 100%; }
+.bd-main .bd-content .bd-article-container { max-width: 100%; }
 .dml-table-wrap { overflow-x: auto; margin: 0 0 1.2em 0; }
 table.dml-benchmark { border-collapse: collapse; font-size: 0.82em; }
 table.dml-benchmark th, table.dml-benchmark td { border: 1px solid #d0d7de; padding: .25em .5em;
   white-space: nowrap; text-align: left; }
 table.dml-benchmark td.wrap { white-space: normal; min-width: 24em; }
-table.dml-benchmark th { background: #f6f8fa; }
+table.dml-benchmark th { background: #f6f8fa; white-space: normal; vertical-align: bottom; }
 table.dml-benchmark caption { caption-side: top; text-align: left; font-weight: 600; }
 .status-failed { color: #cf222e; font-weight: 600; }
 """
@@ -293,13 +295,20 @@ def _front_page(book: Book, runs_df, chapters: list[tuple[str, str]], failed: li
     except Exception:  # noqa: BLE001 - a profile without reported keys (demo, smoke)
         expected = []
     trained = runs_df[runs_df["method"] != "toy"] if len(runs_df) else runs_df  # toy: own line
-    head = tables.compact_table(trained, profiles=[book.profile], expected=expected)
+    sel = tables.headline_selection(trained)
+    sel_words = ("the epoch chosen on the validation split (classes carved from the training "
+                 "classes; honest)" if sel == "val_sel" else
+                 "its best epoch on the test set (the authors' selection; optimistic)")
+    head = tables.compact_table(trained, profiles=[book.profile], expected=expected,
+                                selection=sel)
     if len(head):
-        lines.append(_raw(_table_html(head)))
+        shown = head.loc[:, [c for c in head.columns
+                             if c not in ("Crop", "Setting") or (head[c] != "—").any()]]
+        lines.append(_raw(_table_html(shown)))
         lines.append(
             "Values in %. **reported** is the authors' number (their README; † = a column whose "
             "K is ambiguous, see the caveats in {doc}`tables`), **reproduced** is this profile's "
-            "run at its best epoch on the test set (the authors' selection), the mean over "
+            f"run at {sel_words}, the mean over "
             "seeds, ± the half-width of its 95 % interval once two or more seeds exist. "
             "\"—\": no published number for this setting (e.g. the demo data). **untrained**: "
             "the same network before its first step (the baseline to beat). Every number of "
@@ -312,20 +321,21 @@ def _front_page(book: Book, runs_df, chapters: list[tuple[str, str]], failed: li
 
     lines.append("## What the runs show\n")
     lines.append("Written from the numbers of the run folders (`dml_core.report.findings`).\n")
-    lines.append(study_findings(book.profile_dir) + "\n")
+    lines.append(study_findings(book.profile_dir, selection=sel) + "\n")
+    lines.append(_seed_statistics(trained, sel))
 
     sbs = [(k, t) for k, t in (("positive_proxy", "Positive proxy off / on"),
                                ("momentum", "Moving proxies: the momentum"),
                                ("loss", "Loss"))
-           if len(tables.side_by_side(runs_df, k, profiles=[book.profile]))]
+           if len(tables.side_by_side(runs_df, k, profiles=[book.profile], selection=sel))]
     if sbs:
         lines.append("## Side by side\n")
-        lines.append("Runs that differ in one setting only; R@1 (%) at the best epoch on test, "
+        lines.append(f"Runs that differ in one setting only; R@1 (%) at {sel_words}, "
                      "mean ± 95 % half-width over seeds when there are several.\n")
         for key, title in sbs:
             lines.append(f"### {title}\n")
-            lines.append(_raw(_table_html(tables.side_by_side(runs_df, key,
-                                                              profiles=[book.profile]))))
+            lines.append(_raw(_table_html(tables.side_by_side(
+                runs_df, key, profiles=[book.profile], selection=sel))))
 
     if figures:
         lines.append("## Key figures\n")
@@ -351,6 +361,35 @@ def _front_page(book: Book, runs_df, chapters: list[tuple[str, str]], failed: li
         lines.append("```{toctree}\n:caption: Failed runs\n:maxdepth: 1\n\n"
                      + "\n".join(r.docname for r in failed) + "\n```\n")
     return "\n".join(lines)
+
+
+def _seed_statistics(runs_df, selection: str) -> str:
+    """The seeds' means, intervals and paired comparisons (:func:`dml_core.report.stats.
+    summarise`) when some configuration has two or more seeds; "" otherwise."""
+    if runs_df is None or not len(runs_df):
+        return ""
+    try:
+        from .runs import with_configs
+        from .stats import summarise
+
+        runs = with_configs(runs_df)
+        if not (runs.groupby("config")["seed"].nunique() > 1).any():
+            return ""
+        res = summarise(runs, selection=selection)
+    except Exception as exc:  # noqa: BLE001 - the rest of the page still builds
+        return f"(The seeds' statistics could not be computed: {_md_escape(str(exc))})\n"
+    out = ["## Seeds: means, intervals and paired differences\n",
+           f"Metric `{res['metric']}`; mean ± the half-width of the 95 % t-interval over seeds. "
+           "A difference is called only when its paired 95 % interval excludes 0.\n"]
+    summary = res["summary"]
+    if len(summary):
+        keep = [c for c in ("label", "n", "seeds", "mean ± CI (%)") if c in summary]
+        out.append(_raw(_table_html(summary[keep])))
+    paired = res["paired"]
+    if len(paired):
+        out.extend(f"- {_md_escape(str(v))}" for v in paired["verdict"])
+        out.append("")
+    return "\n".join(out)
 
 
 def _tables_page(book: Book, runs_df) -> str:

@@ -37,8 +37,10 @@ def _f(v: float) -> str:
     return "n/a" if math.isnan(v) else f"{v:.1f}"
 
 
-def _run_sentences(row: dict | pd.Series, label: str | None = None) -> str:
-    """The findings of one run (a row of :func:`load_runs`)."""
+def _run_sentences(row: dict | pd.Series, label: str | None = None,
+                   selection: str | None = None) -> str:
+    """The findings of one run (a row of :func:`load_runs`) at ``selection`` (default: the
+    validation-selected epoch when the run has one, else the best epoch on test)."""
     get = row.get
     who = label or f"{METHOD_NAMES.get(get('method'), get('method'))} on " \
                    f"{DATASET_NAMES.get(get('dataset'), get('dataset'))}"
@@ -46,11 +48,10 @@ def _run_sentences(row: dict | pd.Series, label: str | None = None) -> str:
     if status not in ("complete", "done"):
         err = get("error")
         return f"**{who}** did not finish (status {status})" + (f": {err}" if err else "") + "."
-    u, b, last = (_pct(get(f"{s}/dense/R@1")) for s in ("untrained", "test_sel", "last"))
-    if math.isnan(b):
-        b, sel = _pct(get("val_sel/dense/R@1")), "val_sel"
-    else:
-        sel = "test_sel"
+    sel = selection or ("val_sel" if not math.isnan(_pct(get("val_sel/dense/R@1")))
+                        else "test_sel")
+    u, b, last = (_pct(get(f"{s}/dense/R@1")) for s in ("untrained", sel, "last"))
+    where = "best on test" if sel == "test_sel" else "chosen on validation"
     epoch, last_epoch = get(f"{sel}_epoch"), get("last_epoch")
     parts = []
     if math.isnan(u):
@@ -63,7 +64,7 @@ def _run_sentences(row: dict | pd.Series, label: str | None = None) -> str:
                          f"({_f(u)} before training, {_f(b)} at best, epoch {epoch})")
         else:
             parts.append(f"**{who}**: R@1 {verb} from {_f(u)} (untrained) to {_f(b)} "
-                         f"(epoch {epoch}, best on test)")
+                         f"(epoch {epoch}, {where})")
     if not math.isnan(last) and last_epoch is not None and last_epoch != epoch:
         parts.append(f"{_f(last)} at the last epoch ({last_epoch})")
     elif last_epoch == epoch and (get("epochs_completed") or 0) > 1:
@@ -137,6 +138,24 @@ def show_findings(run_dir: str | os.PathLike):
     return Markdown("### What this run shows\n\n" + run_findings(run_dir))
 
 
+def _paired_sentence(g: pd.DataFrame, key: str, va: str, vb: str, col: str) -> str:
+    """The verdict on the best two values of ``key`` (paired by seed,
+    :func:`dml_core.report.stats.paired_difference`); a direction only if the interval
+    excludes 0."""
+    from .stats import SeedMismatchError, paired_difference, verdict
+
+    def by_seed(v):
+        sub = g[g["_setting"] == f"{key} = {v}"]
+        return {int(r.get("seed", 0)) if isinstance(r, dict) else i: float(x)
+                for i, (r, x) in enumerate(zip(sub["recipe"], sub[col]))}
+
+    try:
+        p = paired_difference(by_seed(va), by_seed(vb))
+    except (SeedMismatchError, ValueError) as exc:
+        return f"Not paired by seed ({exc}): no ranking is claimed"
+    return verdict(f"{key} = {va}", f"{key} = {vb}", p)
+
+
 def comparison_findings(runs: pd.DataFrame, selection: str = "test_sel") -> list[str]:
     """One sentence per group of runs that differ in exactly one recipe key."""
     out: list[str] = []
@@ -163,14 +182,7 @@ def comparison_findings(runs: pd.DataFrame, selection: str = "test_sel") -> list
         if min(n for *_x, n in stats) < 2:
             line += " One seed per setting: no ranking is claimed."
         else:
-            best, second = stats[0], stats[1]
-            gap = best[1] - second[1]
-            half = math.hypot(best[2], second[2])
-            if gap - half > 0:
-                line += (f" {key} = {best[0]} leads by {gap:.1f} points (± {half:.1f}, "
-                         f"95 % interval of independent means, {best[3]} seeds).")
-            else:
-                line += f" The 95 % intervals overlap (gap {gap:.1f} ± {half:.1f}): no winner."
+            line += " " + _paired_sentence(g, key, stats[0][0], stats[1][0], col) + "."
         out.append(line)
     return out
 
@@ -188,7 +200,8 @@ def study_findings(profile_dir: str | os.PathLike, selection: str = "test_sel") 
     for _, r in done.iterrows():
         if r["method"] == "toy":
             continue
-        lines.append(f"- `{r['run_id']}`: " + _run_sentences(r).split(": ", 1)[-1])
+        lines.append(f"- `{r['run_id']}`: "
+                     + _run_sentences(r, selection=selection).split(": ", 1)[-1])
     toy = done[done["method"] == "toy"]
     if len(toy):
         parts = [f"{Path(r['run_id']).name} {_f(_pct(r.get(f'{selection}/dense/R@1')))}"

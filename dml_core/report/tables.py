@@ -419,23 +419,20 @@ def run_settings(runs_df: pd.DataFrame) -> pd.Series:
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, int]:
     """(mean, half-width of the ``confidence`` Student-t interval, n) of finite ``values``.
 
-    The half-width is NaN for n < 2 (one seed: no interval). Hook: the report's statistics
-    module, when present, is the one source of this computation (``stats.mean_ci``).
+    The half-width is NaN for n < 2 (one seed: no interval). Computed by
+    :func:`dml_core.report.stats.mean_ci` (a local t-interval only if that module is absent).
     """
     vals = [float(v) for v in values if not _isnan(v)]
     n = len(vals)
     if n == 0:
         return math.nan, math.nan, 0
-    try:  # the seeds' statistics (dml_core.report.stats) when that module provides it
-        from . import stats  # type: ignore[attr-defined]
-
-        fn = getattr(stats, "mean_ci", None)
-        if fn is not None:
-            res = fn(vals, confidence=confidence)
-            mean, lo, hi = float(res[0]), float(res[1]), float(res[2])
-            return mean, (hi - lo) / 2 if n > 1 else math.nan, n
+    try:  # the seeds' statistics (dml_core.report.stats) are the one source when present
+        from .stats import mean_ci
     except ImportError:
-        pass
+        mean_ci = None
+    if mean_ci is not None:
+        iv = mean_ci(vals, confidence)
+        return float(iv.mean), float(iv.half_width) if n > 1 else math.nan, n
     mean = sum(vals) / n
     if n < 2:
         return mean, math.nan, n
@@ -455,6 +452,15 @@ def _fmt_mean(mean: float, half: float, n: int) -> str:
 
 def _done(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["status"].isin(["complete", "done"])] if len(runs) else runs
+
+
+def headline_selection(runs_df: pd.DataFrame | None) -> str:
+    """``"val_sel"`` (the epoch chosen on a validation split) when any run has one, else
+    ``"test_sel"`` (the best epoch on the test set, the authors' choice)."""
+    if runs_df is not None and len(runs_df) and "val_sel/dense/R@1" in runs_df and \
+            runs_df["val_sel/dense/R@1"].notna().any():
+        return "val_sel"
+    return "test_sel"
 
 
 def compact_table(runs_df: pd.DataFrame | None, *, profiles: Iterable[str] | None = None,
@@ -612,4 +618,4 @@ def side_by_side(runs_df: pd.DataFrame | None, vary: str, *, selection: str = "t
 
 
 __all__ += ["compact_table", "details_table", "side_by_side", "run_settings", "mean_interval",
-            "HEADLINE_METRICS"]
+            "headline_selection", "HEADLINE_METRICS"]
