@@ -97,18 +97,7 @@ def test_profiles_load_and_their_recipes_resolve(name):
 
 
 # ------------------------------------------------------------------------------ the smoke batch
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    root = tmp_path_factory.mktemp("study_smoke")
-    figures_before = {p: p.stat().st_mtime for p in paths.FIGURES_DIR.rglob("*")} \
-        if paths.FIGURES_DIR.is_dir() else {}
-    t0 = time.time()
-    code = code_fingerprint(Path(paths.REPO_ROOT) / "dml_core", paths.NOTEBOOKS_DIR)
-    result = run_profile("smoke", runs_root=root / "runs", data_root=root / "data",
-                         progress=False, quiet=True)
-    elapsed = time.time() - t0
-    return {"result": result, "root": root, "profile_dir": root / "runs" / "smoke",
-            "elapsed": elapsed, "figures_before": figures_before, "code": code}
+# fixture ``smoke`` (the batch, once per session): tests/conftest.py, shared with test_book.py
 
 
 def _log_tail(r) -> str:
