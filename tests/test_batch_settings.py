@@ -32,6 +32,10 @@ def test_settings_merge_into_training_overrides_and_notebook_parameters():
     assert batch.apply_settings(toy, dict(toy.parameters), settings) == {"epochs": 1, "device": "cpu"}
     figures = _run("08_figures.ipynb")
     assert batch.apply_settings(figures, {}, {"epochs": 1}) == {}
+    # 08's output_dir is no recipe key: it never reaches a recipe
+    p = batch.apply_settings(train, dict(train.parameters), {"output_dir": "/tmp/x"})
+    assert p["overrides"] == {"momentum": 0.3, "epochs": 9}
+    assert batch.apply_settings(figures, {}, {"output_dir": "/tmp/x"}) == {"output_dir": "/tmp/x"}
 
 
 def test_overridden_recipe_is_marked_and_never_compared_with_a_reported_number():

@@ -1,0 +1,29 @@
+"""benchmarks/gpu_check.py in its --dry-run mode (CPU, tiny sizes): every section runs and the
+JSON has the fields the README and the GPU session read."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from dml_core.paths import REPO_ROOT
+
+
+def test_gpu_check_dry_run_writes_every_section(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "gpu_check.py"), "--dry-run",
+                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["dry_run"] is True and res["device"] == "cpu" and res["errors"] == {}
+    assert {"resnet50/bs8/64px/bf16_channels_last", "resnet50/bs8/64px/fp32"} <= set(res["backbone"])
+    methods = {k.split("/")[0] for k in res["methods"]}
+    assert {"normsoftmax", "cgd", "asymptotic_proxy", "dynamic_margin"} <= methods
+    for name, row in res["methods"].items():
+        assert row["images_per_s"] > 0 and row["ratio"] > 0, name
+    for name, row in res["loss_agreement"].items():
+        assert 0 <= row["rel_diff"] < 1.0, (name, row)  # measured, not judged: random weights, batch 8
+    assert res["loader_loop"]["images_per_s"] > 0
+    assert res["evaluation"]["seconds"] > 0 and res["evaluation"]["n"] == 1000
