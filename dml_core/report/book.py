@@ -70,11 +70,14 @@ class RunPage:
     run_dir: Path
     error: str | None = None
     docname: str | None = None   # page of the book ("runs/<id>" or "failed/<id>")
+    notebook_path: Path | None = None  # the committed notebook (its title names the chapter)
 
 
 @dataclass
 class Book:
-    profile: str
+    profile: str             # the profile's name (its folder under the runs root)
+    profile_path: Path | None
+    description: str
     profile_dir: Path
     out_dir: Path
     src_dir: Path
@@ -153,11 +156,9 @@ def _status(run_dir: Path) -> dict:
         return {}
 
 
-def collect_runs(profile: str, profile_dir: Path) -> list[RunPage]:
-    """The profile's runs in profile order, each with its status (from its ``status.json``)."""
-    from dml_core.batch import load_profile
-
-    prof = load_profile(profile)
+def collect_runs(prof, profile_dir: Path) -> list[RunPage]:
+    """The runs of ``prof`` (:class:`dml_core.batch.Profile`) in profile order, each with its
+    status (from its ``status.json``)."""
     out = []
     for run in prof.runs:
         rdir = profile_dir / run.id
@@ -166,7 +167,8 @@ def collect_runs(profile: str, profile_dir: Path) -> list[RunPage]:
         if status == "done" and not (rdir / "notebook.ipynb").is_file():
             status = "not run"
         out.append(RunPage(id=run.id, notebook=run.notebook.stem, description=run.description,
-                           status=status, run_dir=rdir, error=st.get("error")))
+                           status=status, run_dir=rdir, error=st.get("error"),
+                           notebook_path=run.notebook))
     return out
 
 
@@ -271,18 +273,15 @@ def _hardware(runs_df) -> str:
 
 def _front_page(book: Book, runs_df, chapters: list[tuple[str, str]], failed: list[RunPage],
                 figures: list[tuple[str, str]]) -> str:
-    from dml_core.batch import load_profile
-
     from . import tables
     from .findings import study_findings
     from .tables import expected_keys_from_profile
 
-    prof = load_profile(book.profile)
     counts = {s: sum(r.status == s for r in book.runs) for s in ("done", "failed", "not run")}
     other = len(book.runs) - sum(counts.values())
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# Proxy-based deep metric learning, reproduced: profile `{book.profile}`\n",
-             f"{_md_escape(prof.description)}\n",
+             f"{_md_escape(book.description)}\n",
              f"Built {now} from the executed notebooks of `runs/{book.profile}/`: "
              f"{counts['done']} run(s) done, {counts['failed']} failed, {counts['not run']} not run"
              + (f", {other} running" if other else "") + f". Hardware of the runs: "
@@ -291,7 +290,7 @@ def _front_page(book: Book, runs_df, chapters: list[tuple[str, str]], failed: li
     lines.append("## Headline results\n")
     expected = []
     try:
-        expected = expected_keys_from_profile(book.profile)
+        expected = expected_keys_from_profile(str(book.profile_path or book.profile))
     except Exception:  # noqa: BLE001 - a profile without reported keys (demo, smoke)
         expected = []
     trained = runs_df[runs_df["method"] != "toy"] if len(runs_df) else runs_df  # toy: own line
@@ -496,18 +495,28 @@ def _copy_mathjax(static: Path) -> None:
             shutil.copytree(src / sub, dst / sub, dirs_exist_ok=True)
 
 
-def write_sources(profile: str, runs_root: str | os.PathLike | None = None) -> Book:
-    """Write the Sphinx sources of the book to ``runs/<profile>/.book/src``; return the plan."""
+def write_sources(profile: str | os.PathLike, runs_root: str | os.PathLike | None = None) -> Book:
+    """Write the Sphinx sources of the book to ``runs/<profile>/.book/src``; return the plan.
+
+    ``profile``: a profile name (``profiles/<name>.yaml``) or the path of a profile file."""
+    from dml_core.batch import BatchError, load_profile
+
     from .runs import load_runs
 
+    try:
+        prof = load_profile(profile)
+    except BatchError as exc:
+        raise BookError(str(exc)) from exc
+    profile = prof.name
     runs_root = Path(runs_root) if runs_root else paths.runs_root()
     profile_dir = (runs_root / profile).resolve()
     if not profile_dir.is_dir():
         raise BookError(f"no run folder {profile_dir}: run the study first "
                         f"(`python -m dml_core.batch --profile {profile}` or `make report`)")
-    book = Book(profile=profile, profile_dir=profile_dir, out_dir=profile_dir / BOOK_DIR,
+    book = Book(profile=profile, profile_path=prof.path, description=prof.description,
+                profile_dir=profile_dir, out_dir=profile_dir / BOOK_DIR,
                 src_dir=profile_dir / SOURCE_DIR / "src")
-    book.runs = collect_runs(profile, profile_dir)
+    book.runs = collect_runs(prof, profile_dir)
     if not any(r.status in ("done", "failed") for r in book.runs):
         raise BookError(f"no run of profile {profile!r} has finished in {profile_dir}: run the "
                         f"batch first (`python -m dml_core.batch --profile {profile}`)")
@@ -528,7 +537,7 @@ def write_sources(profile: str, runs_root: str | os.PathLike | None = None) -> B
     failed: list[RunPage] = []
     for stem in sorted(by_nb):
         pages = by_nb[stem]
-        title = notebook_title(paths.NOTEBOOKS_DIR / f"{stem}.ipynb")
+        title = notebook_title(pages[0].notebook_path or paths.NOTEBOOKS_DIR / f"{stem}.ipynb")
         for r in pages:
             if r.status == "done":
                 nb = nbformat.read(str(r.run_dir / "notebook.ipynb"), as_version=4)
@@ -568,7 +577,7 @@ def write_sources(profile: str, runs_root: str | os.PathLike | None = None) -> B
     return book
 
 
-def build_book(profile: str, runs_root: str | os.PathLike | None = None,
+def build_book(profile: str | os.PathLike, runs_root: str | os.PathLike | None = None,
                quiet: bool = True) -> Path:
     """Build the book of ``profile`` from ``runs_root/<profile>`` (default: the runs root).
 
@@ -587,7 +596,7 @@ def build_book(profile: str, runs_root: str | os.PathLike | None = None,
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0 or not book.index_html.is_file():
-        raise BookError(f"Sphinx could not build the book of {profile!r} (exit "
+        raise BookError(f"Sphinx could not build the book of {book.profile!r} (exit "
                         f"{proc.returncode}):\n{proc.stderr[-4000:]}")
     warnings = warn_file.read_text() if warn_file.is_file() else ""
     (book.out_dir / "build_warnings.txt").write_text(warnings)
@@ -602,7 +611,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m dml_core.report.book",
         description="Build the report book (static HTML, offline) of a profile's executed "
                     "notebooks; print the path of its index.html.")
-    p.add_argument("--profile", default="demo", help="profile name (default demo)")
+    p.add_argument("--profile", default="demo",
+                   help="profile name or path of a profile file (default demo)")
     p.add_argument("--runs-root", help="root of the run folders (default $DML_RUNS_ROOT or runs/)")
     args = p.parse_args(argv)
     try:
