@@ -21,9 +21,11 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-## make report: the study on the embedded demo data (CPU); opens nothing, writes runs/demo/index.html
+## make report: the study on the embedded demo data (CPU), then its book (static HTML, offline):
+## prints the path of runs/demo/report/index.html; the book is built even when a run failed
 report: $(STAMP)
-	$(BIN)/python -m dml_core.batch --profile $(PROFILE) --jobs $(JOBS)
+	$(BIN)/python -m dml_core.batch --profile $(PROFILE) --jobs $(JOBS); status=$$?; \
+	$(BIN)/python -m dml_core.report.book --profile $(PROFILE) && exit $$status
 
 ## make lab: JupyterLab on the notebooks with the project's kernel
 lab: $(STAMP)
