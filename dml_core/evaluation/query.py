@@ -1,0 +1,204 @@
+"""Retrieval for any image: a trained run's top-K gallery images for an image file of yours
+(what the original repositories' ``test.py`` offered).
+
+:func:`retrieve_image` loads a finished run folder — its recipe (``config.yaml``), its weights
+(``checkpoints/best.pt``, or ``last.pt``) and, as the gallery, the test features saved with the
+same weights (``features/best.pt`` / ``features/last.pt``, with their image paths) — embeds the
+image with the recipe's test transform and returns a :class:`Retrieval`: the table of the K most
+similar gallery images (rank, similarity, class, path) and a figure (the query, then the K images
+with their similarity). Similarity is the inner product of the embeddings, as in the evaluation
+engine (the models output L2-normalised embeddings, so it is the cosine). Runs on the CPU by
+default; nothing is trained or written.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINTS = ("best", "last")
+
+
+class RetrievalError(ValueError):
+    """The run folder or the image cannot be used; the message says what is missing."""
+
+
+@dataclass
+class Retrieval:
+    """The answer of :func:`retrieve_image`: ``table`` (rank, similarity, label, class, path),
+    ``figure`` (matplotlib), the query's embedding (D,) and where the gallery came from."""
+    query: str
+    table: Any          # pandas DataFrame
+    figure: Any         # matplotlib Figure
+    embedding: torch.Tensor
+    run_dir: Path
+    checkpoint: str
+    gallery_size: int
+
+    def _repr_html_(self) -> str:  # a notebook shows the table under the figure
+        return (f"<p>Top {len(self.table)} of {self.gallery_size} gallery images for "
+                f"<code>{Path(self.query).name}</code> (run <code>{self.run_dir.name}</code>, "
+                f"{self.checkpoint} weights)</p>" + self.table.to_html(index=False))
+
+
+def load_run_model(run_dir: str | os.PathLike, checkpoint: str = "best",
+                   device: str | torch.device = "cpu"):
+    """(model in eval mode, recipe, test transform) of a finished run folder.
+
+    ``checkpoint``: ``"best"`` (``checkpoints/best.pt``, the selected epoch) or ``"last"``
+    (the resume point ``checkpoints/last.pt``). The backbone is built without its pretrained
+    file (the run's weights replace it), so no weight file outside the run folder is needed.
+    """
+    from dml_core.data.transforms import build_transform
+    from dml_core.io import read_json, read_yaml
+    from dml_core.methods import build_method
+    from dml_core.training import checkpoint as ckpt
+
+    run_dir = Path(run_dir)
+    if checkpoint not in CHECKPOINTS:
+        raise RetrievalError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+    cfg, weights = run_dir / "config.yaml", run_dir / "checkpoints" / f"{checkpoint}.pt"
+    missing = [p.name for p in (cfg, weights) if not p.is_file()]
+    if missing:
+        raise RetrievalError(f"{run_dir} is not a finished training run: {missing} missing "
+                             f"(expected config.yaml and checkpoints/{checkpoint}.pt; train it "
+                             "first, e.g. with notebook 01_normsoftmax)")
+    recipe = dict(read_yaml(cfg))
+    if recipe.get("method") == "toy":
+        raise RetrievalError("the toy's runs embed digits in 2-D; use a training run of "
+                             "notebooks 01-05")
+    state = ckpt.load(weights)
+    model_state = state["model"] if "model" in state else state["method"]["model"]
+    try:
+        num_classes = int(read_json(run_dir / "summary.json")["num_classes"])
+    except (OSError, KeyError, ValueError, TypeError):
+        crit = state.get("criterion") or state.get("method", {}).get("criterion", {})
+        num_classes = int(crit["proxies"].shape[0]) if "proxies" in crit else 1
+    method = build_method({**recipe, "pretrained": False}, num_classes, device=device)
+    method.model.load_state_dict(model_state)
+    method.model.eval()
+    transform = build_transform(recipe["transform"], train=False, backbone=recipe["backbone"],
+                                crop_size=recipe["crop_size"], resize_size=recipe["resize_size"],
+                                hflip=recipe.get("hflip", True),
+                                rrc_scale=tuple(recipe.get("rrc_scale", (0.08, 1.0))))
+    return method.model, recipe, transform
+
+
+@torch.inference_mode()
+def embed_image(model, transform, image, device: str | torch.device = "cpu") -> torch.Tensor:
+    """The (D,) float32 embedding of one image (a path or a PIL image)."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        path = Path(image)
+        if not path.is_file():
+            raise RetrievalError(f"no image file {path}")
+        try:
+            image = Image.open(path)
+            image.load()
+        except OSError as exc:
+            raise RetrievalError(f"{path} is not a readable image ({exc})") from exc
+    out = model(transform(image).unsqueeze(0).to(device))
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    return out[0].float().cpu()
+
+
+def _tile(path: str, size: int):
+    from .visualize import _load
+
+    return _load(path, size)
+
+
+def retrieval_figure(query, paths: list[str], scores: list[float], classes: list[str],
+                     image_size: int = 128):
+    """The query (dashed frame) then its gallery images with class and similarity below."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .visualize import QUERY, _frame
+
+    k = len(paths)
+    with matplotlib.rc_context({"font.size": 7}):
+        fig, axes = plt.subplots(1, k + 1, figsize=(1.4 * (k + 1), 1.9), squeeze=False)
+        ax = axes[0, 0]
+        if isinstance(query, (str, os.PathLike)):
+            ax.imshow(_tile(str(query), image_size))
+        else:
+            ax.imshow(np.asarray(query.convert("RGB").resize((image_size, image_size))))
+        _frame(ax, QUERY, 3, "--")
+        ax.set_xlabel("your image")
+        for c in range(k):
+            ax = axes[0, c + 1]
+            ax.imshow(_tile(paths[c], image_size))
+            _frame(ax, "#888888", 1)
+            ax.set_xlabel(f"{c + 1}: {scores[c]:.3f}\n{classes[c]}")
+        for a in axes[0]:
+            a.set_xticks([])
+            a.set_yticks([])
+        fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def retrieve_image(run_dir: str | os.PathLike, image, k: int = 8, checkpoint: str = "best",
+                   device: str | torch.device = "cpu", image_size: int = 128) -> Retrieval:
+    """The ``k`` gallery images of the run in ``run_dir`` most similar to ``image`` (a path or a
+    PIL image). The gallery is the run's test set, as saved with the ``checkpoint`` weights
+    (``features/<checkpoint>.pt``: features (N, D), labels (N,), paths (N,))."""
+    import pandas as pd
+
+    from dml_core.training import checkpoint as ckpt
+
+    run_dir = Path(run_dir)
+    feats_file = run_dir / "features" / f"{checkpoint}.pt"
+    model, _recipe, transform = load_run_model(run_dir, checkpoint, device)
+    if not feats_file.is_file():
+        raise RetrievalError(f"no gallery: {feats_file} is missing (the run saves it when it "
+                             "evaluates the test set)")
+    gallery = ckpt.load(feats_file)
+    g = gallery["features"].float()
+    labels = [int(v) for v in gallery["labels"]]
+    gpaths = [str(p) for p in gallery.get("paths", [])]
+    if len(gpaths) != len(g):
+        raise RetrievalError(f"{feats_file} holds {len(g)} features but {len(gpaths)} image paths")
+    if not 1 <= k <= len(g):
+        raise RetrievalError(f"k must be in [1, {len(g)}] (the gallery's size), got {k}")
+    q = embed_image(model, transform, image, device)
+    if q.shape[0] != g.shape[1]:
+        raise RetrievalError(f"the checkpoint embeds in {q.shape[0]} dimensions but the gallery "
+                             f"has {g.shape[1]}: {feats_file} is not from these weights")
+    scores, idx = torch.sort(g @ q, descending=True, stable=True)
+    top = [int(i) for i in idx[:k]]
+    classes = [Path(gpaths[i]).parent.name for i in top]
+    table = pd.DataFrame({"rank": range(1, k + 1),
+                          "similarity": [round(float(s), 4) for s in scores[:k]],
+                          "label": [labels[i] for i in top], "class": classes,
+                          "path": [gpaths[i] for i in top]})
+    fig = retrieval_figure(image, [gpaths[i] for i in top], [float(s) for s in scores[:k]],
+                           classes, image_size)
+    return Retrieval(query=str(image) if not hasattr(image, "size") else "(PIL image)",
+                     table=table, figure=fig, embedding=q, run_dir=run_dir,
+                     checkpoint=checkpoint, gallery_size=len(g))
+
+
+def example_image(run_dir: str | os.PathLike, checkpoint: str = "best") -> str:
+    """A test image of the run (the first gallery path that exists): a stand-in for "your
+    image" when none is given. It retrieves itself first, at similarity 1."""
+    from dml_core.training import checkpoint as ckpt
+
+    feats_file = Path(run_dir) / "features" / f"{checkpoint}.pt"
+    if not feats_file.is_file():
+        raise RetrievalError(f"no gallery: {feats_file} is missing")
+    for p in ckpt.load(feats_file).get("paths", []):
+        if Path(p).is_file():
+            return str(p)
+    raise RetrievalError(f"none of the gallery images of {feats_file} is on disk (data moved?)")
+
+
+__all__ = ["Retrieval", "RetrievalError", "retrieve_image", "load_run_model", "embed_image",
+           "retrieval_figure", "example_image"]
