@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PROFILE ?= demo
 JOBS ?= 2
 
-.PHONY: install test report lab bench clean-runs
+.PHONY: install test report study figures replicate lab bench clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,22 @@ test: $(STAMP)
 report: $(STAMP)
 	$(BIN)/python -m dml_core.batch --profile $(PROFILE) --jobs $(JOBS); status=$$?; \
 	$(BIN)/python -m dml_core.report.book --profile $(PROFILE) && exit $$status
+
+## make study: what the README quotes (profile study: 5 seeds, the option ablations, the momentum
+## sweep); then its per-seed values and tables into results/study/ and its figures into figures/
+study: $(STAMP)
+	$(BIN)/python -m dml_core.batch --profile study --jobs $(JOBS)
+	$(BIN)/python -m dml_core.replicate --profile study --save --readme
+	$(BIN)/python -m dml_core.report.figures --refresh --profile study
+
+## make figures: the README's figures (figures/) from runs/$(FIGURES_PROFILE)/08_figures (never implicit)
+FIGURES_PROFILE ?= study
+figures: $(STAMP)
+	$(BIN)/python -m dml_core.report.figures --refresh --profile $(FIGURES_PROFILE)
+
+## make replicate: a fresh runs/study against the committed results/study/per_seed.csv (Welch per number)
+replicate: $(STAMP)
+	$(BIN)/python -m dml_core.replicate --profile study
 
 ## make lab: JupyterLab on the notebooks with the project's kernel
 lab: $(STAMP)

@@ -20,7 +20,7 @@ and classes, so only the parameters and the names injected by papermill remain).
 name and the list of valid ones), a value outside its choices (with the choices), or a wrong type.
 It returns the complete parameter dict: defaults filled in, ``None`` placeholders resolved
 (``run_dir`` → ``runs_root()/<profile>/<notebook>``, ``profiles`` → ``[profile]``, ``output_dir`` →
-``FIGURES_DIR``) and values normalised (tuples → lists, ints → floats where a float is expected).
+``"figures"``, inside the run folder) and values normalised (tuples → lists, ints → floats where a float is expected).
 
 The schema is plain data: :data:`NOTEBOOK_PARAMETERS` maps a notebook stem to
 ``{name: (type, default, choices_or_None, help)}``. Types are strings: ``str``, ``int``, ``float``,
@@ -139,7 +139,7 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, tuple]] = {
     "08_figures": {
         **COMMON_PARAMETERS,
         "profiles": ("list[str]|None", None, None, "profiles whose runs to plot; None means [profile]"),
-        "output_dir": ("str|None", None, None, "where figures go; None means dml_core.paths.FIGURES_DIR"),
+        "output_dir": ("str|None", None, None, "where figures go; None means figures/ inside run_dir"),
     },
 }
 
@@ -274,7 +274,7 @@ def _resolve(stem: str, p: dict[str, Any]) -> None:
     if "profiles" in p and p["profiles"] is None:
         p["profiles"] = [p["profile"]]
     if "output_dir" in p and p["output_dir"] is None:
-        p["output_dir"] = str(paths.FIGURES_DIR)
+        p["output_dir"] = "figures"  # inside the run folder; figures/ only via `make figures`
 
 
 def parameters_cell_source(notebook: str | Path) -> str:

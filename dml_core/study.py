@@ -274,10 +274,12 @@ def retrieval_runs(runs: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
 
 
 def resolve_output_dir(output_dir: str | os.PathLike | None, run_dir: str | os.PathLike) -> Path:
-    """``None`` → the repository's ``figures/``; a relative path → inside ``run_dir`` (so a test
-    or smoke profile never overwrites the committed figures); an absolute path as is."""
+    """``None`` → ``<run_dir>/figures``; a relative path → inside ``run_dir``; an absolute path
+    as is. A profile's figures stay in its run folder: the repository's ``figures/`` (the
+    README's) change only through ``make figures`` (:func:`dml_core.report.figures.
+    refresh_readme_figures`)."""
     if output_dir is None:
-        return paths.FIGURES_DIR
+        return Path(run_dir) / "figures"
     out = Path(output_dir).expanduser()
     return out if out.is_absolute() else Path(run_dir) / out
 
@@ -346,9 +348,14 @@ def write_figures(profiles: Iterable[str], output_dir: str | os.PathLike,
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     root = Path(runs_root) if runs_root is not None else paths.runs_root()
-    runs = retrieval_runs(report.load_runs(root, profiles=profiles))
+    from dml_core.report.figures import one_seed_per_config, write_seed_figures
+    from dml_core.report.runs import with_configs
+
+    all_runs = with_configs(retrieval_runs(report.load_runs(root, profiles=profiles)))
+    runs = one_seed_per_config(all_runs)  # per-run figures: the lowest seed of each config
     prof = profiles if len(profiles) > 1 else profiles[0]
     written: list[Path] = []
+    written += write_seed_figures(all_runs, out, profile=prof, show=display if show else None)
 
     def done(fig, base: Path) -> None:
         written.extend([base.with_name(base.name + ".png"), base.with_name(base.name + ".pdf")])

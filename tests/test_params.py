@@ -8,7 +8,7 @@ import pytest
 
 from dml_core import params
 from dml_core.params import NOTEBOOK_PARAMETERS, ParameterError, validate_parameters
-from dml_core.paths import FIGURES_DIR, NOTEBOOKS_DIR
+from dml_core.paths import NOTEBOOKS_DIR
 
 TRAINING = ["01_normsoftmax", "02_asymptotic_proxy", "03_positive_proxy", "04_cgd",
             "05_dynamic_margin"]
@@ -43,7 +43,7 @@ def test_success_path_normalises_and_resolves():
     assert p["feature_dim"] == 3 and p["epochs"] == NOTEBOOK_PARAMETERS["07_toy_proxies"][
         "epochs"][1] and p["run_dir"] == "/r/x"
     assert validate_parameters("08_figures", {"profile": "full"})["profiles"] == ["full"]
-    assert validate_parameters("08_figures", {})["output_dir"] == str(FIGURES_DIR)
+    assert validate_parameters("08_figures", {})["output_dir"] == "figures"  # in the run folder
     assert validate_parameters("06_benchmarks", {"profiles": ["a", "b"]})["profiles"] == ["a", "b"]
     q = validate_parameters("05_dynamic_margin", {"dataset": "cub", "method": "proxy_anchor",
                                                   "overrides": {"epochs": 1}, "crop": True})

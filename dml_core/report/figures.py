@@ -493,3 +493,196 @@ def plot_momentum_sensitivity(runs_df: pd.DataFrame | None, path=None, *, profil
 __all__ = ["figure_style", "save_figure", "plot_training_curves", "plot_recall_bars",
            "plot_dense_vs_binary", "plot_retrieval_grid", "plot_embedding", "embed_2d",
            "load_features", "plot_momentum_sensitivity", "science_style_available"]
+
+
+# ------------------------------------------------------------------ seeds: values and intervals
+def one_seed_per_config(runs: pd.DataFrame) -> pd.DataFrame:
+    """The run with the lowest seed of every configuration (``config`` column of
+    :func:`dml_core.report.runs.with_configs`); runs without a seed are all kept. Per-run
+    figures (curves, retrieval grids, embeddings) are drawn for these only."""
+    if not len(runs) or "config" not in runs or "seed" not in runs:
+        return runs
+    seeded = runs[runs["seed"].notna()]
+    first = seeded.sort_values("seed").drop_duplicates("config", keep="first")
+    return pd.concat([runs[runs["seed"].isna()], first]).sort_index()
+
+
+def plot_seed_values(stats: dict, path=None, *, profile=None, title: str | None = None):
+    """Every seed's value (dots) and the mean with its 95% interval (bar) per configuration.
+
+    ``stats``: :func:`dml_core.report.stats.summarise` output. Configurations sorted by mean."""
+    s = stats["summary"].sort_values("mean") if len(stats["summary"]) else stats["summary"]
+    per_seed = stats["per_seed"]
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(6.4, 0.42 * max(len(s), 2) + 1.0),
+                               constrained_layout=True)
+        for y, (_, r) in enumerate(s.iterrows()):
+            vals = per_seed[per_seed["config"] == r["config"]]
+            jitter = np.linspace(-0.12, 0.12, len(vals)) if len(vals) > 1 else np.zeros(1)
+            ax.scatter(100 * vals["value"], y + jitter, s=14, color="0.45", zorder=2,
+                       label="one seed" if y == 0 else None)
+            if r["n"] >= 2 and math.isfinite(r["lo"]):
+                ax.errorbar(100 * r["mean"], y, xerr=[[100 * (r["mean"] - r["lo"])],
+                                                      [100 * (r["hi"] - r["mean"])]],
+                            fmt="o", color=method_color(vals["method"].iloc[0]
+                                                        if "method" in vals and len(vals) else None),
+                            ms=6, capsize=3, lw=1.6, zorder=3,
+                            label="mean, 95% CI" if y == 0 else None)
+            else:
+                ax.plot(100 * r["mean"], y, "o", color="k", ms=6, zorder=3)
+        ax.set_yticks(range(len(s)), [f"{lab} (n={n})" for lab, n in zip(s["label"], s["n"])])
+        metric = stats.get("metric", "")
+        ax.set_xlabel(f"test {metric.split('/', 1)[-1]} (%) at the "
+                      f"{SELECTION_LABELS.get(metric.split('/')[0], metric.split('/')[0])} epoch")
+        ax.set_title(title or _title("Every seed and the mean with its 95% interval",
+                                     _profile_text(profile)))
+        ax.legend(loc="lower right", fontsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    return _finish(fig, path)
+
+
+def plot_paired_differences(stats: dict, path=None, *, profile=None, title: str | None = None):
+    """Paired differences A − B by seed (dots) and their mean with its 95% interval; a
+    comparison whose interval excludes 0 is drawn solid, otherwise hollow (no detectable
+    difference)."""
+    p = stats["paired"]
+    p = p[p["n"] > 0] if len(p) else p
+    per_seed = stats["per_seed"]
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(6.4, 0.5 * max(len(p), 2) + 1.0), constrained_layout=True)
+        ax.axvline(0, color="0.3", lw=0.8)
+        for y, (_, r) in enumerate(p.iterrows()):
+            a = per_seed[per_seed["variant"] == r["a"]].set_index("seed")["value"]
+            b = per_seed[per_seed["variant"] == r["b"]].set_index("seed")["value"]
+            d = (a - b).dropna()
+            ax.scatter(100 * d.values, np.full(len(d), y), s=14, color="0.45", zorder=2,
+                       label="one seed" if y == 0 else None)
+            solid = bool(r["excludes 0"])
+            ax.errorbar(100 * r["mean"], y, xerr=[[100 * (r["mean"] - r["lo"])],
+                                                  [100 * (r["hi"] - r["mean"])]],
+                        fmt="o", ms=6, capsize=3, lw=1.6, color="C3" if solid else "C0",
+                        mfc="C3" if solid else "white", zorder=3)
+        ax.set_yticks(range(len(p)), [f"{c} (n={n})" for c, n in zip(p["comparison"], p["n"])])
+        ax.set_xlabel("difference A − B, paired by seed (points of R@1); filled: 95% CI "
+                      "excludes 0")
+        ax.set_title(title or _title("Paired differences", _profile_text(profile)))
+        ax.grid(axis="x", alpha=0.3)
+    return _finish(fig, path)
+
+
+def plot_momentum_seeds(stats: dict, path=None, *, profile=None, variants: Sequence[str] = (
+        "asymptotic_proxy", "asymptotic_proxy_m0.5", "asymptotic_proxy_m0.9")):
+    """AsymptoticProxy's momentum sweep under the fair protocol: every seed and the mean with
+    its 95% interval per momentum (m weights the NEW features in the proxy update)."""
+    per_seed = stats["per_seed"]
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(4.2, 3.2), constrained_layout=True)
+        xs, means, los, his = [], [], [], []
+        for v in variants:
+            g = per_seed[per_seed["variant"] == v]
+            if not len(g):
+                continue
+            from .stats import mean_ci
+
+            m = {"asymptotic_proxy": 0.1}.get(v) or float(v.rsplit("_m", 1)[1])
+            iv = mean_ci(g["value"])
+            ax.scatter(np.full(len(g), m), 100 * g["value"], s=14, color="0.45", zorder=2)
+            xs.append(m), means.append(100 * iv.mean), los.append(100 * iv.lo), his.append(100 * iv.hi)
+        if xs:
+            means_a = np.array(means)
+            err = np.nan_to_num(np.array([means_a - np.array(los), np.array(his) - means_a]))
+            ax.errorbar(xs, means, yerr=err, fmt="o-", color="C0", capsize=3, lw=1.4,
+                        label="mean, 95% CI")
+            ax.legend(fontsize=7)
+        ax.set(xlabel="proxy momentum m", ylabel="test R@1 (%)",
+               title=_title("AsymptoticProxy: momentum", _profile_text(profile)))
+    return _finish(fig, path)
+
+
+def write_seed_figures(runs: pd.DataFrame, out: Path, *, profile=None,
+                       show=None) -> list[Path]:
+    """The seed figures of a run table with seeded runs (``..._s<seed>`` run ids): values per
+    configuration, paired differences, the momentum sweep. Nothing when no configuration has
+    at least 2 seeds. Returns the written PNG/PDF paths; ``show(fig)`` is called per figure."""
+    from .runs import with_configs
+    from .stats import summarise
+
+    runs = runs if "config" in runs else with_configs(runs)
+    seeded = runs[runs["run_id"].astype(str).str.match(r".*_s\d+$")] if len(runs) else runs
+    if not len(seeded):
+        return []
+    try:
+        stats = summarise(seeded)
+    except KeyError:  # no validation-selected metrics: runs without a validation split
+        stats = summarise(seeded, selection="last")
+    if not len(stats["summary"]) or stats["summary"]["n"].max() < 2:
+        return []
+    written: list[Path] = []
+    for name, fn in (("seeds", plot_seed_values), ("paired_differences", plot_paired_differences),
+                     ("momentum_seeds", plot_momentum_seeds)):
+        if name == "paired_differences" and not (len(stats["paired"]) and
+                                                 (stats["paired"]["n"] > 0).any()):
+            continue
+        if name == "momentum_seeds" and not stats["per_seed"]["variant"].str.startswith(
+                "asymptotic_proxy_m").any():
+            continue
+        base = Path(out) / name
+        fig = fn(stats, base, profile=profile)
+        written += [base.with_name(base.name + ".png"), base.with_name(base.name + ".pdf")]
+        if show is not None:
+            show(fig)
+        plt.close(fig)
+    return written
+
+
+#: The files of the repository's figures/ (what the README shows), relative to a figures folder.
+README_FIGURES = ("seeds.png", "seeds.pdf", "paired_differences.png", "paired_differences.pdf",
+                  "momentum_seeds.png", "momentum_seeds.pdf", "training_curves_demo.png",
+                  "training_curves_demo.pdf", "toy/toy_embeddings.png",
+                  "retrievals/retrievals_{profile}_fair_normsoftmax_s0.png")
+
+
+def refresh_readme_figures(profile: str = "study", runs_root=None, dest=None) -> list[Path]:
+    """Copy :data:`README_FIGURES` from ``runs/<profile>/08_figures/figures/`` into the
+    repository's ``figures/`` (``make figures``): the only way the README's figures change.
+    Files of ``figures/`` not in that list are removed (they would be stale)."""
+    import shutil
+
+    from dml_core import paths
+
+    root = Path(runs_root) if runs_root is not None else paths.runs_root()
+    src = root / profile / "08_figures" / "figures"
+    dest = Path(dest) if dest is not None else paths.FIGURES_DIR
+    names = [n.format(profile=profile) for n in README_FIGURES]
+    missing = [n for n in names if not (src / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{src} lacks {missing}: run `python -m dml_core.batch --profile "
+                                f"{profile}` first (its 08_figures writes them)")
+    keep = {dest / n for n in names}
+    if dest.is_dir():
+        for p in sorted(dest.rglob("*"), reverse=True):
+            if p.is_file() and p not in keep:
+                p.unlink()
+            elif p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
+    out = []
+    for n in names:
+        target = dest / n
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(src / n, tmp)
+        out.append(target)
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m dml_core.report.figures",
+                                 description="Refresh the README's figures (figures/) from a "
+                                 "profile's 08_figures run.")
+    ap.add_argument("--refresh", action="store_true", required=True)
+    ap.add_argument("--profile", default="study")
+    a = ap.parse_args()
+    for p in refresh_readme_figures(a.profile):
+        print("wrote", p)

@@ -245,7 +245,12 @@ _SEEDED_ID = re.compile(r"^(?P<stem>.+)_s(?P<seed>\d+)$")
 def config_key(recipe: dict) -> str:
     """A short hash of the recipe without :data:`NON_CONFIG_KEYS`: runs that differ only by
     their seed share it."""
-    core = {k: v for k, v in (recipe or {}).items() if k not in NON_CONFIG_KEYS}
+    try:  # a renamed recipe key must not split one configuration in two
+        from dml_core.recipes import KEY_ALIASES
+    except ImportError:
+        KEY_ALIASES = {}  # noqa: N806
+    core = {KEY_ALIASES.get(k, k): v for k, v in (recipe or {}).items()
+            if k not in NON_CONFIG_KEYS}
     text = json.dumps(core, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
