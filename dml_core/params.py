@@ -1,17 +1,24 @@
-"""Notebook parameter schemas and their validation.
+"""Notebook parameters: one source, the notebook's own ``parameters`` cell, plus their validation.
 
 Papermill only *warns* when a profile passes a parameter that the notebook does not define, so a
 misspelled ``epoch: 1`` would silently run the full recipe. Every notebook therefore validates
 its parameters in its second cell::
 
     # cell 1, tagged "parameters"
-    profile = "interactive"
-    run_dir = None
-    dataset = "demo"
+    profile = "interactive"  # injected by the batch runner; names runs/<profile>/
+    run_dir = None  # injected by the batch; None means runs_root()/<profile>/<notebook>
+    dataset = "demo"  # demo | car | cub | sop | isc
     ...
     # cell 2
     from dml_core.params import validate_parameters
     P = validate_parameters("01_normsoftmax", globals())
+
+The names, defaults and help texts are read from the ``parameters`` cell itself
+(``papermill.inspect_notebook``): a parameter is added, renamed or given a new default there and
+nowhere else. The type of a parameter is the type of its default (a list's element type from its
+elements; an int is accepted where the default is a float). What a cell cannot say is kept here:
+the allowed values (:data:`CHOICES`, :data:`NOTEBOOK_CHOICES`) and the type of a parameter whose
+default is ``None`` (:data:`NONE_DEFAULT_TYPES`).
 
 ``validate_parameters`` accepts a plain dict or the notebook's ``globals()`` (it ignores names
 starting with ``_``, IPython's ``In``/``Out``/``exit``/``quit``/``get_ipython``, modules, functions
@@ -19,39 +26,37 @@ and classes, so only the parameters and the names injected by papermill remain).
 :class:`ParameterError` listing every problem at once: an unknown name (with the closest valid
 name and the list of valid ones), a value outside its choices (with the choices), or a wrong type.
 It returns the complete parameter dict: defaults filled in, ``None`` placeholders resolved
-(``run_dir`` → ``runs_root()/<profile>/<notebook>``, ``profiles`` → ``[profile]``, ``output_dir`` →
+(``run_dir`` → :func:`default_run_dir`; ``profiles`` → ``[profile]``; ``output_dir`` →
 ``"figures"``, inside the run folder) and values normalised (tuples → lists, ints → floats where a float is expected).
-
-The schema is plain data: :data:`NOTEBOOK_PARAMETERS` maps a notebook stem to
-``{name: (type, default, choices_or_None, help)}``. Types are strings: ``str``, ``int``, ``float``,
-``bool``, ``dict``, ``list[str]``, ``list[int]``, ``list[float]``, each optionally ``|None``. For a
-list type the choices apply to every element. The choice lists (data sets, backbones, methods) are
-kept here once, as literals; ``check_registries()`` compares them with ``dml_core.recipes`` and
-``dml_core.models.backbones`` when those are importable (the test suite calls it).
 """
 from __future__ import annotations
 
+import ast
 import copy
 import difflib
 import inspect
 import types
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator
 
 __all__ = [
     "ParameterError",
     "NOTEBOOK_PARAMETERS",
+    "CHOICES",
+    "NOTEBOOK_CHOICES",
+    "NONE_DEFAULT_TYPES",
     "DATASETS",
     "TRAIN_DATASETS",
     "BACKBONES",
     "DEVICES",
+    "TOY_SOURCES",
     "validate_parameters",
     "notebook_stem",
+    "notebook_schema",
     "defaults",
-    "parameters_cell_source",
-    "describe",
+    "default_run_dir",
     "check_registries",
-    "missing_recipes",
 ]
 
 
@@ -66,81 +71,43 @@ class ParameterError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
-# The choice lists, in one place. tests/test_params.py compares them with the registries.
+# What a parameters cell cannot say. tests/test_params.py compares the lists with the registries.
 DATASETS = ("car", "cub", "sop", "isc", "stl10", "demo")  # what 00_prepare_data can prepare
 TRAIN_DATASETS = ("car", "cub", "sop", "isc", "demo")  # what the retrieval notebooks train on
 BACKBONES = ("resnet50", "bninception", "googlenet", "resnext50_32x4d", "resnet18")
 DEVICES = ("auto", "cpu", "cuda")
 TOY_SOURCES = ("auto", "stl10", "digits")
-# Methods a notebook can run, by notebook stem (notebooks without an entry have no `method`).
-NOTEBOOK_METHODS = {
-    "03_positive_proxy": ("positive_proxy",),
-    "05_dynamic_margin": ("dynamic_margin", "proxy_anchor"),
+
+#: Allowed values by parameter name, in every notebook that has the parameter (for a list
+#: parameter the choices apply to every element).
+CHOICES: dict[str, tuple] = {
+    "device": DEVICES,
+    "dataset": TRAIN_DATASETS,
+    "datasets": DATASETS,
+    "backbone": BACKBONES,
+    "source": TOY_SOURCES,
+    "feature_dim": (2, 3),
 }
-# The method each retrieval notebook trains (used by check_registries).
+#: Allowed values that differ between notebooks: the method variants a notebook can run.
+NOTEBOOK_CHOICES: dict[str, dict[str, tuple]] = {
+    "03_positive_proxy": {"method": ("positive_proxy",)},
+    "05_dynamic_margin": {"method": ("dynamic_margin", "proxy_anchor")},
+}
+#: The method each retrieval notebook trains (used by check_registries).
 NOTEBOOK_METHOD_OF = {
     "01_normsoftmax": ("normsoftmax",),
     "02_asymptotic_proxy": ("asymptotic_proxy",),
-    "03_positive_proxy": NOTEBOOK_METHODS["03_positive_proxy"],
+    "03_positive_proxy": NOTEBOOK_CHOICES["03_positive_proxy"]["method"],
     "04_cgd": ("cgd",),
-    "05_dynamic_margin": NOTEBOOK_METHODS["05_dynamic_margin"],
+    "05_dynamic_margin": NOTEBOOK_CHOICES["05_dynamic_margin"]["method"],
 }
-
-# (type, default, choices or None, help)
-COMMON_PARAMETERS: dict[str, tuple] = {
-    "profile": ("str", "interactive", None,
-                "profile name (injected by the batch); names runs/<profile>/"),
-    "run_dir": ("str|None", None, None,
-                "run folder (injected by the batch); None means runs_root()/<profile>/<notebook>"),
-    "data_root": ("str|None", None, None, "data root; None means dml_core.paths.data_root()"),
-    "device": ("str", "auto", DEVICES, "auto means cuda when available, else cpu"),
-}
-
-
-def _retrieval(stem: str) -> dict[str, tuple]:
-    spec = {
-        **COMMON_PARAMETERS,
-        "dataset": ("str", "demo", TRAIN_DATASETS, "data set to train and evaluate on"),
-        "backbone": ("str", "resnet18", BACKBONES, "backbone network"),
-        "crop": ("bool", False, None, "crop images to their bounding box (car, cub, demo)"),
-        "overrides": ("dict", {}, None,
-                      "recipe keys to override (e.g. {epochs: 1}); checked by the recipe code"),
-    }
-    if stem in NOTEBOOK_METHODS:
-        methods = NOTEBOOK_METHODS[stem]
-        spec["method"] = ("str", methods[0], methods, "method variant")
-    return spec
-
-
-NOTEBOOK_PARAMETERS: dict[str, dict[str, tuple]] = {
-    "00_prepare_data": {
-        **COMMON_PARAMETERS,
-        "datasets": ("list[str]", ["demo"], DATASETS, "data sets to prepare"),
-    },
-    **{stem: _retrieval(stem) for stem in (
-        "01_normsoftmax", "02_asymptotic_proxy", "03_positive_proxy", "04_cgd",
-        "05_dynamic_margin")},
-    "06_benchmarks": {
-        **COMMON_PARAMETERS,
-        "profiles": ("list[str]|None", None, None,
-                     "profiles whose runs to tabulate; None means [profile]"),
-    },
-    "07_toy_proxies": {
-        **COMMON_PARAMETERS,
-        "source": ("str", "auto", TOY_SOURCES, "toy images: auto = stl10 if prepared, else digits"),
-        "feature_dim": ("int", 2, (2, 3), "embedding dimension of the toy (2 or 3)"),
-        "epochs": ("int", 20, None, "training epochs of the toy"),
-        "momenta": ("list[float]", [0.0, 0.5, 0.9, 0.99], None, "proxy momenta of the sweep"),
-        "batch_size": ("int", 128, None, "batch size"),
-        "pretrained": ("bool", True, None, "start from ImageNet weights"),
-        "max_train_per_class": ("int|None", None, None,
-                                "cap on training images per class; None means all"),
-    },
-    "08_figures": {
-        **COMMON_PARAMETERS,
-        "profiles": ("list[str]|None", None, None, "profiles whose runs to plot; None means [profile]"),
-        "output_dir": ("str|None", None, None, "where figures go; None means figures/ inside run_dir"),
-    },
+#: The type of every parameter whose default is None (the default alone does not say it).
+NONE_DEFAULT_TYPES: dict[str, str] = {
+    "run_dir": "str|None",
+    "data_root": "str|None",
+    "profiles": "list[str]|None",
+    "output_dir": "str|None",
+    "max_train_per_class": "int|None",
 }
 
 _IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
@@ -153,10 +120,93 @@ def notebook_stem(notebook: str | Path) -> str:
     return name[: -len(".ipynb")] if name.endswith(".ipynb") else name
 
 
+def default_run_dir(profile: str, notebook: str | Path) -> Path:
+    """The one default run folder of a notebook: ``runs_root()/<profile>/<notebook stem>``."""
+    from dml_core import paths
+
+    return paths.runs_root() / profile / notebook_stem(notebook)
+
+
+def _type_of_default(name: str, default: Any) -> str:
+    if default is None:
+        if name not in NONE_DEFAULT_TYPES:
+            raise ValueError(f"parameter {name!r} defaults to None: add its type to "
+                             "dml_core.params.NONE_DEFAULT_TYPES")
+        return NONE_DEFAULT_TYPES[name]
+    if isinstance(default, (list, tuple)):
+        inner = {_type_of_default(name, v) for v in default} or {"str"}
+        if inner == {"int", "float"}:
+            inner = {"float"}
+        if len(inner) != 1:
+            raise ValueError(f"parameter {name!r}: a list default mixes types {sorted(inner)}")
+        return f"list[{inner.pop()}]"
+    for t in (bool, int, float, str, dict):  # bool before int: True is an int
+        if isinstance(default, t):
+            return t.__name__
+    raise ValueError(f"parameter {name!r}: unsupported default {default!r}")
+
+
+_CACHE: dict[Path, tuple[float, dict[str, tuple]]] = {}
+
+
+def notebook_schema(path: str | Path) -> dict[str, tuple]:
+    """``{name: (type, default, choices or None, help)}`` read from the notebook's parameters cell.
+
+    The default is the cell's literal, the help its trailing comment, the type that of the
+    default (see the module docstring), the choices from :data:`CHOICES`/:data:`NOTEBOOK_CHOICES`.
+    """
+    import papermill
+
+    path = Path(path)
+    mtime = path.stat().st_mtime
+    cached = _CACHE.get(path)
+    if cached and cached[0] == mtime:
+        return cached[1]
+    stem = notebook_stem(path)
+    choices = {**CHOICES, **NOTEBOOK_CHOICES.get(stem, {})}
+    schema = {}
+    for name, info in papermill.inspect_notebook(str(path)).items():
+        default = ast.literal_eval(info["default"])
+        schema[name] = (_type_of_default(name, default), default, choices.get(name),
+                        info.get("help") or "")
+    _CACHE[path] = (mtime, schema)
+    return schema
+
+
+class _NotebookSchemas(Mapping):
+    """``{notebook stem: schema}`` of the study notebooks (``notebooks/NN_*.ipynb``), read lazily."""
+
+    def _paths(self) -> dict[str, Path]:
+        from dml_core import paths
+
+        return {p.stem: p for p in sorted(paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))}
+
+    def __getitem__(self, stem: str) -> dict[str, tuple]:
+        found = self._paths()
+        if stem not in found:
+            raise KeyError(stem)
+        return notebook_schema(found[stem])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths())
+
+    def __len__(self) -> int:
+        return len(self._paths())
+
+    def __contains__(self, stem: object) -> bool:
+        return isinstance(stem, str) and stem in self._paths()
+
+
+#: ``{stem: {name: (type, default, choices or None, help)}}``, derived from the notebooks.
+NOTEBOOK_PARAMETERS: Mapping[str, dict[str, tuple]] = _NotebookSchemas()
+
+
 def _schema(notebook: str | Path) -> tuple[str, dict[str, tuple]]:
     stem = notebook_stem(notebook)
+    if str(notebook).endswith(".ipynb") and Path(notebook).is_file():
+        return stem, notebook_schema(notebook)
     if stem not in NOTEBOOK_PARAMETERS:
-        close = difflib.get_close_matches(stem, NOTEBOOK_PARAMETERS, n=1)
+        close = difflib.get_close_matches(stem, list(NOTEBOOK_PARAMETERS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ParameterError(stem, [f"no parameter schema for notebook {stem!r}{hint}; known: "
                                     + ", ".join(NOTEBOOK_PARAMETERS)])
@@ -205,7 +255,7 @@ def _check_one(value: Any, alt: str) -> tuple[bool, Any]:
         return isinstance(value, dict) and all(isinstance(k, str) for k in value), value
     if alt in _SCALARS:
         return isinstance(value, _SCALARS[alt]), value
-    raise ValueError(f"unknown type {alt!r} in the parameter schema")
+    raise ValueError(f"unknown parameter type {alt!r}")
 
 
 def _check_type(value: Any, type_spec: str) -> tuple[bool, Any]:
@@ -230,7 +280,8 @@ def _closest(value: Any, choices) -> str:
 
 def validate_parameters(notebook: str | Path, params: Mapping[str, Any], *,
                         resolve: bool = True) -> dict[str, Any]:
-    """Check ``params`` against the schema of ``notebook`` and return the complete parameter dict.
+    """Check ``params`` against the parameters cell of ``notebook`` (a stem of ``notebooks/`` or
+    a ``.ipynb`` path) and return the complete parameter dict.
 
     ``params`` may be the notebook's ``globals()``. Raises :class:`ParameterError` listing every
     unknown name, wrong type and value outside its choices. With ``resolve`` (default) the
@@ -270,32 +321,11 @@ def _resolve(stem: str, p: dict[str, Any]) -> None:
     from dml_core import paths
 
     if "run_dir" in p and p["run_dir"] is None:
-        p["run_dir"] = str(paths.runs_root() / p.get("profile", "interactive") / stem)
+        p["run_dir"] = str(default_run_dir(p.get("profile", "interactive"), stem))
     if "profiles" in p and p["profiles"] is None:
         p["profiles"] = [p["profile"]]
     if "output_dir" in p and p["output_dir"] is None:
         p["output_dir"] = "figures"  # inside the run folder; figures/ only via `make figures`
-
-
-def parameters_cell_source(notebook: str | Path) -> str:
-    """The source of a ``parameters`` cell for ``notebook`` with the schema's defaults and help."""
-    _, schema = _schema(notebook)
-    lines = []
-    for name, (type_spec, default, choices, help_) in schema.items():
-        note = help_ + (f" [{' | '.join(map(str, choices))}]" if choices else "")
-        lines.append(f"{name} = {default!r}  # {type_spec}: {note}")
-    return "\n".join(lines) + "\n"
-
-
-def describe(notebook: str | Path) -> str:
-    """A human-readable table of the parameters of ``notebook``."""
-    stem, schema = _schema(notebook)
-    rows = [f"Parameters of {stem}:"]
-    for name, (type_spec, default, choices, help_) in schema.items():
-        rows.append(f"  {name:<20} {type_spec:<16} default={default!r}")
-        rows.append(f"  {'':<20} {help_}" + (f"; choices: {', '.join(map(str, choices))}"
-                                               if choices else ""))
-    return "\n".join(rows)
 
 
 def check_registries() -> list[str]:
@@ -304,7 +334,6 @@ def check_registries() -> list[str]:
     Raises ImportError when a registry is not importable yet. Checked: every backbone choice is in
     ``dml_core.models.backbones.BACKBONES``; every training data set is in
     ``dml_core.recipes.DATASETS``; every method a notebook runs has at least one recipe.
-    (:func:`missing_recipes` lists the finer (method, data set) gaps, for information.)
     """
     from dml_core import recipes
     from dml_core.models import backbones
@@ -321,12 +350,3 @@ def check_registries() -> list[str]:
             if not recipes.list_recipes(method=method):
                 problems.append(f"{stem}: no recipe at all for method {method!r}")
     return problems
-
-
-def missing_recipes() -> list[tuple[str, str, str]]:
-    """(notebook, method, data set) choices that have no recipe in ``dml_core.recipes``."""
-    from dml_core import recipes
-
-    return [(stem, method, ds) for stem, methods in NOTEBOOK_METHOD_OF.items()
-            for method in methods for ds in TRAIN_DATASETS
-            if not recipes.list_recipes(method=method, dataset=ds)]

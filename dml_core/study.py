@@ -4,16 +4,19 @@ Every notebook validates its parameters (:func:`dml_core.params.validate_paramet
 calls one or two functions of this module:
 
 - ``00_prepare_data``: :func:`prepare_datasets` (prepares the data sets, returns a table).
-- ``01``–``05`` (one training run each): :func:`run_training` trains one
-  (method, data set, backbone, crop, overrides) recipe into the notebook's run folder; :func:`show_run` displays the
-  training curves, the dense/binary Recall@K + MAP@R table and the retrieval pictures, and saves
-  them into ``<run_dir>/figures/``.
+- ``01``–``05`` (one training run each): :func:`train_notebook` trains the notebook's
+  (method, data set, backbone, crop, overrides) recipe into its run folder (through
+  :func:`run_training`); :func:`show_run` displays the training curves, the dense/binary
+  Recall@K + MAP@R table and the retrieval pictures, and saves them into ``<run_dir>/figures/``.
+- ``07_toy_proxies``: :func:`dml_core.toy.run_toy_study` (both proxy variants, the momentum
+  sweep and the figures, into its run folder).
 - ``06_benchmarks``: :func:`benchmark_report` builds every table from the run folders alone
   (nothing is retrained) and writes ``benchmark.md`` / ``benchmark.csv`` into its run folder.
 - ``08_figures``: :func:`write_figures` draws the study's figures (PNG + PDF) from the runs.
 
 The notebook's run folder is ``run_dir`` (injected by the batch runner), or, when a notebook is
-opened interactively, ``runs_root()/<profile>/<notebook stem>`` (:func:`resolve_run_dir`).
+opened interactively, :func:`dml_core.params.default_run_dir` (``validate_parameters`` resolves
+it; :func:`resolve_run_dir` creates it).
 """
 from __future__ import annotations
 
@@ -22,15 +25,17 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from dml_core import io, paths
+from dml_core.params import default_run_dir
 
 __all__ = [
     "resolve_run_dir",
     "resolve_device",
     "make_recipe",
     "run_training",
+    "train_notebook",
     "metrics_table",
     "show_run",
     "method_log",
@@ -63,8 +68,8 @@ def display(obj: Any) -> None:
 
 def resolve_run_dir(run_dir: str | os.PathLike | None, profile: str = "interactive",
                     notebook: str = "notebook") -> Path:
-    """The notebook's run folder, created: ``run_dir`` or ``runs_root()/<profile>/<notebook>``."""
-    path = Path(run_dir) if run_dir else paths.runs_root() / profile / notebook
+    """The notebook's run folder, created: ``run_dir`` or :func:`default_run_dir`."""
+    path = Path(run_dir) if run_dir else default_run_dir(profile, notebook)
     path = path.expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -121,6 +126,16 @@ def run_training(method: str, dataset: str, backbone: str, crop: bool = False,
     print(f"done in {time.time() - t0:.1f} s: status {summary.get('status')}, "
           f"{summary.get('epochs_completed')} epoch(s)")
     return summary
+
+
+def train_notebook(params: Mapping[str, Any], method: str | None = None,
+                   progress: bool = False) -> dict:
+    """Step "Train" of notebooks 01–05: :func:`run_training` with the notebook's validated
+    parameters (``method``: the notebook's fixed method, else ``params["method"]``)."""
+    return run_training(method or params["method"], params["dataset"], params["backbone"],
+                        crop=params["crop"], overrides=params["overrides"],
+                        run_dir=params["run_dir"], data_root=params["data_root"],
+                        device=params["device"], progress=progress)
 
 
 # ------------------------------------------------------------------------------------------
@@ -337,8 +352,10 @@ def write_figures(profiles: Iterable[str], output_dir: str | os.PathLike,
     """The study's figures (PNG + PDF) from the runs of ``profiles`` into ``output_dir``.
 
     Training curves and Recall@K bars per data set, dense vs binary, a retrieval grid and a
-    UMAP (PCA fallback) of the test embeddings per run, and AsymptoticProxy's momentum
-    sensitivity. Returns the written paths (PNG and PDF).
+    UMAP (PCA fallback) of the test embeddings per run (the lowest seed of each configuration),
+    AsymptoticProxy's momentum sensitivity, and, for seeded runs, every seed's value with the
+    mean and its 95% interval and the paired differences
+    (:func:`dml_core.report.figures.write_seed_figures`). Returns the written paths.
     """
     import matplotlib.pyplot as plt
 

@@ -36,17 +36,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from dml_core import paths
+from dml_core.data.toy import ToyArrayDataset, prepare_toy_arrays, source_label
 from dml_core.io import read_json, torch_save, write_json, write_text
 
 __all__ = [
-    "TOY_DEFAULTS", "TOY_PROFILES", "ToyArrayDataset", "toy_config", "prepare_toy_arrays",
-    "source_label", "run_toy", "load_toy_history", "run_momentum_sweep", "run_toy_study",
-    "history_path", "default_run_dir", "write_toy_study", "read_toy_study",
+    "TOY_DEFAULTS", "TOY_PROFILES", "toy_config", "config_from_parameters", "run_toy",
+    "load_toy_history", "run_momentum_sweep", "run_toy_study", "history_path", "write_toy_study",
+    "read_toy_study",
 ]
 
 #: The seed's toy (§A.8) with the §C.9 fixes; every key of a toy config.
@@ -121,78 +119,16 @@ def _check(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def default_run_dir(profile: str = "interactive") -> Path:
-    """``runs_root()/<profile>/07_toy_proxies`` (``interactive`` for notebooks run by hand)."""
-    return paths.runs_root() / profile / "07_toy_proxies"
-
-
 def history_path(run_dir: str | os.PathLike, variant: str) -> Path:
     return Path(run_dir) / f"toy_{variant}_history.pt"
 
 
-def source_label(source: str) -> str:
-    """Human-readable data name for printouts and figure titles."""
-    return "STL-10" if source == "stl10" else "digits stand-in for STL-10 (STL-10 not on disk)"
-
-
-# ------------------------------------------------------------------------------------- data
-class ToyArrayDataset(Dataset):
-    """uint8 images (N, H, W, 3) + int64 labels (N,) → ``(transform(image), label)``."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None, prefix: str = "img"):
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
-        self.transform = transform
-        self.paths = [f"{prefix}/{i:05d}" for i in range(len(labels))]  # names, not files
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        img = self.images[i]
-        return (self.transform(img) if self.transform is not None else torch.from_numpy(img.copy()),
-                int(self.labels[i]))
-
-
-def _first_per_class(labels: np.ndarray, k: int | None) -> np.ndarray:
-    """Indices of the first ``k`` items of each class, in file order (all when k is None)."""
-    if k is None:
-        return np.arange(len(labels))
-    keep = np.concatenate([np.flatnonzero(labels == c)[:int(k)] for c in np.unique(labels)])
-    return np.sort(keep)
-
-
-def _resize(images: np.ndarray, size: int | None) -> np.ndarray:
-    if size is None or images.shape[1] == size and images.shape[2] == size:
-        return images
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR))
-                     for im in images])
-
-
-def prepare_toy_arrays(cfg: dict[str, Any]):
-    """Load (:func:`dml_core.data.load_toy_data`), cap and resize the toy arrays.
-
-    The digits stand-in is first capped at ``digits_per_class`` per class (STL-10 fold 0 has
-    ~100), then both sources at ``max_train_per_class``. Returns ``(data, snapshot_idx)``:
-    ``data`` a ToyData with the capped, resized arrays; ``snapshot_idx`` indexes its training set:
-    the first ``snapshot_per_class`` images of each class, embedded every epoch for the pictures.
-    """
-    from dml_core.data import load_toy_data
-
-    data = load_toy_data(cfg["data_root"], cfg["source"])
-    cap = cfg["max_train_per_class"]
-    if data.source == "digits" and cfg["digits_per_class"] is not None:
-        cap = min(int(cfg["digits_per_class"]), cap if cap is not None else 10**9)
-    keep = _first_per_class(data.train_labels, cap)
-    data.train_images = _resize(data.train_images[keep], cfg["image_size"])
-    data.train_labels = data.train_labels[keep].astype(np.int64)
-    data.test_images = _resize(data.test_images, cfg["image_size"])
-    data.test_labels = data.test_labels.astype(np.int64)
-    snap = _first_per_class(data.train_labels, cfg["snapshot_per_class"])
-    return data, snap
+def config_from_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    """The toy config of notebook 07's validated parameters: the profile's settings
+    (:data:`TOY_PROFILES`) with the notebook's parameters on top."""
+    return toy_config(params["profile"], **{k: params[k] for k in (
+        "source", "data_root", "feature_dim", "epochs", "batch_size", "pretrained",
+        "max_train_per_class", "device")})
 
 
 # ------------------------------------------------------------------------------------- one run
@@ -387,11 +323,12 @@ def run_momentum_sweep(config: dict[str, Any], run_dir: str | os.PathLike, momen
 
 # ------------------------------------------------------------------------------------- study
 def run_toy_study(config: dict[str, Any], run_dir: str | os.PathLike,
-                  momenta: Sequence[float] = (), figure_dirs: Iterable[str | os.PathLike] = (),
-                  gif: bool = True) -> dict[str, Any]:
-    """Moving (``<run_dir>/moving``) and learnable (``<run_dir>/learnable``) proxies, the momentum
-    sweep (reusing the moving run), and every figure into ``<run_dir>/figures/`` (+ copies in
-    ``figure_dirs``). Writes ``<run_dir>/toy_study.json``; returns it with the figure paths."""
+                  momenta: Sequence[float] = (), gif: bool = True) -> dict[str, Any]:
+    """Notebook 07 in one call: moving (``<run_dir>/moving``) and learnable
+    (``<run_dir>/learnable``) proxies, the momentum sweep (reusing the moving run), and every
+    figure into ``<run_dir>/figures/`` (08_figures collects them from there). Writes
+    ``<run_dir>/toy_study.json`` and returns it (R@1 of both variants, the sweep rows, the figure
+    paths by name)."""
     from dml_core.report import toy_figures as tf
 
     run_dir = Path(run_dir)
@@ -401,8 +338,7 @@ def run_toy_study(config: dict[str, Any], run_dir: str | os.PathLike,
     sweep = run_momentum_sweep(config, run_dir, momenta, reuse=[moving]) if momenta else []
     histories = {"moving": load_toy_history(moving["history_path"]),
                  "learnable": load_toy_history(learnable["history_path"])}
-    figures = tf.make_toy_figures(histories, run_dir / "figures", sweep=sweep,
-                                  extra_dirs=figure_dirs, gif=gif)
+    figures = tf.make_toy_figures(histories, run_dir / "figures", sweep=sweep, gif=gif)
     return write_toy_study(run_dir, config, moving, learnable, sweep, figures,
                            time.perf_counter() - t0)
 

@@ -119,13 +119,49 @@ def test_unknown_notebook():
         validate_parameters("04_cdg", {})
 
 
-def test_parameters_cell_source_round_trips():
+def _parameters_cell(stem: str) -> str:
+    import nbformat
+
+    nb = nbformat.read(str(NOTEBOOKS_DIR / f"{stem}.ipynb"), as_version=4)
+    return next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+
+
+def test_defaults_are_the_parameters_cell():
+    """One source: the defaults are what the notebook's parameters cell assigns, and valid."""
     for stem in NOTEBOOK_PARAMETERS:
         ns: dict = {}
-        exec(params.parameters_cell_source(stem), {}, ns)
+        exec(_parameters_cell(stem), {}, ns)  # noqa: S102 - our own committed notebook
         assert ns == params.defaults(stem)
         assert validate_parameters(stem, ns, resolve=False) == ns
-    assert "choices" in params.describe("05_dynamic_margin")
+    # the drift this replaced: a hand-written schema said 20 epochs and pretrained for 07
+    toy = params.defaults("07_toy_proxies")
+    assert toy["epochs"] == 4 and toy["pretrained"] is False
+
+
+def test_types_follow_the_defaults_and_none_defaults_are_declared():
+    schema = NOTEBOOK_PARAMETERS["07_toy_proxies"]
+    assert schema["epochs"][0] == "int" and schema["pretrained"][0] == "bool"
+    assert schema["momenta"][0] == "list[float]"
+    assert schema["max_train_per_class"][0] == "int|None"
+    assert NOTEBOOK_PARAMETERS["00_prepare_data"]["datasets"][:3] == ("list[str]", ["demo"],
+                                                                      params.DATASETS)
+    with pytest.raises(ValueError, match="NONE_DEFAULT_TYPES"):
+        params._type_of_default("new_parameter", None)
+
+
+def test_a_notebook_path_is_read_directly(tmp_path):
+    """A notebook outside notebooks/ (e.g. a copy) is validated against its own cell."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                           "display_name": "Python 3"}})
+    nb.cells = [nbformat.v4.new_code_cell("profile = 'x'  # the profile\nsteps = 3  # how many",
+                                          metadata={"tags": ["parameters"]})]
+    path = tmp_path / "09_new.ipynb"
+    nbformat.write(nb, str(path))
+    assert validate_parameters(path, {"steps": 5}, resolve=False) == {"profile": "x", "steps": 5}
+    with pytest.raises(ParameterError, match="steps=2.5 must be of type int"):
+        validate_parameters(path, {"steps": 2.5})
 
 
 def test_choices_match_the_registries():

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from dml_core.toy import (ToyArrayDataset, load_toy_history, run_toy, run_toy_study, toy_config)
+from dml_core.data.toy import ToyArrayDataset
+from dml_core.toy import load_toy_history, run_toy, run_toy_study, toy_config
 
 TINY = dict(epochs=1, image_size=16, digits_per_class=12, snapshot_per_class=6, batch_size=32,
             source="digits", device="cpu", progress=False, pretrained=False)
@@ -133,7 +134,20 @@ def test_figures_written(study):
         assert im.format == "GIF" and im.n_frames >= 2
 
 
-def test_run_toy_resumes_without_retraining(study):
+def test_run_toy_resumes_without_retraining(study, monkeypatch):
+    """A finished run is read back: no training step runs (a deterministic retrain would also
+    reproduce R@1, so R@1 alone could not tell), and the run folder's files are untouched."""
+    from dml_core.methods.toy import ToyMethod
+
     run_dir, out = study
+    steps = []
+    original = ToyMethod.training_step
+    monkeypatch.setattr(ToyMethod, "training_step",
+                        lambda self, *a, **k: steps.append(1) or original(self, *a, **k))
+    files = ("metrics.csv", "summary.json", "checkpoints/last.pt", "toy_moving_history.pt")
+    before = {f: (run_dir / "moving" / f).stat().st_mtime_ns for f in files}
     again = run_toy(toy_config("smoke", **TINY), run_dir / "moving")
+    assert steps == [], f"{len(steps)} training step(s) ran on a finished run"
+    assert {f: (run_dir / "moving" / f).stat().st_mtime_ns for f in files if f != files[-1]} \
+        == {f: t for f, t in before.items() if f != files[-1]}
     assert again["final_r1"] == pytest.approx(out["results"]["moving"]["final_r1"])

@@ -1,7 +1,7 @@
 r"""Figures of the STL-10 toy (:mod:`dml_core.toy`): moving vs learnable proxies on the unit circle
 (``feature_dim`` 2) or the unit sphere (3).
 
-Inputs are the history dicts of :func:`dml_core.toy.load_toy_history` (``epochs`` (K,),
+Inputs are the history dicts that :mod:`dml_core.toy` writes (``load_toy_history``) (``epochs`` (K,),
 ``proxies`` (K, C, d), ``train_embeddings`` (K, Ns, d), ``test_embeddings`` (K, Nt, d), ``trail``
 (S + 1, C, d), ...), keyed by variant (``{"moving": h, "learnable": h}``). Every ``plot_*``
 returns the Figure and, given ``path`` (no extension), writes PNG + PDF atomically
@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dml_core.data.toy import source_label  # noqa: E402
 from dml_core.io import atomic_path  # noqa: E402
 
 from .figures import figure_style, save_figure  # noqa: E402
@@ -49,8 +50,6 @@ def _train_colors(n: int) -> list:
 
 def toy_title(h: Mapping[str, Any], extra: str = "") -> str:
     """'<data> · 2-D · T=0.03 [· extra]' from a history's metadata."""
-    from dml_core.toy import source_label
-
     parts = [source_label(str(h.get("source", "?"))), f"{int(h.get('feature_dim', 2))}-D",
              f"T={float(h.get('temperature', 0.03)):g}"]
     return " · ".join(parts + ([extra] if extra else []))
