@@ -4,7 +4,8 @@ A recipe is a flat ``dict`` with the keys of ``docs/ARCHITECTURE.md`` (``name``,
 ``dataset``, ``backbone``, ``pretrained``, ``crop``, ``embedding_dim``, ``epochs``, ``batch_size``,
 ``sampler``, ``samples_per_class``, ``drop_last``, ``transform``, ``crop_size``, ``resize_size``,
 ``eval_batch_size``, ``eval_every``, ``seed``, ``num_workers``, ``validation_fraction``,
-``max_steps_per_epoch``, ``hflip``, ``rrc_scale``, ``reported``) plus the method's own keys, documented in
+``max_steps_per_epoch``, ``hflip``, ``rrc_scale``, ``cache`` (decode once, :mod:`dml_core.data.cache`; the
+numbers do not change), ``reported``) plus the method's own keys, documented in
 ``dml_core.methods.<method>``.
 
     >>> r = get_recipe("cgd", "cub", "resnet50", crop=True)
@@ -84,6 +85,7 @@ def _common(**kw: Any) -> dict[str, Any]:
         "max_steps_per_epoch": None,
         "hflip": True,
         "rrc_scale": [0.08, 1.0],
+        "cache": False,
     }
     base.update(kw)
     return base
@@ -247,7 +249,8 @@ def _demo_rows() -> list[dict[str, Any]]:
     """
     common = dict(dataset="demo", backbone="resnet18", pretrained=False, crop=False,
                   embedding_dim=64, crop_size=24, resize_size=27, eval_batch_size=250, seed=0,
-                  hflip=False, rrc_scale=[0.7, 1.0], reported=None, epochs=8, batch_size=32)
+                  hflip=False, rrc_scale=[0.7, 1.0], reported=None, epochs=8, batch_size=32,
+                  cache=True)
     rows = []
     for base in (_normsoftmax_rows()[0], _cgd_rows()[0], _asymptotic_rows()[0], _pp_rows()[0],
                  _dynamic_margin_rows()[1], _proxy_anchor_rows()[1]):
@@ -304,7 +307,7 @@ def _choices(values) -> str:
 
 
 #: Override keys that cannot change a result (a run overriding only these keeps its ``reported``).
-NEUTRAL_KEYS = frozenset({"num_workers", "eval_batch_size"})
+NEUTRAL_KEYS = frozenset({"num_workers", "eval_batch_size", "cache"})
 #: Override keys that shorten the training: a run overriding one of them is marked ``shortened``.
 SHORTENING_KEYS = frozenset({"epochs", "max_steps_per_epoch"})
 #: Keys added to a recipe whose overrides changed it (never valid as overrides themselves).
@@ -334,7 +337,9 @@ def _apply_overrides(recipe: dict[str, Any], overrides: dict[str, Any]) -> dict[
         out.setdefault("base_reported", recipe.get("reported"))
         prior.update(changed)
         out["overrides"] = prior
-        out["name"] = out["base_name"] + " [" + ", ".join(f"{k}={v}" for k, v in prior.items()) + "]"
+        shown = {k: v for k, v in prior.items() if k not in NEUTRAL_KEYS}
+        out["name"] = out["base_name"] + (" [" + ", ".join(f"{k}={v}" for k, v in shown.items())
+                                          + "]" if shown else "")
         out["shortened"] = bool(SHORTENING_KEYS & set(prior))
         if set(prior) - NEUTRAL_KEYS:
             out["reported"] = None

@@ -163,6 +163,10 @@ def build_data(recipe: dict, data_root: str | os.PathLike | None = None) -> Data
                                rrc_scale=tuple(recipe.get("rrc_scale", (0.08, 1.0))))
 
     def split(name: str, train: bool):
+        if recipe.get("cache"):  # decoded once; the same tensors as the PIL path (data/cache.py)
+            from dml_core.data.cache import cached_split
+
+            return cached_split(recipe, name, train, data_root, device_normalize=False)
         return RetrievalDataset(ds, name, transform=transform(train), crop=crop, data_root=data_root)
 
     train_set = split("train", True)
