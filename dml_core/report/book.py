@@ -393,7 +393,7 @@ def _seed_statistics(runs_df, selection: str) -> str:
 
 def _tables_page(book: Book, runs_df) -> str:
     from . import tables
-    from .reported import reported_frame
+    from .reported import reported_compact
 
     lines = ["# Every number\n",
              "One row per run of this profile: the reproduced R@1 (dense and binary) before "
@@ -404,21 +404,37 @@ def _tables_page(book: Book, runs_df) -> str:
     det = tables.details_table(runs_df, profiles=[book.profile])
     det.to_csv(book.src_dir / "details.csv", index=False)
     if len(det):
-        lines.append(_raw(_table_html(det, wrap=("Caveats", "Source"))))
+        long_text = ["Source", "Caveats", "Hardware (authors)"]
+        lines.append(_raw(_table_html(det.drop(columns=long_text, errors="ignore"))))
+        lines.append("The authors' hardware, sources and caveats of these rows are listed "
+                     "under *Caveats and sources* below.\n")
     else:
         lines.append("No run yet.\n")
     lines.append("## The authors' numbers\n")
     lines.append("Every number the authors published that this study targets (R@1, %), with "
                  "its status: *reported* (a real result), *carry-over* (copied from another "
-                 "method's README, never a target). Download: "
+                 "method's README, never a target); Recall@K in %, in the order of the Ks "
+                 "column. Download: "
                  "{download}`reported.csv <reported.csv>`.\n")
     try:
-        rep = reported_frame(statuses=("reported", "carry_over"))
+        rep = reported_compact()
         rep.to_csv(book.src_dir / "reported.csv", index=False)
-        keep = [c for c in ("key", "variant", "status", "dense_R@1", "binary_R@1", "hardware",
-                            "source", "caveats") if c in rep.columns]
-        lines.append(_raw(_table_html(rep[keep] if keep else rep,
-                                      wrap=("caveats", "source"))))
+        lines.append(_raw(_table_html(rep.drop(columns=["Source", "Caveats", "Hardware"]))))
+        lines.append("## Caveats and sources\n")
+        from .reported import BACKBONE_NAMES, DATASET_NAMES, METHOD_NAMES, reported_entries
+
+        groups: dict = {}
+        for e in reported_entries():
+            groups.setdefault((e.method, e.source, e.hardware), []).append(e)
+        for (method, source, hw), entries in groups.items():
+            cav = list(dict.fromkeys(c for e in entries for c in e.caveats))
+            rows = ", ".join(dict.fromkeys(
+                f"{DATASET_NAMES.get(e.dataset, e.dataset)} {BACKBONE_NAMES.get(e.backbone, e.backbone)}"
+                for e in entries))
+            lines.append(f"- **{_md_escape(METHOD_NAMES.get(method, method))}**, "
+                         f"{_md_escape(source)}; hardware: {_md_escape(hw)}; rows: "
+                         f"{_md_escape(rows)}." + "".join(f"\n  - {_md_escape(c)}" for c in cav))
+        lines.append("")
     except Exception as exc:  # noqa: BLE001 - the page still builds
         lines.append(f"(the authors' table could not be built: {exc})\n")
     return "\n".join(lines)

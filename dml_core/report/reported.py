@@ -9,14 +9,15 @@ commit), the hardware the authors stated and the caveats that the tables print b
 ``status`` says how far a number can be trusted as a target:
 
 - ``reported``: a real number from the authors' README (still subject to the caveats).
-- ``carry_over``: printed in a README but copied from another method (PP seed 002 = AsymptoticProxy
+- ``carry_over``: printed in a README but copied from another method (the PP README at leftthomas/ProxyAnchor ecce2af = AsymptoticProxy
   dense numbers). Shown, never a target.
-- ``placeholder``: a template table (AsymptoticProxy seed 001). Kept for the record, never a target,
+- ``placeholder``: a template table (the AsymptoticProxy README at leftthomas/ProxyAnchor b3786cd). Kept for the record, never a target,
   and left out of the benchmark tables unless asked for.
 - ``reference``: a number from a related official repository (e.g. azgo14's NormSoftmax) for context.
 
-Sources: ``/work/shared/spec/normsoftmax_cgd.md`` §8–§9, ``asymptotic_proxy_pp.md`` §A.8, §A.9, §B.9,
-``dynamic_margin.md`` §9, §11 and the seed READMEs 000–004.
+Sources: the READMEs of the reproduced repositories at the commits named in each entry's
+``source`` (leftthomas/NormSoftmax, leftthomas/CGD, leftthomas/ProxyAnchor, wyfan714/LDM, and
+the official Proxy-Anchor and NormSoftmax repositories); docs/methods/ describes each method.
 """
 from __future__ import annotations
 
@@ -111,8 +112,8 @@ ZERO_SELF_MASK = ("self-match masked with 0 instead of -inf in the authors' reca
                   "binary and large-K recalls")
 
 # ---------------------------------------------------------------------------------------------
-# NormSoftmax (seed 000, leftthomas/NormSoftmax; normsoftmax_cgd.md §9)
-_NS_SRC = "seed 000 README (leftthomas/NormSoftmax HEAD), normsoftmax_cgd.md §9"
+# NormSoftmax (leftthomas/NormSoftmax README)
+_NS_SRC = "leftthomas/NormSoftmax README (HEAD 0648433)"
 _NS_HW = "1x NVIDIA Tesla V100 (32G) (stated)"
 _NS_CAV = (TEST_SELECTION, ZERO_SELF_MASK,
            "README claims 'same hyper-parameters as the paper' but differs from the official code "
@@ -143,14 +144,13 @@ for ds, (d, b) in {"cub": (65.36, 63.67), "car": (89.50, 89.29), "sop": (79.55, 
     _add(key=f"normsoftmax/{ds}/resnet50" + ("/uncropped" if ds in ("car", "cub") else ""),
          method="normsoftmax", dataset=ds, backbone="resnet50",
          crop=False if ds in ("car", "cub") else None, recalls=_r((1,), (d,), (b,)),
-         source="official NormSoftmax README (azgo14/classification_metric_learning), "
-                "normsoftmax_cgd.md §9", hardware="not stated", status="reference",
+         source="official NormSoftmax README (azgo14/classification_metric_learning)", hardware="not stated", status="reference",
          variant="official (azgo14)", embedding_dim=2048,
-         caveats=("official implementation, not the seed re-implementation; context only",))
+         caveats=("official implementation, not the leftthomas re-implementation; context only",))
 
 # ---------------------------------------------------------------------------------------------
-# CGD (seed 003, leftthomas/CGD; normsoftmax_cgd.md §9)
-_CGD_SRC = "seed 003 README (leftthomas/CGD HEAD), normsoftmax_cgd.md §9"
+# CGD (leftthomas/CGD README)
+_CGD_SRC = "leftthomas/CGD README (HEAD c9cd98f)"
 _CGD_CAV = (TEST_SELECTION, "no random seeds in the authors' code (runs not reproducible)",
             "FLOPs by thop (MACs); layer3 stride removed, ~10.6G instead of 4.1G")
 _cgd = {
@@ -192,10 +192,10 @@ for ds, bb, d in (("sop", "resnet50", (79.3, 90.6, 95.8, 98.6)),
 # ---------------------------------------------------------------------------------------------
 # AsymptoticProxy: REAL numbers (README at c30c146, kept through 4137a7d; asymptotic_proxy_pp §A.9)
 _AP_SRC = ("leftthomas/ProxyAnchor README at c30c146 (kept through 4137a7d; code identical to "
-           "seed 001 b3786cd), asymptotic_proxy_pp.md §A.9")
+           "the AsymptoticProxy README's commit b3786cd)")
 _AP_HW = "1x NVIDIA Tesla V100 (32G) (stated)"
 _AP_CAV = (TEST_SELECTION, ZERO_SELF_MASK,
-           "real numbers from the later README (c30c146/4137a7d); the seed-001 table is a "
+           "real numbers from the later README (c30c146/4137a7d); the b3786cd table is a "
            "placeholder and is not used as a target",
            "d=512; momentum 0.5 for CARS/CUB, 0.95 for SOP/In-shop; uncropped images")
 _ap = {
@@ -218,9 +218,9 @@ for (ds, bb), (d, b) in _ap.items():
          crop=False if ds in ("car", "cub") else None, recalls=_r(PROTOCOL_KS[ds], d, b),
          source=_AP_SRC, hardware=_AP_HW, caveats=_AP_CAV, embedding_dim=512)
 
-# AsymptoticProxy seed-001 table (README of b3786cd): a PLACEHOLDER, kept only for the record.
-_PH_SRC = "seed 001 README (leftthomas/ProxyAnchor b3786cd), asymptotic_proxy_pp.md §A.9"
-_PH_CAV = ("PLACEHOLDER: the whole seed-001 table is a template (copied from the repo's first commit "
+# AsymptoticProxy table of the README at b3786cd: a PLACEHOLDER, kept only for the record.
+_PH_SRC = "leftthomas/ProxyAnchor README at b3786cd (AsymptoticProxy)"
+_PH_CAV = ("PLACEHOLDER: the whole b3786cd table is a template (copied from the repo's first commit "
            "c583425; GoogleNet = BNInception; SOP = CUB; In-shop = CUB columns, non-monotone); "
            "never a target",)
 _ph_r50 = ((64.1, 75.4, 83.6, 90.6), (68.4, 79.9, 87.6, 92.9))
@@ -234,32 +234,32 @@ for ds, bb, (d, b) in (
         ("sop", "resnet50", _ph_r50), ("sop", "bninception", _ph_bn), ("sop", "googlenet", _ph_bn)):
     _add(key=f"asymptotic_proxy/{ds}/{bb}", method="asymptotic_proxy", dataset=ds, backbone=bb,
          crop=False if ds in ("car", "cub") else None, recalls=_r(PROTOCOL_KS[ds], d, b),
-         source=_PH_SRC, hardware=_AP_HW, status="placeholder", variant="seed-001 placeholder",
+         source=_PH_SRC, hardware=_AP_HW, status="placeholder", variant="b3786cd placeholder",
          caveats=_PH_CAV, embedding_dim=512)
 for bb, (d, b) in (("resnet50", _ph_r50), ("bninception", _ph_bn), ("googlenet", _ph_bn)):
     _add(key=f"asymptotic_proxy/isc/{bb}", method="asymptotic_proxy", dataset="isc", backbone=bb,
          crop=None, recalls=_r(KISC, d + (83.6, 90.6), b + (87.6, 92.9)), source=_PH_SRC,
-         hardware=_AP_HW, status="placeholder", variant="seed-001 placeholder", caveats=_PH_CAV,
+         hardware=_AP_HW, status="placeholder", variant="b3786cd placeholder", caveats=_PH_CAV,
          embedding_dim=512)
 
 # ---------------------------------------------------------------------------------------------
-# PP (seed 002, ecce2af): byte-identical to the AsymptoticProxy dense numbers -> carry-over.
+# PP (leftthomas/ProxyAnchor ecce2af): byte-identical to the AsymptoticProxy dense numbers -> carry-over.
 _PP_CAV = ("CARRY-OVER: byte-identical (numbers and links) to the AsymptoticProxy dense results "
            "(c30c146/4137a7d, V100, moving proxies); pasted into the PP README at ebad4cb, not "
            "produced by the PP code; not a target",
-           "the seed code (ecce2af) has no positive-proxy component (plain Proxy-Anchor / "
+           "the code at ecce2af has no positive-proxy component (plain Proxy-Anchor / "
            "normalized softmax)")
 for ds in ("car", "cub"):
     for bb in ("resnet50", "bninception", "googlenet"):
         _add(key=f"positive_proxy/{ds}/{bb}", method="positive_proxy", dataset=ds, backbone=bb,
              crop=False, recalls=_r(K8, _ap[(ds, bb)][0]),
-             source="seed 002 README (leftthomas/ProxyAnchor ecce2af), asymptotic_proxy_pp.md §B.9",
+             source="leftthomas/ProxyAnchor README at ecce2af (PP)",
              hardware="1x NVIDIA GeForce GTX 1070 (8G) (stated)", status="carry_over",
              caveats=_PP_CAV, embedding_dim=512, carry_over_of=f"asymptotic_proxy/{ds}/{bb}")
 
 # ---------------------------------------------------------------------------------------------
-# Learnable dynamic margin (seed 004, wyfan714/LDM; dynamic_margin.md §9.1, §11)
-_DM_SRC = "seed 004 README (wyfan714/LDM HEAD 684f657), dynamic_margin.md §9.1"
+# Learnable dynamic margin (wyfan714/LDM README)
+_DM_SRC = "wyfan714/LDM README (HEAD 684f657)"
 _DM_HW = ("not stated in the README; authors' 2021 logs (51f3355): RTX 2080 Ti (11 GB), batch 90")
 _DM_CAV = (TEST_SELECTION,
            "README written by a third party in 2023 (partly copied from Proxy-Anchor); unknown "
@@ -284,8 +284,8 @@ for bb, d in (("bninception", (92.0, 98.1, 98.8, 99.2)), ("resnet50", (92.8, 98.
          crop=None, recalls=_r((1, 10, 20, 40), d), source=_DM_SRC, hardware=_DM_HW, caveats=cav,
          embedding_dim=512, ambiguous_k={40: (30, 40)})
 
-# Proxy-Anchor baseline (official PA README; dynamic_margin.md §9.2)
-_PA_SRC = "official Proxy-Anchor README (tjddus9597/Proxy-Anchor-CVPR2020 51db570), dynamic_margin.md §9.2"
+# Proxy-Anchor baseline (official PA README)
+_PA_SRC = "official Proxy-Anchor README (tjddus9597/Proxy-Anchor-CVPR2020 51db570)"
 _PA_CAV = (TEST_SELECTION, "README numbers are stronger than the paper's (68.4/86.1/79.1/91.5 "
            "for BN-Inception)")
 for (ds, bb), d in {
@@ -303,9 +303,8 @@ ENTRIES: tuple[ReportedEntry, ...] = tuple(_ENTRIES)
 del _ENTRIES
 
 # ---------------------------------------------------------------------------------------------
-# AsymptoticProxy momentum sensitivity, hard-coded in the seed's plot.py (asymptotic_proxy_pp §A.8)
-MOMENTUM_SOURCE = ("reported (hard-coded in the seed's plot.py, leftthomas/ProxyAnchor b3786cd; "
-                   "asymptotic_proxy_pp.md §A.8)")
+# AsymptoticProxy momentum sensitivity, hard-coded in plot.py of leftthomas/ProxyAnchor b3786cd
+MOMENTUM_SOURCE = "reported (hard-coded in plot.py, leftthomas/ProxyAnchor b3786cd)"
 MOMENTUM_VALUES: tuple[float, ...] = (0.05, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95)
 # series label -> (backbone, embedding_dim)
 MOMENTUM_SERIES: dict[str, tuple[str, int]] = {
@@ -387,6 +386,31 @@ def reported_frame(statuses: Iterable[str] | None = None):
                              "status": e.status, "source": e.source, "hardware": e.hardware,
                              "params": e.params, "flops": e.flops,
                              "caveats": "; ".join(e.caveats)})
+    return pd.DataFrame(rows)
+
+
+def reported_compact(statuses: Iterable[str] | None = ("reported", "carry_over")):
+    """One row per entry: Method, Data set, Backbone, Crop, Variant, Status, then per feature
+    the Recall@K values as ``"86.1 / 91.9 / 95.4 / 97.4"`` with their Ks in the column name's
+    neighbour ``Ks``, the authors' hardware, params, source and caveats (for the book)."""
+    import pandas as pd
+
+    rows = []
+    for e in reported_entries(statuses=statuses):
+        ks = sorted({k for rec in e.recalls.values() for k in rec})
+        crop = "cropped" if e.crop is True else "uncropped" if e.crop is False else "—"
+        row = {"Method": METHOD_NAMES.get(e.method, e.method),
+               "Data set": DATASET_NAMES.get(e.dataset, e.dataset),
+               "Backbone": BACKBONE_NAMES.get(e.backbone, e.backbone), "Crop": crop,
+               "Variant": e.variant or "—", "Status": e.status.replace("_", "-"),
+               "Ks": "/".join(f"R@{k}" for k in ks)}
+        for feat in ("dense", "binary"):
+            rec = e.recalls.get(feat, {})
+            row[feat] = " / ".join(f"{rec[k]:.1f}" if k in rec else "—" for k in ks) if rec \
+                else "—"
+        row.update({"Params": e.params or "—", "Hardware": e.hardware, "Source": e.source,
+                    "Caveats": "; ".join(e.caveats)})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
