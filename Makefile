@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PROFILE ?= demo
 JOBS ?= 2
 
-.PHONY: install test report study figures replicate lab bench clean-runs
+.PHONY: install test report study figures replicate lab bench clean-runs rehearsal
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ figures: $(STAMP)
 ## make replicate: a fresh runs/study against the committed results/study/per_seed.csv (Welch per number)
 replicate: $(STAMP)
 	$(BIN)/python -m dml_core.replicate --profile study
+
+## make rehearsal: the whole full profile on stand-ins (real raw layouts, random weights in the published formats), 1 epoch of 2 steps per run, CPU; keeps its folder (printed)
+rehearsal: $(STAMP)
+	$(BIN)/python -m dml_core.rehearsal --jobs $(JOBS)
 
 ## make lab: JupyterLab on the notebooks with the project's kernel
 lab: $(STAMP)
