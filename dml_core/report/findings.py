@@ -135,7 +135,7 @@ def show_findings(run_dir: str | os.PathLike):
     """:func:`run_findings` as an IPython Markdown display (the last cell of a notebook)."""
     from IPython.display import Markdown
 
-    return Markdown("### What this run shows\n\n" + run_findings(run_dir))
+    return Markdown(run_findings(run_dir))
 
 
 def _paired_sentence(g: pd.DataFrame, key: str, va: str, vb: str, col: str) -> str:
