@@ -49,6 +49,7 @@ __all__ = [
     "recipe_by_name",
     "demo_recipe",
     "RecipeError",
+    "KEY_ALIASES",
 ]
 
 METHODS = ("normsoftmax", "cgd", "asymptotic_proxy", "positive_proxy", "dynamic_margin",
@@ -68,6 +69,12 @@ DATASET_ALIASES = {"cars": "car", "cars196": "car", "cub200": "cub", "SOP": "sop
 # Methods with a "variant" key that selects a row besides (dataset, backbone, crop).
 VARIANT_KEYS = {"positive_proxy": ("loss", "proxy_anchor", ("proxy_anchor", "normalized_softmax",
                                                             "positive_only"))}
+
+
+#: The original command-line names (LDM / Proxy-Anchor ``train.py``: ``--bn-freeze``,
+#: ``--lr-decay-step``, ``--lr-decay-gamma``) accepted as override keys, e.g. in a profile's
+#: ``overrides``; they are recorded under the recipe's one name for the setting.
+KEY_ALIASES = {"bn_freeze": "freeze_bn", "lr_decay_step": "lr_step", "lr_decay_gamma": "lr_gamma"}
 
 
 class RecipeError(ValueError):
@@ -177,23 +184,29 @@ def _pp_rows() -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------- Dynamic margin and Proxy-Anchor
-def _ldm_like(method: str, ds: str, bb: str, batch: int, lr: float, warm: int, bn_freeze: bool,
-              step: int, gamma: float, epochs: int, alpha_p: float, alpha_n: float) -> dict:
-    name = f"{method}/{ds}/{bb}"
+def _ldm_like(method: str, dataset: str, backbone: str, *, batch_size: int, lr: float,
+              warmup_epochs: int, freeze_bn: bool, lr_step: int, lr_gamma: float, epochs: int,
+              alpha: float, alpha_n: float | None = None) -> dict:
+    """A row of the LDM / Proxy-Anchor README command tables (``--bn-freeze`` → ``freeze_bn``,
+    ``--lr-decay-step`` → ``lr_step``, ``--lr-decay-gamma`` → ``lr_gamma``). ``alpha`` is the
+    positive scale (LDM ``--alphap``; Proxy-Anchor's single scale), ``alpha_n`` the negative one
+    (LDM ``--alphan``; default: ``alpha``)."""
+    name = f"{method}/{dataset}/{backbone}"
+    alpha_n = alpha if alpha_n is None else alpha_n
     if method == "dynamic_margin":
-        loss_keys = dict(alpha_p=alpha_p, alpha_n=alpha_n, margin=0.1, delta=0.1, lam=1.0,
-                         mrg_lr=1e-4, mrg_lr_decay_step=10, mrg_lr_decay_gamma=0.5,
+        loss_keys = dict(alpha_p=alpha, alpha_n=alpha_n, margin=0.1, delta=0.1, lam=1.0,
+                         mrg_lr=1e-4, mrg_lr_step=10, mrg_lr_gamma=0.5,
                          neg_uses_learnable_margin=False, pp_scale=1.0, pp_normaliser="C")
     else:  # Proxy-Anchor: one scale (hard-coded 32 in the PA/LDM code) and a fixed margin
-        assert alpha_p == alpha_n
-        loss_keys = dict(alpha=alpha_p, margin=0.1)
+        assert alpha_n == alpha
+        loss_keys = dict(alpha=alpha, margin=0.1)
     return _common(
-        name=name, method=method, dataset=ds, backbone=bb, embedding_dim=512, epochs=epochs,
-        batch_size=batch, sampler="shuffle", samples_per_class=None, drop_last=True,
-        transform="random_resized_crop", crop_size=224, resize_size=256, eval_batch_size=120,
-        seed=1, reported=name,
-        lr=lr, weight_decay=1e-4, proxy_lr_mult=100.0, lr_decay_step=step, lr_decay_gamma=gamma,
-        warmup_epochs=warm, bn_freeze=bn_freeze, unfreeze_bn_affine_after_warmup=True,
+        name=name, method=method, dataset=dataset, backbone=backbone, embedding_dim=512,
+        epochs=epochs, batch_size=batch_size, sampler="shuffle", samples_per_class=None,
+        drop_last=True, transform="random_resized_crop", crop_size=224, resize_size=256,
+        eval_batch_size=120, seed=1, reported=name,
+        lr=lr, weight_decay=1e-4, proxy_lr_mult=100.0, lr_step=lr_step, lr_gamma=lr_gamma,
+        warmup_epochs=warmup_epochs, freeze_bn=freeze_bn, unfreeze_bn_affine_after_warmup=True,
         bn_momentum="seed", grad_clip_value=10.0, **loss_keys,
     )
 
@@ -201,46 +214,83 @@ def _ldm_like(method: str, ds: str, bb: str, batch: int, lr: float, warm: int, b
 def _dynamic_margin_rows() -> list[dict[str, Any]]:
     m = "dynamic_margin"
     return [
-        _ldm_like(m, "cub", "bninception", 180, 1e-4, 1, True, 20, 0.5, 40, 48, 48),
-        _ldm_like(m, "cub", "resnet50", 120, 1e-4, 5, True, 10, 0.5, 40, 48, 48),
-        _ldm_like(m, "car", "bninception", 180, 1e-4, 1, True, 20, 0.5, 40, 48, 48),
-        _ldm_like(m, "car", "resnet50", 120, 1e-4, 5, True, 10, 0.5, 40, 48, 48),
+        _ldm_like(m, "cub", "bninception", batch_size=180, lr=1e-4, warmup_epochs=1,
+                  freeze_bn=True, lr_step=20, lr_gamma=0.5, epochs=40, alpha=48),
+        _ldm_like(m, "cub", "resnet50", batch_size=120, lr=1e-4, warmup_epochs=5,
+                  freeze_bn=True, lr_step=10, lr_gamma=0.5, epochs=40, alpha=48),
+        _ldm_like(m, "car", "bninception", batch_size=180, lr=1e-4, warmup_epochs=1,
+                  freeze_bn=True, lr_step=20, lr_gamma=0.5, epochs=40, alpha=48),
+        _ldm_like(m, "car", "resnet50", batch_size=120, lr=1e-4, warmup_epochs=5,
+                  freeze_bn=True, lr_step=10, lr_gamma=0.5, epochs=40, alpha=48),
         # spec §11.5: 60 epochs for SOP/In-shop with both backbones (README BN-Inception: default 40)
-        _ldm_like(m, "sop", "bninception", 180, 6e-4, 1, False, 20, 0.25, 60, 32, 32),
-        _ldm_like(m, "sop", "resnet50", 180, 6e-4, 5, False, 10, 0.5, 60, 32, 32),
+        _ldm_like(m, "sop", "bninception", batch_size=180, lr=6e-4, warmup_epochs=1,
+                  freeze_bn=False, lr_step=20, lr_gamma=0.25, epochs=60, alpha=32),
+        _ldm_like(m, "sop", "resnet50", batch_size=180, lr=6e-4, warmup_epochs=5,
+                  freeze_bn=False, lr_step=10, lr_gamma=0.5, epochs=60, alpha=32),
         # spec §11.1: the README's `--loss Proxy_Anchor` for this row is a leftover -> AMLoss
-        _ldm_like(m, "isc", "bninception", 180, 6e-4, 1, False, 20, 0.25, 60, 32, 32),
-        _ldm_like(m, "isc", "resnet50", 180, 6e-4, 5, False, 10, 0.5, 60, 32, 32),
+        _ldm_like(m, "isc", "bninception", batch_size=180, lr=6e-4, warmup_epochs=1,
+                  freeze_bn=False, lr_step=20, lr_gamma=0.25, epochs=60, alpha=32),
+        _ldm_like(m, "isc", "resnet50", batch_size=180, lr=6e-4, warmup_epochs=5,
+                  freeze_bn=False, lr_step=10, lr_gamma=0.5, epochs=60, alpha=32),
     ]
 
 
 def _proxy_anchor_rows() -> list[dict[str, Any]]:
     m = "proxy_anchor"  # official PA README commands; PA defaults 60 epochs, alpha 32, delta 0.1
     return [
-        _ldm_like(m, "cub", "bninception", 180, 1e-4, 1, True, 10, 0.5, 60, 32, 32),
-        _ldm_like(m, "cub", "resnet50", 120, 1e-4, 5, True, 5, 0.5, 60, 32, 32),
-        _ldm_like(m, "car", "bninception", 180, 1e-4, 1, True, 20, 0.5, 60, 32, 32),
-        _ldm_like(m, "car", "resnet50", 120, 1e-4, 5, True, 10, 0.5, 60, 32, 32),
-        _ldm_like(m, "sop", "bninception", 180, 6e-4, 1, False, 20, 0.25, 60, 32, 32),
-        _ldm_like(m, "isc", "bninception", 180, 6e-4, 1, False, 20, 0.25, 60, 32, 32),
+        _ldm_like(m, "cub", "bninception", batch_size=180, lr=1e-4, warmup_epochs=1,
+                  freeze_bn=True, lr_step=10, lr_gamma=0.5, epochs=60, alpha=32),
+        _ldm_like(m, "cub", "resnet50", batch_size=120, lr=1e-4, warmup_epochs=5,
+                  freeze_bn=True, lr_step=5, lr_gamma=0.5, epochs=60, alpha=32),
+        _ldm_like(m, "car", "bninception", batch_size=180, lr=1e-4, warmup_epochs=1,
+                  freeze_bn=True, lr_step=20, lr_gamma=0.5, epochs=60, alpha=32),
+        _ldm_like(m, "car", "resnet50", batch_size=120, lr=1e-4, warmup_epochs=5,
+                  freeze_bn=True, lr_step=10, lr_gamma=0.5, epochs=60, alpha=32),
+        _ldm_like(m, "sop", "bninception", batch_size=180, lr=6e-4, warmup_epochs=1,
+                  freeze_bn=False, lr_step=20, lr_gamma=0.25, epochs=60, alpha=32),
+        _ldm_like(m, "isc", "bninception", batch_size=180, lr=6e-4, warmup_epochs=1,
+                  freeze_bn=False, lr_step=20, lr_gamma=0.25, epochs=60, alpha=32),
     ]
 
 
 # ------------------------------------------------------------------------------------- demo
-def _demo_rows() -> list[dict[str, Any]]:
+#: The full-size row each demo recipe starts from (its method keys; the data keys are replaced).
+DEMO_BASE_ROWS = {
+    "normsoftmax": "normsoftmax/car/resnet50/uncropped",
+    "cgd": "cgd/car/resnet50/uncropped",
+    "asymptotic_proxy": "asymptotic_proxy/car/resnet50",
+    "positive_proxy": "positive_proxy/car/resnet50/proxy_anchor",
+    "dynamic_margin": "dynamic_margin/cub/resnet50",
+    "proxy_anchor": "proxy_anchor/cub/resnet50",
+}
+#: What the demo changes per method (on top of the shared demo settings, see :func:`_demo_rows`).
+DEMO_CHANGES: dict[str, dict[str, Any]] = {
+    "normsoftmax": dict(samples_per_class=2, optimizer="adam", lr=1e-3, lr_step=6),
+    "cgd": dict(freeze_bn=False, samples_per_class=2, lr=1e-3, gd_config="SG", lr_milestones=[6]),
+    "asymptotic_proxy": dict(freeze_bn=False, lr=1e-3, temperature=0.05, momentum=0.1, lr_step=6),
+    "positive_proxy": dict(freeze_bn=False, lr=1e-3, refactor_lr=1e-3, proxy_lr=1e-2,
+                           warmup_epochs=1, lr_step=6),
+    "dynamic_margin": dict(freeze_bn=False, lr=1e-3, warmup_epochs=1, lr_step=6, mrg_lr=1e-3,
+                           alpha_p=32, alpha_n=32),
+    "proxy_anchor": dict(freeze_bn=False, lr=1e-3, warmup_epochs=1, lr_step=6),
+}
+
+
+def _demo_rows(full_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every method on the embedded demo data (two-digit numbers, 50 train classes) from scratch
-    on CPU: what ``make report`` runs.
+    on CPU: what ``make report`` runs. Each starts from the full-size row
+    :data:`DEMO_BASE_ROWS` names, with the shared settings below and :data:`DEMO_CHANGES`.
 
     resnet18 without pretrained weights, 24-px crops of 27-px images, a 64-d embedding, batch 32,
     8 epochs (~370 optimiser steps; a step costs ~0.17 s on 2 CPU cores), the lr cut after epoch
     6. M-per-class samplers draw 2 images per class (16 classes a batch). NormSoftmax uses Adam
-    (``optimizer="adam"``): with the seed's SGD the from-scratch network stays at chance level for
-    the whole demo (lr 0.01-0.1 tried). AsymptoticProxy uses momentum 0.1, not the seed's 0.5:
-    from scratch, 0.5 drags the proxies to the still meaningless class means and the features
+    (``optimizer="adam"``): with the original SGD the from-scratch network stays at chance level
+    for the whole demo (lr 0.01-0.1 tried). AsymptoticProxy uses momentum 0.1, not the original
+    0.5: from scratch, 0.5 drags the proxies to the still meaningless class means and the features
     nearly collapse (measured: test R@1 0.20 with 0.5, 0.43 with 0.1; the demo profile's
     momentum sweep shows it). No horizontal flips (a
     mirrored number is another number) and RandomResizedCrop keeps 70-100 % of the area (a smaller
-    crop cuts a digit off). Learning rates are raised where the seed value is meant for
+    crop cuts a digit off). Learning rates are raised where the original value is meant for
     fine-tuning a pretrained network (a from-scratch network learns nothing in a few hundred steps
     at 1e-4). BN freezing is off: the running statistics of a random init (mean 0, var 1) are
     meaningless, and a randomly initialised ResNet with BN frozen in eval mode diverges at these
@@ -251,32 +301,21 @@ def _demo_rows() -> list[dict[str, Any]]:
                   embedding_dim=64, crop_size=24, resize_size=27, eval_batch_size=250, seed=0,
                   hflip=False, rrc_scale=[0.7, 1.0], reported=None, epochs=8, batch_size=32,
                   cache=True)
+    by_name = {r["name"]: r for r in full_rows}
     rows = []
-    for base in (_normsoftmax_rows()[0], _cgd_rows()[0], _asymptotic_rows()[0], _pp_rows()[0],
-                 _dynamic_margin_rows()[1], _proxy_anchor_rows()[1]):
-        r = copy.deepcopy(base)
-        r.update(common)
-        r["name"] = f"{r['method']}/demo/resnet18"
+    for method, base in DEMO_BASE_ROWS.items():
+        r = copy.deepcopy(by_name[base])
+        r.update(common, **DEMO_CHANGES[method])
+        r["name"] = f"{method}/demo/resnet18"
         rows.append(r)
-    ns, cgd, ap, pp, ldm, pa = rows
-    for r in (cgd, ap, pp):
-        r["freeze_bn"] = False
-    for r in (ldm, pa):
-        r["bn_freeze"] = False
-    ns.update(samples_per_class=2, optimizer="adam", lr=1e-3, lr_step=6)
-    cgd.update(samples_per_class=2, lr=1e-3, gd_config="SG", lr_milestones=[6])
-    ap.update(lr=1e-3, temperature=0.05, momentum=0.1, lr_step=6)
-    pp.update(lr=1e-3, refactor_lr=1e-3, proxy_lr=1e-2, warmup_epochs=1, lr_step=6)
-    for r in (ldm, pa):
-        r.update(lr=1e-3, warmup_epochs=1, lr_decay_step=6)
-    ldm.update(mrg_lr=1e-3, alpha_p=32, alpha_n=32)
     return rows
 
 
 # --------------------------------------------------------------------------------- registry
 def _build_registry() -> dict[str, dict[str, Any]]:
-    rows = (_normsoftmax_rows() + _cgd_rows() + _asymptotic_rows() + _pp_rows()
-            + _dynamic_margin_rows() + _proxy_anchor_rows() + _demo_rows())
+    full = (_normsoftmax_rows() + _cgd_rows() + _asymptotic_rows() + _pp_rows()
+            + _dynamic_margin_rows() + _proxy_anchor_rows())
+    rows = full + _demo_rows(full)
     reg: dict[str, dict[str, Any]] = {}
     for r in rows:
         assert r["name"] not in reg, r["name"]
@@ -314,6 +353,18 @@ SHORTENING_KEYS = frozenset({"epochs", "max_steps_per_epoch"})
 OVERRIDE_RECORD_KEYS = ("overrides", "base_name", "base_reported", "shortened")
 
 
+def _canonical_keys(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` with the :data:`KEY_ALIASES` replaced by the recipe's names."""
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        name = KEY_ALIASES.get(key, key)
+        if name in out:
+            raise RecipeError(f"override keys {key!r} and {name!r} name the same setting "
+                              f"({name!r}); give it once")
+        out[name] = value
+    return out
+
+
 def _apply_overrides(recipe: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """``recipe`` updated with ``overrides``; the changes are recorded in the recipe itself.
 
@@ -323,11 +374,21 @@ def _apply_overrides(recipe: dict[str, Any], overrides: dict[str, Any]) -> dict[
     ``max_steps_per_epoch`` changed, and ``reported`` becomes None unless every changed key is in
     :data:`NEUTRAL_KEYS`: a run with changed settings is never compared with a published number.
     """
+    overrides = _canonical_keys(overrides)
     unknown = sorted(set(overrides) - (set(recipe) - set(OVERRIDE_RECORD_KEYS)))
     if unknown:
+        import difflib
+
+        valid = [k for k in recipe if k not in OVERRIDE_RECORD_KEYS]
+        hints = [f"{k!r} -> did you mean {close[0]!r}?" for k in unknown
+                 for close in [difflib.get_close_matches(k, valid, n=1)] if close]
         raise RecipeError(
-            f"unknown recipe key(s) {unknown} for {recipe['name']!r}; valid keys: "
-            f"{_choices(k for k in recipe if k not in OVERRIDE_RECORD_KEYS)}")
+            f"unknown recipe key(s) {unknown} for {recipe['name']!r}"
+            f"{' (' + '; '.join(hints) + ')' if hints else ''}; valid keys: {_choices(valid)}")
+    for key in ("epochs", "crop_size"):  # 0 would train nothing / fail inside a convolution
+        value = overrides.get(key)
+        if key in overrides and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise RecipeError(f"{key} must be a positive integer, got {value!r}")
     out = copy.deepcopy(recipe)
     changed = {k: copy.deepcopy(v) for k, v in overrides.items() if out[k] != v}
     out.update(copy.deepcopy(overrides))

@@ -1,7 +1,9 @@
 """The batch runner on tiny generated notebooks (each execution starts a kernel: ~2 s)."""
 from __future__ import annotations
 
+import copy
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,29 +49,59 @@ def count(run_dir: Path) -> int:
     return len(f.read_text()) if f.exists() else 0
 
 
+RUNS = [{"id": "c_first", "notebook": "00_first.ipynb", "parameters": {"value": 1}},
+        {"id": "a_second", "notebook": "01_second.ipynb", "parameters": {"value": 2}},
+        {"id": "b_third", "notebook": "06_third.ipynb", "parameters": {"value": 3}}]
+
+
+def make_study(folder: Path) -> tuple[Path, list[dict]]:
+    """Three notebooks (stages 0, 1, 2 by their numbers) and a profile ``tiny`` listing them."""
+    for name in ("00_first", "01_second", "06_third"):
+        make_notebook(folder / "nb" / f"{name}.ipynb", WRITE_JSON)
+    runs = copy.deepcopy(RUNS)
+    return write_profile(folder, "tiny", runs), runs
+
+
 @pytest.fixture
 def study(tmp_path, monkeypatch):
-    """Three notebooks (stages 0, 1, 2 by their numbers) and a profile listing them."""
     # The package is edited live by others: pin its fingerprint so skips are deterministic here.
     monkeypatch.setattr(batch, "code_fingerprint", lambda *dirs: "pinned")
-    make_notebook(tmp_path / "nb" / "00_first.ipynb", WRITE_JSON)
-    make_notebook(tmp_path / "nb" / "01_second.ipynb", WRITE_JSON)
-    make_notebook(tmp_path / "nb" / "06_third.ipynb", WRITE_JSON)
-    runs = [{"id": "c_first", "notebook": "00_first.ipynb", "parameters": {"value": 1}},
-            {"id": "a_second", "notebook": "01_second.ipynb", "parameters": {"value": 2}},
-            {"id": "b_third", "notebook": "06_third.ipynb", "parameters": {"value": 3}}]
-    return tmp_path, write_profile(tmp_path, "tiny", runs), runs
+    profile, runs = make_study(tmp_path)
+    return tmp_path, profile, runs
 
 
-def test_batch_runs_skips_and_reruns(study):
-    tmp, profile, runs = study
-    root = tmp / "runs"
-    res = batch.run_profile(profile, runs_root=root, quiet=True)
+@pytest.fixture(scope="module")
+def first_batch(tmp_path_factory):
+    """The tiny study executed once (3 kernels) and a pristine copy of it. The injected
+    ``run_dir`` is part of a run's parameters, so the study must stay at its path: each test
+    below gets that folder restored from the copy."""
+    base = tmp_path_factory.mktemp("first_batch")
+    folder = base / "study"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(batch, "code_fingerprint", lambda *dirs: "pinned")
+        profile, _ = make_study(folder)
+        result = batch.run_profile(profile, runs_root=folder / "runs", quiet=True)
+    shutil.copytree(folder, base / "pristine")
+    return folder, base / "pristine", result
+
+
+@pytest.fixture
+def ran(first_batch, monkeypatch):
+    """The executed study as the first batch left it: (folder, profile, runs, runs root, result)."""
+    folder, pristine, result = first_batch
+    shutil.rmtree(folder)
+    shutil.copytree(pristine, folder)
+    monkeypatch.setattr(batch, "code_fingerprint", lambda *dirs: "pinned")
+    return (folder, folder / "profiles" / "tiny.yaml", copy.deepcopy(RUNS), folder / "runs",
+            result)
+
+
+def test_first_batch_runs_every_notebook_with_its_parameters(ran):
+    _, _, runs, root, res = ran
     assert res.ok and res.exit_code == 0
     assert [r.status for r in res.results] == ["done"] * 3
-    pdir = root / "tiny"
     for r in runs:
-        rdir = pdir / r["id"]
+        rdir = root / "tiny" / r["id"]
         out = json.loads((rdir / "out.json").read_text())
         assert out["value"] == r["parameters"]["value"]
         assert out["profile"] == "tiny"  # injected
@@ -80,6 +112,11 @@ def test_batch_runs_skips_and_reruns(study):
         assert "value is " + str(r["parameters"]["value"]) in (rdir / "log.txt").read_text()
         assert (rdir / "done.json").exists() and not (rdir / "notebook.running.ipynb").exists()
         assert count(rdir) == 1
+
+
+def test_first_batch_runs_the_stages_in_order_and_indexes_them(ran):
+    _, _, runs, root, _ = ran
+    pdir = root / "tiny"
     # stages: 00 before 01 before 06 (by default), whatever the ids
     st = {r["id"]: json.loads((pdir / r["id"] / "status.json").read_text()) for r in runs}
     assert st["c_first"]["finished_at"] <= st["a_second"]["started_at"]
@@ -92,15 +129,21 @@ def test_batch_runs_skips_and_reruns(study):
     assert [r["id"] for r in summary["runs"]] == [r["id"] for r in runs]
     assert summary["exit_code"] == 0 and summary["counts"]["done"] == 3
 
-    # second batch: nothing re-executed
+
+def test_second_batch_executes_nothing(ran):
+    _, profile, runs, root, _ = ran
+    pdir = root / "tiny"
     res = batch.run_profile(profile, runs_root=root, quiet=True)
     assert [r.status for r in res.results] == ["skipped"] * 3
     assert all(count(pdir / r["id"]) == 1 for r in runs)
     assert "skipped" in (pdir / "index.html").read_text()
 
-    # a changed parameter reruns only that run; dry run says so first and executes nothing
+
+def test_changed_parameter_reruns_only_that_run_and_dry_run_says_so_first(ran):
+    folder, profile, runs, root, _ = ran
+    pdir = root / "tiny"
     runs[1]["parameters"]["value"] = 20
-    write_profile(tmp, "tiny", runs)
+    write_profile(folder, "tiny", runs)
     dry = batch.run_profile(profile, runs_root=root, dry_run=True, quiet=True)
     assert [r.status for r in dry.results] == ["would-skip", "would-run", "would-skip"]
     assert "parameters" in dry.by_id()["a_second"].reason
@@ -110,16 +153,20 @@ def test_batch_runs_skips_and_reruns(study):
     assert [count(pdir / r["id"]) for r in runs] == [1, 2, 1]
     assert json.loads((pdir / "a_second" / "out.json").read_text())["value"] == 20
 
-    # --only selects, --force reruns an unchanged run
+
+def test_only_and_force_rerun_an_unchanged_run(ran):
+    _, profile, runs, root, _ = ran
     res = batch.run_profile(profile, runs_root=root, only="c_*", force=True, quiet=True)
     assert [(r.id, r.status) for r in res.results] == [("c_first", "done")]
-    assert [count(pdir / r["id"]) for r in runs] == [2, 2, 1]
+    assert [count(root / "tiny" / r["id"]) for r in runs] == [2, 1, 1]
 
-    # a code change (here: the pinned package fingerprint) invalidates every run
+
+def test_code_change_invalidates_every_run(ran, monkeypatch):
+    _, profile, _, root, _ = ran
     dry = batch.run_profile(profile, runs_root=root, dry_run=True, quiet=True,
                             only=["a_*", "b_*"])
     assert [r.status for r in dry.results] == ["would-skip", "would-skip"]
-    batch.code_fingerprint = lambda *dirs: "changed"  # monkeypatch restores it
+    monkeypatch.setattr(batch, "code_fingerprint", lambda *dirs: "changed")
     dry = batch.run_profile(profile, runs_root=root, dry_run=True, quiet=True)
     assert all(r.status == "would-run" and "code" in r.reason for r in dry.results)
 

@@ -124,11 +124,33 @@ def test_dynamic_margin_matches_loop(neg_learnable, pp_scale, pp_norm):
                              pp_normaliser=pp_norm)
     got = loss_with(loss, emb, LABELS, proxies=prox, margins=margins)
     m = margins.tolist()
-    neg_m = m if neg_learnable else [0.1] * C
+    # neg_learnable: LDM at e4e4832, exp(32 * (s - m_c + 0.05)), alpha_n unused
+    alpha_n, neg_m = (32.0, [0.05 - mc for mc in m]) if neg_learnable else (40.0, [0.1] * C)
     normaliser = C if pp_norm == "C" else len(set(LABELS.tolist()))
-    want = (ref_pa(emb, prox, LABELS, 48.0, 40.0, m, neg_m)
+    want = (ref_pa(emb, prox, LABELS, 48.0, alpha_n, m, neg_m)
             + 0.7 * ref_pp(prox, m, 0.1, pp_scale) / normaliser)
     assert got.item() == pytest.approx(want, rel=1e-10)
+
+
+def test_dynamic_margin_learnable_negative_margin_hand_worked():
+    """neg_uses_learnable_margin=True is LDM e4e4832's AMLoss: exp(32 * (s - m_c + 0.05)).
+
+    One image of class 0 at (1, 0); proxies (1, 0) and (0.5, sqrt(0.75)): s = [1, 0.5];
+    margins m = [0.2, 0.1]; alpha_p = 10, alpha_n = 7 (unused by this term); lam = 0.
+    pos = log(1 + e^{-10 (1 - 0.2)}) = log(1 + e^-8) (one present class);
+    neg = [0 + log(1 + e^{32 (0.5 - 0.1 + 0.05)})] / C = log(1 + e^14.4) / 2.
+    """
+    loss = DynamicMarginLoss(2, 2, alpha_p=10.0, alpha_n=7.0, margin=0.1, lam=0.0,
+                             neg_uses_learnable_margin=True)
+    with torch.no_grad():
+        loss.proxies.copy_(torch.tensor([[1.0, 0.0], [0.5, math.sqrt(0.75)]]))
+        loss.margins.copy_(torch.tensor([0.2, 0.1]))
+    got = loss(torch.tensor([[1.0, 0.0]]), torch.tensor([0])).item()
+    want = math.log1p(math.exp(-8.0)) + math.log1p(math.exp(14.4)) / 2
+    assert want == pytest.approx(7.2003357, abs=1e-6)
+    assert got == pytest.approx(want, rel=1e-5)
+    # the HEAD form exp(alpha_n (s + delta_n)) would give log(1 + e^{7 * 0.6}) / 2 instead
+    assert abs(got - (math.log1p(math.exp(-8.0)) + math.log1p(math.exp(4.2)) / 2)) > 1.0
 
 
 def test_dynamic_margin_equals_proxy_anchor_when_lam_zero():

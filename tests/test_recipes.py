@@ -128,7 +128,7 @@ def test_positive_proxy_rows():
         get_recipe("positive_proxy", "car", "resnet50", loss="arcface")
 
 
-# (dataset, backbone): batch, lr, warm, bn_freeze, step, gamma, epochs, alpha_p = alpha_n
+# (dataset, backbone): batch, lr, warm, freeze_bn (--bn-freeze), step, gamma, epochs, alpha_p = alpha_n
 LDM_README = {
     ("cub", "bninception"): (180, 1e-4, 1, True, 20, 0.5, 40, 48),
     ("cub", "resnet50"): (120, 1e-4, 5, True, 10, 0.5, 40, 48),
@@ -153,10 +153,10 @@ def test_dynamic_margin_rows_follow_the_readme_commands_with_the_spec_fixes():
     for (ds, bb), (batch, lr, warm, bnf, step, gamma, epochs, alpha) in LDM_README.items():
         r = get_recipe("dynamic_margin", ds, bb)
         assert r["method"] == "dynamic_margin"
-        assert (r["batch_size"], r["lr"], r["warmup_epochs"], r["bn_freeze"], r["lr_decay_step"],
-                r["lr_decay_gamma"], r["epochs"], r["alpha_p"], r["alpha_n"]) == \
+        assert (r["batch_size"], r["lr"], r["warmup_epochs"], r["freeze_bn"], r["lr_step"],
+                r["lr_gamma"], r["epochs"], r["alpha_p"], r["alpha_n"]) == \
             (batch, lr, warm, bnf, step, gamma, epochs, alpha, alpha)
-        assert (r["mrg_lr"], r["mrg_lr_decay_step"], r["mrg_lr_decay_gamma"], r["margin"],
+        assert (r["mrg_lr"], r["mrg_lr_step"], r["mrg_lr_gamma"], r["margin"],
                 r["delta"], r["lam"]) == (1e-4, 10, 0.5, 0.1, 0.1, 1.0)
         assert (r["weight_decay"], r["proxy_lr_mult"], r["grad_clip_value"], r["embedding_dim"],
                 r["sampler"], r["drop_last"]) == (1e-4, 100.0, 10.0, 512, "shuffle", True)
@@ -169,10 +169,45 @@ def test_dynamic_margin_rows_follow_the_readme_commands_with_the_spec_fixes():
 def test_proxy_anchor_rows_follow_the_pa_readme():
     for (ds, bb), (batch, lr, warm, bnf, step, gamma) in PA_README.items():
         r = get_recipe("proxy_anchor", ds, bb)
-        assert (r["batch_size"], r["lr"], r["warmup_epochs"], r["bn_freeze"], r["lr_decay_step"],
-                r["lr_decay_gamma"], r["epochs"], r["alpha"], r["margin"]) == \
+        assert (r["batch_size"], r["lr"], r["warmup_epochs"], r["freeze_bn"], r["lr_step"],
+                r["lr_gamma"], r["epochs"], r["alpha"], r["margin"]) == \
             (batch, lr, warm, bnf, step, gamma, 60, 32, 0.1)
         assert "mrg_lr" not in r
+
+
+def test_one_name_per_setting_and_the_readme_names_as_aliases():
+    """BN freezing is ``freeze_bn`` and the step schedule ``lr_step``/``lr_gamma`` in every
+    method; the LDM/PA command-line names are accepted as override keys and recorded under the
+    recipe's name."""
+    from dml_core.recipes import KEY_ALIASES, list_recipes, recipe_by_name
+
+    for name in list_recipes():
+        r = recipe_by_name(name)
+        assert not set(KEY_ALIASES) & set(r), name
+        assert "freeze_bn" in r, name
+        assert ("lr_milestones" in r) != ("lr_step" in r), name  # CGD: MultiStepLR milestones
+    a = get_recipe("dynamic_margin", "cub", "resnet50", bn_freeze=False, lr_decay_step=3,
+                   lr_decay_gamma=0.1)
+    b = get_recipe("dynamic_margin", "cub", "resnet50", freeze_bn=False, lr_step=3, lr_gamma=0.1)
+    assert a == b and a["overrides"] == {"freeze_bn": False, "lr_step": 3, "lr_gamma": 0.1}
+    with pytest.raises(RecipeError, match="name the same setting"):
+        get_recipe("proxy_anchor", "cub", "resnet50", bn_freeze=True, freeze_bn=True)
+
+
+def test_demo_rows_start_from_the_named_full_rows():
+    from dml_core.recipes import DEMO_BASE_ROWS, DEMO_CHANGES, recipe_by_name
+
+    for method, base in DEMO_BASE_ROWS.items():
+        full, demo = recipe_by_name(base), get_recipe(method, "demo", "resnet18")
+        assert full["method"] == method and set(demo) == set(full)
+        for key, value in DEMO_CHANGES[method].items():
+            assert demo[key] == value, (method, key)
+        # a method key the demo does not change keeps the full row's value
+        kept = [k for k in full if k not in DEMO_CHANGES[method] and k not in (
+            "name", "dataset", "backbone", "pretrained", "crop", "embedding_dim", "crop_size",
+            "resize_size", "eval_batch_size", "seed", "hflip", "rrc_scale", "reported", "epochs",
+            "batch_size", "cache")]
+        assert all(demo[k] == full[k] for k in kept), method
 
 
 # ------------------------------------------------------------------------------ validation

@@ -67,6 +67,14 @@ def test_training_curves(runs, tmp_path):
     assert "demo" in fig._suptitle.get_text() and "CARS196" in fig._suptitle.get_text()
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any("(val)" in lab for lab in labels) and any("failed" in lab for lab in labels)
+    # the plotted values: each run's R@1 per epoch in %, from its metrics.csv (make_run's r1)
+    drawn = {line.get_label(): (list(map(int, line.get_xdata())),
+                                [round(float(y), 6) for y in line.get_ydata()])
+             for ax in fig.axes for line in ax.lines if not line.get_label().startswith("_")}
+    assert drawn["NormSoftmax ResNet50"] == ([1, 2, 3], [50.0, 62.0, 58.0])
+    assert drawn["CGD ResNet50"] == ([1, 2, 3], [40.0, 70.0, 72.0])
+    assert drawn["CGD ResNet50 (val)"] == ([1, 2, 3], [30.0, 50.0, 40.0])
+    assert drawn["PP (positive proxy) GoogLeNet (failed)"] == ([1], [50.0])  # the epoch it did
     plt.close(fig)
     _written(tmp_path / "curves")
 
@@ -84,6 +92,11 @@ def test_dense_vs_binary(runs, tmp_path):
     fig = F.plot_dense_vs_binary(runs, tmp_path / "db", profile="demo")
     ax = fig.axes[0]
     assert len(ax.collections) >= 2  # one run with binary + reported points
+    points = {tuple(round(float(v), 6) for v in xy) for c in ax.collections
+              for xy in c.get_offsets()}
+    # reproduced runs at their best epoch: dense R@1 and binary R@1 = dense - 2 points (make_run)
+    assert {(62.0, 60.0), (60.0, 58.0), (65.0, 63.0), (70.0, 68.0)} <= points
+    assert not any(x == 72.0 for x, _ in points)  # the CGD run has no binary codes: not drawn
     plt.close(fig)
     _written(tmp_path / "db")
 
@@ -92,6 +105,21 @@ def test_retrieval_grid(runs, tmp_path):
     run_dir = runs[runs["run_id"] == "ns_car"].iloc[0]["run_dir"]
     fig = F.plot_retrieval_grid(run_dir, tmp_path / "grid", num_queries=3, k=4, profile="demo")
     assert len(fig.axes) >= 3
+    # each neighbour's label "rank: cosine similarity"; a row is the top 4 of some test image
+    import numpy as np
+    import torch
+
+    f = torch.load(Path(run_dir) / "features" / "best.pt", weights_only=True)["features"].numpy()
+    sim = f.astype(np.float64) @ f.astype(np.float64).T
+    np.fill_diagonal(sim, -np.inf)
+    top4 = np.sort(sim, axis=1)[:, ::-1][:, :4]  # (N, 4)
+    titles = [ax.get_xlabel() for ax in fig.axes]
+    rows = [[float(t.split(": ")[1]) for t in titles[i + 1:i + 5]]
+            for i, t in enumerate(titles) if t.startswith("query")]
+    assert len(rows) == 3
+    for row in rows:
+        assert row == sorted(row, reverse=True)
+        assert np.abs(top4 - np.array(row)).max(axis=1).min() < 1e-3, row  # 3 decimals shown
     plt.close(fig)
     _written(tmp_path / "grid")
 
@@ -100,6 +128,16 @@ def test_embedding_pca_and_umap_fallback(runs, tmp_path, monkeypatch):
     run_dir = runs[runs["run_id"] == "ns_car"].iloc[0]["run_dir"]
     fig = F.plot_embedding(run_dir, tmp_path / "pca", method="pca", profile="demo")
     assert fig.axes[0].get_title().startswith("PCA") and "CARS196" in fig.axes[0].get_title()
+    # the drawn points: 40 (10 per class), centred, holding the two largest variances of the data
+    import numpy as np
+    import torch
+
+    xy = np.concatenate([c.get_offsets() for c in fig.axes[0].collections])
+    assert [len(c.get_offsets()) for c in fig.axes[0].collections] == [10, 10, 10, 10]
+    f = torch.load(Path(run_dir) / "features" / "best.pt", weights_only=True)["features"].numpy()
+    eig = np.sort(np.linalg.eigvalsh(np.cov(f.astype(np.float64), rowvar=False, bias=True)))[::-1]
+    assert np.allclose(xy.mean(0), 0, atol=1e-5)
+    assert list((xy ** 2).mean(0)) == pytest.approx(list(eig[:2]), rel=1e-4)
     plt.close(fig)
     _written(tmp_path / "pca")
     # UMAP failing falls back to PCA and says so in the title

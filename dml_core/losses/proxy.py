@@ -176,6 +176,12 @@ class PositiveProxyLoss(_ProxyLoss):
         return per_class.sum() / pos_mask.any(dim=0).sum()
 
 
+#: The negative term of LDM at e4e4832 (the only original with a learnable negative margin):
+#: exp(E4E4832_NEG_SCALE * (s - m_c + E4E4832_NEG_OFFSET)).
+E4E4832_NEG_SCALE = 32.0
+E4E4832_NEG_OFFSET = 0.05
+
+
 class DynamicMarginLoss(_ProxyLoss):
     r"""AMLoss, learnable dynamic margins (LDM HEAD, dynamic_margin.md §3.2):
 
@@ -183,7 +189,9 @@ class DynamicMarginLoss(_ProxyLoss):
 
     - :math:`L_{pos}=\frac1{|P^+|}\sum_{c\in P^+}\log(1+\sum_{i\in X_c^+}e^{-\alpha_p(s_{ic}-m_c)})`,
     - :math:`L_{neg}=\frac1C\sum_c\log(1+\sum_{i\in X_c^-}e^{\alpha_n(s_{ic}+\delta_n)})`, δ_n = ``margin``
-      (fixed; ``neg_uses_learnable_margin=True`` uses :math:`m_c` instead of δ_n),
+      (fixed); ``neg_uses_learnable_margin=True`` reproduces the LDM repository at e4e4832
+      (``AMLoss.forward``): :math:`L_{neg}=\frac1C\sum_c\log(1+\sum_{i\in X_c^-}e^{32(s_{ic}-m_c+0.05)})`,
+      minus the learnable margin, a +0.05 offset and the scale 32 hard-coded (``alpha_n`` unused),
     - :math:`L_{pp}=\frac1N\sum_{i=1}^C\log(1+\sum_{j\ne i}e^{\kappa(\hat w_i\cdot\hat w_j-m_i+\delta)})`,
       κ = ``pp_scale`` (1 in LDM), N = C (``pp_normaliser='C'``, LDM) or |P+| (``'P+'``).
 
@@ -221,8 +229,13 @@ class DynamicMarginLoss(_ProxyLoss):
 
     def _loss(self, s, labels):
         margins = self.margins.to(s.dtype)
-        neg_margin = margins if self.neg_uses_learnable_margin else self.margin
-        pos, neg = proxy_anchor_terms(s, labels, self.alpha_p, self.alpha_n, margins, neg_margin)
+        if self.neg_uses_learnable_margin:
+            # e4e4832's exp(32 * (s - m_c + 0.05)) written as alpha_n * (s + neg_margin)
+            pos, neg = proxy_anchor_terms(s, labels, self.alpha_p, E4E4832_NEG_SCALE, margins,
+                                          E4E4832_NEG_OFFSET - margins)
+        else:
+            pos, neg = proxy_anchor_terms(s, labels, self.alpha_p, self.alpha_n, margins,
+                                          self.margin)
         loss = pos + neg
         if self.lam != 0.0:
             loss = loss + self.lam * self._proxy_proxy_term(margins, labels, s.dtype)

@@ -17,16 +17,18 @@ Optimisation:
 
 * AdamW (weight decay ``weight_decay`` 1e-4) with groups {every non-embedding model parameter:
   ``lr``; embedding Linear: ``lr``; proxies: ``proxy_lr_mult`` (100) × ``lr``},
-  StepLR(``lr_decay_step``, ``lr_decay_gamma``) stepped after every epoch;
+  StepLR(``lr_step``, ``lr_gamma``; the READMEs' ``--lr-decay-step``, ``--lr-decay-gamma``)
+  stepped after every epoch;
 * AMLoss only: a second AdamW on the margins (``mrg_lr`` 1e-4, wd 1e-4) with its own
-  StepLR(``mrg_lr_decay_step`` 10, ``mrg_lr_decay_gamma`` 0.5), stepped after the main one;
+  StepLR(``mrg_lr_step`` 10, ``mrg_lr_gamma`` 0.5), stepped after the main one;
 * gradient clipping ``clip_grad_value_`` ±``grad_clip_value`` (10) on the model and the criterion
   (proxies and margins) before the steps.
 
 Warm-up: epochs 1..``warmup_epochs`` freeze every non-embedding model parameter (proxies and
 margins train); from the next epoch on ALL of them are unfrozen — including the BN affine
-parameters that ``bn_freeze`` froze at construction (the PA/LDM "partial freeze" quirk, on by
-default: ``unfreeze_bn_affine_after_warmup``; False keeps them frozen). ``bn_freeze``: BN2d affine
+parameters that ``freeze_bn`` froze at construction (the PA/LDM "partial freeze" quirk, on by
+default: ``unfreeze_bn_affine_after_warmup``; False keeps them frozen). ``freeze_bn`` (the
+READMEs' ``--bn-freeze``): BN2d affine
 ``requires_grad=False`` at construction and every backbone BatchNorm2d in eval mode at every epoch
 start. ``bn_momentum`` "seed" keeps the BN-Inception port's momentum 0.9 (see the model).
 Shuffle sampler with drop_last. ``epoch_log()`` returns the margins' mean / min / max.
@@ -55,10 +57,10 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "lr": 1e-4,
     "weight_decay": 1e-4,
     "proxy_lr_mult": 100.0,
-    "lr_decay_step": 10,
-    "lr_decay_gamma": 0.5,
+    "lr_step": 10,
+    "lr_gamma": 0.5,
     "warmup_epochs": 1,
-    "bn_freeze": True,
+    "freeze_bn": True,
     "unfreeze_bn_affine_after_warmup": True,
     "bn_momentum": "seed",
     "grad_clip_value": 10.0,
@@ -71,8 +73,8 @@ DM_DEFAULTS: dict[str, Any] = {
     "delta": 0.1,
     "lam": 1.0,
     "mrg_lr": 1e-4,
-    "mrg_lr_decay_step": 10,
-    "mrg_lr_decay_gamma": 0.5,
+    "mrg_lr_step": 10,
+    "mrg_lr_gamma": 0.5,
     "neg_uses_learnable_margin": False,
     "pp_scale": 1.0,
     "pp_normaliser": "C",
@@ -91,8 +93,8 @@ class ProxyAnchorMethod(Method):
         dim = int(recipe["embedding_dim"])
         model = ProxyAnchorNet(recipe["backbone"], dim, pretrained=bool(recipe["pretrained"]),
                                bn_momentum=o["bn_momentum"])
-        self.bn_freeze = bool(o["bn_freeze"])
-        if self.bn_freeze:
+        self.freeze_bn = bool(o["freeze_bn"])
+        if self.freeze_bn:
             freeze_batchnorm_affine(model.backbone)
         super().__init__(model, self._build_loss(num_classes, dim, o))
         self.grad_clip_value = (float(o["grad_clip_value"]) if o["grad_clip_value"] is not None
@@ -107,7 +109,7 @@ class ProxyAnchorMethod(Method):
             {"params": [self.criterion.proxies], "lr": lr * float(o["proxy_lr_mult"])},
         ], lr=lr, weight_decay=float(o["weight_decay"]))
         self.scheduler = torch.optim.lr_scheduler.StepLR(
-            self.optimizer, step_size=int(o["lr_decay_step"]), gamma=float(o["lr_decay_gamma"]))
+            self.optimizer, step_size=int(o["lr_step"]), gamma=float(o["lr_gamma"]))
 
     def _build_loss(self, num_classes: int, dim: int, o: dict[str, Any]) -> torch.nn.Module:
         return ProxyAnchorLoss(num_classes, dim, margin=float(o["margin"]),
@@ -122,9 +124,9 @@ class ProxyAnchorMethod(Method):
                 set_requires_grad(self.trunk_params, False)
             else:
                 set_requires_grad(self.trunk_params, True)
-                if self.bn_freeze and not self.unfreeze_bn_affine:
+                if self.freeze_bn and not self.unfreeze_bn_affine:
                     freeze_batchnorm_affine(self.model.backbone)
-        if self.bn_freeze:
+        if self.freeze_bn:
             set_batchnorm_eval(self.model.backbone)
 
     def bn_affine_trainable(self) -> bool:
@@ -142,7 +144,7 @@ class DynamicMarginMethod(ProxyAnchorMethod):
         o = self.options
         self.margin_optimizer, self.margin_scheduler = make_margin_optimizer(
             self.criterion, lr=float(o["mrg_lr"]), weight_decay=float(o["weight_decay"]),
-            step=int(o["mrg_lr_decay_step"]), gamma=float(o["mrg_lr_decay_gamma"]))
+            step=int(o["mrg_lr_step"]), gamma=float(o["mrg_lr_gamma"]))
 
     def _build_loss(self, num_classes: int, dim: int, o: dict[str, Any]) -> torch.nn.Module:
         return DynamicMarginLoss(

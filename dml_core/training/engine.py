@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text: no widget warning in notebooks
 
 from . import checkpoint
 from dml_core.models.complexity import count_parameters
@@ -67,15 +67,18 @@ def fit(method, train_loader, run_dir: str | Path, epochs: int, evaluator: Evalu
     ``evaluate_untrained`` the network is also evaluated before the first step (summary key
     ``untrained``): the baseline that training has to beat."""
     run = RunFolder(run_dir)
-    eval_every = max(1, int(eval_every or 1))
     if resume and run.is_complete(epochs):
-        return run.read_summary()
+        return run.read_summary()  # trained before: nothing to do
     device = resolve_device(device)
     _prepare(method, device)
+    eval_every = max(1, int(eval_every or 1))
 
-    history: list[dict] = []
-    best: dict | None = None  # {"epoch", "value", "metrics"}
-    totals = {"train_time_s": 0.0, "step_time_s": 0.0, "images": 0}
+    # What one epoch hands to the next. checkpoints/last.pt saves all of it, so that a resumed
+    # run continues with the same weights, optimiser moments, RNG streams and best epoch.
+    history: list[dict] = []  # one row of metrics.csv per epoch
+    best: dict | None = None  # {"epoch", "value", "metrics"} of the selected epoch
+    train_time_s = step_time_s = 0.0  # whole epochs / the optimisation steps alone
+    images_seen = 0
     start = 0
     if resume and run.last_checkpoint.exists():
         state = checkpoint.load(run.last_checkpoint)
@@ -84,55 +87,54 @@ def fit(method, train_loader, run_dir: str | Path, epochs: int, evaluator: Evalu
         for name, gen in _loader_generators(train_loader).items():
             if name in state.get("loader_rng", {}):
                 gen.set_state(state["loader_rng"][name])
-        history, best, totals, start = state["history"], state["best"], state["totals"], state["epoch"]
+        history, best, start = state["history"], state["best"], state["epoch"]
+        totals = state["totals"]
+        train_time_s, step_time_s = totals["train_time_s"], totals["step_time_s"]
+        images_seen = totals["images"]
         run.write_metrics(history)
     if recipe is not None:
         run.write_config(recipe)
-    # the untrained network's metrics: the baseline a run must beat (evaluated once, at epoch 0)
+
+    # The untrained network's metrics: the baseline a run must beat. Evaluated once, before the
+    # first step (a resumed run reads them back from its summary).
     untrained = (run.read_summary() or {}).get("untrained") if start > 0 else None
     if start == 0 and evaluator is not None and evaluate_untrained:
         untrained = {"epoch": 0, "metrics": _evaluate(evaluator, method, 0).metrics}
-
-    static = {"recipe": plain(recipe or {}), "protocol": protocol,
+    header = {"recipe": plain(recipe or {}), "protocol": protocol,
               "selection": "validation" if selection_metric.startswith("val/") else "test",
               "selection_metric": selection_metric, "epochs": int(epochs),
               "num_parameters": count_parameters(method.model, method.criterion),
               "hardware": hardware_info(device), "versions": library_versions(),
-              "git_commit": git_commit(), **plain(summary_extra or {})}
-
-    def write_summary(status: str, message: str | None = None) -> dict:
-        last = next((r for r in reversed(history) if _eval_metrics(r)), None)
-        summary = {"status": status, **static, "untrained": untrained,
-                   "best": None if best is None else {"epoch": best["epoch"], "metrics": best["metrics"]},
-                   "last": None if last is None else {"epoch": last["epoch"], "metrics": _eval_metrics(last)},
-                   "epochs_completed": len(history) and history[-1]["epoch"],
-                   "train_time_s": totals["train_time_s"],
-                   "images_per_s": totals["images"] / totals["step_time_s"] if totals["step_time_s"] else None,
-                   "message": message}
-        run.write_summary(summary)
-        return summary
-
-    write_summary("running")
+              "git_commit": git_commit(), **plain(summary_extra or {}), "untrained": untrained}
+    run.write_summary(_summary("running", header, history, best, train_time_s, step_time_s,
+                               images_seen))
     try:
         for epoch in range(start + 1, epochs + 1):
             t0 = time.perf_counter()
-            row: dict[str, Any] = {"epoch": epoch}
-            row.update(train_epoch(method, train_loader, epoch, device, max_steps_per_epoch, progress))
+            # 1. train: one pass over the loader in the Method contract's step order
+            stats, images, step_time = train_epoch(method, train_loader, epoch, device,
+                                                   max_steps_per_epoch, progress)
+            row: dict[str, Any] = {"epoch": epoch, **stats}
+
+            # 2. evaluate every eval_every epochs and after the last one (eval mode, no_grad)
             evaluation = None
             if evaluator is not None and (epoch % eval_every == 0 or epoch == epochs):
                 evaluation = _evaluate(evaluator, method, epoch)
                 row.update(evaluation.metrics)
+
+            # 3. the method's own per-epoch values (e.g. the margins), then the epoch's clock
             row.update({k: _number(v) for k, v in method.epoch_log().items()})
             row["epoch_time_s"] = time.perf_counter() - t0
-            totals = {"train_time_s": totals["train_time_s"] + row["epoch_time_s"],
-                      "step_time_s": totals["step_time_s"] + row.pop("_step_time_s"),
-                      "images": totals["images"] + row.pop("_images")}
             history.append(row)
+            train_time_s += row["epoch_time_s"]
+            step_time_s += step_time
+            images_seen += images
 
+            # 4. model selection: a strictly better epoch replaces best.pt (and its features)
             if evaluation is not None:
                 if selection_metric not in evaluation.metrics:
-                    raise KeyError(f"selection metric {selection_metric!r} not among the evaluator's "
-                                   f"metrics {sorted(evaluation.metrics)}")
+                    raise KeyError(f"selection metric {selection_metric!r} not among the "
+                                   f"evaluator's metrics {sorted(evaluation.metrics)}")
                 value = evaluation.metrics[selection_metric]
                 if is_better(value, None if best is None else best["value"]):
                     best = {"epoch": epoch, "value": value, "metrics": dict(evaluation.metrics)}
@@ -142,29 +144,70 @@ def fit(method, train_loader, run_dir: str | Path, epochs: int, evaluator: Evalu
                         checkpoint.save_features(run.best_features, evaluation.features, epoch)
                 if epoch == epochs and evaluation.features is not None:
                     checkpoint.save_features(run.last_features, evaluation.features, epoch)
+
+            # 5. save, so that an interruption from here on loses nothing of this epoch
             run.write_metrics(history)
-            checkpoint.save_last(run.last_checkpoint, epoch=epoch, method_state=method.state_dict(),
-                                 rng=get_rng_state(), history=history, best=best, totals=totals,
-                                 loader_rng={k: g.get_state() for k, g in
-                                             _loader_generators(train_loader).items()})
-            write_summary("running")
+            checkpoint.save_last(
+                run.last_checkpoint, epoch=epoch, method_state=method.state_dict(),
+                rng=get_rng_state(), history=history, best=best,
+                totals={"train_time_s": train_time_s, "step_time_s": step_time_s,
+                        "images": images_seen},
+                loader_rng={k: g.get_state() for k, g in _loader_generators(train_loader).items()})
+            run.write_summary(_summary("running", header, history, best, train_time_s,
+                                       step_time_s, images_seen))
             if progress:
                 tqdm.write(_epoch_line(row, selection_metric))
     except BaseException as exc:  # NaN loss, errors, Ctrl-C: record, keep every earlier file
-        write_summary("failed", f"{type(exc).__name__}: {exc}")
+        run.write_summary(_summary("failed", header, history, best, train_time_s, step_time_s,
+                                   images_seen, f"{type(exc).__name__}: {exc}"))
         raise
-    return write_summary("complete")
+    summary = _summary("complete", header, history, best, train_time_s, step_time_s, images_seen)
+    run.write_summary(summary)
+    return summary
+
+
+def _summary(status: str, header: dict, history: list[dict], best: dict | None,
+             train_time_s: float, step_time_s: float, images: int,
+             message: str | None = None) -> dict:
+    """summary.json: the run's fixed facts (``header``), the best and the last evaluated epoch,
+    the training time and the throughput of the optimisation steps."""
+    last = next((r for r in reversed(history) if _eval_metrics(r)), None)
+    return {"status": status, **header,
+            "best": None if best is None else {"epoch": best["epoch"], "metrics": best["metrics"]},
+            "last": None if last is None else {"epoch": last["epoch"],
+                                               "metrics": _eval_metrics(last)},
+            "epochs_completed": len(history) and history[-1]["epoch"],
+            "train_time_s": train_time_s,
+            "images_per_s": images / step_time_s if step_time_s else None,
+            "message": message}
+
+
+def to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a training batch reaches the device: images (B, 3, H, W) in channels-last layout
+    on CUDA (what cuDNN's convolutions prefer), labels (B,) as int64."""
+    cuda = device.type == "cuda"
+    images = images.to(device, non_blocking=True,
+                       memory_format=torch.channels_last if cuda and images.dim() == 4
+                       else torch.preserve_format)
+    return images, labels.to(device, non_blocking=True).long()
 
 
 def train_epoch(method, loader, epoch: int, device: torch.device, max_steps: int | None = None,
-                progress: bool = True) -> dict[str, float]:
-    """One epoch of the Method contract's step order; returns the epoch's row of metrics.csv."""
+                progress: bool = True) -> tuple[dict[str, float], int, float]:
+    """One epoch of the Method contract's step order.
+
+    Returns ``(row, images, step_time_s)``: the epoch's columns of metrics.csv (``lr``,
+    ``train_loss``, ``train_accuracy``, ``images_per_s``, ``train/<part>``), the number of
+    training images seen and the seconds spent in the optimisation steps.
+    """
+    # the samplers draw a new, reproducible order each epoch from (seed, epoch)
     for sampler in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
     method.model.train()
     method.criterion.train()
-    method.on_epoch_start(epoch)
+    method.on_epoch_start(epoch)  # after train(): BN freezing and warm-up override it
     optimizers = method.optimizers_for_epoch(epoch)
     lr = float(optimizers[0].param_groups[0]["lr"]) if optimizers else math.nan
     cuda = device.type == "cuda"
@@ -177,21 +220,19 @@ def train_epoch(method, loader, epoch: int, device: torch.device, max_steps: int
     parts: dict[str, float] = {}
     start = time.perf_counter()
     for step, (images, labels) in enumerate(loader, start=1):
-        images = images.to(device, non_blocking=True,
-                            memory_format=torch.channels_last if cuda and images.dim() == 4
-                            else torch.preserve_format)
-        labels = labels.to(device, non_blocking=True).long()
+        images, labels = to_device(images, labels, device)
         method.zero_grad()
         with autocast:
             out = method.training_step(images, labels)
         value = float(out.loss.detach().float().item())
-        if not math.isfinite(value):
+        if not math.isfinite(value):  # stop before a NaN reaches the weights
             raise NonFiniteLossError(epoch, step, value)
         out.loss.backward()
         method.clip_gradients()
         method.optimizer_step(epoch)
-        method.after_optimizer_step(out, labels)
+        method.after_optimizer_step(out, labels)  # e.g. the moving-proxy update
 
+        # running means over images (the last batch may be smaller)
         b = int(labels.shape[0])
         n, loss_sum = n + b, loss_sum + value * b
         if out.logits is not None:
@@ -208,15 +249,15 @@ def train_epoch(method, loader, epoch: int, device: torch.device, max_steps: int
     if n == 0:
         raise ValueError(f"epoch {epoch}: the training loader yielded no batch (data set smaller "
                          "than one batch with drop_last?)")
-    method.on_epoch_end(epoch)
+    method.on_epoch_end(epoch)  # the schedulers step once per epoch
     if cuda:
-        torch.cuda.synchronize(device)
+        torch.cuda.synchronize(device)  # queued kernels belong to this epoch's time
     step_time = time.perf_counter() - start
     row = {"lr": lr, "train_loss": loss_sum / n,
            "train_accuracy": correct / counted if counted else math.nan,
-           "images_per_s": n / step_time, "_step_time_s": step_time, "_images": n}
+           "images_per_s": n / step_time}
     row.update({f"train/{k}": v / n for k, v in parts.items()})
-    return row
+    return row, n, step_time
 
 
 def _prepare(method, device: torch.device) -> None:
