@@ -73,3 +73,10 @@ def test_cache_bytes_per_style():
     assert cache_bytes([(500, 375)], "random_resized_crop", True, 224, 256, cap=256) == 341 * 256 * 3
     assert cache_bytes([(500, 375)], "random_resized_crop", True, 224, 256) == 500 * 375 * 3
     assert np.isclose(cache_bytes([(90, 70)], "toy", True), 90 * 70 * 3)
+
+
+def test_workers_follow_the_cpus_granted():
+    from dml_core.data.loaders import MAX_WORKERS, auto_num_workers
+
+    assert auto_num_workers(1) == auto_num_workers(2) == 0
+    assert auto_num_workers(16) == 15 and auto_num_workers(128) == MAX_WORKERS

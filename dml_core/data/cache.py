@@ -209,8 +209,10 @@ class ImageCache:
             return cls(folder)
         folder.mkdir(parents=True, exist_ok=True)
         meta.unlink(missing_ok=True)
-        workers = workers or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                 else (os.cpu_count() or 1))
+        if not workers:
+            from .loaders import available_cpus
+
+            workers = available_cpus()
         index = np.zeros((n, 3), dtype=np.int64)
         offset = 0
 
