@@ -7,7 +7,6 @@ engine (``fit``) works without them.
 """
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +25,6 @@ REQUIRED_KEYS = ("name", "method", "dataset", "backbone", "pretrained", "crop", 
                  "epochs", "batch_size", "sampler", "samples_per_class", "drop_last", "transform",
                  "crop_size", "resize_size", "eval_batch_size", "eval_every", "seed",
                  "num_workers", "validation_fraction", "max_steps_per_epoch")
-
-#: Data sets evaluated query-vs-gallery (the others: self-retrieval within ``test``).
-QUERY_GALLERY = ("isc",)
-
 
 @dataclass
 class DataBundle:
@@ -152,6 +147,7 @@ def build_data(recipe: dict, data_root: str | os.PathLike | None = None) -> Data
     from dml_core.data import RetrievalDataset, make_eval_loader, make_train_loader
     from dml_core.data import samplers as samplers_mod
     from dml_core.data.transforms import build_transform
+    from dml_core.evaluation import get_protocol
 
     ds, crop, workers = recipe["dataset"], bool(recipe["crop"]), recipe["num_workers"]
     seed = int(recipe["seed"]) if recipe["seed"] is not None else 0
@@ -193,7 +189,7 @@ def build_data(recipe: dict, data_root: str | os.PathLike | None = None) -> Data
     train_loader = make_train_loader(train_set, batch_sampler, num_workers=workers)
 
     eval_bs = recipe["eval_batch_size"]
-    if ds in QUERY_GALLERY:
+    if get_protocol(protocol_of(recipe)).mode == "query_gallery":
         test_loader = make_eval_loader(split("query", False), eval_bs, num_workers=workers)
         gallery_loader = make_eval_loader(split("gallery", False), eval_bs, num_workers=workers)
     else:
@@ -207,13 +203,9 @@ def build_data(recipe: dict, data_root: str | os.PathLike | None = None) -> Data
 def _self_retrieval_protocol(protocol: str) -> str:
     """Validation is self-retrieval within held-out training classes; a query/gallery protocol
     (isc) is replaced by the self-retrieval protocol with the most similar Ks (sop)."""
-    from dml_core.evaluation import PROTOCOLS
+    from dml_core.evaluation import get_protocol
 
-    spec = PROTOCOLS[protocol]
-    mode = spec.get("mode") if isinstance(spec, dict) else getattr(spec, "mode", None)
-    if mode in ("query_gallery", "query-gallery", "gallery") or protocol in QUERY_GALLERY:
-        return "sop"
-    return protocol
+    return "sop" if get_protocol(protocol).mode == "query_gallery" else protocol
 
 
 def build_evaluator(test_loader, protocol: str, device: torch.device | str,
@@ -258,6 +250,4 @@ def _tensor(x) -> torch.Tensor:
 def _build_method(recipe: dict, num_classes: int, device: torch.device):
     from dml_core.methods import build_method
 
-    if "device" in inspect.signature(build_method).parameters:
-        return build_method(recipe, num_classes, device=device)
-    return build_method(recipe, num_classes)
+    return build_method(recipe, num_classes, device=device)
