@@ -146,6 +146,23 @@ def test_smoke_training_run_folder(smoke, run_id):
               "metrics_table.csv"):
         assert (run_dir / "figures" / f).is_file(), f
     assert (run_dir / "features" / "best.pt").is_file()
+    # a value drawn: the table the notebook shows (figures/metrics_table.csv) holds the run's
+    # last R@1 in %, and the R@1 curve of its training-curves figure, drawn again from the run
+    # folder, is metrics.csv's test R@1 in %
+    table = pd.read_csv(run_dir / "figures" / "metrics_table.csv")
+    last = table[(table["feature"] == "dense") & table["epoch"].str.startswith("last")]
+    assert float(last["R@1"].iloc[0]) == pytest.approx(
+        round(100 * summary["last"]["metrics"]["test/dense/R@1"], 2))
+    import matplotlib.pyplot as plt
+
+    from dml_core.report import plot_training_curves
+
+    fig = plot_training_curves([run_dir])
+    curve = next(line for ax in fig.axes if "R@1" in ax.get_ylabel() for line in ax.lines
+                 if not line.get_label().startswith("_") and "(val)" not in line.get_label())
+    assert list(curve.get_ydata()) == pytest.approx(
+        [100 * v for v in metrics["test/dense/R@1"]])
+    plt.close(fig)
 
 
 def test_smoke_method_options_reached_the_recipe(smoke):
