@@ -73,7 +73,9 @@ TOY_DEFAULTS: dict[str, Any] = {
     "progress": True,
 }
 
-#: Per-profile changes of the keys that are not notebook parameters (unknown profiles → demo).
+#: Per-profile changes of the keys that are not notebook parameters. A profile not listed here
+#: (e.g. a copy of full.yaml under another name) gets :data:`TOY_DEFAULTS` unchanged, the seed's
+#: setting: no profile inherits another's small settings by accident.
 TOY_PROFILES: dict[str, dict[str, Any]] = {
     "full": {},
     # from scratch on 16-px digits (8x8 originals, nothing lost), 60 per class (the cap of the
@@ -88,14 +90,14 @@ VARIANTS = ("moving", "learnable")
 
 
 def toy_config(profile: str = "demo", **overrides: Any) -> dict[str, Any]:
-    """:data:`TOY_DEFAULTS` ← ``TOY_PROFILES[profile]`` (demo for unknown names) ← overrides.
+    """:data:`TOY_DEFAULTS` ← ``TOY_PROFILES[profile]`` (nothing for unlisted names) ← overrides.
 
     Overrides equal to None keep the profile's value for ``epochs`` only; unknown keys raise.
     """
     unknown = sorted(set(overrides) - set(TOY_DEFAULTS))
     if unknown:
         raise KeyError(f"unknown toy config keys {unknown}; valid: {sorted(TOY_DEFAULTS)}")
-    cfg = {**copy.deepcopy(TOY_DEFAULTS), **TOY_PROFILES.get(profile, TOY_PROFILES["demo"])}
+    cfg = {**copy.deepcopy(TOY_DEFAULTS), **TOY_PROFILES.get(profile, {})}
     for key, value in overrides.items():
         if key == "epochs" and value is None:
             continue
