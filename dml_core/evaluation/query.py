@@ -38,6 +38,10 @@ class Retrieval:
     checkpoint: str
     gallery_size: int
 
+    def __repr__(self) -> str:
+        return (f"Retrieval(query={self.query!r}, run={self.run_dir.name!r}, "
+                f"checkpoint={self.checkpoint!r}, top {len(self.table)} of {self.gallery_size})")
+
     def _repr_html_(self) -> str:  # a notebook shows the table under the figure
         return (f"<p>Top {len(self.table)} of {self.gallery_size} gallery images for "
                 f"<code>{Path(self.query).name}</code> (run <code>{self.run_dir.name}</code>, "
