@@ -47,10 +47,14 @@ BOOK_DIR = "report"          # runs/<profile>/report/index.html
 SOURCE_DIR = ".book"         # runs/<profile>/.book/{src,doctrees}
 LOG_TAIL_LINES = 200
 # figure file names (searched in the profile's run folders, 08_figures first) for the front page
-KEY_FIGURES = (("training_curves_*.png", "Training curves of every run (test R@1 per epoch)."),
+KEY_FIGURES = (("seeds.png", "R@1 of every seed (dots) with the mean and its 95 % interval."),
+               ("paired_differences.png", "Paired differences between methods, seed by seed, "
+                                          "with their 95 % interval."),
+               ("training_curves_*.png", "Training curves (test R@1 per epoch)."),
                ("recall_*.png", "Recall@K of every run."),
                ("dense_vs_binary.png", "Dense features against their binary (sign) codes."),
-               ("momentum_sensitivity.png", "Moving-proxy momentum: R@1 against the momentum."),
+               ("momentum_seeds.png", "Moving proxies: R@1 against the momentum, over seeds."),
+               ("momentum_sensitivity.png", "Moving proxies: R@1 against the momentum."),
                ("toy_embeddings.png", "The toy: the unit circle after training; arrows are "
                                       "the proxies."))
 _PROGRESS_RE = re.compile(r"\d+%\||\|\s*\d+/\d+\s*\[|\d+/\d+ \[\d|it/s\]|s/it\]|batch/s\]")
