@@ -93,4 +93,4 @@ def test_preflight_reports_every_problem_at_once(tmp_path, monkeypatch):
 def test_run_disk_estimate_matches_a_resnet50_adam_run():
     r = get_recipe("normsoftmax", "sop", "resnet50")
     est = preflight.run_disk_bytes(r, params=23_508_032)
-    assert 0.8e9 < est < 1.5e9  # ~376 MB of checkpoints + ~0.97 GB of features (2 files)
+    assert 1.6e9 <= est < 2.0e9  # measured: 407 + 204 MB of checkpoints, 2 x 499 MB of features

@@ -1,0 +1,67 @@
+"""The rehearsal's subset: one run per backbone and per data set of the ``full`` profile, through
+the batch runner, on stand-ins in the real raw layouts with random weights in the published
+checkpoint formats (``make rehearsal`` runs every run of the profile at the real image sizes)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from dml_core import rehearsal
+from dml_core.models.backbones import BACKBONES, build_backbone
+
+
+def test_published_formats_load_into_every_backbone(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    written = rehearsal.write_weights(tmp_path, ["bninception", "googlenet"])
+    assert [p.name for p in written] == ["bn_inception-52deb4733.pth", "googlenet-1378be20.pth"]
+    bn = torch.load(written[0], weights_only=True)
+    assert bn["conv1_7x7_s2_bn.running_var"].shape == (1, 64)  # the Caffe port's (1, C)
+    assert not any(k.endswith("num_batches_tracked") for k in bn)
+    assert any(k.startswith("aux1.") for k in torch.load(written[1], weights_only=True))
+    for name in ("bninception", "googlenet"):
+        model = build_backbone(name, True)
+        assert torch.equal(model.state_dict()["conv1_7x7_s2_bn.running_var" if name == "bninception"
+                                              else "conv1.conv.weight"],
+                           bn["conv1_7x7_s2_bn.running_var"][0] if name == "bninception"
+                           else torch.load(written[1], weights_only=True)["conv1.conv.weight"])
+    assert set(BACKBONES) == {"resnet50", "resnext50_32x4d", "googlenet", "resnet18", "bninception"}
+
+
+def test_standins_have_the_real_layouts_and_sizes(tmp_path):
+    from PIL import Image
+
+    counts = rehearsal.write_standins(tmp_path, classes=2, per_class=2)
+    assert counts == {"car": 8, "cub": 8, "sop": 8, "isc": 8, "stl10": 660}
+    assert (tmp_path / "sop/Ebay_train.txt").read_text().startswith("image_id class_id super_class_id path\n")
+    lines = (tmp_path / "isc/Eval/list_eval_partition.txt").read_text().splitlines()
+    assert lines[0] == "8" and lines[1] == "image_name item_id evaluation_status"
+    with Image.open(tmp_path / "cub/images/001.Bird_1/Bird_1_0001.jpg") as im:
+        assert im.size == rehearsal.IMAGE_SIZES["cub"] and im.format == "JPEG"
+
+
+#: The subset without 08_figures (the figures take ~1.5 min of the budget; make rehearsal has them).
+TEST_SUBSET = [r for r in rehearsal.SUBSET if r != "08_figures"]
+
+
+@pytest.mark.skipif(bool(os.environ.get("DML_SKIP_SLOW")), reason="DML_SKIP_SLOW set")
+def test_rehearsal_subset_through_the_batch_runner(tmp_path, monkeypatch):
+    """One training run per backbone and data set + preparation, the toy on STL-10 and the tables."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # rehearse() sets it; undone after
+    # small crops and one toy momentum keep the subset short; make rehearsal uses the recipes' sizes
+    result, problems = rehearsal.rehearse(tmp_path, only=TEST_SUBSET, quiet=True,
+                                          settings={"crop_size": 64, "resize_size": 72,
+                                                    "momenta": [0.5]})
+    assert problems == [] and result.ok, problems
+    assert len(result.results) == len(TEST_SUBSET)
+    run = tmp_path / "runs/full/05_dynamic_margin_cub_bninception"
+    summary = json.loads((run / "summary.json").read_text())
+    recipe = summary["recipe"]
+    assert recipe["shortened"] is True and recipe["reported"] is None
+    assert recipe["base_reported"] == "dynamic_margin/cub/bninception"
+    assert recipe["overrides"]["epochs"] == 1
+    assert json.loads((run / "batch_settings.json").read_text())["shortened"] is True
+    assert (tmp_path / "runs/full/06_benchmarks/notebook.html").is_file()
