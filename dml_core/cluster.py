@@ -98,8 +98,8 @@ def validate_slurm_block(block: Any) -> list[str]:
         if isinstance(value, bool) or not isinstance(value, _TYPES[key]):
             names = " or ".join(t.__name__ for t in _TYPES[key])
             problems.append(f"slurm.{key}: {value!r} must be {names}")
-        elif isinstance(value, (int, float)) and value < (0 if key in ("gpus", "max_requeues")
-                                                          else 1):
+        elif isinstance(value, (int, float)) and (
+                value < 0 if key in ("gpus", "max_requeues") else value <= 0):
             problems.append(f"slurm.{key}: {value!r} must be positive")
         elif key == "executor" and value not in EXECUTORS:
             problems.append(f"slurm.executor: {value!r} must be one of {list(EXECUTORS)}")

@@ -125,7 +125,7 @@ class RunProgress:
         expected = self.expected_s if self.expected_s is not None else mean_run_s
         if expected is None:
             return None
-        ran = now - self.started if self.state == "running" and self.started else 0.0
+        ran = now - self.started if self.state == "running" and self.started is not None else 0.0
         return max(0.0, expected - ran)
 
 
@@ -197,7 +197,7 @@ class BatchProgress:
                 self.say(line)
             rp.state = "done" if status == "done" else "failed"
             rp.elapsed_s = elapsed_s if elapsed_s else (
-                self.clock() - rp.started if rp.started else None)
+                self.clock() - rp.started if rp.started is not None else None)
             self._say_batch_line()
 
     # --- reading the run folders
