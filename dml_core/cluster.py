@@ -286,7 +286,6 @@ def run_stage(plans: list, tasks: list[dict[str, Any]], options: SlurmOptions, f
     fn = NotebookJob()
     pending = list(zip(plans, tasks))
     running: list[tuple[Any, Any, float]] = []  # (plan, job, submitted at)
-    seen_start: set[int] = set()
 
     def submit(batch):
         if options.executor == "slurm":
@@ -298,6 +297,21 @@ def run_stage(plans: list, tasks: list[dict[str, Any]], options: SlurmOptions, f
             running.append((plan, job, now))
             say(f"        submitted {task['id']} as job {job.job_id} (log: {_log_of(job)})")
 
+    try:
+        _wait_for(ex, fn, pending, running, submit, options, finished, on_start)
+    except KeyboardInterrupt:  # Ctrl-C: the batch's jobs are cancelled, not left behind
+        for _plan, job, _t in running:
+            try:
+                job.cancel(check=False)
+            except Exception:
+                pass
+        say(f"        cancelled {len(running)} job(s): "
+            + " ".join(str(job.job_id) for _p, job, _t in running))
+        raise
+
+
+def _wait_for(ex, fn, pending, running, submit, options, finished, on_start) -> None:
+    seen_start: set[int] = set()
     if options.executor == "slurm":
         submit(pending)
         pending = []
@@ -326,7 +340,7 @@ def run_stage(plans: list, tasks: list[dict[str, Any]], options: SlurmOptions, f
                 finished(plan, _job_status(job, plan[0].id if hasattr(plan[0], "id") else ""))
             else:
                 still.append((plan, job, t_sub))
-        running = still
+        running[:] = still
         if running or pending:
             time.sleep(poll)
 
