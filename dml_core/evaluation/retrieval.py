@@ -97,8 +97,10 @@ def _as_labels(y, n: int, name: str, device) -> torch.Tensor:
         t = y.detach()
     else:
         a = np.asarray(y)
-        if a.dtype == object:
-            raise TypeError(f"{name} must be integers, got object array")
+        if a.dtype == object or a.dtype.kind in "USV":
+            raise TypeError(f"{name} must be integers, got {'strings' if a.dtype.kind in 'USV' else 'objects'}"
+                            f" (dtype {a.dtype}); map class names to ints first, e.g. "
+                            "np.unique(names, return_inverse=True)[1]")
         t = torch.from_numpy(np.ascontiguousarray(a))
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"{name} must have an integer dtype, got {t.dtype}; map class names to ints first")
@@ -110,12 +112,36 @@ def _as_labels(y, n: int, name: str, device) -> torch.Tensor:
 
 
 def _check_ks(ks) -> list[int]:
-    if isinstance(ks, (int, np.integer)):
+    """``ks`` as a list of ints ≥ 1; a string ("12" is not [1, 2]), a fraction (1.9 is not 1)
+    or a bool is a TypeError/ValueError that says what is expected."""
+    if isinstance(ks, (str, bytes)):
+        raise TypeError(f"ks must be a list of integers ≥ 1 such as [1, 2, 4, 8], got the string {ks!r}")
+    if isinstance(ks, (int, float, np.integer, np.floating)):
         ks = [ks]
-    ks = [int(k) for k in ks]
-    if not ks or any(k < 1 for k in ks):
-        raise ValueError(f"ks must be a non-empty list of integers ≥ 1, got {ks}")
-    return ks
+    out = []
+    for k in ks:
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, float, np.integer, np.floating)) \
+                or (isinstance(k, (float, np.floating)) and not float(k).is_integer()):
+            raise ValueError(f"ks must be integers ≥ 1, got {k!r} in {list(ks)!r}")
+        out.append(int(k))
+    if not out or any(k < 1 for k in out):
+        raise ValueError(f"ks must be a non-empty list of integers ≥ 1, got {out}")
+    return out
+
+
+def _warn_no_positives(ql: torch.Tensor, gl: torch.Tensor, self_mode: bool) -> None:
+    """Warn when no query has a positive (every class a singleton, or no query class in the
+    gallery): R@K is then 0 and MAP@R NaN by definition, which says nothing about the model."""
+    if self_mode:
+        _, counts = torch.unique(ql, return_counts=True)
+        none = bool((counts < 2).all())
+        what = "every class of the evaluation set has a single item"
+    else:
+        none = not bool(torch.isin(ql, gl).any())
+        what = "no query label occurs in the gallery"
+    if none:
+        warnings.warn(f"no query has a positive ({what}): R@K is 0 and MAP@R / RP are NaN; check "
+                      "the labels and the split (retrieval needs ≥ 2 items per class)", stacklevel=3)
 
 
 @dataclass
@@ -286,6 +312,7 @@ def retrieval_stats(query, query_labels, gallery=None, gallery_labels=None, *, n
     nq, ng = q.shape[0], g.shape[0]
     if self_mode and nq < 2:
         raise ValueError("self-retrieval needs at least 2 items (each query is excluded from its own gallery)")
+    _warn_no_positives(ql, gl, self_mode)
     if chunk_size is None and memory_budget_mb * 2**20 < _BYTES_PER_ENTRY * ng:
         raise ValueError(f"memory_budget_mb={memory_budget_mb} is too small for one query row of "
                          f"{ng} gallery items; raise it to at least {_BYTES_PER_ENTRY * ng / 2**20:.1f}")

@@ -42,6 +42,7 @@ from dml_core.paths import torch_checkpoint_dir
 __all__ = [
     "BACKBONES",
     "BackboneSpec",
+    "CorruptWeightsError",
     "MissingWeightsError",
     "build_backbone",
     "feature_dim",
@@ -230,15 +231,50 @@ def find_weights(name: str) -> Path:
     )
 
 
+class CorruptWeightsError(RuntimeError):
+    """A pretrained-weights file that does not load as a plain state dict; names the file, its
+    expected checksum and where to get it again."""
+
+
+def expected_sha256_prefix(path: str | Path) -> str | None:
+    """The SHA-256 prefix in a published file name (``resnet50-0676ba61.pth`` -> ``0676ba61``;
+    torchvision's and Cadene's convention), or None."""
+    stem = Path(path).name.split(".")[0]
+    tail = stem.rsplit("-", 1)[-1] if "-" in stem else ""
+    return tail.lower() if len(tail) >= 6 and all(c in "0123456789abcdefABCDEF" for c in tail) else None
+
+
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # e.g. the python2-era BN-Inception pickle
-        warnings.warn(f"weights_only load of {path.name} failed ({exc!r}); retrying with the full "
-                      "unpickler (latin1), trusting the file from its official URL", stacklevel=3)
-        state = torch.load(path, map_location="cpu", weights_only=False, encoding="latin1")
+    """The tensors of a published weights file, always with ``weights_only=True`` (never the
+    full unpickler: a weights file cannot run code). Python-2 pickles (the Cadene BN-Inception
+    file) are read with ``encoding="latin1"``. A file that does not load is a
+    :class:`CorruptWeightsError` naming it and its expected checksum."""
+    errors = []
+    for kwargs in ({}, {"encoding": "latin1"}):
+        try:
+            with warnings.catch_warnings():  # torch warns, wrongly, that encoding is ignored
+                warnings.filterwarnings("ignore", message="pickle_load_args only works")
+                state = torch.load(path, map_location="cpu", weights_only=True, **kwargs)
+            break
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'empty'}")
+    else:
+        import hashlib
+
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        prefix = expected_sha256_prefix(path)
+        expected = (f"its SHA-256 should start with {prefix} (from the file name), this file's is "
+                    f"{digest[:16]}...{' (it matches: an incompatible format?)' if digest.startswith(prefix) else ''}"
+                    if prefix else f"its SHA-256 is {digest}")
+        raise CorruptWeightsError(
+            f"pretrained weights {path} do not load as a plain state dict with weights_only=True "
+            f"({errors[0]}); {expected}. Download it again (see find_weights' message for the URL) "
+            "or delete it and use pretrained=False.")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CorruptWeightsError(f"pretrained weights {path} hold a {type(state).__name__}, not a "
+                                  "state dict; download the published file again")
     return dict(state)
 
 
