@@ -892,7 +892,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
         for plan in to_run:
             prev = _read_status(plan[1])
             monitor.add(plan[0].id, plan[1], expected_s=prev.get("elapsed_s")
-                        if prev.get("status") == "done" else None)
+                        if prev.get("status") == "done" else None, kind=plan[0].notebook.name)
         monitor.start()
     if slurm_opts is not None:
         say(f"backend slurm: {slurm_opts.describe()}; submitit folder "

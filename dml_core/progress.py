@@ -16,7 +16,8 @@ summed and divided by the number of runs that can execute at once (``min(slots, 
   ``(epochs − done) × mean(epoch_time_s)``;
 * otherwise its expected duration minus the time it has been running: the duration of its last
   execution (``status.json`` of an earlier batch, when it finished), else the mean duration of
-  the runs that finished in this batch; unknown (no estimate printed) before either exists.
+  the runs of the same notebook that finished (done) in this batch, else of all runs done in this
+  batch; unknown (no estimate printed) before either exists.
 
 A coarse estimate: stages, queue waits and the evaluation after the last epoch are ignored.
 """
@@ -106,6 +107,7 @@ class RunProgress:
 
     id: str
     run_dir: Path
+    kind: str = ""  # the notebook: runs of one notebook take similar times
     state: str = "queued"  # queued | running | done | failed
     started: float | None = None  # time.time() when it started (or was submitted)
     elapsed_s: float | None = None  # when finished
@@ -115,13 +117,15 @@ class RunProgress:
     last_epoch: int = 0  # the last epoch printed
     metrics_mtime: float = 0.0
 
-    def remaining_s(self, now: float, mean_run_s: float | None) -> float | None:
+    def remaining_s(self, now: float, mean_run_s: float | dict | None) -> float | None:
         """Expected seconds until this run finishes (None: no basis for a guess yet)."""
         if self.state in ("done", "failed"):
             return 0.0
         if self.epochs and self.epoch_times:
             left = max(0, self.epochs - self.last_epoch)
             return left * sum(self.epoch_times) / len(self.epoch_times)
+        if isinstance(mean_run_s, dict):  # {kind: mean, "": mean of all}
+            mean_run_s = mean_run_s.get(self.kind, mean_run_s.get(""))
         expected = self.expected_s if self.expected_s is not None else mean_run_s
         if expected is None:
             return None
@@ -134,9 +138,13 @@ def estimate_time_left(runs: list[RunProgress], slots: int, now: float | None = 
     """Seconds until every run of ``runs`` has finished, ``slots`` runs executing at once
     (see the module docstring); None when some unfinished run has no basis for a guess."""
     now = time.time() if now is None else now
-    finished = [r.elapsed_s for r in runs if r.state in ("done", "failed") and r.elapsed_s]
-    mean_run = sum(finished) / len(finished) if finished else None
-    left = [r.remaining_s(now, mean_run) for r in runs if r.state not in ("done", "failed")]
+    done = [r for r in runs if r.state == "done" and r.elapsed_s]  # failures end early
+    means: dict[str, float] = {}
+    for kind in {r.kind for r in done} | {""}:
+        times = [r.elapsed_s for r in done if kind in ("", r.kind)]
+        if times:
+            means[kind] = sum(times) / len(times)
+    left = [r.remaining_s(now, means) for r in runs if r.state not in ("done", "failed")]
     if not left:
         return 0.0
     if any(v is None for v in left):
@@ -177,9 +185,10 @@ class BatchProgress:
         self._last_batch_line = self.t0
 
     # --- the driver's events
-    def add(self, run_id: str, run_dir: str | Path, expected_s: float | None = None) -> None:
+    def add(self, run_id: str, run_dir: str | Path, expected_s: float | None = None,
+            kind: str = "") -> None:
         with self._lock:
-            rp = RunProgress(run_id, Path(run_dir), expected_s=expected_s)
+            rp = RunProgress(run_id, Path(run_dir), kind=kind, expected_s=expected_s)
             # epochs already in metrics.csv (a resumed run) are not printed again
             rows = read_metrics(rp.run_dir / "metrics.csv")
             rp.last_epoch = max((int(_float(r["epoch"]) or 0) for r in rows), default=0)

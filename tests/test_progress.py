@@ -27,17 +27,23 @@ def test_time_left_from_epochs_then_previous_durations_then_batch_mean():
     assert a.remaining_s(now, None) == pytest.approx(240)
     # running, no epoch yet, took 300 s last time, running for 100 s: 200 s left
     b = RunProgress("b", None, state="running", started=900.0, expected_s=300.0)
-    # queued, never ran: the mean of the finished runs (60 and 120 s → 90 s)
-    c = RunProgress("c", None, state="queued")
-    d1 = RunProgress("d1", None, state="done", elapsed_s=60.0)
-    d2 = RunProgress("d2", None, state="failed", elapsed_s=120.0)
-    runs = [a, b, c, d1, d2]
+    # queued, never ran: the mean of the done runs of its notebook (60 and 120 s → 90 s); a
+    # failed run (it ended early) and runs of another notebook do not count
+    c = RunProgress("c", None, kind="01.ipynb", state="queued")
+    d1 = RunProgress("d1", None, kind="01.ipynb", state="done", elapsed_s=60.0)
+    d2 = RunProgress("d2", None, kind="01.ipynb", state="done", elapsed_s=120.0)
+    f = RunProgress("f", None, kind="01.ipynb", state="failed", elapsed_s=1.0)
+    p = RunProgress("p", None, kind="00.ipynb", state="done", elapsed_s=6.0)
+    runs = [a, b, c, d1, d2, f, p]
     # (240 + 200 + 90) s over min(2 slots, 3 unfinished) = 265 s
     assert estimate_time_left(runs, slots=2, now=now) == pytest.approx(265)
     assert estimate_time_left(runs, slots=8, now=now) == pytest.approx(530 / 3)
     # nothing finished and no history: no basis for a guess
     assert estimate_time_left([RunProgress("c", None)], slots=1, now=now) is None
     assert estimate_time_left([d1, d2], slots=1, now=now) == 0.0
+    # a notebook that never finished yet: the mean of every done run, (60 + 120 + 6) / 3
+    e = RunProgress("e", None, kind="04.ipynb")
+    assert estimate_time_left([e, d1, d2, p], slots=1, now=now) == pytest.approx(62)
     # a run past its expected duration has 0 left, not a negative time
     late = RunProgress("l", None, state="running", started=0.0, expected_s=10.0)
     assert late.remaining_s(now, None) == 0.0
