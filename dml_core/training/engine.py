@@ -193,6 +193,15 @@ def to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device
     return images, labels.to(device, non_blocking=True).long()
 
 
+def device_transform(loader):
+    """The conversion a loader's dataset asks to run on the device (``device_transform`` of the
+    dataset or of a dataset it wraps: the cached pipeline's uint8 → normalised float), or None."""
+    ds = getattr(loader, "dataset", None)
+    while ds is not None and getattr(ds, "device_transform", None) is None:
+        ds = getattr(ds, "dataset", None)
+    return getattr(ds, "device_transform", None)
+
+
 def train_epoch(method, loader, epoch: int, device: torch.device, max_steps: int | None = None,
                 progress: bool = True) -> tuple[dict[str, float], int, float]:
     """One epoch of the Method contract's step order.
@@ -218,9 +227,12 @@ def train_epoch(method, loader, epoch: int, device: torch.device, max_steps: int
     bar = tqdm(total=total, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
     n = loss_sum = correct = counted = 0
     parts: dict[str, float] = {}
+    on_device = device_transform(loader)
     start = time.perf_counter()
     for step, (images, labels) in enumerate(loader, start=1):
         images, labels = to_device(images, labels, device)
+        if on_device is not None:  # the cached pipeline's uint8 batch → float, normalised here
+            images = on_device(images)
         method.zero_grad()
         with autocast:
             out = method.training_step(images, labels)

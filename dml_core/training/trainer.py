@@ -162,7 +162,7 @@ def build_data(recipe: dict, data_root: str | os.PathLike | None = None) -> Data
         if recipe.get("cache"):  # decoded once; the same tensors as the PIL path (data/cache.py)
             from dml_core.data.cache import cached_split
 
-            return cached_split(recipe, name, train, data_root, device_normalize=False)
+            return cached_split(recipe, name, train, data_root, device_normalize=train)
         return RetrievalDataset(ds, name, transform=transform(train), crop=crop, data_root=data_root)
 
     train_set = split("train", True)
