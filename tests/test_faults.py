@@ -145,3 +145,17 @@ def test_an_unreadable_image_is_named_with_the_fix_in_training_and_evaluation(tm
     with pytest.raises(ImageLoadError, match="cannot read image"):
         for _ in make_eval_loader(ds, 4, num_workers=0):
             pass
+
+
+def test_the_default_full_check_catches_a_jpeg_truncated_mid_file(tmp_path):
+    from PIL import Image
+
+    from dml_core.data.verify import check_images
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "x.jpg"
+    Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(path, quality=90)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert check_images([path], "header", progress=False)[0][0] is None  # the old default passed it
+    error, _ = check_images([path], progress=False)[0]
+    assert error is not None and "truncated" in error

@@ -78,13 +78,13 @@ def size_differences(dataset: str, summary: dict) -> dict[str, dict[str, int]]:
 
 
 def prepare(dataset: str, data_root: Optional[str | os.PathLike] = None, *, force: bool = False,
-            box_convention: str = "corrected", verify_images: str = "header",
+            box_convention: str = "corrected", verify_images: str = "full",
             workers: Optional[int] = None, verbose: bool = True) -> Path:
     """Prepare ``dataset`` under ``data_root`` and return the path of its ``index.csv``.
 
     dataset: car | cub | sop | isc | stl10 | demo (demo writes its raw files first if absent).
     box_convention: "corrected" (default) or "seed" (see :mod:`dml_core.data.boxes`).
-    verify_images: "header" | "full" | "none" (see :mod:`dml_core.data.verify`).
+    verify_images: "full" (default) | "header" | "none" (see :mod:`dml_core.data.verify`).
     force: redo even if the index exists. Without it, an existing index is kept (and asking for
     different options than it was made with is an error that says to pass force=True).
     """
@@ -218,7 +218,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--data-root", default=None, help=f"default: $DML_DATA_ROOT or {paths.data_root()}")
     parser.add_argument("--force", action="store_true", help="prepare again even if index.csv exists")
     parser.add_argument("--box-convention", default="corrected", choices=list(BOX_CONVENTIONS))
-    parser.add_argument("--verify-images", default="header", choices=list(VERIFY_MODES))
+    parser.add_argument("--verify-images", default="full", choices=list(VERIFY_MODES),
+                        help="full (default): decode every image; header: structure only; none")
     parser.add_argument("--workers", type=int, default=None, help="threads for image checks")
     args = parser.parse_args(argv)
     failed = []
