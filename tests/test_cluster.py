@@ -175,6 +175,7 @@ def test_without_srun_the_slurm_backend_says_how_to_fix_it(tmp_path, monkeypatch
 
 
 # ------------------------------------------------------------------------------ local executor
+@pytest.mark.skipif(bool(os.environ.get("DML_SKIP_SLOW")), reason="DML_SKIP_SLOW set")
 def test_smoke_profile_through_submitit_local_executor(tmp_path, capsys):
     """The smoke profile's data preparation and one training notebook, each a submitit job on
     this machine (the whole smoke profile runs in test_study_smoke; here the backend is tested)."""
@@ -193,3 +194,10 @@ def test_smoke_profile_through_submitit_local_executor(tmp_path, capsys):
     assert "[batch] 2/2 runs finished" in out
     assert "submitted 01_normsoftmax as job" in out
     assert "without encryption" not in out
+
+
+def test_local_jobs_share_the_dataloader_workers():
+    assert batch.loader_workers_per_job(2, None, cpus=8) == "3"  # 4 cores each, 1 for the run
+    assert batch.loader_workers_per_job(4, None, cpus=2) == "0"
+    assert batch.loader_workers_per_job(1, None, cpus=8) is None  # the loader decides
+    assert batch.loader_workers_per_job(2, "5", cpus=8) is None  # the user's setting stands
