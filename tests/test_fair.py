@@ -99,3 +99,17 @@ def test_same_seed_gives_identical_metrics_and_another_seed_does_not(demo_root, 
     assert a["untrained"]["metrics"] == b["untrained"]["metrics"]
     assert a["best"]["metrics"]["val/dense/R@1"] is not None
     assert a["best"]["metrics"] != c["best"]["metrics"]
+
+
+def test_every_run_of_the_gpu_profile_resolves():
+    from dml_core.recipes import get_recipe
+
+    doc = fair.profile_document("fair")
+    training = [r for r in doc["runs"] if r["id"].startswith("fair_")]
+    assert len({r["parameters"]["dataset"] for r in training}) == 4
+    for r in training:
+        p = r["parameters"]
+        method = p.get("method") or {v: k for k, v in fair.NOTEBOOK.items()}[r["notebook"]]
+        recipe = get_recipe(method, p["dataset"], p["backbone"], **p["overrides"])
+        assert recipe["backbone"] == "resnet50" and recipe["embedding_dim"] == 512
+        assert recipe["validation_fraction"] > 0

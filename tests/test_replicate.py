@@ -63,8 +63,26 @@ def test_save_rewrites_only_the_readme_block(tmp_path):
     _write_runs(tmp_path / "ref", "p", VALUES)
     (tmp_path / "README.md").write_text("intro\n<!-- study-results:begin old -->\nstale 99.9\n"
                                         "<!-- study-results:end -->\noutro\n")
-    replicate.save("p", runs_root=tmp_path / "ref", root=tmp_path, readme=True)
+    replicate.README_MIN_SEEDS, old = 3, replicate.README_MIN_SEEDS
+    try:
+        replicate.save("p", runs_root=tmp_path / "ref", root=tmp_path, readme=True)
+    finally:
+        replicate.README_MIN_SEEDS = old
     text = (tmp_path / "README.md").read_text()
     assert text.startswith("intro\n") and text.endswith("\noutro\n") and "99.9" not in text
     assert "| PP (Proxy-Anchor + positive-proxy gradient) | 3 | 52.3 |" in text
     assert "positive-proxy gradient: on − off" in text
+
+
+def test_readme_quotes_only_configurations_with_enough_seeds(tmp_path):
+    from dml_core.report import load_runs
+    from dml_core.report.runs import with_configs
+    from dml_core.report.stats import summarise
+
+    _write_runs(tmp_path, "p", {"pp_on": {0: 0.5, 1: 0.6, 2: 0.55}, "pp_off": {0: 0.4, 1: 0.45}})
+    block = replicate.readme_block(summarise(with_configs(load_runs(tmp_path, ["p"]))), "p",
+                                   min_seeds=3)
+    assert "| PP (Proxy-Anchor + positive-proxy gradient) | 3 |" in block
+    assert "Not quoted (fewer than 3 seeds in this batch): PP recipe, positive-proxy gradient " \
+           "off (2)" in block
+    assert "on − off" not in block  # a comparison with 2 seeds is not quoted either

@@ -236,9 +236,10 @@ def load_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
 
 # ----------------------------------------------------------------- configurations across seeds
 #: Recipe keys that do not define a configuration: the seed varies within one; the others are
-#: names, records of overrides, or settings that cannot change a result.
+#: names, records of overrides, or settings that cannot change a result (``cache``: the cached
+#: input pipeline is bit-identical to the PIL path).
 NON_CONFIG_KEYS = frozenset({"seed", "name", "overrides", "base_name", "base_reported",
-                             "shortened", "num_workers", "eval_batch_size", "reported"})
+                             "shortened", "num_workers", "eval_batch_size", "reported", "cache"})
 _SEEDED_ID = re.compile(r"^(?P<stem>.+)_s(?P<seed>\d+)$")
 
 
