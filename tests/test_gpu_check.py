@@ -25,5 +25,5 @@ def test_gpu_check_dry_run_writes_every_section(tmp_path):
         assert row["images_per_s"] > 0 and row["ratio"] > 0, name
     for name, row in res["loss_agreement"].items():
         assert 0 <= row["rel_diff"] < 1.0, (name, row)  # measured, not judged: random weights, batch 8
-    assert res["loader_loop"]["images_per_s"] > 0
+    assert res["loader_loop"]["pil_images_per_s"] > 0 and res["loader_loop"]["cached_images_per_s"] > 0
     assert res["evaluation"]["seconds"] > 0 and res["evaluation"]["n"] == 1000
