@@ -13,7 +13,8 @@ Time left (:func:`estimate_time_left`): each unfinished run's expected remaining
 summed and divided by the number of runs that can execute at once (``min(slots, unfinished)``):
 
 * a run with epochs in ``metrics.csv`` and its recipe's ``epochs`` in ``config.yaml``:
-  ``(epochs − done) × mean(epoch_time_s)``;
+  ``(epochs − done) ×`` the wall time per epoch since the run started (evaluation and start-up
+  included; ``mean(epoch_time_s)`` of ``metrics.csv`` when the start is unknown);
 * otherwise its expected duration minus the time it has been running: the duration of its last
   execution (``status.json`` of an earlier batch, when it finished), else the mean duration of
   the runs of the same notebook that finished (done) in this batch, else of all runs done in this
@@ -115,6 +116,7 @@ class RunProgress:
     epochs: int | None = None  # the recipe's epochs (config.yaml)
     epoch_times: list[float] = dataclasses.field(default_factory=list)
     last_epoch: int = 0  # the last epoch printed
+    first_epoch: int = 0  # last_epoch when it started (a resumed run has done some before)
     metrics_mtime: float = 0.0
 
     def remaining_s(self, now: float, mean_run_s: float | dict | None) -> float | None:
@@ -123,6 +125,9 @@ class RunProgress:
             return 0.0
         if self.epochs and self.epoch_times:
             left = max(0, self.epochs - self.last_epoch)
+            done = self.last_epoch - self.first_epoch
+            if self.started is not None and done > 0 and self.metrics_mtime > self.started:
+                return left * (self.metrics_mtime - self.started) / done
             return left * sum(self.epoch_times) / len(self.epoch_times)
         if isinstance(mean_run_s, dict):  # {kind: mean, "": mean of all}
             mean_run_s = mean_run_s.get(self.kind, mean_run_s.get(""))
@@ -197,7 +202,7 @@ class BatchProgress:
     def started(self, run_id: str) -> None:
         with self._lock:
             rp = self.runs[run_id]
-            rp.state, rp.started = "running", self.clock()
+            rp.state, rp.started, rp.first_epoch = "running", self.clock(), rp.last_epoch
 
     def finished(self, run_id: str, status: str, elapsed_s: float | None) -> None:
         with self._lock:
@@ -221,7 +226,7 @@ class BatchProgress:
         rp.metrics_mtime = mtime
         rows = read_metrics(path)
         if rows and int(_float(rows[-1]["epoch"]) or 0) < rp.last_epoch:
-            rp.last_epoch, rp.epoch_times = 0, []  # the engine started this run folder afresh
+            rp.last_epoch, rp.first_epoch, rp.epoch_times = 0, 0, []  # started afresh
         if rp.epochs is None:
             rp.epochs = _recipe_epochs(rp.run_dir)
         lines = []

@@ -21,10 +21,17 @@ def test_epoch_line_formats_loss_recall_and_rate():
 
 def test_time_left_from_epochs_then_previous_durations_then_batch_mean():
     now = 1000.0
-    # running, 2 of 10 epochs done at 30 s each: 8 × 30 = 240 s left
-    a = RunProgress("a", None, state="running", started=900.0, epochs=10, epoch_times=[20, 40],
-                    last_epoch=2)
+    # running, 2 of 10 epochs done at 30 s each (start unknown): 8 × 30 = 240 s left
+    a = RunProgress("a", None, state="running", epochs=10, epoch_times=[20, 40], last_epoch=2)
     assert a.remaining_s(now, None) == pytest.approx(240)
+    # the same, started at 900 and epoch 2 written at 980: 40 s of wall time per epoch (start-up,
+    # evaluation included); resumed at epoch 1, so 1 epoch in 80 s: 8 × 80 s
+    w = RunProgress("w", None, state="running", started=900.0, epochs=10, epoch_times=[20, 40],
+                    last_epoch=2, metrics_mtime=980.0)
+    assert w.remaining_s(now, None) == pytest.approx(320)
+    w.first_epoch = 1
+    assert w.remaining_s(now, None) == pytest.approx(640)
+    a.started = 900.0
     # running, no epoch yet, took 300 s last time, running for 100 s: 200 s left
     b = RunProgress("b", None, state="running", started=900.0, expected_s=300.0)
     # queued, never ran: the mean of the done runs of its notebook (60 and 120 s → 90 s); a
