@@ -178,7 +178,7 @@ class BatchResult:
 
     @property
     def failed(self) -> list[RunResult]:
-        return [r for r in self.results if r.status == "failed"]
+        return [r for r in self.results if r.status in ("failed", "interrupted")]
 
     @property
     def ok(self) -> bool:
@@ -628,8 +628,9 @@ def _execute_run(task: dict[str, Any]) -> dict[str, Any]:
         except Exception as exc:
             error = error or f"saving/rendering failed: {type(exc).__name__}: {exc}"
     elapsed = time.time() - t0
-    status.update(status="failed" if error else "done", finished_at=_now(), elapsed_s=elapsed,
-                  error=error)
+    interrupted = bool(error) and error.startswith("KeyboardInterrupt")  # Ctrl-C reached the kernel
+    status.update(status="interrupted" if interrupted else "failed" if error else "done",
+                  finished_at=_now(), elapsed_s=elapsed, error=error)
     io.write_json(run_dir / RUN_FILES["status"], status)
     if not error:
         io.write_json(run_dir / RUN_FILES["done"], {

@@ -155,3 +155,21 @@ def test_code_fingerprint_covers_the_training_code_only(tmp_path):
     loss = pkg / "losses" / "proxy.py"
     loss.write_text(loss.read_text() + "\n# a fixed loss\n")
     assert code_fingerprint(pkg) != before
+
+
+def test_a_second_trainer_of_the_same_folder_waits_for_the_first(cub_root, tmp_path, capfd):
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfrom dml_core.training import RunFolder\n"
+         f"l = RunFolder({str(run_dir)!r}).lock().acquire()\nprint('held', flush=True)\n"
+         "time.sleep(1.5)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        summary = _train(_recipe(), run_dir, cub_root)
+    finally:
+        holder.wait(30)
+    assert summary["status"] == "complete"
+    assert f"waiting for the run folder {run_dir}: in use by pid {holder.pid}" in capfd.readouterr().err

@@ -115,6 +115,8 @@ def _prepare(dataset: str, data_root, *, force: bool, box_convention: str, verif
     index_file, report_file = folder / INDEX_FILE, folder / REPORT_FILE
     has_boxes = dataset in ("car", "cub", "demo")
 
+    for tmp in folder.glob(".*.tmp"):  # left by a killed preparation (atomic writes, dml_core.io)
+        tmp.unlink(missing_ok=True)
     removed = remove_stale_demo(folder) if dataset == "demo" else None
     if removed:
         say(f"demo: removed {removed} in {folder}; writing it anew")
