@@ -1144,7 +1144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-root", help="root of run folders (default $DML_RUNS_ROOT or runs/)")
     p.add_argument("--data-root", help="data root, injected as the data_root parameter")
     p.add_argument("--kernel", help=f"Jupyter kernel (default $DML_KERNEL or {DEFAULT_KERNEL})")
-    p.add_argument("--no-progress", action="store_true", help="no per-cell progress output")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress lines (cells, epochs, the batch line with the time left)")
     p.add_argument("--list-profiles", action="store_true", help="list the profiles and exit")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="settings",
                    help="override for every run (repeatable): merged into each training run's "
