@@ -186,6 +186,30 @@ class RunFolder:
             reasons.append(f"the prepared data changed ({', '.join(changed)})")
         return reasons
 
+    def reuse_or_restart(self, recipe: dict, provenance: dict, epochs: int,
+                         resume: bool = True) -> bool:
+        """Decide, holding :meth:`lock`, whether the run in this folder may be reused or resumed
+        for ``recipe`` made with ``provenance``; return the ``resume`` flag for ``fit``. When
+        :meth:`restart_reasons` gives reasons, or ``checkpoints/last.pt`` of an unfinished run
+        cannot be read (it is moved to ``last.pt.corrupt``), every old output is removed
+        (:meth:`clear`), the reasons are printed, and False is returned."""
+        from . import checkpoint
+
+        reasons = self.restart_reasons(recipe, provenance)
+        if not reasons and resume and self.last_checkpoint.exists() and not self.is_complete(epochs):
+            problem = checkpoint.unreadable(self.last_checkpoint)
+            if problem:
+                aside = self.root / "last.pt.corrupt"
+                os.replace(self.last_checkpoint, aside)
+                reasons = [f"{self.last_checkpoint} cannot be read ({problem}); moved aside to "
+                           f"{aside}, nothing to resume from"]
+        if reasons:
+            print(f"{self.root}: training from scratch, the old run's files are removed: "
+                  + "; ".join(reasons), flush=True)
+            self.clear()
+            return False
+        return resume
+
     def is_complete(self, epochs: int) -> bool:
         """True when summary.json says the run finished ``epochs`` (or more) epochs."""
         try:

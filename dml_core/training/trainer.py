@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import checkpoint
 from .engine import Evaluation, fit, resolve_device
 from .run_folder import TRAINING_CODE, RunFolder, code_fingerprint, git_commit
 from .seeding import seed_everything
@@ -67,19 +66,7 @@ def train(recipe: dict, run_dir: str | os.PathLike, data_root: str | os.PathLike
                       "data": {ds: fp for ds, (fp, _) in data_files.items()},
                       "data_index": {ds: path for ds, (_, path) in data_files.items()},
                       "git_commit": git_commit()}
-        reasons = run.restart_reasons(recipe, provenance)
-        if not reasons and resume and run.last_checkpoint.exists() and not run.is_complete(epochs):
-            problem = checkpoint.unreadable(run.last_checkpoint)
-            if problem:
-                aside = run.root / "last.pt.corrupt"
-                os.replace(run.last_checkpoint, aside)
-                reasons = [f"{run.last_checkpoint} cannot be read ({problem}); moved aside to "
-                           f"{aside}, nothing to resume from"]
-        if reasons:
-            print(f"{run.root}: training from scratch, the old run's files are removed: "
-                  + "; ".join(reasons), flush=True)
-            run.clear()
-            resume = False
+        resume = run.reuse_or_restart(recipe, provenance, epochs, resume)
         if resume and run.is_complete(epochs):
             return run.read_summary()
         run.write_provenance(provenance)
