@@ -18,7 +18,8 @@ summed and divided by the number of runs that can execute at once (``min(slots, 
 * otherwise its expected duration minus the time it has been running: the duration of its last
   execution (``status.json`` of an earlier batch, when it finished), else the mean duration of
   the runs of the same notebook that finished (done) in this batch, else of all runs done in this
-  batch; unknown (no estimate printed) before either exists.
+  batch, else the projected duration (elapsed + left) of the trainings running now; unknown (no
+  estimate printed) before any of these exists.
 
 A coarse estimate: stages, queue waits and the evaluation after the last epoch are ignored.
 """
@@ -148,6 +149,13 @@ def estimate_time_left(runs: list[RunProgress], slots: int, now: float | None = 
     for kind in {r.kind for r in done} | {""}:
         times = [r.elapsed_s for r in done if kind in ("", r.kind)]
         if times:
+            means[kind] = sum(times) / len(times)
+    # before any run is done: the projected durations of the running trainings (elapsed + left)
+    projected = [(r, now - r.started + r.remaining_s(now, None)) for r in runs
+                 if r.state == "running" and r.started is not None and r.epochs and r.epoch_times]
+    for kind in {r.kind for r, _ in projected} | {""}:
+        times = [t for r, t in projected if kind in ("", r.kind)]
+        if times and kind not in means:
             means[kind] = sum(times) / len(times)
     left = [r.remaining_s(now, means) for r in runs if r.state not in ("done", "failed")]
     if not left:
