@@ -83,6 +83,7 @@ def demo_loop(methods, steps: int, work: Path) -> list[dict]:
     from dml_core.data.preparation import prepare
     from dml_core.methods import build_method
     from dml_core.recipes import get_recipe
+    from dml_core.training.engine import device_transform
     from dml_core.training.trainer import build_data
 
     root = work / "demo"
@@ -93,6 +94,7 @@ def demo_loop(methods, steps: int, work: Path) -> list[dict]:
         torch.manual_seed(0)
         data = build_data(recipe, root)
         m = build_method(recipe, data.num_classes)
+        prep = device_transform(data.train_loader) or (lambda x: x)  # the cache's uint8 → float
         epoch = int(recipe.get("warmup_epochs") or 0) + 1
         m.model.train()
         m.criterion.train()
@@ -115,12 +117,12 @@ def demo_loop(methods, steps: int, work: Path) -> list[dict]:
                 except StopIteration:
                     it = iter(data.train_loader)
                     continue
-                step(x, y.long())
+                step(prep(x), y.long())
                 done += 1
             return time.perf_counter() - t
 
         x0, y0 = next(iter(data.train_loader))
-        y0 = y0.long()
+        x0, y0 = prep(x0), y0.long()
         bs = int(x0.shape[0])
         loop(2)  # warm-up
         loop_s = loop(steps)
@@ -141,12 +143,14 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=60, help="JPEGs per image kind")
     p.add_argument("--steps", type=int, default=20, help="timed steps per demo method")
     p.add_argument("--methods", default="normsoftmax,proxy_anchor,cgd")
+    p.add_argument("--parts", default="pipeline,demo", help="pipeline and/or demo")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        rows = pipeline("CUB-like", (500, 375), args.images, work)
-        rows += pipeline("SOP-like", (400, 400), args.images, work)
+        parts = args.parts.split(",")
+        rows = pipeline("CUB-like", (500, 375), args.images, work) if "pipeline" in parts else []
+        rows += pipeline("SOP-like", (400, 400), args.images, work) if "pipeline" in parts else []
         print(f"## Input pipeline, images/s on one core (torch threads 1, {os.cpu_count()} CPUs)\n")
         print("| images | style | PIL path | cached path | ratio | cache build | cache MB |")
         print("|---|---|---:|---:|---:|---:|---:|")
@@ -154,7 +158,7 @@ def main(argv=None) -> int:
             print(f"| {r['images']} {r['size']} | {r['style']} | {r['pil_per_core']:.0f} | "
                   f"{r['cached_per_core']:.0f} | {r['ratio']:.1f}× | {r['cache_build_per_core']:.0f} | "
                   f"{r['cache_mb']:.1f} |")
-        demo = demo_loop(args.methods.split(","), args.steps, work)
+        demo = demo_loop(args.methods.split(","), args.steps, work) if "demo" in parts else []
         print("\n## Demo: training loop against the bare step (one thread, CPU)\n")
         print("| method | batch | loop images/s | bare step images/s | loop / bare |")
         print("|---|---:|---:|---:|---:|")
