@@ -638,7 +638,7 @@ def write_seed_figures(runs: pd.DataFrame, out: Path, *, profile=None,
 #: The files of the repository's figures/ (what the README shows), relative to a figures folder.
 README_FIGURES = ("seeds.png", "seeds.pdf", "paired_differences.png", "paired_differences.pdf",
                   "momentum_seeds.png", "momentum_seeds.pdf", "training_curves_demo.png",
-                  "training_curves_demo.pdf", "toy/toy_embeddings.png",
+                  "training_curves_demo.pdf",
                   "retrievals/retrievals_{profile}_fair_normsoftmax_s0.png")
 
 
