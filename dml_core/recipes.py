@@ -12,24 +12,24 @@ numbers do not change), ``reported``) plus the method's own keys, documented in
     >>> r["name"], r["gd_config"]
     ('cgd/cub/resnet50/cropped', 'MG')
 
-Rows (all from the seed READMEs, with the spec's corrections):
+Rows (all from the authors' READMEs, with the corrections noted):
 
-* ``normsoftmax`` (seed 000): R50, car/cub × {uncropped, cropped}, sop, isc. D = 2048 (the parameter
+* ``normsoftmax`` (leftthomas/NormSoftmax): R50, car/cub × {uncropped, cropped}, sop, isc. D = 2048 (the parameter
   table proves it, not the usage example's 1024); ``epochs = 31`` = 1 warm-up + ``--num_epochs 30``.
-* ``cgd`` (seed 003): {resnet50, resnext50_32x4d} × car/cub × {uncropped, cropped}, sop, isc;
+* ``cgd`` (leftthomas/CGD): {resnet50, resnext50_32x4d} × car/cub × {uncropped, cropped}, sop, isc;
   gd_config SG for car and sop, MG for cub, GS for isc.
-* ``asymptotic_proxy`` (seed 001, code ``b3786cd``): 4 data sets × {resnet50, bninception,
+* ``asymptotic_proxy`` (leftthomas/ProxyAnchor at ``b3786cd``): 4 data sets × {resnet50, bninception,
   googlenet}; T 0.03 / 0.05 and lr 1e-4 / 4e-5 (car, cub / sop, isc), momentum 0.5 / 0.95 (the
-  real README of ``c30c146``; the seed table is a placeholder, so ``reported`` points at the real
-  numbers of spec §A.9).
-* ``positive_proxy`` (seed 002, code ``ecce2af``): car/cub × 3 backbones × ``loss`` ∈
+  real README of ``c30c146``; the README table at ``b3786cd`` is a placeholder, so ``reported``
+  points at the real numbers).
+* ``positive_proxy`` (leftthomas/ProxyAnchor at ``ecce2af``): car/cub × 3 backbones × ``loss`` ∈
   {proxy_anchor, normalized_softmax} (the README table is AsymptoticProxy's carry-over; it is the
   ``reported`` key of the ``proxy_anchor`` rows only, the README's default loss). ``loss =
   "positive_only"`` (the ``ebad4cb`` ablation) is accepted as a variant of the proxy_anchor row.
-* ``dynamic_margin`` (seed 004): one recipe per row of the README command table, with the spec's
-  corrections (§11): In-shop Inception-BN runs AMLoss (not Proxy_Anchor); SOP and In-shop train 60
+* ``dynamic_margin`` (wyfan714/LDM): one recipe per row of the README command table, with two
+  corrections: In-shop Inception-BN runs AMLoss (not Proxy_Anchor); SOP and In-shop train 60
   epochs with both backbones.
-* ``proxy_anchor``: the baseline, the official Proxy-Anchor README commands (dynamic_margin.md §9.2).
+* ``proxy_anchor``: the baseline, the official Proxy-Anchor README commands.
 
 ``get_recipe(method, "demo", "resnet18")`` (or :func:`demo_recipe`) gives a small CPU profile of
 every method on the embedded demo data set (from scratch, tiny images, a few epochs).
@@ -222,12 +222,12 @@ def _dynamic_margin_rows() -> list[dict[str, Any]]:
                   freeze_bn=True, lr_step=20, lr_gamma=0.5, epochs=40, alpha=48),
         _ldm_like(m, "car", "resnet50", batch_size=120, lr=1e-4, warmup_epochs=5,
                   freeze_bn=True, lr_step=10, lr_gamma=0.5, epochs=40, alpha=48),
-        # spec §11.5: 60 epochs for SOP/In-shop with both backbones (README BN-Inception: default 40)
+        # correction: 60 epochs for SOP/In-shop with both backbones (README BN-Inception: default 40)
         _ldm_like(m, "sop", "bninception", batch_size=180, lr=6e-4, warmup_epochs=1,
                   freeze_bn=False, lr_step=20, lr_gamma=0.25, epochs=60, alpha=32),
         _ldm_like(m, "sop", "resnet50", batch_size=180, lr=6e-4, warmup_epochs=5,
                   freeze_bn=False, lr_step=10, lr_gamma=0.5, epochs=60, alpha=32),
-        # spec §11.1: the README's `--loss Proxy_Anchor` for this row is a leftover -> AMLoss
+        # correction: the README's `--loss Proxy_Anchor` for this row is a leftover -> AMLoss
         _ldm_like(m, "isc", "bninception", batch_size=180, lr=6e-4, warmup_epochs=1,
                   freeze_bn=False, lr_step=20, lr_gamma=0.25, epochs=60, alpha=32),
         _ldm_like(m, "isc", "resnet50", batch_size=180, lr=6e-4, warmup_epochs=5,

@@ -1,4 +1,4 @@
-r"""The STL-10 toy (asymptotic_proxy_pp.md §A.8, fixes of §C.9): moving vs learnable proxies
+r"""The STL-10 toy of AsymptoticProxy (leftthomas/ProxyAnchor, ``toy.py``): moving vs learnable proxies
 shaping a 2-D (unit circle) or 3-D (unit sphere) embedding.
 
 Data: STL-10 fold 0, training classes 0–6 (≈100 images each), unseen test classes 7–9 (first 60
@@ -21,10 +21,11 @@ images, and records the normalised proxies. Everything lands in ``<run_dir>/``:
   ``momentum``, ``learnable``, ``feature_dim``, class names.
 - ``metrics.csv``, ``summary.json``, ``config.yaml``, ``checkpoints/``, ``features/`` (the engine).
 
-Config: a plain dict (:data:`TOY_DEFAULTS` = the seed's toy; :data:`TOY_PROFILES` adjusts the
+Config: a plain dict (:data:`TOY_DEFAULTS` = the original toy; :data:`TOY_PROFILES` adjusts the
 non-parameter keys per profile; :func:`toy_config` merges and checks). Entry points:
 :func:`run_toy` (one variant), :func:`run_momentum_sweep`, :func:`run_toy_study` (moving +
-learnable + sweep + every figure).
+learnable + sweep + every figure: notebook 07 in one call, its config from
+:func:`config_from_parameters`).
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ __all__ = [
     "read_toy_study",
 ]
 
-#: The seed's toy (§A.8) with the §C.9 fixes; every key of a toy config.
+#: The original toy with its fixes; every key of a toy config.
 TOY_DEFAULTS: dict[str, Any] = {
     "source": "auto",           # auto | stl10 | digits
     "data_root": None,          # None = dml_core.paths.data_root()

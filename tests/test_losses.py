@@ -186,7 +186,7 @@ def test_dynamic_margin_margin_gradient_closed_form():
         Bc = sum(math.exp(sum(a * b for a, b in zip(p[c], p[j])) - m[c] + delta) for j in range(C) if j != c)
         want = ap / len(present) * A / (1 + A) * (c in present) - lam / C * Bc / (1 + Bc)
         assert g[c].item() == pytest.approx(want, rel=1e-8, abs=1e-12)
-        # sign (spec §3.3): absent classes are only pushed up (negative gradient)
+        # sign: absent classes are only pushed up (negative gradient)
         if c not in present:
             assert g[c].item() < 0
 

@@ -134,9 +134,9 @@ LDM_README = {
     ("cub", "resnet50"): (120, 1e-4, 5, True, 10, 0.5, 40, 48),
     ("car", "bninception"): (180, 1e-4, 1, True, 20, 0.5, 40, 48),
     ("car", "resnet50"): (120, 1e-4, 5, True, 10, 0.5, 40, 48),
-    ("sop", "bninception"): (180, 6e-4, 1, False, 20, 0.25, 60, 32),  # spec: 60, not 40
+    ("sop", "bninception"): (180, 6e-4, 1, False, 20, 0.25, 60, 32),  # corrected: 60, not 40
     ("sop", "resnet50"): (180, 6e-4, 5, False, 10, 0.5, 60, 32),
-    ("isc", "bninception"): (180, 6e-4, 1, False, 20, 0.25, 60, 32),  # spec: AMLoss, 60
+    ("isc", "bninception"): (180, 6e-4, 1, False, 20, 0.25, 60, 32),  # corrected: AMLoss, 60
     ("isc", "resnet50"): (180, 6e-4, 5, False, 10, 0.5, 60, 32),
 }
 PA_README = {

@@ -4,7 +4,6 @@
 All are called as ``loss(embeddings (B, D), labels (B,)) -> scalar`` and hold their proxies as an
 ``nn.Parameter`` ``.proxies`` of shape (C, D) (normalised in every forward, never in place).
 They compute in float32 (float64 if given float64), with autocast disabled inside.
-Spec: dynamic_margin.md §2–3, asymptotic_proxy_pp.md §B.4, normsoftmax_cgd.md §3A/§4.
 """
 from __future__ import annotations
 
@@ -133,7 +132,7 @@ class NormSoftmaxLoss(_ProxyLoss):
 
 
 class ProxyAnchorLoss(_ProxyLoss):
-    r"""Proxy-Anchor (Kim et al. 2020; dynamic_margin.md §2):
+    r"""Proxy-Anchor (Kim et al. 2020):
 
     :math:`L=\frac1{|P^+|}\sum_{c\in P^+}\log(1+\sum_{i\in X_c^+}e^{-\alpha(s_{ic}-\delta)})
     +\frac1C\sum_{c=1}^C\log(1+\sum_{i\in X_c^-}e^{\alpha(s_{ic}+\delta)})`
@@ -183,7 +182,7 @@ E4E4832_NEG_OFFSET = 0.05
 
 
 class DynamicMarginLoss(_ProxyLoss):
-    r"""AMLoss, learnable dynamic margins (LDM HEAD, dynamic_margin.md §3.2):
+    r"""AMLoss, learnable dynamic margins (wyfan714/LDM HEAD):
 
     :math:`L = L_{pos} + L_{neg} + \lambda L_{pp}` with
 

@@ -1,5 +1,4 @@
-r"""AsymptoticProxy: moving proxies (leftthomas/ProxyAnchor @b3786cd = 4137a7d;
-asymptotic_proxy_pp.md §A.3–A.5, §A.9).
+r"""AsymptoticProxy: moving proxies (leftthomas/ProxyAnchor @b3786cd = 4137a7d).
 
 Model (:class:`~dml_core.models.ProxyHeadNet`): backbone (resnet50 / bninception / googlenet) →
 global MAX pool [→ GoogLeNet's dropout 0.2] → LayerNorm (no affine) → Linear(→ D = 512, no bias)

@@ -1,4 +1,4 @@
-r"""CGD, Combination of Global Descriptors (leftthomas/CGD @c9cd98f; normsoftmax_cgd.md §3B, §4, §5).
+r"""CGD, Combination of Global Descriptors (leftthomas/CGD @c9cd98f).
 
 Model (:class:`~dml_core.models.CGDNet`): ResNet-50 / ResNeXt-50 (the demo: ResNet-18) with a
 stride-1 ``layer3`` (14 × 14 map at 224). Per letter of ``gd_config`` (S = avg, M = max, G = GeM p = 3):
@@ -20,7 +20,7 @@ Method keys: ``gd_config`` ('SG'), ``smoothing`` 0.1, ``temperature`` 0.5, ``mar
 ``lr`` 1e-4, ``lr_milestones`` None (= from the epochs as above), ``lr_gamma`` 0.1,
 ``freeze_bn`` True, ``gem_clamp`` True.
 
-Fix vs the seed (§10.14): GeM is the standard clamped form (ε 1e-6), because the seed's
+Fix vs the original: GeM is the standard clamped form (ε 1e-6), because the seed's
 ``sign(s)|s|^{1/3}`` gives a NaN gradient on an all-zero channel; ``gem_clamp=False`` is the seed.
 """
 from __future__ import annotations

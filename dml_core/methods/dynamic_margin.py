@@ -1,5 +1,5 @@
 r"""Learnable Dynamic Margin (AMLoss; wyfan714/LDM @684f657) and its Proxy-Anchor baseline
-(official Proxy-Anchor code); spec dynamic_margin.md §2–5, §11, §13.
+(official Proxy-Anchor code).
 
 Model (:class:`~dml_core.models.ProxyAnchorNet`): backbone (bninception / resnet50) →
 GAP + GMP → Linear(→ D = 512; kaiming-normal fan_out, zero bias) → :math:`x/\sqrt{\lVert x\rVert^2+10^{-12}}`.
@@ -33,7 +33,8 @@ READMEs' ``--bn-freeze``): BN2d affine
 start. ``bn_momentum`` "seed" keeps the BN-Inception port's momentum 0.9 (see the model).
 Shuffle sampler with drop_last. ``epoch_log()`` returns the margins' mean / min / max.
 
-Further AMLoss switches (spec §12, defaults = LDM HEAD): ``neg_uses_learnable_margin`` False,
+Further AMLoss switches (defaults = LDM HEAD; ``neg_uses_learnable_margin=True`` is LDM at
+e4e4832): ``neg_uses_learnable_margin`` False,
 ``pp_scale`` 1, ``pp_normaliser`` "C". The authors' ``mrg_lr`` (5e-4 CUB, 5e-5 In-shop) is an
 override.
 """

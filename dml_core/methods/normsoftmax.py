@@ -1,4 +1,4 @@
-r"""NormSoftmax (leftthomas/NormSoftmax @0648433; spec normsoftmax_cgd.md §3A, §4, §5, §10).
+r"""NormSoftmax (leftthomas/NormSoftmax @0648433).
 
 Model (:class:`~dml_core.models.NormSoftmaxNet`): ResNet-50 → GAP → LayerNorm (no affine) →
 "refactor" Linear(2048 → D, **with bias**) → L2 = e. Proxies P (C × D, kaiming_uniform) live in
@@ -24,15 +24,15 @@ Method keys (defaults = the seed): ``lr`` 0.01, ``momentum`` 0.9, ``weight_decay
 ``freeze_bn`` False, ``optimizer`` ``"sgd"`` (the seed's; ``"adam"``, same groups and weight decay,
 is the CPU demo's choice only: a from-scratch ResNet-18 does not leave chance level within the
 demo's ~370 SGD steps at any lr tried, 0.01-0.1, while Adam 1e-3 learns), and two switches for the
-spec's "differences from the official code":
+differences from the official code (azgo14/classification_metric_learning):
 
 * ``refactor``: ``"linear_bias"`` (seed: always a Linear with bias) or ``"official"``
   (azgo14/classification_metric_learning: no remap layer when D equals the backbone width, else a
-  Linear without bias) — §10.9;
+  Linear without bias);
 * ``proxy_weight_decay``: True (seed and official: wd 1e-4 also on the normalised proxies, which
-  shrinks ‖p‖ and grows their effective step) or False — §10.11.
+  shrinks ‖p‖ and grows their effective step) or False.
 
-The other §10.9 differences are recipe overrides: ``samples_per_class=5`` for SOP/In-shop and
+The other differences are recipe overrides: ``samples_per_class=5`` for SOP/In-shop and
 ``lr=0.001`` for CUB reproduce the official settings.
 """
 from __future__ import annotations

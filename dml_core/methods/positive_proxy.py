@@ -1,4 +1,4 @@
-r"""PP, "Positive Proxy" (leftthomas/ProxyAnchor @ecce2af; asymptotic_proxy_pp.md §B.3–B.9).
+r"""PP, "Positive Proxy" (leftthomas/ProxyAnchor @ecce2af).
 
 Model (:class:`~dml_core.models.ProxyHeadNet`): backbone (resnet50 / bninception / googlenet) →
 global MAX pool → LayerNorm (no affine) → Linear(→ D = 512, no bias) → L2 = f. Learnable proxies

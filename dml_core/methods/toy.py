@@ -1,4 +1,4 @@
-r"""The STL-10 toy (asymptotic_proxy_pp.md §A.8): moving vs learnable proxies in 2-D (or 3-D).
+r"""The STL-10 toy of AsymptoticProxy (leftthomas/ProxyAnchor, ``toy.py``): moving vs learnable proxies in 2-D (or 3-D).
 
 Model (:class:`~dml_core.models.ToyNet`): resnet18 with the stem max pool removed → global MAX
 pool (512) → Linear(512 → ``feature_dim`` = 2 or 3, with bias) → L2, so every embedding f lies on
