@@ -132,13 +132,14 @@ def test_compact_table_rows_settings_seeds_and_reported(tmp_path):
     assert settings["ap_m0.5"] == "momentum = 0.5" and settings["ap_m0.1_s1"] == "momentum = 0.1"
     t = compact_table(runs, expected=["asymptotic_proxy/cub/resnet50"])
     assert len(t) == 3, t  # two settings + one authors' row without a run
-    col = "R@1 dense: reported | reproduced"
+    col = "R@1 (reported | reproduced)"
     row = t[t["Setting"] == "momentum = 0.1"].iloc[0]
     assert row["Seeds"] == "3" and row[col] == "— | 52.0 ± 5.0"
+    assert row["Epoch chosen on"] == "test (best)", "no validation split: the best test epoch"
     unrun = t[t["Data set"] == "CUB200-2011"].iloc[0]
     assert unrun[col] == "70.0 | not run", "the authors' number beside 'not run', never copied"
     sbs = side_by_side(runs, "momentum")
-    assert list(sbs.columns[-2:]) == ["momentum = 0.1", "momentum = 0.5"]
+    assert list(sbs.columns[-3:]) == ["momentum = 0.1", "momentum = 0.5", "Epoch chosen on"]
     assert sbs.iloc[0]["momentum = 0.5"] == "20.0"
 
 

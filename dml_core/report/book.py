@@ -231,7 +231,7 @@ _CSS = """
 .bd-page-width { max-width: 100%; }
 .bd-main .bd-content .bd-article-container { max-width: 100%; }
 .dml-table-wrap { overflow-x: auto; margin: 0 0 1.2em 0; }
-table.dml-benchmark { border-collapse: collapse; font-size: 0.82em; }
+table.dml-benchmark { border-collapse: collapse; font-size: 0.8em; }
 table.dml-benchmark th, table.dml-benchmark td { border: 1px solid #d0d7de; padding: .25em .5em;
   white-space: nowrap; text-align: left; }
 table.dml-benchmark td.wrap { white-space: normal; min-width: 24em; }
@@ -284,7 +284,8 @@ def _front_page(book: Book, runs_df, chapters: list[tuple[str, str]], failed: li
     counts = {s: sum(r.status == s for r in book.runs) for s in ("done", "failed", "not run")}
     other = len(book.runs) - sum(counts.values())
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"# Proxy-based deep metric learning, reproduced: profile `{book.profile}`\n",
+    lines = ["---\nhtml_theme.sidebar_secondary.remove: true\n---\n",  # room for the table
+             f"# Proxy-based deep metric learning, reproduced: profile `{book.profile}`\n",
              f"{_md_escape(book.description)}\n",
              f"Built {now} from the executed notebooks of `runs/{book.profile}/`: "
              f"{counts['done']} run(s) done, {counts['failed']} failed, {counts['not run']} not run"
@@ -298,10 +299,10 @@ def _front_page(book: Book, runs_df, chapters: list[tuple[str, str]], failed: li
     except Exception:  # noqa: BLE001 - a profile without reported keys (demo, smoke)
         expected = []
     trained = runs_df[runs_df["method"] != "toy"] if len(runs_df) else runs_df  # toy: own line
-    sel = tables.headline_selection(trained)
-    sel_words = ("the epoch chosen on the validation split (classes carved from the training "
-                 "classes; honest)" if sel == "val_sel" else
-                 "its best epoch on the test set (the authors' selection; optimistic)")
+    sel = "auto"
+    sel_words = ("the epoch chosen on its validation split (classes carved from the training "
+                 "classes) when it has one, else at its best epoch on the test set (the "
+                 "authors' selection, optimistic): see the column *Epoch chosen on*")
     head = tables.compact_table(trained, profiles=[book.profile], expected=expected,
                                 selection=sel)
     if len(head):
@@ -325,7 +326,7 @@ def _front_page(book: Book, runs_df, chapters: list[tuple[str, str]], failed: li
     lines.append("## What the runs show\n")
     lines.append("Written from the numbers of the run folders (`dml_core.report.findings`).\n")
     lines.append(study_findings(book.profile_dir, selection=sel) + "\n")
-    lines.append(_seed_statistics(trained, sel))
+    lines.append(_seed_statistics(trained, tables.headline_selection(trained)))
 
     sbs = [(k, t) for k, t in (("positive_proxy", "Positive proxy off / on"),
                                ("momentum", "Moving proxies: the momentum"),
@@ -399,7 +400,7 @@ def _tables_page(book: Book, runs_df) -> str:
     from . import tables
     from .reported import reported_compact
 
-    lines = ["# Every number\n",
+    lines = ["---\nhtml_theme.sidebar_secondary.remove: true\n---\n", "# Every number\n",
              "One row per run of this profile: the reproduced R@1 (dense and binary) before "
              "training, at the best epoch on test, at the last epoch and, with a validation "
              "split, at the validation-selected epoch; MAP@R; cost; hardware; and, where the "

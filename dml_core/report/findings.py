@@ -22,7 +22,7 @@ import pandas as pd
 
 from .reported import DATASET_NAMES, METHOD_NAMES
 from .runs import load_runs, read_run
-from .tables import _fmt_time, mean_interval, run_settings
+from .tables import _fmt_time, mean_interval, run_settings, selected_values
 
 
 def _pct(v) -> float:
@@ -51,8 +51,14 @@ def _run_sentences(row: dict | pd.Series, label: str | None = None,
     sel = selection or ("val_sel" if not math.isnan(_pct(get("val_sel/dense/R@1")))
                         else "test_sel")
     u, b, last = (_pct(get(f"{s}/dense/R@1")) for s in ("untrained", sel, "last"))
-    where = "best on test" if sel == "test_sel" else "chosen on validation"
-    epoch, last_epoch = get(f"{sel}_epoch"), get("last_epoch")
+    where = "best on test" if sel == "test_sel" else "chosen on the validation split"
+    def _ep(v):
+        try:
+            return int(v)
+        except (TypeError, ValueError):
+            return "?"
+
+    epoch, last_epoch = _ep(get(f"{sel}_epoch")), _ep(get("last_epoch"))
     parts = []
     if math.isnan(u):
         parts.append(f"**{who}**: R@1 {_f(b)} at epoch {epoch}")
@@ -156,20 +162,22 @@ def _paired_sentence(g: pd.DataFrame, key: str, va: str, vb: str, col: str) -> s
     return verdict(f"{key} = {va}", f"{key} = {vb}", p)
 
 
-def comparison_findings(runs: pd.DataFrame, selection: str = "test_sel") -> list[str]:
+def comparison_findings(runs: pd.DataFrame, selection: str = "auto") -> list[str]:
     """One sentence per group of runs that differ in exactly one recipe key."""
     out: list[str] = []
     if not len(runs):
         return out
     runs = runs[runs["status"].isin(["complete", "done"]) & runs["method"].notna()]
     runs = runs.assign(_setting=run_settings(runs), _crop=runs["crop"].astype(str))
-    col = f"{selection}/dense/R@1"
     for (m, ds, bb, _c), g in runs.groupby(["method", "dataset", "backbone", "_crop"],
                                            sort=False):
         settings = [s for s in g["_setting"].unique() if s]
         keys = {s.split(" = ")[0] for s in settings if ", " not in s}
-        if len(settings) < 2 or len(keys) != 1 or col not in g:
+        if len(settings) < 2 or len(keys) != 1:
             continue
+        vals, _where = selected_values(g, "dense/R@1", selection)
+        g = g.assign(_value=vals)
+        col = "_value"
         key = keys.pop()
         stats = []
         for s in settings:
@@ -187,7 +195,7 @@ def comparison_findings(runs: pd.DataFrame, selection: str = "test_sel") -> list
     return out
 
 
-def study_findings(profile_dir: str | os.PathLike, selection: str = "test_sel") -> str:
+def study_findings(profile_dir: str | os.PathLike, selection: str = "auto") -> str:
     """Markdown bullet list for the report's front page, computed from ``profile_dir``'s runs."""
     profile_dir = Path(profile_dir)
     runs = load_runs([profile_dir])
@@ -200,11 +208,12 @@ def study_findings(profile_dir: str | os.PathLike, selection: str = "test_sel") 
     for _, r in done.iterrows():
         if r["method"] == "toy":
             continue
-        lines.append(f"- `{r['run_id']}`: "
-                     + _run_sentences(r, selection=selection).split(": ", 1)[-1])
+        lines.append(f"- `{r['run_id']}`: " + _run_sentences(
+            r, selection=None if selection == "auto" else selection).split(": ", 1)[-1])
     toy = done[done["method"] == "toy"]
     if len(toy):
-        parts = [f"{Path(r['run_id']).name} {_f(_pct(r.get(f'{selection}/dense/R@1')))}"
+        parts = [f"{Path(r['run_id']).name} "
+                 f"{_f(_pct(selected_values(pd.DataFrame([r]), 'dense/R@1', selection)[0].iloc[0]))}"
                  f" (untrained {_f(_pct(r.get('untrained/dense/R@1')))})"
                  for _, r in toy.iterrows()]
         lines.append("- The toy (2-D embedding, unseen classes), R@1: " + "; ".join(parts) + ".")
@@ -212,9 +221,11 @@ def study_findings(profile_dir: str | os.PathLike, selection: str = "test_sel") 
         lines.append(f"- {c}")
     trained = done[done["method"] != "toy"]
     if len(trained):
-        b = trained[f"{selection}/dense/R@1"].astype(float) * 100
-        bb = trained.get(f"{selection}/binary/R@1")
-        if bb is not None:
+        sel = "test_sel" if selection == "auto" else selection
+        b = trained[f"{sel}/dense/R@1"].astype(float) * 100 \
+            if f"{sel}/dense/R@1" in trained else pd.Series(dtype=float)
+        bb = trained.get(f"{sel}/binary/R@1")
+        if bb is not None and len(b):
             keep = (100 * bb.astype(float) * 100 / b).dropna()
             if len(keep):
                 lines.append(f"- Binary codes keep {keep.min():.0f}–{keep.max():.0f} % of the "

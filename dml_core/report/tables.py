@@ -360,7 +360,7 @@ def benchmark_markdown(runs_df: pd.DataFrame | None, *, profiles: Iterable[str] 
         parts.append(f"### {DATASET_NAMES.get(ds, ds)} ({prof})\n")
         parts.append("Reported = the authors' README; untrained = the same network before training "
                      "(the baseline to beat); best-test = best epoch on the test set "
-                     "(the seeds' selection); last = last epoch. Values in %.\n")
+                     "(the authors' selection); last = last epoch. Values in %.\n")
         shown = t if details else t.drop(columns=["Caveats", "Source", "Epochs (best-test/last)",
                                                   "Params reported", "FLOPs reported"],
                                          errors="ignore")
@@ -463,14 +463,38 @@ def headline_selection(runs_df: pd.DataFrame | None) -> str:
     return "test_sel"
 
 
+SELECTION_WHERE = {"val_sel": "validation", "test_sel": "test (best)", "last": "last epoch"}
+
+
+def _headline_col(feature: str, metric: str) -> str:
+    """``"R@1 (reported | reproduced)"``, ``"binary R@1 (reported | reproduced)"``."""
+    return f"{'' if feature == 'dense' else feature + ' '}{metric} (reported | reproduced)"
+
+
+def selected_values(runs: pd.DataFrame, metric: str = "dense/R@1",
+                    selection: str = "auto") -> tuple[pd.Series, str]:
+    """(values, where chosen) of ``metric`` for the runs of one row. ``selection`` "auto": the
+    epoch chosen on the validation split when every run has one, else the best epoch on test
+    (the authors' choice); or a fixed ``"val_sel"`` / ``"test_sel"`` / ``"last"``."""
+    if selection == "auto":
+        col = f"val_sel/{metric}"
+        selection = "val_sel" if len(runs) and col in runs and runs[col].notna().all() \
+            else "test_sel"
+    col = f"{selection}/{metric}"
+    vals = runs[col] if col in runs else pd.Series([math.nan] * len(runs), index=runs.index)
+    return vals, SELECTION_WHERE.get(selection, selection)
+
+
 def compact_table(runs_df: pd.DataFrame | None, *, profiles: Iterable[str] | None = None,
-                  expected: Iterable[str] | None = None, selection: str = "test_sel",
+                  expected: Iterable[str] | None = None, selection: str = "auto",
                   metrics: Sequence[tuple[str, str]] = HEADLINE_METRICS) -> pd.DataFrame:
     """The headline table: one row per (method, data set, backbone, crop, setting).
 
-    Columns: Method, Data set, Backbone, Crop, Setting, Seeds, then per (feature, metric)
-    ``"<metric> <feature>: reported | reproduced"`` (percent; reproduced = mean over the seeds of
-    ``selection``, with ± the half-width of its 95 % interval once two or more seeds exist),
+    Columns: Method, Data set, Backbone, Crop, Setting, Seeds, Epoch chosen on, then per
+    (feature, metric) ``"R@1 (reported | reproduced)"``, ``"binary R@1 (reported | reproduced)"``
+    (percent; reproduced = mean over the seeds at the epoch of ``selection``, see
+    :func:`selected_values`, with ± the half-width of its 95 % interval once two or more seeds
+    exist),
     ``untrained R@1`` (the network before training) and ``last-epoch R@1``. Authors' rows in
     ``expected`` (reported keys) that have no run read "not run" on the reproduced side. A failed
     run's row reads its status. No authors' number is ever put in a reproduced cell.
@@ -499,17 +523,20 @@ def compact_table(runs_df: pd.DataFrame | None, *, profiles: Iterable[str] | Non
                  "Backbone": BACKBONE_NAMES.get(first["backbone"], first["backbone"]),
                  "Crop": _crop_label(first["crop"]) if first["dataset"] in ("car", "cub") else "—",
                  "Setting": first["_setting"] or "—",
-                 "Seeds": str(len(done)) if len(done) == len(g) else f"{len(done)} of {len(g)}"}
+                 "Seeds": str(len(done)) if len(done) == len(g) else f"{len(done)} of {len(g)}",
+                 "Epoch chosen on": selected_values(done, "dense/R@1", selection)[1]
+                 if len(done) else "—"}
             for feat, met in metrics:
                 rep = entry.value(feat, int(met.split("@")[1])) if entry and met.startswith("R@") \
                     else None
                 rep_s = "—" if rep is None else f"{rep:.1f}" + _STATUS_MARK.get(entry.status, "")
                 if len(done):
                     rep_run = _fmt_mean(*mean_interval(
-                        [100 * float(v) for v in done.get(f"{selection}/{feat}/{met}", [])]))
+                        [100 * float(v) for v in selected_values(done, f"{feat}/{met}",
+                                                                 selection)[0]]))
                 else:
                     rep_run = str(g["status"].iloc[0])
-                r[f"{met} {feat}: reported | reproduced"] = f"{rep_s} | {rep_run}"
+                r[_headline_col(feat, met)] = f"{rep_s} | {rep_run}"
             for sel, label in (("untrained", "untrained R@1"), ("last", "last-epoch R@1")):
                 col = f"{sel}/dense/R@1"
                 r[label] = _fmt_mean(*mean_interval(
@@ -524,11 +551,11 @@ def compact_table(runs_df: pd.DataFrame | None, *, profiles: Iterable[str] | Non
              "Data set": DATASET_NAMES.get(info["dataset"], info["dataset"]),
              "Backbone": BACKBONE_NAMES.get(info["backbone"], info["backbone"]),
              "Crop": _crop_label(info["crop"]) if info["dataset"] in ("car", "cub") else "—",
-             "Setting": "—", "Seeds": "0"}
+             "Setting": "—", "Seeds": "0", "Epoch chosen on": "—"}
         for feat, met in metrics:
             rep = entry.value(feat, int(met.split("@")[1])) if entry else None
             rep_s = "—" if rep is None else f"{rep:.1f}" + _STATUS_MARK.get(entry.status, "")
-            r[f"{met} {feat}: reported | reproduced"] = f"{rep_s} | {NOT_RUN}"
+            r[_headline_col(feat, met)] = f"{rep_s} | {NOT_RUN}"
         r["untrained R@1"] = r["last-epoch R@1"] = NOT_RUN
         rows.append(r)
     return pd.DataFrame(rows)
@@ -580,7 +607,7 @@ def details_table(runs_df: pd.DataFrame | None, *, profiles: Iterable[str] | Non
     return pd.DataFrame(rows)
 
 
-def side_by_side(runs_df: pd.DataFrame | None, vary: str, *, selection: str = "test_sel",
+def side_by_side(runs_df: pd.DataFrame | None, vary: str, *, selection: str = "auto",
                  metric: str = "dense/R@1", profiles: Iterable[str] | None = None) -> pd.DataFrame:
     """Runs that differ only in the recipe key ``vary`` (e.g. ``"positive_proxy"``,
     ``"momentum"``), side by side: one row per (method, data set, backbone, crop), one column per
@@ -593,13 +620,12 @@ def side_by_side(runs_df: pd.DataFrame | None, vary: str, *, selection: str = "t
         runs = runs[runs["profile"].isin(list(profiles))]
     if not len(runs):
         return pd.DataFrame()
-    col = f"{selection}/{metric}"
     values = runs["recipe"].map(lambda r: r.get(vary) if isinstance(r, dict) else None)
     runs = runs.assign(_v=values.map(_fmt_setting_value), _crop=runs["crop"].astype(str))
     runs = runs[values.notna()]
     rows = []
     for (m, ds, bb, _c), g in runs.groupby(["method", "dataset", "backbone", "_crop"], sort=False):
-        if g["_v"].nunique() < 2 or col not in g:
+        if g["_v"].nunique() < 2:
             continue
         r = {"Method": METHOD_NAMES.get(m, m), "Data set": DATASET_NAMES.get(ds, ds),
              "Backbone": BACKBONE_NAMES.get(bb, bb)}
@@ -611,11 +637,12 @@ def side_by_side(runs_df: pd.DataFrame | None, vary: str, *, selection: str = "t
                 return (1, 0.0, v)
 
         for v in sorted(g["_v"].unique(), key=order):
-            r[f"{vary} = {v}"] = _fmt_mean(*mean_interval(
-                [100 * float(x) for x in g.loc[g["_v"] == v, col]]))
+            vals, where = selected_values(g[g["_v"] == v], metric, selection)
+            r[f"{vary} = {v}"] = _fmt_mean(*mean_interval([100 * float(x) for x in vals]))
+        r["Epoch chosen on"] = where
         rows.append(r)
     return pd.DataFrame(rows)
 
 
 __all__ += ["compact_table", "details_table", "side_by_side", "run_settings", "mean_interval",
-            "headline_selection", "HEADLINE_METRICS"]
+            "headline_selection", "selected_values", "HEADLINE_METRICS"]
