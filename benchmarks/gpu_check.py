@@ -27,7 +27,7 @@ test suite's check that the script works; its numbers mean nothing).
 
 Imports: only ``dml_core.models``, ``dml_core.methods``, ``dml_core.recipes``,
 ``dml_core.evaluation`` and ``dml_core.data`` (torch, torchvision, numpy, PIL). BN-Inception needs
-the pure-Python ``pretrainedmodels`` (+ ``munch``): when they are not installed, copy them from
+the pure-Python ``pretrainedmodels`` (+ ``munch``, ``tqdm``): when they are not installed, copy them from
 the venv into ``benchmarks/_vendor/`` (the README says how); without them the BN-Inception rows
 are skipped with a note.
 """
@@ -302,7 +302,7 @@ def main(argv=None) -> int:
     except Exception as exc:  # noqa: BLE001
         has_bni = False
         res["notes"].append(f"pretrainedmodels missing ({exc!r}): BN-Inception rows skipped; copy "
-                            "pretrainedmodels and munch into benchmarks/_vendor/")
+                            "pretrainedmodels, munch and tqdm into benchmarks/_vendor/")
 
     def save():
         res["elapsed_s"] = round(time.perf_counter() - budget.t0, 1)

@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -54,10 +53,14 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def write_yaml(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as YAML atomically, keys in insertion order."""
+    import yaml  # imported here: the data and model code runs without PyYAML (GPU check)
+
     write_text(path, yaml.safe_dump(obj, sort_keys=False))
 
 
 def read_yaml(path: str | os.PathLike) -> Any:
+    import yaml
+
     return yaml.safe_load(Path(path).read_text())
 
 

@@ -27,3 +27,19 @@ def test_gpu_check_dry_run_writes_every_section(tmp_path):
         assert 0 <= row["rel_diff"] < 1.0, (name, row)  # measured, not judged: random weights, batch 8
     assert res["loader_loop"]["pil_images_per_s"] > 0 and res["loader_loop"]["cached_images_per_s"] > 0
     assert res["evaluation"]["seconds"] > 0 and res["evaluation"]["n"] == 1000
+
+
+def test_gpu_check_imports_without_the_pinned_extras():
+    """The GPU machine has torch, torchvision, numpy and PIL only: what gpu_check imports must
+    not need pandas, scipy, PyYAML, matplotlib, tqdm or the notebook stack."""
+    code = ("import sys\n"
+            "for m in ['pandas', 'scipy', 'yaml', 'matplotlib', 'tqdm', 'sklearn', 'papermill', "
+            "'nbformat', 'pytorch_metric_learning', 'faiss']:\n"
+            "    sys.modules[m] = None\n"
+            "import dml_core.recipes, dml_core.methods, dml_core.evaluation, dml_core.rehearsal\n"
+            "import dml_core.data.cache, dml_core.data.preparation, dml_core.data.loaders\n"
+            "from dml_core.data import RetrievalDataset\n"
+            "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=str(REPO_ROOT), timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
