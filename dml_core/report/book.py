@@ -124,6 +124,17 @@ def clean_notebook(nb) -> tuple[object, int]:
     return nb, removed
 
 
+def _link_methods(nb, pages: set[str]) -> None:
+    """`docs/methods/X.md` in markdown cells becomes a link to the book's method page."""
+    def repl(m):
+        return f"[`docs/methods/{m.group(1)}.md`](../methods/{m.group(1)}.md)" \
+            if m.group(1) in pages else m.group(0)
+
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = re.sub(r"`docs/methods/([\w.-]+)\.md`", repl, cell.source)
+
+
 def notebook_title(path: Path) -> str:
     """The first markdown heading of a notebook (``# 01 · NormSoftmax ...`` -> the text)."""
     try:
@@ -550,6 +561,11 @@ def write_sources(profile: str | os.PathLike, runs_root: str | os.PathLike | Non
     (src / "_static" / "book.css").write_text(_CSS)
     runs_df = load_runs([profile_dir])
 
+    methods_src = paths.REPO_ROOT / "docs" / "methods"
+    if methods_src.is_dir():
+        shutil.copytree(methods_src, src / "methods")
+    methods_pages = {p.stem for p in (src / "methods").glob("*.md")}
+
     # one chapter per notebook, in reading order (the notebooks' numbers)
     by_nb: dict[str, list[RunPage]] = {}
     for r in book.runs:
@@ -563,6 +579,7 @@ def write_sources(profile: str | os.PathLike, runs_root: str | os.PathLike | Non
             if r.status == "done":
                 nb = nbformat.read(str(r.run_dir / "notebook.ipynb"), as_version=4)
                 clean_notebook(nb)
+                _link_methods(nb, methods_pages)
                 if len(pages) > 1:
                     _retitle(nb, f"{r.id}: {r.description or title}")
                 r.docname = f"runs/{r.id}"
@@ -580,9 +597,6 @@ def write_sources(profile: str | os.PathLike, runs_root: str | os.PathLike | Non
                 _chapter_page(stem, title, pages, runs_df))
             chapters.append((f"chapters/{stem}", title))
 
-    methods_src = paths.REPO_ROOT / "docs" / "methods"
-    if methods_src.is_dir():
-        shutil.copytree(methods_src, src / "methods")
 
     figures = []
     for i, (path, caption) in enumerate(_key_figures(profile_dir)):
