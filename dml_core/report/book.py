@@ -457,8 +457,8 @@ def _tables_page(book: Book, runs_df) -> str:
 
 
 def _chapter_page(stem: str, title: str, pages: list[RunPage], runs_df) -> str:
-    lines = [f"# {title}\n", f"This notebook ran {len(pages)} time(s) in this profile, one run "
-             "per setting:\n"]
+    lines = [f"# {title}\n", f"This notebook ran {len(pages)} time(s) in this profile (one "
+             "page per run below; R@1 at the best epoch on the test set):\n"]
     import pandas as pd
 
     rows = []
