@@ -75,8 +75,13 @@ def test_cache_bytes_per_style():
     assert np.isclose(cache_bytes([(90, 70)], "toy", True), 90 * 70 * 3)
 
 
-def test_workers_follow_the_cpus_granted():
+def test_workers_follow_the_cpus_granted(monkeypatch):
     from dml_core.data.loaders import MAX_WORKERS, auto_num_workers
 
     assert auto_num_workers(1) == auto_num_workers(2) == 0
     assert auto_num_workers(16) == 15 and auto_num_workers(128) == MAX_WORKERS
+    monkeypatch.setenv("DML_NUM_WORKERS", "3")  # the batch runner's share per job
+    assert auto_num_workers() == 3
+    monkeypatch.setenv("DML_NUM_WORKERS", "many")
+    with pytest.raises(ValueError, match="DML_NUM_WORKERS"):
+        auto_num_workers()

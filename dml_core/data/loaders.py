@@ -31,7 +31,14 @@ def available_cpus() -> int:
 
 
 def auto_num_workers(cpus: int | None = None) -> int:
-    """0 on ≤ 2 CPUs, else ``min(cpus - 1, MAX_WORKERS)`` (``cpus``: :func:`available_cpus`)."""
+    """``$DML_NUM_WORKERS`` when set (the batch runner shares the CPUs out between the jobs it
+    runs at once), else 0 on ≤ 2 CPUs and ``min(cpus - 1, MAX_WORKERS)`` above (``cpus``:
+    :func:`available_cpus`)."""
+    if cpus is None and os.environ.get("DML_NUM_WORKERS", "").strip():
+        value = os.environ["DML_NUM_WORKERS"].strip()
+        if not value.isdigit():
+            raise ValueError(f"DML_NUM_WORKERS must be a whole number >= 0, got {value!r}")
+        return int(value)
     cores = available_cpus() if cpus is None else int(cpus)
     return 0 if cores <= 2 else min(MAX_WORKERS, cores - 1)
 
