@@ -12,7 +12,8 @@ What a user with the real data sets and a GPU machine does, on CPU, in a tempora
    ``<work>/torch/hub/checkpoints`` and points ``TORCH_HOME`` there;
 3. runs the ``full`` profile through :func:`dml_core.batch.run_profile` with the profile-wide
    override :data:`SETTINGS` (1 epoch of 2 steps, batch 8), CPU, the figures into ``<work>``;
-4. checks every training run folder: ``status: done`` and the recipe marked ``shortened``.
+4. checks every training run folder: ``status: complete`` and the recipe marked ``shortened``;
+5. builds the report book from those run folders (``<work>/runs/full/report/index.html``).
 
 The generators double as the data-layer tests' factories (``tests/data_factories.py``): their
 defaults write tiny solid-colour images.
@@ -263,8 +264,10 @@ def write_weights(torch_home: str | os.PathLike, backbones: Sequence[str] | None
 
 # --------------------------------------------------------------------------------- the rehearsal
 def rehearse(work: str | os.PathLike, *, only: Sequence[str] | None = None, jobs: int = 1,
-             settings: dict | None = None, sizes: dict | None = None, quiet: bool = False):
-    """Stand-ins + weights under ``work``, then the ``full`` profile with :data:`SETTINGS`.
+             settings: dict | None = None, sizes: dict | None = None, quiet: bool = False,
+             book: bool = False):
+    """Stand-ins + weights under ``work``, then the ``full`` profile with :data:`SETTINGS`, then
+    (``book``) the report book of those run folders (``<work>/runs/full/report/index.html``).
 
     Returns ``(batch_result, problems)``; ``problems`` lists failed runs and training run
     folders that are not done or not marked ``shortened``.
@@ -287,6 +290,13 @@ def rehearse(work: str | os.PathLike, *, only: Sequence[str] | None = None, jobs
                                progress=False, quiet=quiet)
     problems = [f"{r.id}: {r.status} ({r.error or ''})" for r in result.results
                 if r.status not in ("done", "skipped")]
+    if book:
+        from dml_core.report.book import build_book
+
+        try:
+            say(f"book: {build_book('full', runs_root)}")
+        except Exception as exc:  # noqa: BLE001 - reported as a problem of the rehearsal
+            problems.append(f"book: {type(exc).__name__}: {str(exc)[:500]}")
     for summary in sorted((runs_root / "full").rglob("summary.json")):
         s = io.read_json(summary)
         recipe = s.get("recipe") or {}
@@ -310,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--subset", action="store_true",
                    help="one run per backbone and per data set (what the test suite runs)")
     p.add_argument("--jobs", "-j", type=int, default=1)
+    p.add_argument("--no-book", action="store_true", help="skip building the report book")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="settings",
                    help=f"extra overrides on top of {SETTINGS}")
     args = p.parse_args(argv)
@@ -317,7 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="dml_rehearsal_"))
     only = args.only or (list(SUBSET) if args.subset else None)
-    _, problems = rehearse(work, only=only, jobs=args.jobs, settings=parse_settings(args.settings))
+    _, problems = rehearse(work, only=only, jobs=args.jobs, settings=parse_settings(args.settings),
+                           book=not args.no_book)
     print(f"run folders, report and figures: {work}")
     return 1 if problems else 0
 
