@@ -10,7 +10,8 @@ works the same for local worker processes and for Slurm jobs on a shared file sy
     [batch] 3/9 runs finished (1 failed), 2 running, 4 queued; elapsed 2m 10s; ~4m 30s left
 
 Time left (:func:`estimate_time_left`): each unfinished run's expected remaining seconds,
-summed and divided by the number of runs that can execute at once (``min(slots, unfinished)``):
+summed and divided by the number of runs that can execute at once (``min(slots, unfinished)``),
+and at least the longest of them:
 
 * a run with epochs in ``metrics.csv`` and its recipe's ``epochs`` in ``config.yaml``:
   ``(epochs − done) ×`` the wall time per epoch since the run started (evaluation and start-up
@@ -162,7 +163,8 @@ def estimate_time_left(runs: list[RunProgress], slots: int, now: float | None = 
         return 0.0
     if any(v is None for v in left):
         return None
-    return sum(left) / max(1, min(int(slots), len(left)))
+    # no batch ends before its longest run: a queued run may end up alone after the others
+    return max(sum(left) / max(1, min(int(slots), len(left))), max(left))
 
 
 def batch_line(runs: list[RunProgress], elapsed_s: float, left_s: float | None) -> str:

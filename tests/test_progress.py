@@ -44,14 +44,16 @@ def test_time_left_from_epochs_then_previous_durations_then_batch_mean():
     runs = [a, b, c, d1, d2, f, p]
     # (240 + 200 + 90) s over min(2 slots, 3 unfinished) = 265 s
     assert estimate_time_left(runs, slots=2, now=now) == pytest.approx(265)
-    assert estimate_time_left(runs, slots=8, now=now) == pytest.approx(530 / 3)
+    # 530 s / 3 runs at once < the longest run (240 s): 240 s
+    assert estimate_time_left(runs, slots=8, now=now) == pytest.approx(240)
     # nothing finished and no history: no basis for a guess
     assert estimate_time_left([RunProgress("c", None)], slots=1, now=now) is None
     # ... until a training runs: its projected duration, 100 s elapsed + 240 s left = 340 s
     q = RunProgress("q", None, kind="01.ipynb")
     r = RunProgress("r", None, kind="01.ipynb", state="running", started=900.0, epochs=10,
                     epoch_times=[30.0], last_epoch=2)
-    assert estimate_time_left([q, r], slots=2, now=now) == pytest.approx((340 + 240) / 2)
+    assert estimate_time_left([q, r], slots=1, now=now) == pytest.approx(340 + 240)
+    assert estimate_time_left([q, r], slots=2, now=now) == pytest.approx(340)
     assert estimate_time_left([d1, d2], slots=1, now=now) == 0.0
     # a notebook that never finished yet: the mean of every done run, (60 + 120 + 6) / 3
     e = RunProgress("e", None, kind="04.ipynb")
