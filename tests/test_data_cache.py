@@ -85,3 +85,19 @@ def test_workers_follow_the_cpus_granted(monkeypatch):
     monkeypatch.setenv("DML_NUM_WORKERS", "many")
     with pytest.raises(ValueError, match="DML_NUM_WORKERS"):
         auto_num_workers()
+
+
+def test_concurrent_builders_share_one_cache(cub_root):
+    """Two processes asking for the same cache at once: one builds, the other waits for it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from dml_core.data.cache import cached_split\n"
+            "r = {'dataset': 'cub', 'transform': 'cgd', 'backbone': 'googlenet', 'crop': False,\n"
+            "     'crop_size': 40, 'resize_size': 48}\n"
+            "ds = cached_split(r, 'train', True, sys.argv[1], workers=1)\n"
+            "print(int(ds.cache[len(ds) - 1].sum()))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(cub_root)], stdout=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs) and outs[0] == outs[1] and outs[0]

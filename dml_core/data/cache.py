@@ -203,11 +203,23 @@ class ImageCache:
               workers: int | None = None) -> "ImageCache":
         """Run ``prefix(load(i))`` for i < n (threads: PIL releases the GIL) and write the cache;
         an existing complete cache with the same ``key`` is reused."""
+        from dml_core.locks import FileLock
+
         folder = Path(folder)
         meta = folder / "meta.json"
         if meta.is_file() and json.loads(meta.read_text()).get("key") == key:
             return cls(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        # one builder at a time (two notebooks of a batch may need the same cache); the others
+        # wait, then find it complete
+        with FileLock(folder / ".lock", what=f"the image cache {folder}"):
+            if meta.is_file() and json.loads(meta.read_text()).get("key") == key:
+                return cls(folder)
+            return cls._build(folder, n, load, prefix, key, workers)
+
+    @classmethod
+    def _build(cls, folder: Path, n: int, load, prefix, key: dict, workers: int | None) -> "ImageCache":
+        meta = folder / "meta.json"
         meta.unlink(missing_ok=True)
         if not workers:
             from .loaders import available_cpus
@@ -220,7 +232,7 @@ class ImageCache:
             arr = np.asarray(prefix(load(i)), dtype=np.uint8)
             return arr if arr.ndim == 3 else np.repeat(arr[..., None], 3, axis=2)
 
-        tmp = folder / "images.u8.tmp"
+        tmp = folder / f"images.u8.{os.getpid()}.tmp"
         with open(tmp, "wb") as f, cf.ThreadPoolExecutor(workers) as pool:
             for i, arr in enumerate(pool.map(one, range(n), chunksize=16) if workers > 1
                                     else map(one, range(n))):
@@ -230,8 +242,10 @@ class ImageCache:
                 offset += h * w * 3
         os.replace(tmp, folder / "images.u8")
         np.save(folder / "index.npy", index)
-        meta.write_text(json.dumps({"key": key, "images": n, "bytes": offset,
-                                    "version": CACHE_VERSION}, indent=1) + "\n")
+        tmp_meta = folder / f"meta.json.{os.getpid()}.tmp"
+        tmp_meta.write_text(json.dumps({"key": key, "images": n, "bytes": offset,
+                                        "version": CACHE_VERSION}, indent=1) + "\n")
+        os.replace(tmp_meta, meta)  # last: the build is complete
         return cls(folder)
 
 
