@@ -122,6 +122,16 @@ def _check(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def toy_code_fingerprint() -> str:
+    """The training code's fingerprint (:func:`dml_core.training.run_folder.code_fingerprint`)
+    combined with this module's source, which builds the toy's data, model and loop."""
+    import hashlib
+
+    from dml_core.training.run_folder import code_fingerprint
+
+    return hashlib.sha256(code_fingerprint().encode() + Path(__file__).read_bytes()).hexdigest()
+
+
 def history_path(run_dir: str | os.PathLike, variant: str) -> Path:
     return Path(run_dir) / f"toy_{variant}_history.pt"
 
@@ -217,13 +227,17 @@ def run_toy(config: dict[str, Any], run_dir: str | os.PathLike) -> dict[str, Any
 
     Result: ``variant``, ``source``, ``momentum``, ``run_dir``, ``history_path``, ``summary`` (the
     engine's), ``final_r1`` and ``best_r1`` (test dense R@1 in [0, 1]), ``train_time_s``. A run
-    already complete in ``run_dir`` is not retrained (the engine resumes an interrupted one).
+    already complete in ``run_dir`` is reused and an interrupted one resumes, but only when the
+    recipe, the training code (this module included) and the toy data are those that produced
+    it (``provenance.json``, as :func:`dml_core.training.train`); otherwise the old files are
+    removed and it is retrained. One process at a time trains into ``run_dir``.
     """
     from dml_core.data import build_transform, make_eval_loader, make_train_loader
     from dml_core.data.samplers import ShuffleBatchSampler
     from dml_core.evaluation import evaluate, extract_features
     from dml_core.methods.toy import ToyMethod
     from dml_core.training import Evaluation, fit, resolve_device, seed_everything
+    from dml_core.training.run_folder import RunFolder
 
     cfg = _check(dict(config))
     run_dir = Path(run_dir)
@@ -266,35 +280,47 @@ def run_toy(config: dict[str, Any], run_dir: str | os.PathLike) -> dict[str, Any
             "train_class_names": list(data.train_class_names),
             "test_class_names": list(data.test_class_names),
             "train_labels": torch.as_tensor(snap_ds.labels), "test_labels": torch.as_tensor(test_ds.labels)}
-    hist = _History(history_path(run_dir, variant), meta)
+    # The reuse rule of every training run: a folder made by another recipe, other code or
+    # other data is cleared (its history file too) and retrained, never reused.
+    run = RunFolder(run_dir)
+    toy_recipe = _recipe(cfg, source, variant)
+    provenance = {"code": toy_code_fingerprint(), "data": {"toy": source}}
+    with run.lock():
+        run.remove_leftovers()
+        resume = run.reuse_or_restart(toy_recipe, provenance, int(cfg["epochs"]))
+        if not resume:
+            history_path(run_dir, variant).unlink(missing_ok=True)
+        run.write_provenance(provenance)
+        hist = _History(history_path(run_dir, variant), meta)
 
-    def snapshot(model, epoch: int) -> Evaluation:
-        test = extract_features(model, test_loader, device, progress=False)
-        train = extract_features(model, snap_loader, device, progress=False)
-        metrics = {f"test/{k}": v for k, v in evaluate(test.features, test.labels, "toy").items()}
-        trail = method.pop_proxy_trail() if epoch > 0 else [method.proxies.clone()]
-        hist.record(epoch, method.proxies.clone(), train.features, test.features,
-                    metrics["test/dense/R@1"], trail)
-        hist.save(_read_metrics_csv(run_dir))
-        return Evaluation(metrics=metrics, features=test.to_dict())
+        def snapshot(model, epoch: int) -> Evaluation:
+            test = extract_features(model, test_loader, device, progress=False)
+            train = extract_features(model, snap_loader, device, progress=False)
+            metrics = {f"test/{k}": v for k, v in evaluate(test.features, test.labels, "toy").items()}
+            trail = method.pop_proxy_trail() if epoch > 0 else [method.proxies.clone()]
+            hist.record(epoch, method.proxies.clone(), train.features, test.features,
+                        metrics["test/dense/R@1"], trail)
+            hist.save(_read_metrics_csv(run_dir))
+            return Evaluation(metrics=metrics, features=test.to_dict())
 
-    if 0 not in hist.rows:  # the picture before training (eval mode, no_grad, no RNG used)
-        method.model.eval()
-        with torch.no_grad():
-            snapshot(method.model, 0)
-    t0 = time.perf_counter()
-    summary = fit(method, train_loader, run_dir, int(cfg["epochs"]), evaluator=snapshot,
-                  device=device, recipe=_recipe(cfg, source, variant), protocol="toy",
-                  selection_metric="test/dense/R@1", progress=bool(cfg["progress"]),
-                  summary_extra={"toy": {"variant": variant, "source": source,
-                                         "source_label": source_label(source)}})
-    hist.save(_read_metrics_csv(run_dir))  # now with the final epoch's train loss/accuracy
-    h = hist.to_dict()
-    return {"variant": variant, "source": source, "momentum": float(cfg["momentum"]),
-            "feature_dim": int(cfg["feature_dim"]), "run_dir": str(run_dir),
-            "history_path": str(hist.path), "summary": summary,
-            "final_r1": float(h["test_recall"][-1]), "best_r1": float(h["test_recall"][1:].max()),
-            "train_time_s": float(summary.get("train_time_s") or (time.perf_counter() - t0))}
+        if 0 not in hist.rows:  # the picture before training (eval mode, no_grad, no RNG used)
+            method.model.eval()
+            with torch.no_grad():
+                snapshot(method.model, 0)
+        t0 = time.perf_counter()
+        summary = fit(method, train_loader, run_dir, int(cfg["epochs"]), evaluator=snapshot,
+                      device=device, recipe=toy_recipe, protocol="toy", resume=resume,
+                      selection_metric="test/dense/R@1", progress=bool(cfg["progress"]),
+                      summary_extra={"toy": {"variant": variant, "source": source,
+                                             "source_label": source_label(source)},
+                                     "provenance": provenance})
+        hist.save(_read_metrics_csv(run_dir))  # now with the final epoch's train loss/accuracy
+        h = hist.to_dict()
+        return {"variant": variant, "source": source, "momentum": float(cfg["momentum"]),
+                "feature_dim": int(cfg["feature_dim"]), "run_dir": str(run_dir),
+                "history_path": str(hist.path), "summary": summary,
+                "final_r1": float(h["test_recall"][-1]), "best_r1": float(h["test_recall"][1:].max()),
+                "train_time_s": float(summary.get("train_time_s") or (time.perf_counter() - t0))}
 
 
 # ------------------------------------------------------------------------------------- sweep

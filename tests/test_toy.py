@@ -152,3 +152,24 @@ def test_run_toy_resumes_without_retraining(study, monkeypatch):
     assert {f: (run_dir / "moving" / f).stat().st_mtime_ns for f in files if f != files[-1]} \
         == {f: t for f, t in before.items() if f != files[-1]}
     assert again["final_r1"] == pytest.approx(out["results"]["moving"]["final_r1"])
+
+
+def test_run_toy_retrains_after_a_code_change(study, monkeypatch, tmp_path):
+    """A finished toy run made by other code is not reused: its files are cleared and it is
+    retrained (the reuse rule of every training run, provenance.json)."""
+    import shutil
+
+    import dml_core.toy as toy
+    from dml_core.methods.toy import ToyMethod
+
+    run_dir, _ = study
+    copy = tmp_path / "moving"
+    shutil.copytree(run_dir / "moving", copy)
+    steps = []
+    original = ToyMethod.training_step
+    monkeypatch.setattr(ToyMethod, "training_step",
+                        lambda self, *a, **k: steps.append(1) or original(self, *a, **k))
+    monkeypatch.setattr(toy, "toy_code_fingerprint", lambda: "changed-code")
+    run_toy(toy_config("smoke", **TINY), copy)
+    assert steps, "a run made by other code was reused"
+    assert json.loads((copy / "provenance.json").read_text())["code"] == "changed-code"
