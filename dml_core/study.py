@@ -108,9 +108,10 @@ def run_training(method: str, dataset: str, backbone: str, crop: bool = False,
                  progress: bool = False) -> dict:
     """Train one recipe into ``run_dir`` and return its summary (see docs/ARCHITECTURE.md).
 
-    A finished run with the same recipe returns at once; an interrupted one resumes; a run folder
-    holding a *different* recipe (any key except ``epochs`` changed) is trained again from
-    scratch (the old files are overwritten). The demo data set is prepared on the fly when
+    A finished run returns at once and an interrupted one resumes, when the recipe (``epochs``
+    aside), the training code and the prepared data are those that produced it; otherwise every
+    file of the old run is removed and it is trained again from scratch
+    (:func:`dml_core.training.train`). The demo data set is prepared on the fly when
     missing; other data sets must have been prepared by ``00_prepare_data``. The summary holds the
     parameters and MACs of the model (key ``complexity``, written by the trainer).
     """
