@@ -7,7 +7,7 @@ Two conventions (``box_convention``):
     * CARS ``.mat`` boxes are MATLAB 1-based and inclusive: ``(x1-1, y1-1, x2, y2)``.
     * CUB float ``(x, y, w, h)`` boxes (0-based, as every reader including the seeds treats them):
       the smallest pixel box containing them, ``(floor(x), floor(y), ceil(x+w), ceil(y+h))``.
-- ``"seed"``: the seeds' literal conversion (normsoftmax_cgd.md §1, asymptotic_proxy_pp.md §A.1).
+- ``"seed"``: the seeds' literal conversion (the leftthomas repositories' preprocessing).
     * CARS: the ``.mat`` integers used as they are, ``(x1, y1, x2, y2)``: shifted one pixel
       right/down, and one pixel narrower on the left/top than the annotated box.
     * CUB: ``(int(x), int(y), int(x)+int(w), int(y)+int(h))`` (truncation).

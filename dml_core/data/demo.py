@@ -230,7 +230,7 @@ def digits_toy_arrays(test_per_class: int = 60):
     """The STL-10 toy stand-in: ``(train_x, train_y, test_x, test_y)``, uint8 ``(N, 32, 32, 3)``.
 
     Train: every digit 0-6 (labels 0-6). Test: digits 7-9, the first ``test_per_class`` of each
-    in file order, relabelled 0-2 (the shape of the STL-10 toy split, asymptotic_proxy_pp.md §A.8).
+    in file order, relabelled 0-2 (the shape of the STL-10 toy split; docs/methods/02_asymptotic_proxy.md).
     """
     ink, labels = digit_images()
     rgb = np.repeat(ink[..., None], 3, axis=-1)

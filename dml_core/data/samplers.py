@@ -1,14 +1,14 @@
 """Batch samplers, deterministic given ``(seed, epoch)`` so that resuming needs only the epoch.
 
 :class:`MPerClassBatchSampler` reproduces the seeds' ``utils.MPerClassSampler``
-(normsoftmax_cgd.md §2): an epoch is ⌊N/B⌋ INDEPENDENT batches (not a pass over the data); a
+(leftthomas/NormSoftmax and CGD): an epoch is ⌊N/B⌋ INDEPENDENT batches (not a pass over the data); a
 batch is built by drawing classes uniformly (skipping ones already in the batch), taking the
 first ``m`` of a random permutation of the class's images (without replacement: a class with
 fewer than ``m`` images gives all of them), until at least B indices are collected; then it is
 truncated to B (the last class may be cut short, even to one image) and shuffled. The seeds use
 numpy's global RNG; here each epoch uses ``numpy.random.default_rng([seed, epoch])``.
 
-pytorch-metric-learning's ``MPerClassSampler`` does NOT fit this spec exactly, so it is only
+pytorch-metric-learning's ``MPerClassSampler`` does NOT fit this behaviour exactly, so it is only
 offered as an alternative (:class:`PMLMPerClassBatchSampler`):
 
 - it takes exactly B/m classes per batch and requires ``B % m == 0`` (the seeds allow 75/25 but

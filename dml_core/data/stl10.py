@@ -1,4 +1,4 @@
-"""STL-10 from its official binary files, and the toy data of asymptotic_proxy_pp.md §A.8.
+"""STL-10 from its official binary files, and the toy data of AsymptoticProxy's toy.py.
 
 Files (``<data_root>/stl10/stl10_binary/``): ``{train,test}_X.bin`` uint8, every image 3×96×96
 stored channel by channel, each channel COLUMN-major (so a record reshaped to (3, 96, 96) is
@@ -112,7 +112,7 @@ class ToyData:
 
 
 def load_toy_data(data_root: Optional[str | os.PathLike] = None, source: str = "auto") -> ToyData:
-    """The toy data of asymptotic_proxy_pp.md §A.8.
+    """The toy data of AsymptoticProxy's toy.py (docs/methods/02_asymptotic_proxy.md).
 
     ``source``: "stl10" (needs ``<data_root>/stl10/stl10_binary/``), "digits" (scikit-learn
     digits stand-in, train digits 0-6, test 7-9 first 60 each relabelled 0-2, 32×32 RGB), or

@@ -1,4 +1,4 @@
-"""CGD's losses (normsoftmax_cgd.md §4): label-smoothed temperature CE and batch-hard triplet."""
+"""CGD's losses (leftthomas/CGD): label-smoothed temperature CE and batch-hard triplet."""
 from __future__ import annotations
 
 import torch

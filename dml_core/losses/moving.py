@@ -1,4 +1,4 @@
-"""AsymptoticProxy's moving proxies (asymptotic_proxy_pp.md §A.3–A.4, toy §A.8)."""
+"""AsymptoticProxy's moving proxies (leftthomas/ProxyAnchor b3786cd, its toy.py)."""
 from __future__ import annotations
 
 import torch

@@ -73,7 +73,7 @@ class EmbeddingNet(nn.Module):
 
 
 class NormSoftmaxNet(EmbeddingNet):
-    """NormSoftmax (normsoftmax_cgd.md §3A): f = GAP(X) (C=2048), u = LayerNorm(f) without affine
+    """NormSoftmax (leftthomas/NormSoftmax): f = GAP(X) (C=2048), u = LayerNorm(f) without affine
     (eps 1e-5), e = L2(W_r u + b_r) with W_r (D, C) and bias (default nn.Linear init). (B,3,H,W) -> (B,D).
     The proxies P (C_cls, D) belong to ``NormSoftmaxLoss``.
     """
@@ -92,7 +92,7 @@ class NormSoftmaxNet(EmbeddingNet):
 
 
 class CGDNet(EmbeddingNet):
-    """Combination of Global Descriptors (normsoftmax_cgd.md §3B).
+    """Combination of Global Descriptors (leftthomas/CGD).
 
     Backbone resnet50 / resnext50_32x4d (C = 2048) or resnet18 (C = 512, the CPU demo's) with a
     stride-1 layer3 (X: (B, C, 14, 14) at 224).
@@ -152,7 +152,7 @@ class CGDNet(EmbeddingNet):
 
 
 class ProxyHeadNet(EmbeddingNet):
-    """AsymptoticProxy / PP head (asymptotic_proxy_pp.md §A.3, §B.3).
+    """AsymptoticProxy / PP head (leftthomas/ProxyAnchor b3786cd / ecce2af).
 
     g = GMP(X) -> dropout (GoogLeNet keeps torchvision's p=0.2 after the pool, active in train
     mode; 0 for the others) -> LayerNorm without affine (eps 1e-5) -> Linear(C -> D, no bias) -> L2.
@@ -177,7 +177,7 @@ class ProxyHeadNet(EmbeddingNet):
 
 
 class ProxyAnchorNet(EmbeddingNet):
-    """Proxy-Anchor / Learnable Dynamic Margin (dynamic_margin.md §5).
+    """Proxy-Anchor / Learnable Dynamic Margin (official Proxy-Anchor code, wyfan714/LDM).
 
     h = GAP(X) + GMP(X) -> Linear(C -> D) (kaiming_normal fan_out weight, zero bias)
     -> h / sqrt(sum h^2 + 1e-12). No LayerNorm, no dropout.
@@ -207,7 +207,7 @@ class ProxyAnchorNet(EmbeddingNet):
 
 
 class ToyNet(EmbeddingNet):
-    """The toy (asymptotic_proxy_pp.md §A.8): resnet18 with the stem max pool removed -> GMP (512)
+    """The toy (AsymptoticProxy's toy.py): resnet18 with the stem max pool removed -> GMP (512)
     -> Linear(512 -> feature_dim, bias) -> L2: points on the unit circle (2-D) or sphere (3-D).
     """
 
