@@ -372,10 +372,16 @@ def embed_2d(features: np.ndarray, method: str = "umap", seed: int = 0) -> tuple
     """2-D projection with UMAP (seeded); PCA when UMAP is not wanted or fails. Returns (xy, note)."""
     if method == "umap":
         try:
-            import umap
+            import warnings
+
+            from tqdm import TqdmWarning
+
+            with warnings.catch_warnings():  # umap imports tqdm.auto: no widget warning in notebooks
+                warnings.simplefilter("ignore", TqdmWarning)
+                import umap
 
             n_nb = int(max(2, min(15, len(features) - 1)))
-            xy = umap.UMAP(n_components=2, random_state=seed, n_neighbors=n_nb,
+            xy = umap.UMAP(n_components=2, random_state=seed, n_neighbors=n_nb, n_jobs=1,
                            metric="cosine").fit_transform(features)
             return np.asarray(xy), "UMAP"
         except Exception as exc:  # noqa: BLE001
