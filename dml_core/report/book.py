@@ -232,6 +232,7 @@ nb_output_stderr = "show"
 nb_merge_streams = True
 nb_ipywidgets_js = {{}}
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
+myst_dmath_double_inline = True  # $$...$$ inside a paragraph, as Jupyter renders it
 myst_heading_anchors = 3
 suppress_warnings = ["myst.header", "mystnb.unknown_mime_type", "misc.highlighting_failure",
                      "myst.xref_missing"]
