@@ -86,7 +86,11 @@ def save(profile: str, runs_root: Path | None = None, root: Path | None = None,
     written = [str(out / n) for n in files]
     if readme:
         hw = runs["hardware"].dropna() if "hardware" in runs else pd.Series(dtype=object)
-        block = readme_block(stats, profile, hw.iloc[0] if len(hw) else None)
+        col = "untrained/dense/R@1"
+        done = runs[(runs["status"] == "complete")] if "status" in runs else runs
+        untrained = done.groupby("config")[col].mean().to_dict() if col in done else {}
+        block = readme_block(stats, profile, hw.iloc[0] if len(hw) else None,
+                             untrained=untrained)
         readme_path = (Path(root) if root is not None else paths.REPO_ROOT) / "README.md"
         if update_readme(block, readme_path):
             written.append(str(readme_path))
@@ -124,7 +128,7 @@ README_MIN_SEEDS = 5
 
 
 def readme_block(stats: dict, profile: str, hardware: str | None = None,
-                 min_seeds: int | None = None) -> str:
+                 min_seeds: int | None = None, untrained: dict | None = None) -> str:
     """The README's generated results: means with intervals and the paired verdicts, for the
     configurations (comparisons) with at least ``min_seeds`` seeds; the others are named."""
     min_seeds = README_MIN_SEEDS if min_seeds is None else min_seeds
@@ -139,10 +143,14 @@ def readme_block(stats: dict, profile: str, hardware: str | None = None,
              + (f", {hardware}" if hardware else "") + ". Test R@1 (%) on the 50 unseen "
              "numbers at the epoch chosen on the validation classes; mean and 95% t-interval "
              "over seeds (`results/" + profile + "/per_seed.csv` holds every seed's value):", "",
-             "| configuration | seeds | mean R@1 | 95% CI |", "|---|---|---|---|"]
+             "| configuration | seeds | mean R@1 | 95% CI | untrained R@1 (same seeds) |",
+             "|---|---|---|---|---|"]
+    untrained = untrained or {}
     for _, r in s.sort_values("mean", ascending=False).iterrows():
         ci = "—" if r["n"] < 2 else f"[{100 * r['lo']:.1f}, {100 * r['hi']:.1f}]"
-        lines.append(f"| {r['label']} | {r['n']} | {100 * r['mean']:.1f} | {ci} |")
+        u = untrained.get(r["config"])
+        lines.append(f"| {r['label']} | {r['n']} | {100 * r['mean']:.1f} | {ci} | "
+                     f"{'—' if u is None else f'{100 * u:.1f}'} |")
     if len(p):
         lines += ["", "Paired by seed (A − B, points of R@1):", ""]
         lines += [f"- **{r['comparison']}**: {r['verdict']}." for _, r in p.iterrows()]

@@ -70,7 +70,7 @@ def test_save_rewrites_only_the_readme_block(tmp_path):
         replicate.README_MIN_SEEDS = old
     text = (tmp_path / "README.md").read_text()
     assert text.startswith("intro\n") and text.endswith("\noutro\n") and "99.9" not in text
-    assert "| PP (Proxy-Anchor + positive-proxy gradient) | 3 | 52.3 |" in text
+    assert "| PP (Proxy-Anchor + positive-proxy gradient) | 3 | 52.3 | [" in text and "| 10.0 |" in text
     assert "positive-proxy gradient: on − off" in text
 
 
