@@ -45,7 +45,7 @@ def profile_method(variant: str, steps: int, workers: int | None) -> dict:
     from dml_core.data import is_prepared, prepare
     from dml_core.fair import fair_recipe
     from dml_core.methods import build_method
-    from dml_core.training.engine import train_epoch
+    from dml_core.training.engine import device_transform, train_epoch
     from dml_core.training.seeding import seed_everything
     from dml_core.training.trainer import build_data, build_evaluator
 
@@ -59,6 +59,9 @@ def profile_method(variant: str, steps: int, workers: int | None) -> dict:
     method = build_method(recipe, data.num_classes)
     device = torch.device("cpu")
     images, labels = next(iter(data.train_loader))
+    on_device = device_transform(data.train_loader)  # the cached pipeline's uint8 -> float
+    if on_device is not None:
+        images = on_device(images)
     labels = labels.long()
 
     def bare():
