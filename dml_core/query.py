@@ -112,7 +112,7 @@ def embed_image(model, transform, image, device: str | torch.device = "cpu") -> 
 
 
 def _tile(path: str, size: int):
-    from .visualize import _load
+    from dml_core.evaluation.visualize import _load
 
     return _load(path, size)
 
@@ -124,7 +124,7 @@ def retrieval_figure(query, paths: list[str], scores: list[float], classes: list
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .visualize import QUERY, _frame
+    from dml_core.evaluation.visualize import QUERY, _frame
 
     k = len(paths)
     with matplotlib.rc_context({"font.size": 7}):
