@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -75,6 +76,12 @@ def resolve_run_dir(run_dir: str | os.PathLike | None, profile: str = "interacti
     return path
 
 
+def folder_name(recipe_name: str) -> str:
+    """A recipe name as a folder name: ``"asymptotic_proxy/car/resnet50 [momentum=0.3]"`` →
+    ``"asymptotic_proxy_car_resnet50_momentum=0.3"`` (no slash, space or bracket)."""
+    return re.sub(r"[^\w.=-]+", "_", recipe_name).strip("_")
+
+
 def resolve_device(device: str | None) -> str | None:
     """``"auto"``/None → None (the engine picks cuda when available), else the device string."""
     return None if device in (None, "auto") else str(device)
@@ -118,7 +125,7 @@ def run_training(method: str, dataset: str, backbone: str, crop: bool = False,
     from dml_core.training import train
 
     recipe = make_recipe(method, dataset, backbone, crop, overrides)
-    run_dir = resolve_run_dir(run_dir, "interactive", recipe["name"].replace("/", "_"))
+    run_dir = resolve_run_dir(run_dir, "interactive", folder_name(recipe["name"]))
     _ensure_prepared(recipe["dataset"], data_root)
     print(f"training {recipe['name']} into {run_dir}")
     t0 = time.time()

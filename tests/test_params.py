@@ -183,3 +183,11 @@ def test_real_notebooks_define_exactly_the_schema():
     for path in found:
         names = set(papermill.inspect_notebook(str(path)))  # {name: info}
         assert names == set(NOTEBOOK_PARAMETERS[path.stem]), path.name
+
+
+def test_an_overridden_recipe_name_makes_a_plain_folder_name():
+    from dml_core.study import folder_name
+
+    assert folder_name("asymptotic_proxy/car/resnet50 [momentum=0.3]") == \
+        "asymptotic_proxy_car_resnet50_momentum=0.3"
+    assert folder_name("cgd/cub/resnet50/cropped") == "cgd_cub_resnet50_cropped"
