@@ -426,20 +426,10 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
     n = len(vals)
     if n == 0:
         return math.nan, math.nan, 0
-    try:  # the seeds' statistics (dml_core.report.stats) are the one source when present
-        from .stats import mean_ci
-    except ImportError:
-        mean_ci = None
-    if mean_ci is not None:
-        iv = mean_ci(vals, confidence)
-        return float(iv.mean), float(iv.half_width) if n > 1 else math.nan, n
-    mean = sum(vals) / n
-    if n < 2:
-        return mean, math.nan, n
-    from scipy import stats as st
+    from .stats import mean_ci  # the one source of the seeds' statistics
 
-    sd = (sum((v - mean) ** 2 for v in vals) / (n - 1)) ** 0.5
-    return mean, float(st.t.ppf(0.5 + confidence / 2, n - 1)) * sd / n ** 0.5, n
+    iv = mean_ci(vals, confidence)
+    return float(iv.mean), float(iv.half_width) if n > 1 else math.nan, n
 
 
 def _fmt_mean(mean: float, half: float, n: int) -> str:
