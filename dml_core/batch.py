@@ -3,7 +3,8 @@
 ``python -m dml_core.batch --profile demo`` (what ``make report`` runs) reads
 ``profiles/demo.yaml`` (format: ``profiles/README.md``) and, for every run, in profile order:
 
-1. skips it when it finished before with the same fingerprint (see below), unless ``--force``;
+1. skips it when it finished before with the same fingerprint (:mod:`dml_core.execution`), unless
+   ``--force``;
 2. executes ``notebooks/<notebook>`` with papermill (``cwd`` = the notebooks folder; injected
    parameters ``profile``, ``run_dir`` and, with ``--data-root``, ``data_root``) into
    ``runs/<profile>/<id>/notebook.ipynb`` — while it runs, papermill saves progress into
@@ -16,19 +17,6 @@
 
 A failing run does not stop the others; the exit code is 1 when any run failed, 2 for a bad
 profile or command line.
-
-Fingerprint (``done.json``): SHA-256 over (a) the notebook's *code* cells (markdown and outputs are
-ignored, as jupyter-cache does; use ``--force`` to re-render after a prose edit), (b) the run's
-complete parameters (injected ones included), (c) the source of every ``.py`` file of the
-``dml_core`` package and of the notebooks folder (helpers imported by the notebooks). (c) is
-deliberately coarse: any code change reruns every notebook, which is correct rather than fast.
-Besides, a done run is rerun when (d) the prepared data its training read changed (done.json
-keeps the data fingerprint of every ``provenance.json`` in the run folder, see
-:mod:`dml_core.training.run_folder`), or (e) for a run of stage 2 or later (tables, figures:
-they read the other runs), when any run of an earlier stage of the profile re-executes now or
-re-executed since (its ``done.json`` changed or disappeared). Rerunning a training notebook is
-cheap when nothing it depends on changed: ``train`` reuses a complete run folder only when its
-recipe, training code and data fingerprints match, and retrains otherwise.
 
 One batch per profile at a time: the lock ``runs/<profile>/.batch.lock`` (:mod:`dml_core.locks`);
 a second batch on the same profile is refused (exit 2) with a message naming the holder's pid.
@@ -44,6 +32,11 @@ The kernels see ``DML_RUNS_ROOT`` (the runs root of this batch) and, with ``--da
 ``DML_DATA_ROOT``. The kernel is ``--kernel`` / ``$DML_KERNEL`` / ``python3``; a kernel spec whose
 command is plain ``python`` runs the interpreter of this process (jupyter_client substitutes
 ``sys.executable``), i.e. the venv's ipykernel when the batch runs from the venv.
+
+The layers: :mod:`dml_core.profiles` reads a profile (and the ``--set`` settings),
+:mod:`dml_core.execution` executes one run and decides whether it must run again,
+:mod:`dml_core.cluster` runs them as Slurm jobs; this module plans a batch, schedules it on this
+machine or the cluster, and writes its report. It imports them; none of them imports it.
 """
 from __future__ import annotations
 
@@ -51,90 +44,44 @@ import argparse
 import concurrent.futures as cf
 import contextlib
 import dataclasses
-import datetime as _dt
-import fnmatch
-import hashlib
 import html
-import json
-import logging
 import multiprocessing
 import os
-import re
 import sys
 import time
-import traceback
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from dml_core import io, paths
-
-# nbformat → jsonschema imports the optional ``rfc3987_syntax``, which compiles an Earley grammar
-# at import time (2–3 s of CPU in every batch and worker process) only to check the "iri" string
-# format, which notebook schemas do not use. Mark it unavailable unless something imported it.
-if "rfc3987_syntax" not in sys.modules and "jsonschema" not in sys.modules:
-    sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]
+from dml_core.execution import (RUN_FILES, code_fingerprint, execute_run, fingerprint_parts,
+                                inputs_of, notebook_fingerprint, now, read_status, sha256_of,
+                                skip_reason, stale_readers)
+from dml_core.profiles import (BatchError, Profile, ProfileError, Run, apply_settings,
+                               default_stage, effective_parameters, list_profiles, load_profile,
+                               parse_settings, resolve_profile_path, run_dir_of, select_runs)
 
 __all__ = [
+    "RunResult",
+    "BatchResult",
+    "run_profile",
+    "gpu_for_slot",
+    "main",
+    # re-exported: the profile (dml_core.profiles) and the fingerprints (dml_core.execution)
     "BatchError",
     "ProfileError",
     "Run",
     "Profile",
-    "RunResult",
-    "BatchResult",
     "load_profile",
     "resolve_profile_path",
     "list_profiles",
-    "run_profile",
+    "default_stage",
+    "parse_settings",
+    "apply_settings",
     "notebook_fingerprint",
     "code_fingerprint",
-    "gpu_for_slot",
-    "main",
 ]
 
 DEFAULT_KERNEL = "python3"
-# Default stage by the notebook's two-digit prefix; any other notebook is stage DEFAULT_STAGE.
-DEFAULT_STAGE_BY_PREFIX = {"00": 0, "06": 2, "08": 2}
-DEFAULT_STAGE = 1
-FINGERPRINT_VERSION = 1
-RUN_FILES = {
-    "notebook": "notebook.ipynb",
-    "running": "notebook.running.ipynb",
-    "html": "notebook.html",
-    "log": "log.txt",
-    "status": "status.json",
-    "done": "done.json",
-}
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_PROFILE_KEYS = {"name", "description", "runs", "parameters", "notebooks_dir", "slurm"}
-_RUN_KEYS = {"id", "notebook", "parameters", "stage", "description"}
-_INJECTED = ("profile", "run_dir", "data_root")
-
-
-class BatchError(Exception):
-    """Something prevents the batch from starting (bad profile, unknown kernel, ...)."""
-
-
-class ProfileError(BatchError):
-    """The profile file is malformed; the message names the file and the problem."""
-
-
-@dataclasses.dataclass
-class Run:
-    id: str
-    notebook: Path  # absolute path of the .ipynb
-    parameters: dict[str, Any]  # the profile's parameters (no injected ones)
-    stage: int
-    description: str = ""
-
-
-@dataclasses.dataclass
-class Profile:
-    name: str
-    description: str
-    runs: list[Run]
-    path: Path | None
-    notebooks_dir: Path
-    slurm: dict[str, Any] = dataclasses.field(default_factory=dict)  # --backend slurm settings
 
 
 @dataclasses.dataclass
@@ -193,257 +140,7 @@ class BatchResult:
 
 
 # ------------------------------------------------------------------------------------------
-# Profiles
-def resolve_profile_path(profile: str | os.PathLike, profiles_dir: Path | None = None) -> Path:
-    """A profile name (``demo`` → ``profiles/demo.yaml``) or a path to a YAML file."""
-    profiles_dir = Path(profiles_dir or paths.PROFILES_DIR)
-    text = str(profile)
-    candidate = Path(text).expanduser()
-    if text.endswith((".yaml", ".yml")) or os.sep in text or candidate.is_file():
-        if not candidate.is_file():
-            raise ProfileError(f"profile file not found: {candidate}")
-        return candidate.resolve()
-    for ext in (".yaml", ".yml"):
-        path = profiles_dir / f"{text}{ext}"
-        if path.is_file():
-            return path
-    known = ", ".join(p.stem for p in _profile_files(profiles_dir)) or "(none)"
-    raise ProfileError(f"unknown profile {text!r}: no {profiles_dir / (text + '.yaml')}; "
-                       f"available profiles: {known}")
-
-
-def _profile_files(profiles_dir: Path) -> list[Path]:
-    return sorted([*profiles_dir.glob("*.yaml"), *profiles_dir.glob("*.yml")])
-
-
-def default_stage(notebook: str | Path) -> int:
-    m = re.match(r"^(\d\d)", Path(notebook).name)
-    return DEFAULT_STAGE_BY_PREFIX.get(m.group(1), DEFAULT_STAGE) if m else DEFAULT_STAGE
-
-
-def load_profile(profile: str | os.PathLike, profiles_dir: Path | None = None,
-                 notebooks_dir: Path | None = None, validate_params: bool = True) -> Profile:
-    """Read and validate a profile; raise :class:`ProfileError` naming every problem found.
-
-    Checks: required keys (``name``, ``runs``; each run ``id`` and ``notebook``), no unknown keys,
-    ``name`` equal to the file name, ids unique and usable as folder names, notebook files exist,
-    ``stage`` a non-negative int, and — for notebooks with a schema in
-    :data:`dml_core.params.NOTEBOOK_PARAMETERS` — the parameters (see :mod:`dml_core.params`).
-    """
-    from dml_core import params as nbparams
-
-    path = resolve_profile_path(profile, profiles_dir)
-    try:
-        data = io.read_yaml(path)
-    except Exception as exc:  # yaml.YAMLError and friends
-        raise ProfileError(f"{path}: not valid YAML: {exc}") from exc
-    where = str(path)
-    if not isinstance(data, dict):
-        raise ProfileError(f"{where}: a profile is a mapping with keys name, description, runs")
-    problems: list[str] = []
-    for key in ("name", "runs"):
-        if key not in data:
-            problems.append(f"missing top-level key {key!r}")
-    unknown = sorted(set(data) - _PROFILE_KEYS)
-    if unknown:
-        problems.append(f"unknown top-level key(s) {unknown}; allowed: {sorted(_PROFILE_KEYS)}")
-    name = data.get("name")
-    if "name" in data and (not isinstance(name, str) or not _ID_RE.match(name)):
-        problems.append(f"name {name!r} must be a string of letters, digits, '_', '.', '-'")
-    elif isinstance(name, str) and name != path.stem:
-        problems.append(f"name {name!r} must equal the file name {path.stem!r}")
-    description = data.get("description") or ""
-    if not isinstance(description, str):
-        problems.append("description must be a string")
-    defaults = data.get("parameters") or {}
-    if not isinstance(defaults, dict):
-        problems.append("parameters (defaults for every run) must be a mapping")
-        defaults = {}
-    if notebooks_dir is None:
-        nbdir = data.get("notebooks_dir")
-        notebooks_dir = (path.parent / nbdir).resolve() if nbdir else paths.NOTEBOOKS_DIR
-    notebooks_dir = Path(notebooks_dir)
-    runs_data = data.get("runs")
-    if "runs" in data and (not isinstance(runs_data, list) or not runs_data):
-        problems.append("runs must be a non-empty list of {id, notebook, parameters}")
-        runs_data = []
-    runs: list[Run] = []
-    seen: dict[str, int] = {}
-    for i, entry in enumerate(runs_data or []):
-        label = f"runs[{i}]"
-        if not isinstance(entry, dict):
-            problems.append(f"{label} must be a mapping with keys id, notebook, parameters")
-            continue
-        run_id = entry.get("id")
-        if isinstance(run_id, str):
-            label = f"runs[{i}] (id {run_id!r})"
-        for key in ("id", "notebook"):
-            if key not in entry:
-                problems.append(f"{label}: missing key {key!r}")
-        bad = sorted(set(entry) - _RUN_KEYS)
-        if bad:
-            problems.append(f"{label}: unknown key(s) {bad}; allowed: {sorted(_RUN_KEYS)}")
-        if "id" in entry:
-            if not isinstance(run_id, str) or not _ID_RE.match(run_id):
-                problems.append(f"{label}: id {run_id!r} must be letters, digits, '_', '.', '-'")
-            elif run_id in seen:
-                problems.append(f"{label}: duplicate id {run_id!r} (also runs[{seen[run_id]}])")
-            else:
-                seen[run_id] = i
-        nb = entry.get("notebook")
-        nb_path = None
-        if "notebook" in entry:
-            if not isinstance(nb, str) or not nb.endswith(".ipynb"):
-                problems.append(f"{label}: notebook {nb!r} must be a .ipynb file name")
-            else:
-                nb_path = (notebooks_dir / nb).resolve()
-                if not nb_path.is_file():
-                    have = ", ".join(p.name for p in sorted(notebooks_dir.glob("*.ipynb")))
-                    problems.append(f"{label}: unknown notebook {nb!r}: no file {nb_path}; "
-                                    f"notebooks in {notebooks_dir}: {have or '(none)'}")
-                    nb_path = None
-        run_params = entry.get("parameters") or {}
-        if not isinstance(run_params, dict):
-            problems.append(f"{label}: parameters must be a mapping")
-            run_params = {}
-        clash = sorted(set(run_params) & {"profile", "run_dir"})
-        if clash:
-            problems.append(f"{label}: parameters {clash} are injected by the batch; remove them")
-        stage = entry.get("stage")
-        if stage is not None and (not isinstance(stage, int) or isinstance(stage, bool)
-                                  or stage < 0):
-            problems.append(f"{label}: stage {stage!r} must be a non-negative integer")
-            stage = None
-        if nb_path is None or not isinstance(run_id, str):
-            continue
-        merged = {**defaults, **run_params}
-        stem = nbparams.notebook_stem(nb_path)
-        if validate_params and stem in nbparams.NOTEBOOK_PARAMETERS:
-            trial = {**merged, "profile": name if isinstance(name, str) else "x",
-                     "run_dir": "/tmp/x"}
-            try:
-                nbparams.validate_parameters(stem, trial, resolve=False)
-            except nbparams.ParameterError as exc:
-                problems.extend(f"{label}: {p}" for p in exc.problems)
-        runs.append(Run(id=run_id, notebook=nb_path, parameters=merged,
-                        stage=default_stage(nb_path) if stage is None else stage,
-                        description=str(entry.get("description") or "")))
-    from dml_core.cluster import validate_slurm_block
-
-    problems.extend(validate_slurm_block(data.get("slurm")))
-    if problems:
-        raise ProfileError(f"bad profile {where}:\n" + "\n".join(f"  - {p}" for p in problems))
-    return Profile(name=name, description=description, runs=runs, path=path,
-                   notebooks_dir=notebooks_dir, slurm=dict(data.get("slurm") or {}))
-
-
-def list_profiles(profiles_dir: Path | None = None) -> list[tuple[str, str, int | None, str]]:
-    """``(name, description, number of runs or None, error or "")`` for every profile file."""
-    profiles_dir = Path(profiles_dir or paths.PROFILES_DIR)
-    out = []
-    for path in _profile_files(profiles_dir):
-        try:
-            p = load_profile(path)
-            out.append((p.name, p.description, len(p.runs), ""))
-        except BatchError as exc:
-            out.append((path.stem, "", None, str(exc)))
-    return out
-
-
-# ------------------------------------------------------------------------------------------
-# Fingerprints
-def _sha(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def notebook_fingerprint(notebook: str | Path) -> str:
-    """Hash of the notebook's code cells (source only; markdown, outputs, metadata ignored)."""
-    import nbformat
-
-    nb = nbformat.read(str(notebook), as_version=4)
-    return _sha([c.source for c in nb.cells if c.cell_type == "code"])
-
-
-def code_fingerprint(*dirs: str | Path) -> str:
-    """Hash of every ``.py`` file under ``dirs`` (default: the ``dml_core`` package)."""
-    if not dirs:
-        dirs = (Path(__file__).resolve().parent,)
-    h = hashlib.sha256()
-    for d in dirs:
-        d = Path(d)
-        if not d.is_dir():
-            continue
-        for f in sorted(d.rglob("*.py")):
-            if "__pycache__" in f.parts or any(part.startswith(".") for part in
-                                               f.relative_to(d).parts):
-                continue
-            h.update(f"{d.name}/{f.relative_to(d).as_posix()}\0".encode())
-            h.update(f.read_bytes())
-            h.update(b"\0")
-    return h.hexdigest()
-
-
-def _fingerprint_parts(run: Run, params: dict[str, Any], code: str) -> dict[str, str]:
-    return {"version": str(FINGERPRINT_VERSION), "notebook": notebook_fingerprint(run.notebook),
-            "parameters": _sha(params), "code": code}
-
-
-#: Runs of this stage or later read the runs of earlier stages (tables, figures).
-READS_RUNS_FROM_STAGE = 2
-
-
-def _done_marker(run_dir: Path) -> str | None:
-    """What identifies the last successful execution of a run: its done.json fingerprint and
-    finish time, or None when it has no done.json (never done, failed, or running)."""
-    try:
-        done = io.read_json(run_dir / RUN_FILES["done"])
-    except Exception:
-        return None
-    return f"{done.get('fingerprint')}@{done.get('finished_at')}"
-
-
-def _data_state(run_dir: Path) -> dict[str, str | None]:
-    """``{index path: current data fingerprint}`` for every prepared index that a training in
-    ``run_dir`` read (its ``provenance.json`` files, the folder and one level below)."""
-    from dml_core.data.index import index_fingerprint
-
-    state: dict[str, str | None] = {}
-    for prov in [run_dir / "provenance.json", *run_dir.glob("*/provenance.json")]:
-        try:
-            data_index = io.read_json(prov).get("data_index") or {}
-        except Exception:
-            continue
-        for path in data_index.values():
-            try:
-                state[path] = index_fingerprint(path)
-            except OSError:
-                state[path] = None
-    return state
-
-
-def _skip_reason(run_dir: Path, parts: dict[str, str]) -> tuple[bool, str]:
-    """(skip?, reason) from the run folder's done.json."""
-    done = run_dir / RUN_FILES["done"]
-    if not done.is_file():
-        return False, "not done before"
-    try:
-        stored = io.read_json(done)
-    except Exception:
-        return False, "done.json unreadable"
-    if not (run_dir / RUN_FILES["notebook"]).is_file():
-        return False, "executed notebook missing"
-    if stored.get("fingerprint") == _sha(parts):
-        data = stored.get("data") or {}
-        if data and _data_state(run_dir) != data:
-            return False, "changed: prepared data"
-        return True, "unchanged"
-    old = stored.get("parts") or {}
-    changed = [k for k in ("notebook", "parameters", "code", "version") if old.get(k) != parts[k]]
-    return False, ("changed: " + ", ".join(changed)) if changed else "changed"
-
-
-# ------------------------------------------------------------------------------------------
-# Execution (in this process for --jobs 1, in worker processes otherwise)
+# Local scheduling (worker processes on this machine)
 def gpu_for_slot(slot: int, device_count: int, visible: str | None = None) -> str | None:
     """The ``CUDA_VISIBLE_DEVICES`` value for worker ``slot``: None unless ≥ 2 GPUs exist.
 
@@ -482,18 +179,6 @@ def loader_workers_per_job(jobs: int, user_setting: str | None,
     return str(max(0, cpus // jobs - 1))
 
 
-def _kernel_config():
-    """Kernel manager settings for papermill: CurveZMQ transport encryption where the kernel
-    spec declares support (ipykernel's do), which also keeps the kernel's "running over TCP
-    without encryption" warning out of the console; other kernels run as before."""
-    import zmq
-    from traitlets.config import Config
-
-    if not zmq.has("curve"):  # libzmq without libsodium: 'auto' would be refused
-        return Config()
-    return Config({"AsyncKernelManager": {"transport_encryption": "auto"}})
-
-
 def _cuda_device_count() -> int:
     """``torch.cuda.device_count()``; 0 without importing torch when no GPU device node exists."""
     if os.name == "posix" and Path("/dev").is_dir() and not (
@@ -507,10 +192,6 @@ def _cuda_device_count() -> int:
         return 0
 
 
-def _now() -> str:
-    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
 def fmt_time(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -522,140 +203,8 @@ def fmt_time(seconds: float | None) -> str:
     return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
 
 
-@contextlib.contextmanager
-def _environ(updates: dict[str, str | None]) -> Iterable[None]:
-    saved = {k: os.environ.get(k) for k in updates}
-    try:
-        for k, v in updates.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-class _CellProgress(logging.Filter):
-    """Console lines ``[id] cell N`` for parallel runs (tqdm bars would collide)."""
-
-    def __init__(self, run_id: str):
-        super().__init__()
-        self.run_id = run_id
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        if msg.startswith("Executing Cell"):
-            record.msg, record.args = f"[{self.run_id}] cell {msg[14:].strip('- ')}", ()
-            return True
-        return False
-
-
-def render_html(nb, html_path: Path) -> None:
-    """Render a notebook node to HTML, atomically."""
-    from nbconvert import HTMLExporter
-
-    body, _ = HTMLExporter().from_notebook_node(nb)
-    io.write_text(html_path, body)
-
-
-def _execute_run(task: dict[str, Any]) -> dict[str, Any]:
-    """Execute one run; never raises. ``task`` is plain data so that it pickles to workers."""
-    import nbformat
-    import papermill
-
-    run_dir = Path(task["run_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    out_nb, running = run_dir / RUN_FILES["notebook"], run_dir / RUN_FILES["running"]
-    log_path, html_path = run_dir / RUN_FILES["log"], run_dir / RUN_FILES["html"]
-    (run_dir / RUN_FILES["done"]).unlink(missing_ok=True)  # not done until it succeeds again
-    started, t0 = _now(), time.time()
-    status: dict[str, Any] = {"id": task["id"], "notebook": task["notebook"], "status": "running",
-                              "started_at": started, "finished_at": None, "elapsed_s": None,
-                              "error": None, "fingerprint": task["fingerprint"]}
-    io.write_json(run_dir / RUN_FILES["status"], status)
-
-    pm_logger = logging.getLogger("papermill")
-    file_handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    handlers: list[logging.Handler] = [file_handler]
-    if task.get("cell_lines"):
-        console = logging.StreamHandler(sys.stdout)
-        console.addFilter(_CellProgress(task["id"]))
-        handlers.append(console)
-    old_level = pm_logger.level
-    pm_logger.setLevel(logging.INFO)
-    for h in handlers:
-        pm_logger.addHandler(h)
-    error = None
-    nb = None
-    try:
-        with _environ(task.get("env") or {}):
-            nb = papermill.execute_notebook(
-                task["notebook_path"], str(running), parameters=task["parameters"],
-                kernel_name=task["kernel_name"], language="python", cwd=task["cwd"], log_output=True,
-                config=_kernel_config(),
-                progress_bar=bool(task.get("progress_bar")), request_save_on_cell_execute=True)
-    except KeyboardInterrupt:  # Ctrl-C: say so in status.json, then stop the batch
-        status.update(status="interrupted", finished_at=_now(), elapsed_s=time.time() - t0,
-                      error="interrupted (Ctrl-C)")
-        io.write_json(run_dir / RUN_FILES["status"], status)
-        raise
-    except Exception as exc:  # PapermillExecutionError, dead kernel, ...
-        if hasattr(exc, "ename") and hasattr(exc, "evalue"):  # PapermillExecutionError
-            error = f"{exc.ename}: {exc.evalue} (in cell [{getattr(exc, 'exec_count', '?')}])"
-        else:
-            error = f"{type(exc).__name__}: {exc}".strip()
-        pm_logger.error("run failed:\n%s", traceback.format_exc())
-    finally:
-        for h in handlers:
-            pm_logger.removeHandler(h)
-            h.close()
-        pm_logger.setLevel(old_level)
-    if nb is None and running.is_file():
-        with contextlib.suppress(Exception):
-            nb = nbformat.read(str(running), as_version=4)
-    if nb is not None:
-        try:
-            with io.atomic_path(out_nb) as tmp:
-                nbformat.write(nb, str(tmp))
-            running.unlink(missing_ok=True)
-            render_html(nb, html_path)
-        except Exception as exc:
-            error = error or f"saving/rendering failed: {type(exc).__name__}: {exc}"
-    elapsed = time.time() - t0
-    interrupted = bool(error) and error.startswith("KeyboardInterrupt")  # Ctrl-C reached the kernel
-    status.update(status="interrupted" if interrupted else "failed" if error else "done",
-                  finished_at=_now(), elapsed_s=elapsed, error=error)
-    io.write_json(run_dir / RUN_FILES["status"], status)
-    if not error:
-        io.write_json(run_dir / RUN_FILES["done"], {
-            "fingerprint": task["fingerprint"], "parts": task["parts"],
-            "data": _data_state(run_dir),
-            "inputs": {k: _done_marker(Path(d)) for k, d in (task.get("inputs") or {}).items()},
-            "finished_at": status["finished_at"], "elapsed_s": elapsed,
-            "parameters": task["parameters"], "kernel_name": task["kernel_name"]})
-    return status
-
-
 # ------------------------------------------------------------------------------------------
 # The batch
-def _select(runs: list[Run], only: str | Sequence[str] | None) -> list[Run]:
-    if not only:
-        return list(runs)
-    items = [only] if isinstance(only, str) else list(only)
-    patterns = [pat.strip() for item in items for pat in item.split(",") if pat.strip()]
-    chosen = [r for r in runs if any(fnmatch.fnmatchcase(r.id, p) for p in patterns)]
-    if not chosen:
-        raise BatchError(f"--only {','.join(patterns)} matches no run; run ids: "
-                         + ", ".join(r.id for r in runs))
-    return chosen
-
-
 def _check_kernel(kernel_name: str) -> None:
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
@@ -673,73 +222,7 @@ def _check_kernel(kernel_name: str) -> None:
               file=sys.stderr)
 
 
-def _run_dir(runs_root: Path, profile: str, run_id: str) -> Path:
-    return (runs_root / profile / run_id).resolve()
-
-
-def _effective_parameters(run: Run, profile: str, run_dir: Path, data_root) -> dict[str, Any]:
-    params = dict(run.parameters)
-    params["profile"] = profile
-    params["run_dir"] = str(run_dir)
-    if data_root is not None:
-        params["data_root"] = str(Path(data_root).expanduser().resolve())
-    return params
-
-
 SETTINGS_FILE = "batch_settings.json"
-
-
-def parse_settings(items: Sequence[str] | None) -> dict[str, Any]:
-    """``["epochs=1", "rrc_scale=[0.5, 1]"]`` → ``{"epochs": 1, "rrc_scale": [0.5, 1]}``.
-
-    Each value is read as YAML (numbers, booleans, ``null``, lists); a later KEY wins. Raises
-    :class:`BatchError` for an item without ``=`` or with an empty key.
-    """
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items or ():
-        key, sep, value = str(item).partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise BatchError(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=1")
-        try:
-            out[key] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError as exc:
-            raise BatchError(f"--set {item!r}: the value is not valid YAML: {exc}") from exc
-    return out
-
-
-def apply_settings(run: Run, params: dict[str, Any], settings: dict[str, Any] | None) -> dict[str, Any]:
-    """The run's parameters with the profile-wide ``settings`` (``--set``) applied.
-
-    A setting that is a parameter of the run's notebook (``device``, the toy's ``epochs``) sets
-    that parameter. Notebooks with an ``overrides`` parameter (the training notebooks) get every
-    other setting merged into ``overrides`` (the settings win), so the recipe code checks the keys
-    and records them (``overrides``, ``shortened``, ``reported: None`` in the run's
-    ``config.yaml`` and ``summary.json``). Other settings leave other notebooks unchanged.
-    """
-    if not settings:
-        return params
-    from dml_core import params as nbparams
-
-    try:
-        _, schema = nbparams._schema(run.notebook)
-    except nbparams.ParameterError:
-        schema = {}
-    out = dict(params)
-    own = {k: v for k, v in settings.items() if k in schema and k not in _INJECTED + ("overrides",)}
-    out.update(own)
-    if "overrides" in schema:
-        from dml_core.recipes import list_recipes, recipe_by_name
-
-        # a parameter of another notebook (e.g. 08's output_dir) that is no recipe key: not ours
-        recipe_keys = {k for name in list_recipes() for k in recipe_by_name(name)}
-        others = {k for sch in nbparams.NOTEBOOK_PARAMETERS.values() for k in sch} - recipe_keys
-        rest = {k: v for k, v in settings.items() if k not in own and k not in others}
-        if rest:
-            out["overrides"] = {**dict(params.get("overrides") or {}), **rest}
-    return out
 
 
 def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: bool = False,
@@ -763,7 +246,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
 
     ``backend="slurm"`` submits each run to execute as a Slurm job through submitit
     (:mod:`dml_core.cluster`; ``slurm``: overrides of the profile's ``slurm:`` settings, keys of
-    :class:`dml_core.cluster.SlurmOptions`); ``jobs`` is then ignored.
+    :class:`dml_core.slurm_settings.SlurmOptions`); ``jobs`` is then ignored.
     """
     t_batch = time.time()
     prof = profile if isinstance(profile, Profile) else load_profile(profile, profiles_dir)
@@ -781,21 +264,21 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
         except (ValueError, TypeError) as exc:
             raise BatchError(f"Slurm settings: {exc}") from exc
         jobs = 1  # the parallelism is the job array's
-    selected = _select(prof.runs, only)
+    selected = select_runs(prof.runs, only)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
     code = code_fingerprint(Path(__file__).resolve().parent, prof.notebooks_dir)
     plans = []  # (run, run_dir, params, parts, fingerprint, skip, reason)
     for run in selected:
-        rdir = _run_dir(runs_root, prof.name, run.id)
-        params = apply_settings(run, _effective_parameters(run, prof.name, rdir, data_root),
+        rdir = run_dir_of(runs_root, prof.name, run.id)
+        params = apply_settings(run, effective_parameters(run, prof.name, rdir, data_root),
                                 settings)
-        parts = _fingerprint_parts(run, params, code)
-        skip, reason = _skip_reason(rdir, parts)
+        parts = fingerprint_parts(run, params, code)
+        skip, reason = skip_reason(rdir, parts)
         if force and skip:
             skip, reason = False, "forced"
-        plans.append((run, rdir, params, parts, _sha(parts), skip, reason))
-    plans = _stale_readers(plans, prof, runs_root)
+        plans.append((run, rdir, params, parts, sha256_of(parts), skip, reason))
+    plans = stale_readers(plans, prof, runs_root)
 
     def result_for(run, rdir, status, reason, **kw) -> RunResult:
         return RunResult(id=run.id, notebook=run.notebook.name, status=status, run_dir=str(rdir),
@@ -816,7 +299,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
     results: dict[str, RunResult] = {}
     for run, rdir, _params, _parts, _fp, skip, reason in plans:
         if skip:
-            prev = _read_status(rdir)
+            prev = read_status(rdir)
             results[run.id] = result_for(run, rdir, "skipped", reason,
                                          elapsed_s=float(prev.get("elapsed_s") or 0.0),
                                          started_at=prev.get("started_at"),
@@ -851,7 +334,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
         return {"id": run.id, "notebook": run.notebook.name, "notebook_path": str(run.notebook),
                 "run_dir": str(rdir), "parameters": params, "kernel_name": kernel_name,
                 "cwd": str(run.notebook.parent), "fingerprint": fp, "parts": parts,
-                "inputs": _inputs_of(run, prof, runs_root),
+                "inputs": inputs_of(run, prof, runs_root),
                 "env": task_env, "progress_bar": False,  # tqdm bars would mix with epoch lines
                 "cell_lines": progress and not quiet and backend == "local"}
 
@@ -859,7 +342,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
         counter["n"] += 1
         gpu = gpu_for_slot(slot, gpus, visible)
         say(f"[{counter['n']}/{total}] start {plan[0].id} ({plan[0].notebook.name}, stage "
-            f"{plan[0].stage}, {plan[6]}{', GPU ' + gpu if gpu else ''}) {_now()}")
+            f"{plan[0].stage}, {plan[6]}{', GPU ' + gpu if gpu else ''}) {now()}")
         if monitor is not None:
             monitor.started(plan[0].id)
 
@@ -891,7 +374,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
 
         monitor = BatchProgress(slurm_opts.array_parallelism if slurm_opts else jobs, say)
         for plan in to_run:
-            prev = _read_status(plan[1])
+            prev = read_status(plan[1])
             monitor.add(plan[0].id, plan[1], expected_s=prev.get("elapsed_s")
                         if prev.get("status") == "done" else None, kind=plan[0].notebook.name)
         monitor.start()
@@ -911,7 +394,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
             elif pool is None:
                 for plan in stage_plans:
                     started(plan, 0)
-                    finished(plan, _execute_run(task_for(plan, 0)))
+                    finished(plan, execute_run(task_for(plan, 0)))
             else:
                 _run_parallel(stage_plans, pool, task_for, started, finished)
     finally:
@@ -927,7 +410,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
     io.write_json(batch.summary_json, {
         "profile": prof.name, "description": prof.description,
         "profile_file": str(prof.path) if prof.path else None, "runs_root": str(runs_root),
-        "finished_at": _now(), "elapsed_s": batch.elapsed_s, "jobs": jobs, "force": force,
+        "finished_at": now(), "elapsed_s": batch.elapsed_s, "jobs": jobs, "force": force,
         "backend": backend,
         "only": only, "settings": settings or {}, "kernel_name": kernel_name,
         "exit_code": batch.exit_code,
@@ -942,55 +425,11 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
 BATCH_LOCK = ".batch.lock"
 
 
-#: What makes a run folder an input of the tables and figures (the folder or one level below).
-READ_OUTPUTS = ("summary.json", "provenance.json", "toy_study.json", "figures")
-
-
-def _inputs_of(run: Run, prof: Profile, runs_root: Path) -> dict[str, str]:
-    """``{run id: run folder}`` of the runs that ``run`` reads: when ``run.stage >=
-    READS_RUNS_FROM_STAGE``, every run of an earlier stage of the profile whose folder holds
-    results (:data:`READ_OUTPUTS`: a training or toy run), else none."""
-    if run.stage < READS_RUNS_FROM_STAGE:
-        return {}
-    out = {}
-    for r in prof.runs:
-        rdir = _run_dir(runs_root, prof.name, r.id)
-        if r.stage < run.stage and any(
-                (rdir / name).exists() or any(rdir.glob(f"*/{name}")) for name in READ_OUTPUTS):
-            out[r.id] = str(rdir)
-    return out
-
-
-def _stale_readers(plans: list, prof: Profile, runs_root: Path) -> list:
-    """``plans`` with the skip decision of runs that read other runs revised: such a run is
-    rerun when one of its input runs executes in this batch, or re-executed (or failed) since
-    it was done (its done.json marker differs from the one recorded)."""
-    executing = {p[0].id for p in plans if not p[5]}
-    out = []
-    for plan in plans:
-        run, rdir, params, parts, fp, skip, reason = plan
-        inputs = _inputs_of(run, prof, runs_root)
-        if skip and inputs:
-            rerun = sorted(set(inputs) & executing)
-            if rerun:
-                skip, reason = False, f"changed: inputs ({', '.join(rerun)} executes now)"
-            else:
-                with contextlib.suppress(Exception):
-                    recorded = io.read_json(rdir / RUN_FILES["done"]).get("inputs")
-                    now = {k: _done_marker(Path(d)) for k, d in inputs.items()}
-                    if recorded != now:
-                        changed = sorted(k for k in set(now) | set(recorded or {})
-                                         if (recorded or {}).get(k) != now.get(k))
-                        skip, reason = False, f"changed: inputs ({', '.join(changed)})"
-        out.append((run, rdir, params, parts, fp, skip, reason))
-    return out
-
-
 def _record_settings(run_dir: Path, settings: dict[str, Any] | None) -> None:
     """``batch_settings.json`` in the run folder: the ``--set`` values it ran with (or none)."""
     path = run_dir / SETTINGS_FILE
     if settings:
-        io.write_json(path, {"settings": settings, "shortened": True, "written_at": _now()})
+        io.write_json(path, {"settings": settings, "shortened": True, "written_at": now()})
     else:
         path.unlink(missing_ok=True)
 
@@ -1024,7 +463,7 @@ def _run_parallel(plans, pool: _Pool, task_for, started, finished) -> None:
         while queue and free_slots:
             plan, slot = queue.pop(0), free_slots.pop(0)
             started(plan, slot)
-            running[pool.submit(_execute_run, task_for(plan, slot))] = (plan, slot)
+            running[pool.submit(execute_run, task_for(plan, slot))] = (plan, slot)
         done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
         for fut in done:
             plan, slot = running.pop(fut)
@@ -1034,17 +473,11 @@ def _run_parallel(plans, pool: _Pool, task_for, started, finished) -> None:
             except Exception as exc:  # the worker process died
                 status = {"status": "failed", "elapsed_s": 0.0,
                           "error": f"worker crashed: {type(exc).__name__}: {exc}",
-                          "started_at": None, "finished_at": _now()}
+                          "started_at": None, "finished_at": now()}
                 with contextlib.suppress(Exception):
                     io.write_json(Path(plan[1]) / RUN_FILES["status"],
                                   {"id": plan[0].id, **status})
             finished(plan, status)
-
-
-def _read_status(run_dir: Path) -> dict[str, Any]:
-    with contextlib.suppress(Exception):
-        return io.read_json(run_dir / RUN_FILES["status"])
-    return {}
 
 
 # ------------------------------------------------------------------------------------------
@@ -1079,9 +512,9 @@ def write_index(prof: Profile, runs_root: Path, results: dict[str, RunResult]) -
     out = runs_root / prof.name / "index.html"
     rows = []
     for i, run in enumerate(prof.runs, 1):
-        rdir = _run_dir(runs_root, prof.name, run.id)
+        rdir = run_dir_of(runs_root, prof.name, run.id)
         res = results.get(run.id)
-        st = _read_status(rdir)
+        st = read_status(rdir)
         if res is not None:
             status, elapsed, finished = res.status, res.elapsed_s, res.finished_at
             if status == "skipped":
@@ -1114,7 +547,7 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}th{{background:#
 </head><body>
 <h1>dml_core report: profile <code>{html.escape(prof.name)}</code></h1>
 <p>{html.escape(prof.description)}</p>
-<p>Notebooks in reading order. Updated {_now()}.
+<p>Notebooks in reading order. Updated {now()}.
 <a href="batch_summary.json">batch_summary.json</a></p>
 <table><thead><tr><th>#</th><th>run</th><th>notebook</th><th>description</th><th>stage</th>
 <th>status</th><th>time</th><th>finished</th><th>log</th></tr></thead>
@@ -1179,8 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _slurm_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``--slurm-*`` options that were given, as :class:`dml_core.cluster.SlurmOptions` keys."""
-    from dml_core.cluster import parse_sbatch_flags
+    """The ``--slurm-*`` options that were given, as keys of
+    :class:`dml_core.slurm_settings.SlurmOptions`."""
+    from dml_core.slurm_settings import parse_sbatch_flags
 
     keys = ("partition", "time_min", "cpus_per_task", "mem_gb", "gpus", "array_parallelism",
             "max_requeues", "executor")

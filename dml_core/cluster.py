@@ -3,8 +3,8 @@
 Planning, skip-when-done, progress and the report stay in the driver (:mod:`dml_core.batch`);
 each run to execute becomes one Slurm job: one job array per stage (``executor.map_array``),
 ``array_parallelism`` of its tasks at once (``#SBATCH --array=0-N%P``), one GPU each. A job calls
-:func:`dml_core.batch._execute_run` on the cluster node — the same function a local worker calls —
-so the run folder (``runs/<profile>/<id>/``, on a file system the nodes share) is the same.
+:func:`dml_core.execution.execute_run` on the cluster node — the same function a local worker
+calls — so the run folder (``runs/<profile>/<id>/``, on a file system the nodes share) is the same.
 
 Preemption and time-outs: Slurm signals the job (``USR2``, ``signal_delay_s`` before the end);
 submitit calls :meth:`NotebookJob.checkpoint`, which marks ``status.json`` ``requeued`` and asks
@@ -14,9 +14,10 @@ requeued job executes the notebook again with the same ``run_dir``, where the tr
 resumes from its last checkpoint. A job that fails (an exception, killed, out of memory, out of
 requeues) is reported with the path of its Slurm log.
 
-Settings (:class:`SlurmOptions`): the profile's optional ``slurm:`` mapping
-(``profiles/README.md``), overridden by the ``--slurm-*`` options of the command line. The
-submitit folder (scripts, pickles, logs ``%j_0_log.out/err``) is ``runs/<profile>/_slurm/``.
+Settings (:class:`SlurmOptions`, in :mod:`dml_core.slurm_settings`): the profile's optional
+``slurm:`` mapping (``profiles/README.md``), overridden by the ``--slurm-*`` options of the
+command line. The submitit folder (scripts, pickles, logs ``%j_0_log.out/err``) is
+``runs/<profile>/_slurm/``.
 
 ``executor: local`` or ``debug`` run the same jobs with submitit's local executor (subprocesses
 on this machine, ``array_parallelism`` at a time) or in this process: for tests, no cluster
@@ -24,7 +25,6 @@ needed.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import shlex
 import sys
@@ -39,107 +39,14 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     submitit = None
     Checkpointable = object  # type: ignore[assignment,misc]
 
+from dml_core.slurm_settings import (EXECUTORS, SlurmOptions, parse_sbatch_flags, slurm_options,
+                                     validate_slurm_block)
+
 __all__ = ["SlurmOptions", "NotebookJob", "slurm_options", "validate_slurm_block",
            "make_executor", "run_stage", "parse_sbatch_flags", "EXECUTORS", "SLURM_DIR"]
 
-EXECUTORS = ("slurm", "local", "debug")
 #: The submitit folder inside ``runs/<profile>/``.
 SLURM_DIR = "_slurm"
-
-
-@dataclasses.dataclass
-class SlurmOptions:
-    """What each run's Slurm job asks for. Keys of the profile's ``slurm:`` mapping."""
-
-    partition: str | None = None  # --partition; None: the cluster's default
-    time_min: int = 240  # --time, minutes per job (a requeued job gets it again)
-    cpus_per_task: int = 8  # --cpus-per-task (DataLoader workers follow the CPUs granted)
-    mem_gb: float = 32  # --mem
-    gpus: int = 1  # --gpus-per-node: one GPU per run
-    array_parallelism: int = 16  # the %N of --array: runs of a stage at once
-    max_requeues: int = 3  # time-outs after which a job is not requeued again
-    signal_delay_s: int = 120  # USR2 this long before the time limit
-    sbatch: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra #SBATCH flags
-    setup: list[str] = dataclasses.field(default_factory=list)  # shell lines before the run
-    executor: str = "slurm"  # slurm | local | debug (the latter two: tests, no cluster)
-    poll_s: float = 10.0  # how often the driver asks about its jobs
-
-    def describe(self) -> str:
-        parts = [f"partition {self.partition or '(default)'}", f"time {self.time_min} min",
-                 f"{self.cpus_per_task} CPUs", f"{self.mem_gb:g} GB", f"{self.gpus} GPU",
-                 f"{self.array_parallelism} at once"]
-        if self.sbatch:
-            parts.append("sbatch " + " ".join(f"--{k}={v}" for k, v in self.sbatch.items()))
-        return ", ".join(parts) + ("" if self.executor == "slurm" else
-                                   f" (submitit {self.executor} executor)")
-
-
-_FIELDS = {f.name: f for f in dataclasses.fields(SlurmOptions)}
-_TYPES: dict[str, tuple[type, ...]] = {
-    "partition": (str,), "time_min": (int,), "cpus_per_task": (int,), "mem_gb": (int, float),
-    "gpus": (int,), "array_parallelism": (int,), "max_requeues": (int,),
-    "signal_delay_s": (int,), "sbatch": (dict,), "setup": (list,), "executor": (str,),
-    "poll_s": (int, float)}
-
-
-def validate_slurm_block(block: Any) -> list[str]:
-    """Problems of a profile's ``slurm:`` mapping (empty list: valid)."""
-    if block is None:
-        return []
-    if not isinstance(block, dict):
-        return ["slurm must be a mapping, e.g. {partition: gpu, time_min: 240}"]
-    problems = []
-    for key, value in block.items():
-        if key not in _TYPES:
-            problems.append(f"slurm: unknown key {key!r}; allowed: {sorted(_TYPES)}")
-            continue
-        if value is None and key == "partition":
-            continue
-        if isinstance(value, bool) or not isinstance(value, _TYPES[key]):
-            names = " or ".join(t.__name__ for t in _TYPES[key])
-            problems.append(f"slurm.{key}: {value!r} must be {names}")
-        elif isinstance(value, (int, float)) and (
-                value < 0 if key in ("gpus", "max_requeues") else value <= 0):
-            problems.append(f"slurm.{key}: {value!r} must be positive")
-        elif key == "executor" and value not in EXECUTORS:
-            problems.append(f"slurm.executor: {value!r} must be one of {list(EXECUTORS)}")
-        elif key == "setup" and not all(isinstance(x, str) for x in value):
-            problems.append("slurm.setup must be a list of shell lines (strings)")
-    return problems
-
-
-def parse_sbatch_flags(items: Sequence[str] | None) -> dict[str, str]:
-    """``["account=abc", "qos=high", "exclusive"]`` → ``{"account": "abc", "qos": "high",
-    "exclusive": True}`` (``--slurm-sbatch`` on the command line; leading dashes allowed)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, eq, value = item.lstrip("-").partition("=")
-        if not key.strip():
-            raise ValueError(f"--slurm-sbatch {item!r}: expected KEY=VALUE, e.g. account=abc")
-        out[key.strip()] = value if eq else True
-    return out
-
-
-def slurm_options(block: dict[str, Any] | None = None, **overrides: Any) -> SlurmOptions:
-    """The profile's ``slurm:`` mapping with the command line's ``overrides`` (None: unset)
-    on top; ``sbatch`` flags are merged (the command line wins per flag)."""
-    problems = validate_slurm_block(block)
-    if problems:
-        raise ValueError("; ".join(problems))
-    values = dict(block or {})
-    for key, value in overrides.items():
-        if key not in _FIELDS:
-            raise TypeError(f"unknown Slurm option {key!r}")
-        if value is None:
-            continue
-        if key == "sbatch":
-            values["sbatch"] = {**values.get("sbatch", {}), **value}
-        else:
-            values[key] = value
-    problems = validate_slurm_block(values)
-    if problems:
-        raise ValueError("; ".join(problems))
-    return SlurmOptions(**values)
 
 
 # ------------------------------------------------------------------------------------------
@@ -154,14 +61,14 @@ def _granted_cpus() -> int:
 class NotebookJob(Checkpointable):
     """One run as a submitit job: ``NotebookJob()(task)`` executes it on the node.
 
-    ``task`` is the plain dict the batch driver builds for :func:`dml_core.batch._execute_run`.
+    ``task`` is the plain dict the batch driver builds for :func:`dml_core.execution.execute_run`.
     On the node the job uses the CPUs it was granted: ``OMP_NUM_THREADS`` and
     ``DML_NUM_WORKERS`` (DataLoader workers per loader) follow ``os.sched_getaffinity``, unless
     set already.
     """
 
     def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
-        from dml_core.batch import _execute_run
+        from dml_core.execution import execute_run
 
         cpus = _granted_cpus()
         env = dict(task.get("env") or {})
@@ -174,7 +81,7 @@ class NotebookJob(Checkpointable):
             print(f"run {task['id']} in Slurm job {job_id} on {os.uname().nodename}, "
                   f"{cpus} CPUs, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}",
                   flush=True)
-        return _execute_run(task)
+        return execute_run(task)
 
     def checkpoint(self, task: dict[str, Any]):  # noqa: D401 - submitit's hook
         """Preempted or timed out: the same task again (the run folder holds the progress)."""
@@ -196,7 +103,7 @@ class NotebookJob(Checkpointable):
 # The driver's side
 def _require_submitit() -> None:
     if submitit is None:
-        from dml_core.batch import BatchError
+        from dml_core.profiles import BatchError
 
         raise BatchError("--backend slurm needs submitit: "
                          f"`{sys.executable} -m pip install -e '.[cluster]'`")
@@ -220,7 +127,7 @@ def make_executor(options: SlurmOptions, folder: Path, job_name: str = "dml"):
     try:
         ex = SlurmExecutor(folder, max_num_timeout=options.max_requeues)
     except RuntimeError as exc:  # no srun on PATH
-        from dml_core.batch import BatchError
+        from dml_core.profiles import BatchError
 
         raise BatchError(f"--backend slurm: {exc} (run the batch on a login node of the "
                          "cluster, or use --backend local)") from exc
@@ -252,8 +159,8 @@ def _log_of(job) -> str:
 
 
 def _job_status(job, plan_id: str) -> dict[str, Any]:
-    """The status dict of a finished job: what ``_execute_run`` returned, or a failure naming
-    the Slurm log (the job died before or after ``_execute_run``: killed, OOM, no requeue)."""
+    """The status dict of a finished job: what ``execute_run`` returned, or a failure naming
+    the Slurm log (the job died before or after ``execute_run``: killed, OOM, no requeue)."""
     try:
         status = job.result()
         if isinstance(status, dict):

@@ -86,15 +86,16 @@ def run_disk_bytes(recipe: dict, params: int | None = None) -> int:
 
 
 def _runs(profile, only, data_root, runs_root, profiles_dir, settings):
-    from dml_core import batch, params as nbparams
+    from dml_core import params as nbparams, profiles
 
-    prof = profile if isinstance(profile, batch.Profile) else batch.load_profile(profile, profiles_dir)
+    prof = (profile if isinstance(profile, profiles.Profile)
+            else profiles.load_profile(profile, profiles_dir))
     runs_root = Path(runs_root).expanduser().resolve() if runs_root else paths.runs_root().resolve()
     out = []
-    for run in batch._select(prof.runs, only):
-        rdir = batch._run_dir(runs_root, prof.name, run.id)
-        p = batch.apply_settings(run, batch._effective_parameters(run, prof.name, rdir, data_root),
-                                 settings)
+    for run in profiles.select_runs(prof.runs, only):
+        rdir = profiles.run_dir_of(runs_root, prof.name, run.id)
+        p = profiles.apply_settings(
+            run, profiles.effective_parameters(run, prof.name, rdir, data_root), settings)
         p = {**nbparams.defaults(run.notebook), **p} \
             if nbparams.notebook_stem(run.notebook) in nbparams.NOTEBOOK_PARAMETERS else p
         out.append((run, p))
@@ -104,7 +105,7 @@ def _runs(profile, only, data_root, runs_root, profiles_dir, settings):
 def check_profile(profile, *, only: str | Sequence[str] | None = None, data_root=None,
                   runs_root=None, profiles_dir: Path | None = None,
                   settings: dict[str, Any] | None = None) -> PreflightReport:
-    """Run every check for ``profile`` (name, path or :class:`dml_core.batch.Profile`)."""
+    """Run every check for ``profile`` (name, path or :class:`dml_core.profiles.Profile`)."""
     from dml_core import params as nbparams
     from dml_core.data.preparation import dataset_dir, is_prepared
     from dml_core.recipes import get_recipe

@@ -62,7 +62,7 @@ def test_set_is_recorded_in_the_run_folder(tmp_path, monkeypatch):
         seen.update(task["parameters"])
         return {"status": "done", "elapsed_s": 0.0}
 
-    monkeypatch.setattr(batch, "_execute_run", fake_execute)
+    monkeypatch.setattr(batch, "execute_run", fake_execute)
     monkeypatch.setattr(batch, "_check_kernel", lambda name: None)
     res = batch.run_profile(prof, runs_root=tmp_path, settings={"batch_size": 8}, quiet=True)
     assert seen["overrides"]["batch_size"] == 8 and seen["overrides"]["epochs"] == 1

@@ -172,7 +172,7 @@ def _status(run_dir: Path) -> dict:
 
 
 def collect_runs(prof, profile_dir: Path) -> list[RunPage]:
-    """The runs of ``prof`` (:class:`dml_core.batch.Profile`) in profile order, each with its
+    """The runs of ``prof`` (:class:`dml_core.profiles.Profile`) in profile order, each with its
     status (from its ``status.json``)."""
     out = []
     for run in prof.runs:
@@ -532,7 +532,7 @@ def write_sources(profile: str | os.PathLike, runs_root: str | os.PathLike | Non
     """Write the Sphinx sources of the book to ``runs/<profile>/.book/src``; return the plan.
 
     ``profile``: a profile name (``profiles/<name>.yaml``) or the path of a profile file."""
-    from dml_core.batch import BatchError, load_profile
+    from dml_core.profiles import BatchError, load_profile
 
     from .runs import load_runs
 

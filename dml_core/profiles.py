@@ -1,0 +1,317 @@
+"""Profiles: read and check ``profiles/<name>.yaml`` (format: ``profiles/README.md``).
+
+A profile lists runs ``{id, notebook, parameters, stage, description}``; :func:`load_profile`
+reads one into a :class:`Profile` of :class:`Run` s and raises :class:`ProfileError` naming every
+problem at once (its ``slurm:`` block is checked by :mod:`dml_core.slurm_settings`). The
+parameters a run's notebook receives are :func:`effective_parameters` (the profile's, plus the
+injected ``profile``, ``run_dir``, ``data_root``) with the ``--set`` settings of the batch
+applied by :func:`apply_settings`. The batch (:mod:`dml_core.batch`), its pre-flight check
+(:mod:`dml_core.preflight`) and the book (:mod:`dml_core.report.book`) read profiles here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from dml_core import io, paths
+from dml_core.slurm_settings import validate_slurm_block
+
+# nbformat → jsonschema imports the optional ``rfc3987_syntax``, which compiles an Earley grammar
+# at import time (2–3 s of CPU in every batch and worker process) only to check the "iri" string
+# format, which notebook schemas do not use. Mark it unavailable unless something imported it.
+# (Here, the lowest module of the batch that reads notebooks; the batch's workers import it too.)
+if "rfc3987_syntax" not in sys.modules and "jsonschema" not in sys.modules:
+    sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]
+
+__all__ = [
+    "BatchError",
+    "ProfileError",
+    "Run",
+    "Profile",
+    "load_profile",
+    "resolve_profile_path",
+    "list_profiles",
+    "default_stage",
+    "select_runs",
+    "run_dir_of",
+    "effective_parameters",
+    "parse_settings",
+    "apply_settings",
+]
+
+# Default stage by the notebook's two-digit prefix; any other notebook is stage DEFAULT_STAGE.
+DEFAULT_STAGE_BY_PREFIX = {"00": 0, "06": 2, "08": 2}
+DEFAULT_STAGE = 1
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_PROFILE_KEYS = {"name", "description", "runs", "parameters", "notebooks_dir", "slurm"}
+_RUN_KEYS = {"id", "notebook", "parameters", "stage", "description"}
+_INJECTED = ("profile", "run_dir", "data_root")
+
+
+class BatchError(Exception):
+    """Something prevents the batch from starting (bad profile, unknown kernel, ...)."""
+
+
+class ProfileError(BatchError):
+    """The profile file is malformed; the message names the file and the problem."""
+
+
+@dataclasses.dataclass
+class Run:
+    id: str
+    notebook: Path  # absolute path of the .ipynb
+    parameters: dict[str, Any]  # the profile's parameters (no injected ones)
+    stage: int
+    description: str = ""
+
+
+@dataclasses.dataclass
+class Profile:
+    name: str
+    description: str
+    runs: list[Run]
+    path: Path | None
+    notebooks_dir: Path
+    slurm: dict[str, Any] = dataclasses.field(default_factory=dict)  # --backend slurm settings
+
+
+def resolve_profile_path(profile: str | os.PathLike, profiles_dir: Path | None = None) -> Path:
+    """A profile name (``demo`` → ``profiles/demo.yaml``) or a path to a YAML file."""
+    profiles_dir = Path(profiles_dir or paths.PROFILES_DIR)
+    text = str(profile)
+    candidate = Path(text).expanduser()
+    if text.endswith((".yaml", ".yml")) or os.sep in text or candidate.is_file():
+        if not candidate.is_file():
+            raise ProfileError(f"profile file not found: {candidate}")
+        return candidate.resolve()
+    for ext in (".yaml", ".yml"):
+        path = profiles_dir / f"{text}{ext}"
+        if path.is_file():
+            return path
+    known = ", ".join(p.stem for p in _profile_files(profiles_dir)) or "(none)"
+    raise ProfileError(f"unknown profile {text!r}: no {profiles_dir / (text + '.yaml')}; "
+                       f"available profiles: {known}")
+
+
+def _profile_files(profiles_dir: Path) -> list[Path]:
+    return sorted([*profiles_dir.glob("*.yaml"), *profiles_dir.glob("*.yml")])
+
+
+def default_stage(notebook: str | Path) -> int:
+    m = re.match(r"^(\d\d)", Path(notebook).name)
+    return DEFAULT_STAGE_BY_PREFIX.get(m.group(1), DEFAULT_STAGE) if m else DEFAULT_STAGE
+
+
+def load_profile(profile: str | os.PathLike, profiles_dir: Path | None = None,
+                 notebooks_dir: Path | None = None, validate_params: bool = True) -> Profile:
+    """Read and validate a profile; raise :class:`ProfileError` naming every problem found.
+
+    Checks: required keys (``name``, ``runs``; each run ``id`` and ``notebook``), no unknown keys,
+    ``name`` equal to the file name, ids unique and usable as folder names, notebook files exist,
+    ``stage`` a non-negative int, and — for notebooks with a schema in
+    :data:`dml_core.params.NOTEBOOK_PARAMETERS` — the parameters (see :mod:`dml_core.params`).
+    """
+    from dml_core import params as nbparams
+
+    path = resolve_profile_path(profile, profiles_dir)
+    try:
+        data = io.read_yaml(path)
+    except Exception as exc:  # yaml.YAMLError and friends
+        raise ProfileError(f"{path}: not valid YAML: {exc}") from exc
+    where = str(path)
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: a profile is a mapping with keys name, description, runs")
+    problems: list[str] = []
+    for key in ("name", "runs"):
+        if key not in data:
+            problems.append(f"missing top-level key {key!r}")
+    unknown = sorted(set(data) - _PROFILE_KEYS)
+    if unknown:
+        problems.append(f"unknown top-level key(s) {unknown}; allowed: {sorted(_PROFILE_KEYS)}")
+    name = data.get("name")
+    if "name" in data and (not isinstance(name, str) or not _ID_RE.match(name)):
+        problems.append(f"name {name!r} must be a string of letters, digits, '_', '.', '-'")
+    elif isinstance(name, str) and name != path.stem:
+        problems.append(f"name {name!r} must equal the file name {path.stem!r}")
+    description = data.get("description") or ""
+    if not isinstance(description, str):
+        problems.append("description must be a string")
+    defaults = data.get("parameters") or {}
+    if not isinstance(defaults, dict):
+        problems.append("parameters (defaults for every run) must be a mapping")
+        defaults = {}
+    if notebooks_dir is None:
+        nbdir = data.get("notebooks_dir")
+        notebooks_dir = (path.parent / nbdir).resolve() if nbdir else paths.NOTEBOOKS_DIR
+    notebooks_dir = Path(notebooks_dir)
+    runs_data = data.get("runs")
+    if "runs" in data and (not isinstance(runs_data, list) or not runs_data):
+        problems.append("runs must be a non-empty list of {id, notebook, parameters}")
+        runs_data = []
+    runs: list[Run] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(runs_data or []):
+        label = f"runs[{i}]"
+        if not isinstance(entry, dict):
+            problems.append(f"{label} must be a mapping with keys id, notebook, parameters")
+            continue
+        run_id = entry.get("id")
+        if isinstance(run_id, str):
+            label = f"runs[{i}] (id {run_id!r})"
+        for key in ("id", "notebook"):
+            if key not in entry:
+                problems.append(f"{label}: missing key {key!r}")
+        bad = sorted(set(entry) - _RUN_KEYS)
+        if bad:
+            problems.append(f"{label}: unknown key(s) {bad}; allowed: {sorted(_RUN_KEYS)}")
+        if "id" in entry:
+            if not isinstance(run_id, str) or not _ID_RE.match(run_id):
+                problems.append(f"{label}: id {run_id!r} must be letters, digits, '_', '.', '-'")
+            elif run_id in seen:
+                problems.append(f"{label}: duplicate id {run_id!r} (also runs[{seen[run_id]}])")
+            else:
+                seen[run_id] = i
+        nb = entry.get("notebook")
+        nb_path = None
+        if "notebook" in entry:
+            if not isinstance(nb, str) or not nb.endswith(".ipynb"):
+                problems.append(f"{label}: notebook {nb!r} must be a .ipynb file name")
+            else:
+                nb_path = (notebooks_dir / nb).resolve()
+                if not nb_path.is_file():
+                    have = ", ".join(p.name for p in sorted(notebooks_dir.glob("*.ipynb")))
+                    problems.append(f"{label}: unknown notebook {nb!r}: no file {nb_path}; "
+                                    f"notebooks in {notebooks_dir}: {have or '(none)'}")
+                    nb_path = None
+        run_params = entry.get("parameters") or {}
+        if not isinstance(run_params, dict):
+            problems.append(f"{label}: parameters must be a mapping")
+            run_params = {}
+        clash = sorted(set(run_params) & {"profile", "run_dir"})
+        if clash:
+            problems.append(f"{label}: parameters {clash} are injected by the batch; remove them")
+        stage = entry.get("stage")
+        if stage is not None and (not isinstance(stage, int) or isinstance(stage, bool)
+                                  or stage < 0):
+            problems.append(f"{label}: stage {stage!r} must be a non-negative integer")
+            stage = None
+        if nb_path is None or not isinstance(run_id, str):
+            continue
+        merged = {**defaults, **run_params}
+        stem = nbparams.notebook_stem(nb_path)
+        if validate_params and stem in nbparams.NOTEBOOK_PARAMETERS:
+            trial = {**merged, "profile": name if isinstance(name, str) else "x",
+                     "run_dir": "/tmp/x"}
+            try:
+                nbparams.validate_parameters(stem, trial, resolve=False)
+            except nbparams.ParameterError as exc:
+                problems.extend(f"{label}: {p}" for p in exc.problems)
+        runs.append(Run(id=run_id, notebook=nb_path, parameters=merged,
+                        stage=default_stage(nb_path) if stage is None else stage,
+                        description=str(entry.get("description") or "")))
+    problems.extend(validate_slurm_block(data.get("slurm")))
+    if problems:
+        raise ProfileError(f"bad profile {where}:\n" + "\n".join(f"  - {p}" for p in problems))
+    return Profile(name=name, description=description, runs=runs, path=path,
+                   notebooks_dir=notebooks_dir, slurm=dict(data.get("slurm") or {}))
+
+
+def list_profiles(profiles_dir: Path | None = None) -> list[tuple[str, str, int | None, str]]:
+    """``(name, description, number of runs or None, error or "")`` for every profile file."""
+    profiles_dir = Path(profiles_dir or paths.PROFILES_DIR)
+    out = []
+    for path in _profile_files(profiles_dir):
+        try:
+            p = load_profile(path)
+            out.append((p.name, p.description, len(p.runs), ""))
+        except BatchError as exc:
+            out.append((path.stem, "", None, str(exc)))
+    return out
+
+
+def select_runs(runs: list[Run], only: str | Sequence[str] | None) -> list[Run]:
+    """The runs whose id matches one of the fnmatch patterns ``only`` (``--only``; a pattern
+    may list several, comma-separated); all runs when ``only`` is empty."""
+    if not only:
+        return list(runs)
+    items = [only] if isinstance(only, str) else list(only)
+    patterns = [pat.strip() for item in items for pat in item.split(",") if pat.strip()]
+    chosen = [r for r in runs if any(fnmatch.fnmatchcase(r.id, p) for p in patterns)]
+    if not chosen:
+        raise BatchError(f"--only {','.join(patterns)} matches no run; run ids: "
+                         + ", ".join(r.id for r in runs))
+    return chosen
+
+
+def run_dir_of(runs_root: Path, profile: str, run_id: str) -> Path:
+    """The run folder of run ``run_id``: ``<runs_root>/<profile>/<run_id>``, absolute."""
+    return (runs_root / profile / run_id).resolve()
+
+
+def effective_parameters(run: Run, profile: str, run_dir: Path, data_root) -> dict[str, Any]:
+    """The run's profile parameters with the injected ``profile``, ``run_dir`` and (when given)
+    ``data_root``."""
+    params = dict(run.parameters)
+    params["profile"] = profile
+    params["run_dir"] = str(run_dir)
+    if data_root is not None:
+        params["data_root"] = str(Path(data_root).expanduser().resolve())
+    return params
+
+
+def parse_settings(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["epochs=1", "rrc_scale=[0.5, 1]"]`` → ``{"epochs": 1, "rrc_scale": [0.5, 1]}``.
+
+    Each value is read as YAML (numbers, booleans, ``null``, lists); a later KEY wins. Raises
+    :class:`BatchError` for an item without ``=`` or with an empty key.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise BatchError(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=1")
+        try:
+            out[key] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as exc:
+            raise BatchError(f"--set {item!r}: the value is not valid YAML: {exc}") from exc
+    return out
+
+
+def apply_settings(run: Run, params: dict[str, Any], settings: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's parameters with the profile-wide ``settings`` (``--set``) applied.
+
+    A setting that is a parameter of the run's notebook (``device``, the toy's ``epochs``) sets
+    that parameter. Notebooks with an ``overrides`` parameter (the training notebooks) get every
+    other setting merged into ``overrides`` (the settings win), so the recipe code checks the keys
+    and records them (``overrides``, ``shortened``, ``reported: None`` in the run's
+    ``config.yaml`` and ``summary.json``). Other settings leave other notebooks unchanged.
+    """
+    if not settings:
+        return params
+    from dml_core import params as nbparams
+
+    try:
+        _, schema = nbparams._schema(run.notebook)
+    except nbparams.ParameterError:
+        schema = {}
+    out = dict(params)
+    own = {k: v for k, v in settings.items() if k in schema and k not in _INJECTED + ("overrides",)}
+    out.update(own)
+    if "overrides" in schema:
+        from dml_core.recipes import list_recipes, recipe_by_name
+
+        # a parameter of another notebook (e.g. 08's output_dir) that is no recipe key: not ours
+        recipe_keys = {k for name in list_recipes() for k in recipe_by_name(name)}
+        others = {k for sch in nbparams.NOTEBOOK_PARAMETERS.values() for k in sch} - recipe_keys
+        rest = {k: v for k, v in settings.items() if k not in own and k not in others}
+        if rest:
+            out["overrides"] = {**dict(params.get("overrides") or {}), **rest}
+    return out
