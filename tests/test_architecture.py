@@ -9,6 +9,19 @@ import dml_core
 
 PACKAGE = Path(dml_core.__file__).resolve().parent
 
+#: The layers of docs/ARCHITECTURE.md, bottom up, by the name under ``dml_core``: a module imports
+#: only from its own layer or the layers below it.
+LAYERS = [
+    {"paths", "io", "locks", "progress"},
+    {"data", "evaluation", "models", "losses"},
+    {"methods", "recipes", "fair"},
+    {"training"},
+    {"params", "slurm_settings", "profiles"},
+    {"report"},
+    {"study", "toy", "query", "execution", "cluster", "preflight", "batch", "rehearsal",
+     "replicate", "prepare"},
+]
+
 
 def module_files(package: Path = PACKAGE) -> dict[str, Path]:
     """``{dotted module name: file}`` for every module of the package (``__init__`` = package)."""
@@ -101,3 +114,21 @@ def test_the_batch_layers_import_downwards_only():
         assert "dml_core.batch" not in graph[low], f"{low} imports dml_core.batch"
     assert "dml_core.execution" not in graph["dml_core.profiles"]
     assert not {"dml_core.cluster", "dml_core.preflight"} & graph["dml_core.execution"]
+
+
+def layer_of(module: str) -> int | None:
+    """The index in :data:`LAYERS` of ``dml_core.<name>[.<sub>...]``; None when unplaced."""
+    name = module.split(".")[1]
+    return next((i for i, names in enumerate(LAYERS) if name in names), None)
+
+
+def test_every_import_points_down_the_layers():
+    graph = import_graph()
+    modules = [m for m in graph if m != "dml_core"]
+    unplaced = sorted({m.split(".")[1] for m in modules if layer_of(m) is None})
+    assert not unplaced, (f"modules {unplaced} have no layer: add each to LAYERS here and to "
+                          "docs/ARCHITECTURE.md ('Layout: who imports whom')")
+    upward = sorted(f"{a} (layer {layer_of(a) + 1}) imports {b} (layer {layer_of(b) + 1})"
+                    for a in modules for b in graph[a] if b != "dml_core"
+                    and layer_of(b) > layer_of(a))
+    assert not upward, "imports that point up the layers:\n" + "\n".join(upward)
