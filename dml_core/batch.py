@@ -5,14 +5,11 @@
 
 1. skips it when it finished before with the same fingerprint (:mod:`dml_core.execution`), unless
    ``--force``;
-2. executes ``notebooks/<notebook>`` with papermill (``cwd`` = the notebooks folder; injected
-   parameters ``profile``, ``run_dir`` and, with ``--data-root``, ``data_root``) into
-   ``runs/<profile>/<id>/notebook.ipynb`` — while it runs, papermill saves progress into
-   ``notebook.running.ipynb`` beside it; the final file is written atomically at the end, failed
-   or not — and streams the cell outputs into ``runs/<profile>/<id>/log.txt``;
-3. renders it to ``runs/<profile>/<id>/notebook.html`` (also when the notebook failed, so the
-   traceback is readable), writes ``status.json`` and, only after success, ``done.json``;
-4. rewrites ``runs/<profile>/index.html`` (the report: every run in profile order, linked, with
+2. executes ``notebooks/<notebook>`` into its run folder ``runs/<profile>/<id>/`` (injected
+   parameters ``profile``, ``run_dir`` and, with ``--data-root``, ``data_root``): the executed
+   notebook, its HTML, ``log.txt``, ``status.json`` and, only after success, ``done.json``
+   (:func:`dml_core.execution.execute_run`);
+3. rewrites ``runs/<profile>/index.html`` (the report: every run in profile order, linked, with
    status and time) and, at the end, ``runs/<profile>/batch_summary.json``.
 
 A failing run does not stop the others; the exit code is 1 when any run failed, 2 for a bad
@@ -60,26 +57,11 @@ from dml_core.profiles import (BatchError, Profile, ProfileError, Run, apply_set
                                default_stage, effective_parameters, list_profiles, load_profile,
                                parse_settings, resolve_profile_path, run_dir_of, select_runs)
 
-__all__ = [
-    "RunResult",
-    "BatchResult",
-    "run_profile",
-    "gpu_for_slot",
-    "main",
-    # re-exported: the profile (dml_core.profiles) and the fingerprints (dml_core.execution)
-    "BatchError",
-    "ProfileError",
-    "Run",
-    "Profile",
-    "load_profile",
-    "resolve_profile_path",
-    "list_profiles",
-    "default_stage",
-    "parse_settings",
-    "apply_settings",
-    "notebook_fingerprint",
-    "code_fingerprint",
-]
+__all__ = ["RunResult", "BatchResult", "run_profile", "gpu_for_slot", "main",
+           # re-exported from dml_core.profiles and dml_core.execution for the batch's users
+           "BatchError", "ProfileError", "Run", "Profile", "load_profile", "resolve_profile_path",
+           "list_profiles", "default_stage", "parse_settings", "apply_settings",
+           "notebook_fingerprint", "code_fingerprint"]
 
 DEFAULT_KERNEL = "python3"
 

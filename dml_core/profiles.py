@@ -28,21 +28,9 @@ from dml_core.slurm_settings import validate_slurm_block
 if "rfc3987_syntax" not in sys.modules and "jsonschema" not in sys.modules:
     sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]
 
-__all__ = [
-    "BatchError",
-    "ProfileError",
-    "Run",
-    "Profile",
-    "load_profile",
-    "resolve_profile_path",
-    "list_profiles",
-    "default_stage",
-    "select_runs",
-    "run_dir_of",
-    "effective_parameters",
-    "parse_settings",
-    "apply_settings",
-]
+__all__ = ["BatchError", "ProfileError", "Run", "Profile", "load_profile",
+           "resolve_profile_path", "list_profiles", "default_stage", "select_runs", "run_dir_of",
+           "effective_parameters", "parse_settings", "apply_settings"]
 
 # Default stage by the notebook's two-digit prefix; any other notebook is stage DEFAULT_STAGE.
 DEFAULT_STAGE_BY_PREFIX = {"00": 0, "06": 2, "08": 2}
