@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from dml_core.losses import MovingProxyLoss
-from dml_core.methods._util import options
+from dml_core.methods._util import fused_adam, options
 from dml_core.methods.base import Method, StepOutput
 from dml_core.models import ProxyHeadNet
 
@@ -56,7 +56,7 @@ class AsymptoticProxyMethod(Method):
         criterion = MovingProxyLoss(num_classes, dim, temperature=float(o["temperature"]),
                                     momentum=float(o["momentum"]), learnable=False)
         super().__init__(model, criterion)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=float(o["lr"]))
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=float(o["lr"]), **fused_adam())
         step = o["lr_step"] if o["lr_step"] is not None else max(int(recipe["epochs"]) // 2, 1)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=int(step),
                                                          gamma=float(o["lr_gamma"]))

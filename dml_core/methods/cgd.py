@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from dml_core.losses import BatchHardTripletLoss, LabelSmoothingCrossEntropy
-from dml_core.methods._util import options
+from dml_core.methods._util import fused_adam, options
 from dml_core.methods.base import Method, StepOutput
 from dml_core.models import CGDNet
 
@@ -82,7 +82,7 @@ class CGDMethod(Method):
                        gem_clamp=bool(o["gem_clamp"]))
         criterion = CGDLoss(float(o["smoothing"]), float(o["temperature"]), float(o["margin"]))
         super().__init__(model, criterion)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=float(o["lr"]))
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=float(o["lr"]), **fused_adam())
         milestones = (list(o["lr_milestones"]) if o["lr_milestones"] is not None
                       else cgd_milestones(int(recipe["epochs"])))
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones,

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 from dml_core.losses import DynamicMarginLoss, ProxyAnchorLoss, make_margin_optimizer
-from dml_core.methods._util import options, params_except, set_requires_grad
+from dml_core.methods._util import fused_adam, options, params_except, set_requires_grad
 from dml_core.methods.base import Method
 from dml_core.models import (
     ProxyAnchorNet,
@@ -108,7 +108,7 @@ class ProxyAnchorMethod(Method):
             {"params": self.trunk_params, "lr": lr},
             {"params": list(model.embedding.parameters()), "lr": lr},
             {"params": [self.criterion.proxies], "lr": lr * float(o["proxy_lr_mult"])},
-        ], lr=lr, weight_decay=float(o["weight_decay"]))
+        ], lr=lr, weight_decay=float(o["weight_decay"]), **fused_adam())
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=int(o["lr_step"]), gamma=float(o["lr_gamma"]))
 

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from dml_core.losses import NormSoftmaxLoss
-from dml_core.methods._util import options, params_except, set_requires_grad
+from dml_core.methods._util import fused_adam, options, params_except, set_requires_grad
 from dml_core.methods.base import Method
 from dml_core.models import NormSoftmaxNet, feature_dim, set_batchnorm_eval
 
@@ -90,7 +90,7 @@ class NormSoftmaxMethod(Method):
                 return torch.optim.SGD(groups, lr=lr, momentum=mom)
         else:  # the CPU demo's from-scratch network (SGD needs thousands of steps there)
             def make(groups):
-                return torch.optim.Adam(groups, lr=lr)
+                return torch.optim.Adam(groups, lr=lr, **fused_adam())
         self.warmup_optimizer = make(
             [{"params": head, "weight_decay": wd},
              {"params": list(criterion.parameters()), "weight_decay": proxy_wd}]
