@@ -31,12 +31,19 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-__all__ = ["IMAGE_SIZES", "SETTINGS", "SUBSET", "photo", "write_image", "make_car_raw",
+__all__ = ["IMAGE_SIZES", "STANDINS", "SETTINGS", "SUBSET", "photo", "write_image", "make_car_raw",
            "make_cub_raw", "make_sop_raw", "make_isc_raw", "make_stl10_raw", "write_standins",
            "published_state_dict", "write_weights", "rehearse", "main"]
 
 #: Typical (width, height) of the real images (CUB ~500×375, Cars ~700×470; SOP and In-shop stand-ins).
 IMAGE_SIZES = {"car": (700, 470), "cub": (500, 375), "sop": (400, 400), "isc": (256, 256)}
+#: The rehearsal's stand-in splits (:func:`write_standins`): 6 training classes of 4 images (two
+#: full batches of 8 at 2 per class, so every run takes its 2 steps) and 4 test classes of 2
+#: images (the test split is embedded twice per run, untrained and after the epoch: at 224 px on
+#: CPU the largest part of a shortened run; the In-shop gallery gets the 8 images the notebooks'
+#: top-8 retrieval needs), STL-10 with 4 test images per class (the toy embeds its
+#: test split after every epoch of each of its 4 trainings).
+STANDINS = {"classes": 6, "per_class": 4, "test": (4, 2), "stl10_test_per_class": 4}
 #: The rehearsal's profile-wide override (``--set``) of every training run.
 SETTINGS = {"epochs": 1, "max_steps_per_epoch": 2, "batch_size": 8, "samples_per_class": 2,
             "device": "cpu"}
@@ -78,16 +85,21 @@ def _box(size, j: int) -> tuple[float, float, float, float]:
 
 
 # --------------------------------------------------------------------------------- raw layouts
-def make_car_raw(folder: Path, classes=(1, 2, 98, 99, 100, 196), per_class=2, size=(40, 30),
-                 painter: Painter | None = None) -> list[dict]:
-    """``cars_annos.mat`` (struct array ``annotations`` with the real field names) + ``car_ims/``."""
+def _count(per_class: int | dict, cls: int) -> int:
+    return per_class[cls] if isinstance(per_class, dict) else per_class
+
+
+def make_car_raw(folder: Path, classes=(1, 2, 98, 99, 100, 196), per_class: int | dict = 2,
+                 size=(40, 30), painter: Painter | None = None) -> list[dict]:
+    """``cars_annos.mat`` (struct array ``annotations`` with the real field names) + ``car_ims/``;
+    ``per_class``: images per class (a dict: per class id)."""
     import scipy.io
 
     folder.mkdir(parents=True, exist_ok=True)
     names = ["relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test"]
     rows = []
     for cls in classes:
-        for j in range(per_class):
+        for j in range(_count(per_class, cls)):
             i = len(rows) + 1
             x1, y1, x2, y2 = _box(size, j)
             rows.append({"relative_im_path": f"car_ims/{i:06d}.jpg", "bbox_x1": x1, "bbox_y1": y1,
@@ -101,12 +113,13 @@ def make_car_raw(folder: Path, classes=(1, 2, 98, 99, 100, 196), per_class=2, si
     return rows
 
 
-def make_cub_raw(folder: Path, classes=(1, 2, 100, 101, 150, 200), per_class=2, size=(40, 30),
-                 painter: Painter | None = None) -> list[dict]:
-    """``images.txt``, ``image_class_labels.txt``, ``bounding_boxes.txt`` (floats), ``images/``."""
+def make_cub_raw(folder: Path, classes=(1, 2, 100, 101, 150, 200), per_class: int | dict = 2,
+                 size=(40, 30), painter: Painter | None = None) -> list[dict]:
+    """``images.txt``, ``image_class_labels.txt``, ``bounding_boxes.txt`` (floats), ``images/``;
+    ``per_class``: images per class (a dict: per class id)."""
     rows = []
     for cls in classes:
-        for j in range(per_class):
+        for j in range(_count(per_class, cls)):
             i = len(rows) + 1
             if size == (40, 30):
                 box = (2.0 + j, 4.5, 10.0, 12.25)
@@ -126,16 +139,18 @@ def make_cub_raw(folder: Path, classes=(1, 2, 100, 101, 150, 200), per_class=2, 
 
 
 def make_sop_raw(folder: Path, train_classes=(1, 2, 3), test_classes=(11319, 11320), per_class=2,
-                 size=(40, 30), painter: Painter | None = None) -> dict:
-    """``Ebay_train.txt`` / ``Ebay_test.txt`` with their header line, images under ``<super>_final/``."""
+                 size=(40, 30), painter: Painter | None = None, test_per_class: int | None = None) -> dict:
+    """``Ebay_train.txt`` / ``Ebay_test.txt`` with their header line, images under ``<super>_final/``
+    (``per_class`` images per class, ``test_per_class`` in the test split if given)."""
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
     i = 0
     for split, classes in (("train", train_classes), ("test", test_classes)):
         lines = ["image_id class_id super_class_id path"]
+        count = test_per_class if split == "test" and test_per_class else per_class
         for c, cls in enumerate(classes):
             sup = 0 if painter is None else c % len(SOP_SUPER)
-            for j in range(per_class):
+            for j in range(count):
                 i += 1
                 rel = f"{SOP_SUPER[sup]}_final/{cls}_{j}.JPG"
                 lines.append(f"{i} {cls} {sup + 1} {rel}")
@@ -190,31 +205,45 @@ def make_stl10_raw(folder: Path, train_per_class=4, test_per_class=62) -> dict:
 
 
 def write_standins(data_root: str | os.PathLike, sizes: dict | None = None, classes: int = 6,
-                   per_class: int = 4, datasets: Sequence[str] = ("car", "cub", "sop", "isc", "stl10")
-                   ) -> dict[str, int]:
-    """Raw stand-ins of ``datasets`` under ``data_root`` (``classes`` per split, ``per_class``
-    images each, photo-like JPEGs of ``sizes`` (default :data:`IMAGE_SIZES`)); returns image counts."""
+                   per_class: int = 4, datasets: Sequence[str] = ("car", "cub", "sop", "isc", "stl10"),
+                   test: tuple[int, int] | None = None, stl10_test_per_class: int = 62) -> dict[str, int]:
+    """Raw stand-ins of ``datasets`` under ``data_root``: ``classes`` training classes of
+    ``per_class`` images, ``test`` = (classes, images per class) for the evaluation split(s)
+    (default: the training numbers; In-shop splits each test item's images between query and
+    gallery, and adds as many gallery-only items), photo-like JPEGs of ``sizes`` (default :data:`IMAGE_SIZES`), STL-10 with
+    ``stl10_test_per_class`` test images per class; returns image counts."""
     root = Path(data_root)
     sizes = {**IMAGE_SIZES, **(sizes or {})}
+    n_test, per_test = test or (classes, per_class)
+    if min(classes, per_class, n_test, per_test) < 2:
+        raise ValueError(f"stand-ins need >= 2 classes of >= 2 images in every split (the samplers "
+                         f"and Recall@K), got train {classes}x{per_class}, test {n_test}x{per_test}")
     n = {}
+
+    def two_splits(first_test: int) -> tuple[int, ...]:  # the real class ids of each split
+        return tuple(range(1, classes + 1)) + tuple(range(first_test, first_test + n_test))
+
+    def counts(first_test: int) -> dict[int, int]:  # images per class id
+        return {c: per_test if c >= first_test else per_class for c in two_splits(first_test)}
+
     if "car" in datasets:  # classes 1-98 train, 99-196 test
-        n["car"] = len(make_car_raw(root / "car", tuple(range(1, classes + 1)) + tuple(range(99, 99 + classes)),
-                                    per_class, sizes["car"], photo))
+        n["car"] = len(make_car_raw(root / "car", two_splits(99), counts(99), sizes["car"], photo))
     if "cub" in datasets:  # 1-100 train, 101-200 test
-        n["cub"] = len(make_cub_raw(root / "cub", tuple(range(1, classes + 1)) + tuple(range(101, 101 + classes)),
-                                    per_class, sizes["cub"], photo))
+        n["cub"] = len(make_cub_raw(root / "cub", two_splits(101), counts(101), sizes["cub"], photo))
     if "sop" in datasets:  # the real test class ids start at 11319
         n["sop"] = sum(make_sop_raw(root / "sop", tuple(range(1, classes + 1)),
-                                    tuple(range(11319, 11319 + classes)), per_class, sizes["sop"],
-                                    photo).values())
+                                    tuple(range(11319, 11319 + n_test)), per_class, sizes["sop"],
+                                    photo, test_per_class=per_test).values())
     if "isc" in datasets:
-        half = max(1, per_class // 2)
+        half = per_test // 2
         items = [(f"id_{k:08d}", "train", per_class) for k in range(1, classes + 1)]
-        for k in range(100, 100 + classes):
-            items += [(f"id_{k:08d}", "query", half), (f"id_{k:08d}", "gallery", half)]
+        for k in range(100, 100 + n_test):
+            items += [(f"id_{k:08d}", "query", half), (f"id_{k:08d}", "gallery", per_test - half)]
+        # as in the real gallery, items no query shows (ids 200...): the gallery doubles
+        items += [(f"id_{k:08d}", "gallery", per_test - half) for k in range(200, 200 + n_test)]
         n["isc"] = len(make_isc_raw(root / "isc", items, sizes["isc"], photo))
     if "stl10" in datasets:
-        d = make_stl10_raw(root / "stl10")
+        d = make_stl10_raw(root / "stl10", test_per_class=stl10_test_per_class)
         n["stl10"] = sum(len(v[1]) for v in d.values())
     return n
 
@@ -278,7 +307,7 @@ def rehearse(work: str | os.PathLike, *, only: Sequence[str] | None = None, jobs
     data_root, runs_root = work / "data", work / "runs"
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     t0 = time.time()
-    counts = write_standins(data_root, sizes)
+    counts = write_standins(data_root, sizes, **STANDINS)
     say(f"stand-ins written under {data_root}: {counts} ({time.time() - t0:.0f} s)")
     os.environ["TORCH_HOME"] = str(work / "torch")
     t1 = time.time()
