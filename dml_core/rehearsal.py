@@ -40,8 +40,8 @@ IMAGE_SIZES = {"car": (700, 470), "cub": (500, 375), "sop": (400, 400), "isc": (
 #: The rehearsal's stand-in splits (:func:`write_standins`): 6 training classes of 4 images (two
 #: full batches of 8 at 2 per class, so every run takes its 2 steps) and 4 test classes of 2
 #: images (the test split is embedded twice per run, untrained and after the epoch: at 224 px on
-#: CPU the largest part of a shortened run; the In-shop gallery gets the 8 images the notebooks'
-#: top-8 retrieval needs), STL-10 with 4 test images per class (the toy embeds its
+#: CPU the largest part of a shortened run; 8 images, as the notebooks' top-8 retrieval needs:
+#: In-shop has them in its query and in its gallery), STL-10 with 4 test images per class (the toy embeds its
 #: test split after every epoch of each of its 4 trainings).
 STANDINS = {"classes": 6, "per_class": 4, "test": (4, 2), "stl10_test_per_class": 4}
 #: The rehearsal's profile-wide override (``--set``) of every training run.
@@ -209,8 +209,7 @@ def write_standins(data_root: str | os.PathLike, sizes: dict | None = None, clas
                    test: tuple[int, int] | None = None, stl10_test_per_class: int = 62) -> dict[str, int]:
     """Raw stand-ins of ``datasets`` under ``data_root``: ``classes`` training classes of
     ``per_class`` images, ``test`` = (classes, images per class) for the evaluation split(s)
-    (default: the training numbers; In-shop splits each test item's images between query and
-    gallery, and adds as many gallery-only items), photo-like JPEGs of ``sizes`` (default :data:`IMAGE_SIZES`), STL-10 with
+    (default: the training numbers; In-shop: in the query and in the gallery), photo-like JPEGs of ``sizes`` (default :data:`IMAGE_SIZES`), STL-10 with
     ``stl10_test_per_class`` test images per class; returns image counts."""
     root = Path(data_root)
     sizes = {**IMAGE_SIZES, **(sizes or {})}
@@ -235,12 +234,9 @@ def write_standins(data_root: str | os.PathLike, sizes: dict | None = None, clas
                                     tuple(range(11319, 11319 + n_test)), per_class, sizes["sop"],
                                     photo, test_per_class=per_test).values())
     if "isc" in datasets:
-        half = per_test // 2
         items = [(f"id_{k:08d}", "train", per_class) for k in range(1, classes + 1)]
         for k in range(100, 100 + n_test):
-            items += [(f"id_{k:08d}", "query", half), (f"id_{k:08d}", "gallery", per_test - half)]
-        # as in the real gallery, items no query shows (ids 200...): the gallery doubles
-        items += [(f"id_{k:08d}", "gallery", per_test - half) for k in range(200, 200 + n_test)]
+            items += [(f"id_{k:08d}", "query", per_test), (f"id_{k:08d}", "gallery", per_test)]
         n["isc"] = len(make_isc_raw(root / "isc", items, sizes["isc"], photo))
     if "stl10" in datasets:
         d = make_stl10_raw(root / "stl10", test_per_class=stl10_test_per_class)

@@ -34,10 +34,10 @@ def test_standins_have_the_real_layouts_and_sizes(tmp_path):
     from PIL import Image
 
     counts = rehearsal.write_standins(tmp_path, classes=2, per_class=2)
-    assert counts == {"car": 8, "cub": 8, "sop": 8, "isc": 10, "stl10": 660}
+    assert counts == {"car": 8, "cub": 8, "sop": 8, "isc": 12, "stl10": 660}
     assert (tmp_path / "sop/Ebay_train.txt").read_text().startswith("image_id class_id super_class_id path\n")
     lines = (tmp_path / "isc/Eval/list_eval_partition.txt").read_text().splitlines()
-    assert lines[0] == "10" and lines[1] == "image_name item_id evaluation_status"
+    assert lines[0] == "12" and lines[1] == "image_name item_id evaluation_status"
     with Image.open(tmp_path / "cub/images/001.Bird_1/Bird_1_0001.jpg") as im:
         assert im.size == rehearsal.IMAGE_SIZES["cub"] and im.format == "JPEG"
 
@@ -53,17 +53,17 @@ def test_standin_test_splits_sized_apart_through_the_real_preparation(tmp_path):
 
     counts = rehearsal.write_standins(tmp_path, classes=3, per_class=4, test=(2, 2),
                                       datasets=("car", "cub", "sop", "isc"))
-    assert counts == {"car": 16, "cub": 16, "sop": 16, "isc": 18}
+    assert counts == {"car": 16, "cub": 16, "sop": 16, "isc": 20}
     for ds in counts:
         splits = Counter(r.split for r in read_index(prepare(ds, tmp_path, verbose=False)))
-        assert splits == ({"train": 12, "query": 2, "gallery": 4} if ds == "isc"
+        assert splits == ({"train": 12, "query": 4, "gallery": 4} if ds == "isc"
                           else {"train": 12, "test": 4}), (ds, splits)
     with pytest.raises(ValueError, match=">= 2 classes of >= 2 images"):
         rehearsal.write_standins(tmp_path / "x", test=(4, 1), datasets=("cub",))
     s, st = rehearsal.STANDINS, rehearsal.SETTINGS
     assert s["classes"] * s["per_class"] >= st["max_steps_per_epoch"] * st["batch_size"]
     assert s["classes"] >= st["batch_size"] // st["samples_per_class"]
-    assert s["test"][0] * s["test"][1] >= 8  # the notebooks retrieve the top 8 (In-shop: gallery)
+    assert s["test"][0] * s["test"][1] >= 8  # the notebooks retrieve the top 8
 
 
 #: The subset without the toy and 08_figures (5.5 and 1.5 min on 2 busy cores; make rehearsal
