@@ -5,7 +5,7 @@ What a user with the real data sets and a GPU machine does, on CPU, in a tempora
 1. :func:`write_standins` writes car, cub, sop, isc and stl10 in their exact raw layouts
    (``docs/DATA.md``): the real file names and header lines, a real ``cars_annos.mat`` (struct
    array written by :func:`scipy.io.savemat`), smooth random JPEGs of realistic sizes
-   (:data:`IMAGE_SIZES`), the STL-10 binaries;
+   (:data:`IMAGE_SIZES`), the STL-10 binaries; small splits (:data:`STANDINS`);
 2. :func:`write_weights` writes random weights in every published checkpoint's format (the full
    torchvision ``state_dict`` with its classifier; Cadene's BN-Inception with the (1, C) BatchNorm
    tensors of the Caffe port and no ``num_batches_tracked``) under the real file names into
@@ -38,11 +38,11 @@ __all__ = ["IMAGE_SIZES", "STANDINS", "SETTINGS", "SUBSET", "photo", "write_imag
 #: Typical (width, height) of the real images (CUB ~500×375, Cars ~700×470; SOP and In-shop stand-ins).
 IMAGE_SIZES = {"car": (700, 470), "cub": (500, 375), "sop": (400, 400), "isc": (256, 256)}
 #: The rehearsal's stand-in splits (:func:`write_standins`): 6 training classes of 4 images (two
-#: full batches of 8 at 2 per class, so every run takes its 2 steps) and 4 test classes of 2
-#: images (the test split is embedded twice per run, untrained and after the epoch: at 224 px on
-#: CPU the largest part of a shortened run; 8 images, as the notebooks' top-8 retrieval needs:
-#: In-shop has them in its query and in its gallery), STL-10 with 4 test images per class (the toy embeds its
-#: test split after every epoch of each of its 4 trainings).
+#: full batches of 8 at 2 per class, so every run takes its 2 steps); 4 test classes of 2 images
+#: (each run embeds its test split twice, untrained and after the epoch: at 224 px on CPU two
+#: thirds of its training time with 24 images; 8 is what the notebooks' top-8 retrieval needs, and
+#: In-shop has them in its query and in its gallery); STL-10 with 4 test images per class (the
+#: toy embeds its test split after every epoch of each of its 4 trainings).
 STANDINS = {"classes": 6, "per_class": 4, "test": (4, 2), "stl10_test_per_class": 4}
 #: The rehearsal's profile-wide override (``--set``) of every training run.
 SETTINGS = {"epochs": 1, "max_steps_per_epoch": 2, "batch_size": 8, "samples_per_class": 2,
