@@ -81,7 +81,7 @@ SETTINGS: dict[str, Setting] = {
         name="demo", datasets=("demo",), backbone="resnet18", pretrained=False, embedding_dim=64,
         crop_size=24, resize_size=27, transform="random_resized_crop", hflip=False,
         rrc_scale=(0.7, 1.0), batch_size=32, sampler="shuffle", samples_per_class=None,
-        epochs=8, eval_every=2, optimizer="Adam", lr=1e-3, weight_decay=0.0, lr_decay_epoch=6,
+        epochs=5, eval_every=2, optimizer="Adam", lr=1e-3, weight_decay=0.0, lr_decay_epoch=4,
         lr_gamma=0.5, warmup_epochs=0, freeze_bn=False, grad_clip_value=None,
         validation_fraction=0.2, seeds=(0, 1, 2), device="cpu", eval_batch_size=250,
         num_workers=0,
@@ -108,17 +108,20 @@ SETTINGS: dict[str, Setting] = {
 }
 
 #: How the demo setting's shared sampler was chosen: validation R@1 (the 10 validation classes,
-#: seed 0, epoch 8; the test set chose nothing) of every method under two candidate settings
-#: that differ only there (8 epochs, Adam 1e-3, lr x 0.5 after epoch 6, fused Adam; 2-core VM
-#: shared with other jobs, 2026-11-29). The first demo setting (2 images per class, 4 epochs,
-#: lr x 0.1 after epoch 3) left most methods near the untrained network's R@1 at 5 seeds.
+#: seed 0, epoch 4; the test set chose nothing) of every method under two candidate settings
+#: that differ only there (Adam 1e-3 up to epoch 4, fused Adam; a 2-core VM, 2026-11-29). The
+#: first demo setting (2 images per class, 4 epochs, lr x 0.1 after epoch 3) left most methods
+#: near the untrained network's R@1 at 5 seeds. The epoch budget (5) is what fits 3 seeds of
+#: every method into `make report`'s 15 minutes on 2 cores: the curves still rise (8-epoch
+#: trial runs gained 10-30 more points of validation R@1), so the demo compares the methods
+#: early in training, not at convergence.
 DEMO_SETTING_TRIALS: tuple[tuple[str, dict[str, float]], ...] = (
     ("m_per_class, 4 images per class (8 classes a batch)",
-     {"normsoftmax": 0.666, "asymptotic_proxy": 0.583, "pp_on": 0.326, "cgd": 0.913,
-      "dynamic_margin": 0.400, "proxy_anchor": 0.400}),
+     {"normsoftmax": 0.353, "asymptotic_proxy": 0.393, "pp_on": 0.226, "cgd": 0.686,
+      "dynamic_margin": 0.213, "proxy_anchor": 0.230}),
     ("shuffle (chosen: higher validation R@1 for every method)",
-     {"normsoftmax": 0.776, "asymptotic_proxy": 0.786, "pp_on": 0.736, "cgd": 0.920,
-      "dynamic_margin": 0.690, "proxy_anchor": 0.780}),
+     {"normsoftmax": 0.460, "asymptotic_proxy": 0.593, "pp_on": 0.406, "cgd": 0.750,
+      "dynamic_margin": 0.380, "proxy_anchor": 0.410}),
 )
 
 #: The loss hyper-parameters each method keeps (its own; everything else is shared).
@@ -558,7 +561,7 @@ def protocol_document() -> str:
         "\nNot available under the GPU setting (no faithful row with ResNet-50 to start from): "
         + (", ".join(gone) if gone else "none") + ".\n\n"
         "## How the demo's shared setting was chosen\n\n"
-        "Once, for all methods together, on validation R@1 (seed 0, epoch 8); the test set "
+        "Once, for all methods together, on validation R@1 (seed 0, epoch 4); the test set "
         "chose nothing. The two candidates differ only in the sampler:\n\n"
         + _trials_markdown() +
         "\n## Profiles\n\n"
