@@ -175,25 +175,24 @@ def test_without_srun_the_slurm_backend_says_how_to_fix_it(tmp_path, monkeypatch
 
 
 # ------------------------------------------------------------------------------ local executor
-@pytest.mark.skipif(bool(os.environ.get("DML_SKIP_SLOW")), reason="DML_SKIP_SLOW set")
-def test_smoke_profile_through_submitit_local_executor(tmp_path, capsys):
-    """The smoke profile's data preparation and one training notebook, each a submitit job on
-    this machine (the whole smoke profile runs in test_study_smoke; here the backend is tested)."""
-    result = batch.run_profile(
-        "smoke", only=["00_prepare_data", "01_normsoftmax"], runs_root=tmp_path / "runs",
-        data_root=tmp_path / "data", backend="slurm",
-        slurm={"executor": "local", "array_parallelism": 2, "poll_s": 1})
-    out = capsys.readouterr().out
+def test_smoke_profile_through_submitit_local_executor(smoke):
+    """The whole smoke profile ran end to end through ``--backend slurm`` on submitit's local
+    executor (the session fixture ``smoke``, tests/conftest.py): every run a submitit job."""
+    out, result = smoke["out"], smoke["result"]
     failed = [f"{r.id}: {r.error}" for r in result.failed]
     assert not failed, "\n".join(failed) + out
-    assert [r.status for r in result.results] == ["done", "done"]
-    run = tmp_path / "runs" / "smoke" / "01_normsoftmax"
+    assert result.results and all(r.status == "done" for r in result.results)
+    for r in result.results:  # each run was submitted as a job of its own
+        assert f"submitted {r.id} as job" in out, out
+    run = smoke["profile_dir"] / "01_normsoftmax"
     assert (run / "metrics.csv").is_file() and (run / "notebook.html").is_file()
-    # progress: the epoch line of the training run and the batch line
+    # progress: per-epoch lines of the training runs and the batch line with the time left
     assert "[01_normsoftmax] epoch 1/1  loss " in out, out
-    assert "[batch] 2/2 runs finished" in out
-    assert "submitted 01_normsoftmax as job" in out
+    n = len(result.results)
+    assert f"[batch] {n}/{n} runs finished" in out, out
     assert "without encryption" not in out
+    # the submitit folder holds each job's logs
+    assert list((smoke["profile_dir"] / "_slurm").glob("*_log.out"))
 
 
 def test_local_jobs_share_the_dataloader_workers():
