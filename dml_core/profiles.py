@@ -95,6 +95,17 @@ def default_stage(notebook: str | Path) -> int:
     return DEFAULT_STAGE_BY_PREFIX.get(m.group(1), DEFAULT_STAGE) if m else DEFAULT_STAGE
 
 
+def _key_problems(mapping: dict, required: tuple[str, ...], allowed: set[str] | frozenset[str],
+                  where: str = "") -> list[str]:
+    """Missing required keys and unknown keys of one mapping of a profile, as messages."""
+    kind = f"{where} key" if where else "key"
+    out = [f"missing {kind} {key!r}" for key in required if key not in mapping]
+    unknown = sorted(set(mapping) - set(allowed))
+    if unknown:
+        out.append(f"unknown {kind}(s) {unknown}; allowed: {sorted(allowed)}")
+    return out
+
+
 def load_profile(profile: str | os.PathLike, profiles_dir: Path | None = None,
                  notebooks_dir: Path | None = None, validate_params: bool = True) -> Profile:
     """Read and validate a profile; raise :class:`ProfileError` naming every problem found.
@@ -114,13 +125,7 @@ def load_profile(profile: str | os.PathLike, profiles_dir: Path | None = None,
     where = str(path)
     if not isinstance(data, dict):
         raise ProfileError(f"{where}: a profile is a mapping with keys name, description, runs")
-    problems: list[str] = []
-    for key in ("name", "runs"):
-        if key not in data:
-            problems.append(f"missing top-level key {key!r}")
-    unknown = sorted(set(data) - _PROFILE_KEYS)
-    if unknown:
-        problems.append(f"unknown top-level key(s) {unknown}; allowed: {sorted(_PROFILE_KEYS)}")
+    problems: list[str] = _key_problems(data, ("name", "runs"), _PROFILE_KEYS, "top-level")
     name = data.get("name")
     if "name" in data and (not isinstance(name, str) or not _ID_RE.match(name)):
         problems.append(f"name {name!r} must be a string of letters, digits, '_', '.', '-'")
@@ -151,12 +156,7 @@ def load_profile(profile: str | os.PathLike, profiles_dir: Path | None = None,
         run_id = entry.get("id")
         if isinstance(run_id, str):
             label = f"runs[{i}] (id {run_id!r})"
-        for key in ("id", "notebook"):
-            if key not in entry:
-                problems.append(f"{label}: missing key {key!r}")
-        bad = sorted(set(entry) - _RUN_KEYS)
-        if bad:
-            problems.append(f"{label}: unknown key(s) {bad}; allowed: {sorted(_RUN_KEYS)}")
+        problems += [f"{label}: {p}" for p in _key_problems(entry, ("id", "notebook"), _RUN_KEYS)]
         if "id" in entry:
             if not isinstance(run_id, str) or not _ID_RE.match(run_id):
                 problems.append(f"{label}: id {run_id!r} must be letters, digits, '_', '.', '-'")
