@@ -43,7 +43,7 @@ figures: $(STAMP)
 replicate: $(STAMP)
 	$(BIN)/python -m dml_core.replicate --profile study
 
-## make rehearsal: the whole full profile on stand-ins (real raw layouts, random weights in the published formats), 1 epoch of 2 steps per run, CPU, then its tables, figures and book; keeps its folder (printed; ~15 GB); about half an hour on 2 cores
+## make rehearsal: the whole full profile on stand-ins (real raw layouts, random weights in the published formats), 1 epoch of 2 steps per run, CPU, then its tables, figures and book; keeps its folder (printed; 19 GB); 12 min on 2 cores (up to ~25 when they are busy)
 rehearsal: $(STAMP)
 	$(BIN)/python -m dml_core.rehearsal --jobs $(JOBS)
 
