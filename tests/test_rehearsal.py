@@ -66,7 +66,7 @@ def test_standin_test_splits_sized_apart_through_the_real_preparation(tmp_path):
     assert s["test"][0] * s["test"][1] >= 8  # the notebooks retrieve the top 8
 
 
-#: The subset without the toy and 08_figures (5.5 and 1.5 min on 2 busy cores; make rehearsal
+#: The subset without the toy and 08_figures (20–40 s and ~1 min on 2 cores; make rehearsal
 #: runs them): STL-10 is still prepared by 00_prepare_data.
 TEST_SUBSET = [r for r in rehearsal.SUBSET if r not in ("07_toy_proxies", "08_figures")]
 
