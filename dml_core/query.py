@@ -153,7 +153,9 @@ def retrieve_image(run_dir: str | os.PathLike, image, k: int = 8, checkpoint: st
                    device: str | torch.device = "cpu", image_size: int = 128) -> Retrieval:
     """The ``k`` gallery images of the run in ``run_dir`` most similar to ``image`` (a path or a
     PIL image). The gallery is the run's test set, as saved with the ``checkpoint`` weights
-    (``features/<checkpoint>.pt``: features (N, D), labels (N,), paths (N,))."""
+    (``features/<checkpoint>.pt``: features (N, D), labels (N,), paths (N,)); for a data set
+    evaluated as query → gallery (In-shop) it is the gallery part (``gallery_features``,
+    ``gallery_labels``, ``gallery_paths``), the images a query is searched in."""
     import pandas as pd
 
     from dml_core.training import checkpoint as ckpt
@@ -164,10 +166,11 @@ def retrieve_image(run_dir: str | os.PathLike, image, k: int = 8, checkpoint: st
     if not feats_file.is_file():
         raise RetrievalError(f"no gallery: {feats_file} is missing (the run saves it when it "
                              "evaluates the test set)")
-    gallery = ckpt.load(feats_file)
-    g = gallery["features"].float()
-    labels = [int(v) for v in gallery["labels"]]
-    gpaths = [str(p) for p in gallery.get("paths", [])]
+    saved = ckpt.load(feats_file)
+    part = "gallery_" if "gallery_features" in saved else ""
+    g = saved[f"{part}features"].float()
+    labels = [int(v) for v in saved[f"{part}labels"]]
+    gpaths = [str(p) for p in saved.get(f"{part}paths", [])]
     if len(gpaths) != len(g):
         raise RetrievalError(f"{feats_file} holds {len(g)} features but {len(gpaths)} image paths")
     if not 1 <= k <= len(g):
@@ -191,8 +194,9 @@ def retrieve_image(run_dir: str | os.PathLike, image, k: int = 8, checkpoint: st
 
 
 def example_image(run_dir: str | os.PathLike, checkpoint: str = "best") -> str:
-    """A test image of the run (the first gallery path that exists): a stand-in for "your
-    image" when none is given. It retrieves itself first, at similarity 1."""
+    """A test image of the run (the first saved test path that exists; a query image for
+    In-shop): a stand-in for "your image" when none is given. Self-retrieval data sets
+    retrieve it first, at similarity 1."""
     from dml_core.training import checkpoint as ckpt
 
     feats_file = Path(run_dir) / "features" / f"{checkpoint}.pt"

@@ -32,3 +32,27 @@ def test_retrieval_errors_name_the_problem(smoke, tmp_path):
         retrieve_image(tmp_path, example_image(run_dir))
     with pytest.raises(RetrievalError, match="k must be in"):
         retrieve_image(run_dir, example_image(run_dir), k=0)
+
+
+def test_query_gallery_runs_search_the_gallery_part(smoke, tmp_path):
+    """In-shop saves query features as ``features`` and the gallery as ``gallery_*``: an image is
+    searched in the gallery (a run whose saved gallery differs from its queries)."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke["profile_dir"] / "01_normsoftmax", run_dir)
+    path = run_dir / "features" / "best.pt"
+    saved = torch.load(path, weights_only=True)
+    n = len(saved["paths"])
+    gal = list(range(n // 2, n))  # the second half is the gallery, the first half the queries
+    saved.update(gallery_features=saved["features"][gal], gallery_labels=saved["labels"][gal],
+                 gallery_paths=[saved["paths"][i] for i in gal])
+    for key in ("features", "labels"):
+        saved[key] = saved[key][: n // 2]
+    saved["paths"] = saved["paths"][: n // 2]
+    torch.save(saved, path)
+    image = saved["gallery_paths"][0]
+    res = retrieve_image(run_dir, image, k=3)
+    assert res.gallery_size == len(gal)
+    assert set(res.table["path"]) <= set(saved["gallery_paths"])
+    assert res.table["path"].iloc[0] == image  # a gallery image still finds itself first
