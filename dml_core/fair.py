@@ -92,7 +92,7 @@ SETTINGS: dict[str, Setting] = {
                "are meaningless); no horizontal flip (a mirrored number is another number). "
                "The shared sampler was chosen once for all methods on validation R@1 (seed 0; "
                "see 'How the demo's shared setting was chosen'), the 5 epochs by make report's "
-               "15 minutes on 2 cores; the test set chose nothing")),
+               "15-minute budget on 2 cores; the test set chose nothing")),
     "fair": Setting(
         name="fair", datasets=("car", "cub", "sop", "isc"), backbone="resnet50", pretrained=True,
         embedding_dim=512, crop_size=224, resize_size=256, transform="random_resized_crop",
@@ -112,10 +112,11 @@ SETTINGS: dict[str, Setting] = {
 #: seed 0, epoch 4; the test set chose nothing) of every method under two candidate settings
 #: that differ only there (Adam 1e-3 up to epoch 4, fused Adam; a 2-core VM, 2026-11-29). The
 #: first demo setting (2 images per class, 4 epochs, lr x 0.1 after epoch 3) left most methods
-#: near the untrained network's R@1 at 5 seeds. The epoch budget (5) is what fits 3 seeds of
-#: every method into `make report`'s 15 minutes on 2 cores: the curves still rise (in the
-#: 8-epoch trial runs validation R@1 rose by another 17-37 points from epoch 4 to 8), so the
-#: demo compares the methods early in training, not at convergence.
+#: near the untrained network's R@1 at 5 seeds. The epoch budget (5) was set from a timing of
+#: `make report` with 8 epochs on a CPU shared with other jobs (16 min 47 s for the batch); on
+#: an idle machine 5 epochs take 9 min 18 s with the install, so ~8 would fit. The curves still
+#: rise (in the 8-epoch trial runs validation R@1 rose by another 17-37 points from epoch 4 to
+#: 8): the demo compares the methods early in training, not at convergence.
 DEMO_SETTING_TRIALS: tuple[tuple[str, dict[str, float]], ...] = (
     ("m_per_class, 4 images per class (8 classes a batch)",
      {"normsoftmax": 0.353, "asymptotic_proxy": 0.393, "pp_on": 0.226, "cgd": 0.686,
