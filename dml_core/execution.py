@@ -228,20 +228,20 @@ def _kernel_config():
 
 @contextlib.contextmanager
 def _environ(updates: dict[str, str | None]) -> Iterable[None]:
+    """Set (a string) or unset (None) environment variables for the block, then restore them."""
+    def apply(values: dict[str, str | None]) -> None:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
     saved = {k: os.environ.get(k) for k in updates}
     try:
-        for k, v in updates.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        apply(updates)
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        apply(saved)
 
 
 class _CellProgress(logging.Filter):
