@@ -31,7 +31,7 @@ report: $(STAMP)
 ## sweep); then its per-seed values and tables into results/study/ and its figures into figures/
 study: $(STAMP)
 	$(BIN)/python -m dml_core.batch --profile study --jobs $(JOBS)
-	$(BIN)/python -m dml_core.replicate --profile study --save --readme
+	$(BIN)/python -m dml_core.report.replicate --profile study --save --readme
 	$(BIN)/python -m dml_core.report.figures --refresh --profile study
 
 ## make figures: the README's figures (figures/) from runs/$(FIGURES_PROFILE)/08_figures (never implicit)
@@ -41,11 +41,11 @@ figures: $(STAMP)
 
 ## make replicate: a fresh runs/study against the committed results/study/per_seed.csv (Welch per number)
 replicate: $(STAMP)
-	$(BIN)/python -m dml_core.replicate --profile study
+	$(BIN)/python -m dml_core.report.replicate --profile study
 
 ## make rehearsal: the whole full profile on stand-ins (real raw layouts, random weights in the published formats), 1 epoch of 2 steps per run, CPU, then its tables, figures and book; keeps its folder (printed; 19 GB); 12 min on 2 cores (up to ~25 when they are busy)
 rehearsal: $(STAMP)
-	$(BIN)/python -m dml_core.rehearsal --jobs $(JOBS)
+	$(BIN)/python -m tools.rehearsal --jobs $(JOBS)
 
 ## make lab: JupyterLab on the notebooks with the project's kernel
 lab: $(STAMP)

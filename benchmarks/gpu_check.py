@@ -25,7 +25,7 @@ when the budget is spent; the JSON is rewritten after every section, so a run th
 still returns what it measured. ``--dry-run`` runs every section on the CPU in tiny sizes (the
 test suite's check that the script works; its numbers mean nothing).
 
-Imports: only ``dml_core.models``, ``dml_core.methods``, ``dml_core.recipes``,
+Imports: only ``dml_core.models``, ``dml_core.methods``, ``dml_core.methods.recipes``,
 ``dml_core.evaluation`` and ``dml_core.data`` (torch, torchvision, numpy, PIL). BN-Inception needs
 the pure-Python ``pretrainedmodels`` (+ ``munch``, ``tqdm``): when they are not installed, copy them from
 the venv into ``benchmarks/_vendor/`` (the README says how); without them the BN-Inception rows
@@ -129,7 +129,7 @@ def backbone_rate(name, bs, size, device, bf16, warmup, steps) -> float:
 
 def build(method, dataset, backbone, device, small: dict | None):
     from dml_core.methods import build_method
-    from dml_core.recipes import get_recipe
+    from dml_core.methods.recipes import get_recipe
 
     recipe = get_recipe(method, dataset, backbone, pretrained=False, **(small or {}))
     classes = NUM_CLASSES[dataset] if not small else 8
@@ -211,7 +211,7 @@ def loader_loop(recipe, m, classes, device, bf16, n_images: int, size, workers, 
     from dml_core.data.loaders import auto_num_workers
     from dml_core.data.preparation import prepare
     from dml_core.data.transforms import build_transform
-    from dml_core.rehearsal import make_cub_raw, photo
+    from tools.rehearsal import make_cub_raw, photo
 
     per = max(2, n_images // 100)
     make_cub_raw(work / "cub", classes=tuple(range(1, n_images // per + 1)), per_class=per, size=size,
@@ -324,7 +324,7 @@ def main(argv=None) -> int:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 
-    from dml_core.recipes import get_recipe
+    from dml_core.methods.recipes import get_recipe
 
     recipes = [(mt, ds, bb) for mt, ds, bb in METHOD_RECIPES if has_bni or bb != "bninception"]
     shapes = sorted({(bb, int(get_recipe(mt, ds, bb, **(small or {}))["batch_size"]),

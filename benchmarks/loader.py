@@ -3,7 +3,7 @@
 ``python benchmarks/loader.py`` (≈ 1–2 min on 2 cores) prints
 
 1. images/s on ONE core (one process, one torch thread, no workers) of the training transform,
-   for CUB-like (500 × 375) and SOP-like (400 × 400) photo-like JPEGs (:func:`dml_core.rehearsal.photo`,
+   for CUB-like (500 × 375) and SOP-like (400 × 400) photo-like JPEGs (:func:`tools.rehearsal.photo`,
    quality 90), two styles (``squash_random_crop`` 256/224 and ``random_resized_crop`` 224):
    the PIL path (decode + resize + crop + flip + ToTensor + normalise, what the seeds' workers do)
    against the cached path (:mod:`dml_core.data.cache`: crop + flip on the cached uint8; the float
@@ -48,7 +48,7 @@ def pipeline(kind: str, size, n_images: int, work: Path) -> list[dict]:
     from dml_core.data.cache import cached_split
     from dml_core.data.preparation import prepare
     from dml_core.data.transforms import build_transform
-    from dml_core.rehearsal import make_cub_raw, photo
+    from tools.rehearsal import make_cub_raw, photo
 
     root = work / kind
     per = 10
@@ -82,7 +82,7 @@ def pipeline(kind: str, size, n_images: int, work: Path) -> list[dict]:
 def demo_loop(methods, steps: int, work: Path) -> list[dict]:
     from dml_core.data.preparation import prepare
     from dml_core.methods import build_method
-    from dml_core.recipes import get_recipe
+    from dml_core.methods.recipes import get_recipe
     from dml_core.training.engine import device_transform
     from dml_core.training.trainer import build_data
 

@@ -1,6 +1,6 @@
 """Where a demo training run's time goes (prints a table; not a test).
 
-For each method under the fair protocol's ``demo`` setting (dml_core.fair), on the embedded demo
+For each method under the fair protocol's ``demo`` setting (dml_core.methods.fair), on the embedded demo
 data, with the threads given by ``--threads`` (default 1, as each job of ``make report``):
 
 * ``bare step``: forward + loss + backward + optimiser step of the method on ONE fixed batch,
@@ -43,7 +43,7 @@ def _time(fn, repeat: int) -> float:
 
 def profile_method(variant: str, steps: int, workers: int | None) -> dict:
     from dml_core.data import is_prepared, prepare
-    from dml_core.fair import fair_recipe
+    from dml_core.methods.fair import fair_recipe
     from dml_core.methods import build_method
     from dml_core.training.engine import device_transform, train_epoch
     from dml_core.training.seeding import seed_everything
@@ -111,7 +111,7 @@ def import_time() -> float:
 
 
 def main(argv=None) -> None:
-    from dml_core.fair import SETTINGS, VARIANTS
+    from dml_core.methods.fair import SETTINGS, VARIANTS
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--methods", nargs="*", default=[v for v, x in VARIANTS.items() if x.headline])

@@ -49,7 +49,7 @@ def smoke(tmp_path_factory):
     import contextlib
     import io
 
-    from dml_core import paths
+    from dml_core.core import paths
     from dml_core.batch import code_fingerprint, run_profile
 
     root = tmp_path_factory.mktemp("study_smoke")

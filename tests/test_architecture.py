@@ -9,17 +9,16 @@ import dml_core
 
 PACKAGE = Path(dml_core.__file__).resolve().parent
 
-#: The layers of docs/ARCHITECTURE.md, bottom up, by the name under ``dml_core``: a module imports
-#: only from its own layer or the layers below it.
+#: The layers of docs/ARCHITECTURE.md, bottom up, by folder under ``dml_core``: a module imports only
+#: from its own layer or the layers below it.
 LAYERS = [
-    {"paths", "io", "locks", "progress"},
+    {"core"},
     {"data", "evaluation", "models", "losses"},
-    {"methods", "recipes", "fair"},
+    {"methods"},
     {"training"},
-    {"params", "slurm_settings", "profiles"},
+    {"profiles"},
     {"report"},
-    {"study", "toy", "query", "execution", "cluster", "preflight", "batch", "rehearsal",
-     "replicate", "prepare"},
+    {"study", "batch"},
 ]
 
 
@@ -98,7 +97,7 @@ def test_the_checker_sees_function_level_and_relative_imports(tmp_path):
 
 def test_dml_core_has_no_import_circle():
     graph = import_graph()
-    assert {"dml_core.batch", "dml_core.profiles", "dml_core.execution"} <= set(graph)
+    assert {"dml_core.batch", "dml_core.profiles", "dml_core.batch.execution"} <= set(graph)
     cycle = find_cycle(graph)
     assert cycle is None, (
         "import circle: " + " -> ".join(cycle) + ". Move what both need into a lower module "
@@ -109,11 +108,11 @@ def test_the_batch_layers_import_downwards_only():
     """Profiles, execution, Slurm back-end and pre-flight never import the batch driver, and the
     report reads profiles without it (docs/ARCHITECTURE.md)."""
     graph = import_graph()
-    for low in ("dml_core.slurm_settings", "dml_core.profiles", "dml_core.execution",
-                "dml_core.cluster", "dml_core.preflight", "dml_core.report.book"):
-        assert "dml_core.batch" not in graph[low], f"{low} imports dml_core.batch"
-    assert "dml_core.execution" not in graph["dml_core.profiles"]
-    assert not {"dml_core.cluster", "dml_core.preflight"} & graph["dml_core.execution"]
+    for low in ("dml_core.profiles.slurm", "dml_core.profiles.profile", "dml_core.batch.execution",
+                "dml_core.batch.cluster", "dml_core.batch.preflight", "dml_core.report.book"):
+        assert not {"dml_core.batch", "dml_core.batch.driver"} & graph[low], f"{low} imports the driver"
+    assert "dml_core.batch.execution" not in graph["dml_core.profiles.profile"]
+    assert not {"dml_core.batch.cluster", "dml_core.batch.preflight"} & graph["dml_core.batch.execution"]
 
 
 def layer_of(module: str) -> int | None:
@@ -122,11 +121,19 @@ def layer_of(module: str) -> int | None:
     return next((i for i, names in enumerate(LAYERS) if name in names), None)
 
 
+def test_the_top_of_the_package_holds_only_the_layers_packages():
+    """``dml_core/`` shows the layers: its top holds the layer packages and ``__init__.py`` only."""
+    loose = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert not loose, f"loose modules {loose} at the top of dml_core/: move each into its layer's folder"
+    folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert folders == set().union(*LAYERS), "every package of dml_core/ is a layer's, and only those"
+
+
 def test_every_import_points_down_the_layers():
     graph = import_graph()
     modules = [m for m in graph if m != "dml_core"]
     unplaced = sorted({m.split(".")[1] for m in modules if layer_of(m) is None})
-    assert not unplaced, (f"modules {unplaced} have no layer: add each to LAYERS here and to "
+    assert not unplaced, (f"packages {unplaced} have no layer: add each to LAYERS here and to "
                           "docs/ARCHITECTURE.md ('Layout: who imports whom')")
     upward = sorted(f"{a} (layer {layer_of(a) + 1}) imports {b} (layer {layer_of(b) + 1})"
                     for a in modules for b in graph[a] if b != "dml_core"

@@ -14,7 +14,7 @@ import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from dml_core import batch
-from dml_core.paths import REPO_ROOT
+from dml_core.core.paths import REPO_ROOT
 
 WRITE_JSON = """\
 import json, pathlib, sys

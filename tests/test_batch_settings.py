@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from dml_core import batch, preflight
-from dml_core.paths import NOTEBOOKS_DIR
-from dml_core.recipes import get_recipe
+from dml_core import batch
+
+from dml_core.batch import preflight
+from dml_core.core.paths import NOTEBOOKS_DIR
+from dml_core.methods.recipes import get_recipe
 
 
 def test_parse_settings_reads_yaml_values_and_rejects_bad_items():

@@ -89,7 +89,7 @@ def test_a_second_batch_on_the_same_profile_is_refused_naming_the_holder(study, 
     root = tmp / "runs"
     lock = root / "tiny" / batch.BATCH_LOCK
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom dml_core.locks import FileLock\n"
+        [sys.executable, "-c", "import sys, time\nfrom dml_core.core.locks import FileLock\n"
          f"l = FileLock({str(lock)!r}).acquire()\nprint('held', flush=True)\ntime.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -121,5 +121,5 @@ def test_ctrl_c_records_interrupted_in_status_json(study, monkeypatch):
     assert status["status"] == "interrupted" and status["finished_at"]
     # the batch lock was released: another process takes it at once
     lock = root / "tiny" / batch.BATCH_LOCK
-    subprocess.run([sys.executable, "-c", "from dml_core.locks import FileLock\n"
+    subprocess.run([sys.executable, "-c", "from dml_core.core.locks import FileLock\n"
                     f"FileLock({str(lock)!r}, timeout=0).acquire()"], check=True)

@@ -17,7 +17,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from dml_core import paths
+from dml_core.core import paths
 from dml_core.report import book as bk
 from dml_core.report.findings import comparison_findings, run_findings
 from dml_core.report.tables import compact_table, mean_interval, run_settings, side_by_side

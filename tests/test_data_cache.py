@@ -12,7 +12,7 @@ from dml_core.data import RetrievalDataset
 from dml_core.data.cache import CachedDataset, cache_bytes, cached_split, device_transform_of
 from dml_core.data.preparation import prepare
 from dml_core.data.transforms import build_transform
-from dml_core.rehearsal import make_cub_raw, photo
+from tools.rehearsal import make_cub_raw, photo
 
 
 @pytest.fixture(scope="module")

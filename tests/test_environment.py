@@ -4,7 +4,7 @@ import tomllib
 
 import yaml
 
-from dml_core.paths import REPO_ROOT
+from dml_core.core.paths import REPO_ROOT
 
 
 def _norm(req: str) -> tuple[str, str]:
@@ -28,7 +28,7 @@ def test_atomic_writes_leave_no_temporary_file_and_usual_permissions(tmp_path):
     import os
     import stat
 
-    from dml_core import io
+    from dml_core.core import io
 
     target = tmp_path / "a.json"
     io.write_json(target, {"x": 1})

@@ -6,8 +6,10 @@ import pytest
 import torch
 import yaml
 
-from dml_core import fair, paths
+from dml_core.methods import fair
 
+
+from dml_core.core import paths
 SHARED = ("backbone", "pretrained", "embedding_dim", "crop_size", "resize_size", "transform",
           "hflip", "rrc_scale", "batch_size", "sampler", "samples_per_class", "epochs",
           "eval_every", "validation_fraction", "lr", "seed")
@@ -41,7 +43,7 @@ def test_only_loss_hyper_parameters_may_differ():
 
 
 def test_profile_overrides_rebuild_the_fair_recipe():
-    from dml_core.recipes import get_recipe
+    from dml_core.methods.recipes import get_recipe
 
     for entry in fair.profile_runs("demo", tuple(fair.VARIANTS), (2,)):
         p = entry["parameters"]
@@ -58,9 +60,9 @@ def test_generated_profiles_and_protocol_doc_are_in_sync():
     for name in fair.PROFILES:
         on_disk = yaml.safe_load((paths.REPO_ROOT / "profiles" / f"{name}.yaml").read_text())
         assert on_disk == fair.profile_document(name), (
-            f"profiles/{name}.yaml is stale: run `python -m dml_core.fair --write`")
+            f"profiles/{name}.yaml is stale: run `python -m dml_core.methods.fair --write`")
     doc = (paths.REPO_ROOT / "docs" / "PROTOCOL.md").read_text()
-    assert doc == fair.protocol_document(), "docs/PROTOCOL.md is stale: python -m dml_core.fair --write"
+    assert doc == fair.protocol_document(), "docs/PROTOCOL.md is stale: python -m dml_core.methods.fair --write"
     demo = fair.profile_document("demo")
     seeds = {r["id"].rsplit("_s", 1)[1] for r in demo["runs"] if r["id"].startswith("fair_")}
     assert len(seeds) >= 3
@@ -102,7 +104,7 @@ def test_same_seed_gives_identical_metrics_and_another_seed_does_not(demo_root, 
 
 
 def test_every_run_of_the_gpu_profile_resolves():
-    from dml_core.recipes import get_recipe
+    from dml_core.methods.recipes import get_recipe
 
     doc = fair.profile_document("fair")
     training = [r for r in doc["runs"] if r["id"].startswith("fair_")]

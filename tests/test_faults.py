@@ -37,7 +37,7 @@ def test_weights_that_do_not_load_name_the_file_and_its_checksum(tmp_path, monke
 
 # ---------------------------------------------------------------- recipes
 def test_a_misspelled_recipe_key_gets_the_nearest_suggested():
-    from dml_core.recipes import RecipeError, get_recipe
+    from dml_core.methods.recipes import RecipeError, get_recipe
 
     with pytest.raises(RecipeError, match=r"'epohcs' -> did you mean 'epochs'\?"):
         get_recipe("normsoftmax", "demo", "resnet18", epohcs=3)
@@ -45,7 +45,7 @@ def test_a_misspelled_recipe_key_gets_the_nearest_suggested():
 
 @pytest.mark.parametrize("key,value", [("epochs", 0), ("epochs", -2), ("crop_size", 0)])
 def test_non_positive_epochs_or_crop_size_are_recipe_errors(key, value):
-    from dml_core.recipes import RecipeError, get_recipe
+    from dml_core.methods.recipes import RecipeError, get_recipe
 
     with pytest.raises(RecipeError, match=f"{key} must be a positive integer"):
         get_recipe("normsoftmax", "demo", "resnet18", **{key: value})

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from dml_core.paths import REPO_ROOT
+from dml_core.core.paths import REPO_ROOT
 
 
 def test_gpu_check_dry_run_writes_every_section(tmp_path):
@@ -36,7 +36,7 @@ def test_gpu_check_imports_without_the_pinned_extras():
             "for m in ['pandas', 'scipy', 'yaml', 'matplotlib', 'tqdm', 'sklearn', 'papermill', "
             "'nbformat', 'pytorch_metric_learning', 'faiss']:\n"
             "    sys.modules[m] = None\n"
-            "import dml_core.recipes, dml_core.methods, dml_core.evaluation, dml_core.rehearsal\n"
+            "import dml_core.methods.recipes, dml_core.methods, dml_core.evaluation, tools.rehearsal\n"
             "import dml_core.data.cache, dml_core.data.preparation, dml_core.data.loaders\n"
             "from dml_core.data import RetrievalDataset\n"
             "print('ok')\n")

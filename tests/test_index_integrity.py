@@ -37,7 +37,7 @@ def test_a_truncated_index_is_an_error_naming_the_file_and_the_fix(cub, cut, cap
     with pytest.raises(IndexIntegrityError) as err:
         RetrievalDataset("cub", "test", data_root=root)
     msg = str(err.value)
-    assert str(index) in msg and "python -m dml_core.prepare cub --force" in msg
+    assert str(index) in msg and "python -m dml_core.data cub --force" in msg
     if cut == "whole_lines":
         assert "test: 5 images / 2 classes" in msg and "test: 9 images / 3 classes" in msg
     with pytest.raises(IndexIntegrityError):

@@ -1,4 +1,4 @@
-"""One writer at a time (dml_core.locks): the holder is named, a dead holder blocks nobody, and
+"""One writer at a time (dml_core.core.locks): the holder is named, a dead holder blocks nobody, and
 two concurrent preparations of the demo do not delete each other's files."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 
-from dml_core.locks import FileLock, LockHeldError, read_holder
+from dml_core.core.locks import FileLock, LockHeldError, read_holder
 
 
 def _hold(path, ready, release):

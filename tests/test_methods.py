@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from dml_core.methods import build_method
-from dml_core.recipes import METHODS  # the published methods (the toy has its own tests)
-from dml_core.recipes import demo_recipe, recipe_by_name
+from dml_core.methods.recipes import METHODS  # the published methods (the toy has its own tests)
+from dml_core.methods.recipes import demo_recipe, recipe_by_name
 
 NUM_CLASSES = 5
 ALL = list(METHODS)

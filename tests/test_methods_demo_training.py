@@ -16,7 +16,7 @@ import os
 import pytest
 import torch
 
-from dml_core.recipes import demo_recipe
+from dml_core.methods.recipes import demo_recipe
 
 METHODS = ["normsoftmax", "cgd", "asymptotic_proxy", "positive_proxy", "dynamic_margin",
            "proxy_anchor"]

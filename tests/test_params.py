@@ -1,4 +1,4 @@
-"""Notebook parameter validation (dml_core.params): no kernel needed."""
+"""Notebook parameter validation (dml_core.profiles.params): no kernel needed."""
 from __future__ import annotations
 
 import json
@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from dml_core import params
-from dml_core.params import NOTEBOOK_PARAMETERS, ParameterError, validate_parameters
-from dml_core.paths import NOTEBOOKS_DIR
+from dml_core.profiles import params
+from dml_core.profiles.params import NOTEBOOK_PARAMETERS, ParameterError, validate_parameters
+from dml_core.core.paths import NOTEBOOKS_DIR
 
 TRAINING = ["01_normsoftmax", "02_asymptotic_proxy", "03_positive_proxy", "04_cgd",
             "05_dynamic_margin"]
@@ -165,7 +165,7 @@ def test_a_notebook_path_is_read_directly(tmp_path):
 
 
 def test_choices_match_the_registries():
-    """The literal lists in params.py agree with dml_core.recipes / dml_core.models.backbones."""
+    """The literal lists in params.py agree with dml_core.methods.recipes / dml_core.models.backbones."""
     try:
         problems = params.check_registries()
     except ImportError as exc:  # a registry not written yet

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from dml_core import progress
-from dml_core.progress import BatchProgress, RunProgress, batch_line, epoch_line, estimate_time_left
+from dml_core.batch import progress
+from dml_core.batch.progress import BatchProgress, RunProgress, batch_line, epoch_line, estimate_time_left
 from dml_core.training.run_folder import metrics_csv
 
 

@@ -1,10 +1,10 @@
-"""Retrieval for any image (dml_core.query) on a run of the session's smoke batch."""
+"""Retrieval for any image (dml_core.study.query) on a run of the session's smoke batch."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from dml_core.query import RetrievalError, example_image, retrieve_image
+from dml_core.study.query import RetrievalError, example_image, retrieve_image
 
 
 @pytest.mark.parametrize("run_id", ["01_normsoftmax", "04_cgd"])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dml_core import recipes
+from dml_core.methods import recipes
 from dml_core.methods import build_method
-from dml_core.recipes import RecipeError, demo_recipe, get_recipe, list_recipes, recipe_by_name
+from dml_core.methods.recipes import RecipeError, demo_recipe, get_recipe, list_recipes, recipe_by_name
 
 ARCH_KEYS = ("name", "method", "dataset", "backbone", "pretrained", "crop", "embedding_dim",
              "epochs", "batch_size", "sampler", "samples_per_class", "drop_last", "transform",
@@ -179,7 +179,7 @@ def test_one_name_per_setting_and_the_readme_names_as_aliases():
     """BN freezing is ``freeze_bn`` and the step schedule ``lr_step``/``lr_gamma`` in every
     method; the LDM/PA command-line names are accepted as override keys and recorded under the
     recipe's name."""
-    from dml_core.recipes import KEY_ALIASES, list_recipes, recipe_by_name
+    from dml_core.methods.recipes import KEY_ALIASES, list_recipes, recipe_by_name
 
     for name in list_recipes():
         r = recipe_by_name(name)
@@ -195,7 +195,7 @@ def test_one_name_per_setting_and_the_readme_names_as_aliases():
 
 
 def test_demo_rows_start_from_the_named_full_rows():
-    from dml_core.recipes import DEMO_BASE_ROWS, DEMO_CHANGES, recipe_by_name
+    from dml_core.methods.recipes import DEMO_BASE_ROWS, DEMO_CHANGES, recipe_by_name
 
     for method, base in DEMO_BASE_ROWS.items():
         full, demo = recipe_by_name(base), get_recipe(method, "demo", "resnet18")

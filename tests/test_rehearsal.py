@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from dml_core import rehearsal
+from tools import rehearsal
 from dml_core.models.backbones import BACKBONES, build_backbone
 
 

@@ -1,9 +1,9 @@
-"""python -m dml_core.replicate: per-seed values stored, a fresh batch compared by Welch's test."""
+"""python -m dml_core.report.replicate: per-seed values stored, a fresh batch compared by Welch's test."""
 import json
 
 import pandas as pd
 
-from dml_core import replicate
+from dml_core.report import replicate
 
 
 def _write_runs(root, profile, values):

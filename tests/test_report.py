@@ -177,7 +177,7 @@ def test_crop_distinguished_and_params_flops_hardware():
 
 
 def test_reported_keys_match_recipes_if_present():
-    recipes = pytest.importorskip("dml_core.recipes")
+    recipes = pytest.importorskip("dml_core.methods.recipes")
     try:
         names = recipes.list_recipes()
         rec_keys = {recipes.recipe_by_name(n).get("reported") for n in names} - {None}

@@ -31,7 +31,7 @@ def _prepare(root, **kw):
 
 
 def _recipe():
-    from dml_core.recipes import get_recipe
+    from dml_core.methods.recipes import get_recipe
 
     recipe = get_recipe("normsoftmax", "demo", "resnet18")
     recipe.update(dataset="cub", epochs=1, max_steps_per_epoch=1, pretrained=False, num_workers=0,
@@ -86,7 +86,7 @@ def test_changed_code_or_data_retrains_and_removes_the_old_files(cub_root, tmp_p
 
 
 def test_interrupted_run_resumes_only_with_the_same_code(cub_root, tmp_path, capsys, monkeypatch):
-    from dml_core.io import read_json, write_json
+    from dml_core.core.io import read_json, write_json
     from dml_core.training import trainer
 
     run_dir, recipe = tmp_path / "run", _recipe()
@@ -105,7 +105,7 @@ def test_interrupted_run_resumes_only_with_the_same_code(cub_root, tmp_path, cap
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated"])
 def test_damaged_last_checkpoint_is_named_moved_aside_and_the_run_restarts(cub_root, tmp_path,
                                                                            capsys, content):
-    from dml_core.io import read_json, write_json
+    from dml_core.core.io import read_json, write_json
     from dml_core.training import checkpoint
 
     run_dir, recipe = tmp_path / "run", _recipe()

@@ -15,9 +15,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-from dml_core import paths
+from dml_core.core import paths
 from dml_core.batch import code_fingerprint, load_profile, run_profile
-from dml_core.params import NOTEBOOK_PARAMETERS, validate_parameters
+from dml_core.profiles.params import NOTEBOOK_PARAMETERS, validate_parameters
 
 STUDY_NOTEBOOKS = ["00_prepare_data", "01_normsoftmax", "02_asymptotic_proxy",
                    "03_positive_proxy", "04_cgd", "05_dynamic_margin", "06_benchmarks",
@@ -61,7 +61,7 @@ def test_notebook_parameters_cell_then_validation(stem):
 
 @pytest.mark.parametrize("stem", sorted(TRAINING_RUNS))
 def test_training_notebook_defaults_are_a_demo_recipe(stem):
-    from dml_core.recipes import get_recipe
+    from dml_core.methods.recipes import get_recipe
 
     ns: dict = {}
     exec(next(c for c in _nb(stem).cells if c.cell_type == "code").source, ns)  # noqa: S102
@@ -72,7 +72,7 @@ def test_training_notebook_defaults_are_a_demo_recipe(stem):
 
 @pytest.mark.parametrize("name", ["smoke", "demo", "full"])
 def test_profiles_load_and_their_recipes_resolve(name):
-    from dml_core.recipes import get_recipe
+    from dml_core.methods.recipes import get_recipe
 
     prof = load_profile(name)
     notebooks = {r.notebook.stem for r in prof.runs}
@@ -90,7 +90,7 @@ def test_profiles_load_and_their_recipes_resolve(name):
         out = fig_run.parameters.get("output_dir")
         assert out and not Path(out).is_absolute(), "smoke figures must stay inside the run dir"
     if name == "full":
-        from dml_core.recipes import list_recipes
+        from dml_core.methods.recipes import list_recipes
 
         assert len([r for r in prof.runs if r.notebook.stem[:2] in ("01", "02", "03", "04", "05")]) \
             >= len(list_recipes(include_demo=False))

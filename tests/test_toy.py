@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dml_core.data.toy import ToyArrayDataset
-from dml_core.toy import load_toy_history, run_toy, run_toy_study, toy_config
+from dml_core.study.toy import load_toy_history, run_toy, run_toy_study, toy_config
 
 TINY = dict(epochs=1, image_size=16, digits_per_class=12, snapshot_per_class=6, batch_size=32,
             source="digits", device="cpu", progress=False, pretrained=False)
@@ -159,7 +159,7 @@ def test_run_toy_retrains_after_a_code_change(study, monkeypatch, tmp_path):
     retrained (the reuse rule of every training run, provenance.json)."""
     import shutil
 
-    import dml_core.toy as toy
+    import dml_core.study.toy as toy
     from dml_core.methods.toy import ToyMethod
 
     run_dir, _ = study

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from dml_core.io import read_json, read_yaml
+from dml_core.core.io import read_json, read_yaml
 from dml_core.methods.base import Method, StepOutput
 from dml_core.training import (
     ClassSubset, Evaluation, NonFiniteLossError, fit, get_rng_state, load_checkpoint,
@@ -302,7 +302,7 @@ def test_validation_split_is_class_disjoint_and_deterministic():
 def test_rng_state_round_trip_is_weights_only_safe(tmp_path):
     import random
 
-    from dml_core.io import torch_save
+    from dml_core.core.io import torch_save
 
     seed_everything(5)
     torch_save(get_rng_state(), tmp_path / "rng.pt")

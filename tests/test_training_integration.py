@@ -2,7 +2,7 @@
 with a tiny conv method, and ``train(recipe, run_dir)`` end to end with a real method.
 
 Skipped until the packages they need exist (dml_core.data loaders/samplers/transforms,
-dml_core.evaluation, and for ``train`` dml_core.methods.build_method + dml_core.recipes).
+dml_core.evaluation, and for ``train`` dml_core.methods.build_method + dml_core.methods.recipes).
 """
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ def test_build_data_carves_a_class_disjoint_validation_split(demo_root):
 
 def test_train_demo_recipe_end_to_end(demo_root, tmp_path):
     _require("dml_core.methods", "build_method")
-    recipes = _require("dml_core.recipes", "get_recipe")
-    from dml_core.io import read_json
+    recipes = _require("dml_core.methods.recipes", "get_recipe")
+    from dml_core.core.io import read_json
     from dml_core.training import load_checkpoint, train
 
     recipe = recipes.get_recipe("normsoftmax", "demo", "resnet18")

@@ -1,7 +1,7 @@
 """Data layer: raw data → prepared index → datasets, transforms, samplers and loaders.
 
 See docs/DATA.md for the raw layouts and docs/ARCHITECTURE.md for the contract. Names are
-imported lazily (PEP 562), so ``python -m dml_core.prepare`` does not pay for importing torch.
+imported lazily (PEP 562), so ``python -m dml_core.data`` does not pay for importing torch.
 """
 from __future__ import annotations
 

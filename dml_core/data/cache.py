@@ -203,7 +203,7 @@ class ImageCache:
               workers: int | None = None) -> "ImageCache":
         """Run ``prefix(load(i))`` for i < n (threads: PIL releases the GIL) and write the cache;
         an existing complete cache with the same ``key`` is reused."""
-        from dml_core.locks import FileLock
+        from dml_core.core.locks import FileLock
 
         folder = Path(folder)
         meta = folder / "meta.json"

@@ -51,7 +51,7 @@ class RetrievalDataset(Dataset):
             root_arg = f" --data-root {data_root}" if data_root is not None else ""
             raise FileNotFoundError(
                 f"{dataset!r} is not prepared: {index} does not exist; run "
-                f"`python -m dml_core.prepare {dataset}{root_arg}` (or dml_core.data.prepare) first")
+                f"`python -m dml_core.data {dataset}{root_arg}` (or dml_core.data.prepare) first")
         if crop and dataset not in CROPPABLE:
             raise ValueError(f"crop=True needs bounding boxes; only {list(CROPPABLE)} have them, not {dataset!r}")
         records = read_index(index)
@@ -85,7 +85,7 @@ class RetrievalDataset(Dataset):
             raise ImageLoadError(
                 f"cannot read image {self.paths[i]} ({type(exc).__name__}: {exc}), listed in the "
                 f"prepared {self.dataset!r} index ({self.split}); check every image and exclude "
-                f"the bad ones with `python -m dml_core.prepare {self.dataset}{self._root_arg} "
+                f"the bad ones with `python -m dml_core.data {self.dataset}{self._root_arg} "
                 "--force --verify-images full`") from exc
         if self.crop:
             img = img.crop(clip_box(self.boxes[i], *img.size))

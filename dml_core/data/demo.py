@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dml_core.io import atomic_path, write_text
+from dml_core.core.io import atomic_path, write_text
 
 SCALE = 4          # the toy stand-in's upscaling (8 -> 32 px)
 CANVAS = 48

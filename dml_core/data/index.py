@@ -15,7 +15,7 @@ Integrity: ``prepare`` writes ``prepare_report.json`` (key ``index``: the SHA-25
 file's bytes, its row count and :data:`PREPARE_VERSION`; key ``splits``: images and classes per
 split) BEFORE the index, and every reader (:func:`read_index`, hence ``RetrievalDataset``)
 checks the index against it: a truncated or edited index is an :class:`IndexIntegrityError`
-naming the file and the fix (``python -m dml_core.prepare DATASET --force``), never data.
+naming the file and the fix (``python -m dml_core.data DATASET --force``), never data.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from dml_core.io import atomic_path
+from dml_core.core.io import atomic_path
 
 from .boxes import Box
 from .layout import INDEX_COLUMNS, INDEX_FILE, REPORT_FILE
@@ -115,7 +115,7 @@ def write_index(path: str | os.PathLike, records: list[Record], data: bytes | No
 
 
 def _fix(path: Path) -> str:
-    return f"run `python -m dml_core.prepare {path.parent.name} --force` to prepare it again"
+    return f"run `python -m dml_core.data {path.parent.name} --force` to prepare it again"
 
 
 def _parse(path: Path, data: bytes) -> list[Record]:

@@ -9,7 +9,7 @@ interrupted run never leaves an index that looks complete, and a run that finds 
 nothing unless ``force=True`` (an index that fails its integrity check, see
 :mod:`.index`, is prepared again). One preparation per data set at a time: a second one (another
 process, another notebook of a ``--jobs 2`` batch) waits for the lock ``<ds>/.prepare.lock``
-(:mod:`dml_core.locks`) and then finds the data prepared.
+(:mod:`dml_core.core.locks`) and then finds the data prepared.
 
 Unreadable or truncated images are listed in ``bad_images.txt`` and the report, counted, and
 EXCLUDED from the index (never silently). The originals are never re-encoded or copied (the
@@ -25,8 +25,8 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-from dml_core import io, paths
-from dml_core.locks import FileLock
+from dml_core.core import io, paths
+from dml_core.core.locks import FileLock
 
 from . import raw, stl10
 from .demo import NUM_TRAIN_CLASSES as DEMO_TRAIN_CLASSES
@@ -40,7 +40,7 @@ from .verify import check_images
 
 
 def dataset_dir(dataset: str, data_root: Optional[str | os.PathLike] = None) -> Path:
-    """``<data_root>/<dataset>`` (default data root: :func:`dml_core.paths.data_root`)."""
+    """``<data_root>/<dataset>`` (default data root: :func:`dml_core.core.paths.data_root`)."""
     return Path(data_root if data_root is not None else paths.data_root()) / check_dataset(dataset)
 
 
@@ -115,7 +115,7 @@ def _prepare(dataset: str, data_root, *, force: bool, box_convention: str, verif
     index_file, report_file = folder / INDEX_FILE, folder / REPORT_FILE
     has_boxes = dataset in ("car", "cub", "demo")
 
-    for tmp in folder.glob(".*.tmp"):  # left by a killed preparation (atomic writes, dml_core.io)
+    for tmp in folder.glob(".*.tmp"):  # left by a killed preparation (atomic writes, dml_core.core.io)
         tmp.unlink(missing_ok=True)
     removed = remove_stale_demo(folder) if dataset == "demo" else None
     if removed:
@@ -210,10 +210,10 @@ def _prepare(dataset: str, data_root, *, force: bool, box_convention: str, verif
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """CLI: ``python -m dml_core.prepare DATASET [DATASET ...] [--data-root DIR] [--force] ...``."""
+    """CLI: ``python -m dml_core.data DATASET [DATASET ...] [--data-root DIR] [--force] ...``."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m dml_core.prepare",
+    parser = argparse.ArgumentParser(prog="python -m dml_core.data",
                                      description="Prepare raw data sets into <data_root>/<ds>/index.csv.")
     parser.add_argument("datasets", nargs="+", choices=list(DATASETS),
                         metavar="DATASET", help="car, cub, sop, isc, stl10, demo")

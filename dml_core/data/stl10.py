@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from dml_core import paths
+from dml_core.core import paths
 
 from .index import Record
 from .raw import require_files

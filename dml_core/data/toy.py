@@ -1,4 +1,4 @@
-"""The toy's data pieces (:mod:`dml_core.toy`): the in-memory array data set, the capped and resized
+"""The toy's data pieces (:mod:`dml_core.study.toy`): the in-memory array data set, the capped and resized
 arrays, and the human-readable name of the data source.
 
 The raw arrays come from :func:`dml_core.data.stl10.load_toy_data` (STL-10 fold 0, or the

@@ -13,7 +13,7 @@ dynamic_margin      :class:`DynamicMarginMethod`           :mod:`.dynamic_margin
 proxy_anchor        :class:`ProxyAnchorMethod`             :mod:`.dynamic_margin`
 ==================  =====================================  ==================================
 
-Recipes (the seeds' hyper-parameters as plain dicts) are in :mod:`dml_core.recipes`.
+Recipes (the seeds' hyper-parameters as plain dicts) are in :mod:`dml_core.methods.recipes`.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 ``build_backbone(name, pretrained)`` returns a trunk ``(B, 3, H, W) -> (B, C, h, w)``: the feature
 MAP, without the original global pooling and classifier (those are the networks' business).
 
-Pretrained weights are read ONLY from :func:`dml_core.paths.torch_checkpoint_dir`
+Pretrained weights are read ONLY from :func:`dml_core.core.paths.torch_checkpoint_dir`
 (``$TORCH_HOME/hub/checkpoints``); nothing here touches the network. A missing file raises
 :class:`MissingWeightsError`, naming the file(s) looked for, the URL and the folder to put it in.
 
@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from dml_core.models.conventions import InputConvention, input_convention
-from dml_core.paths import torch_checkpoint_dir
+from dml_core.core.paths import torch_checkpoint_dir
 
 __all__ = [
     "BACKBONES",

@@ -41,7 +41,7 @@ from typing import Sequence
 
 import nbformat
 
-from dml_core import paths
+from dml_core.core import paths
 
 BOOK_DIR = "report"          # runs/<profile>/report/index.html
 SOURCE_DIR = ".book"         # runs/<profile>/.book/{src,doctrees}

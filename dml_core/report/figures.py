@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from dml_core.io import atomic_path  # noqa: E402
+from dml_core.core.io import atomic_path  # noqa: E402
 
 from .reported import (BACKBONE_NAMES, DATASET_NAMES, METHOD_NAMES, MOMENTUM_SENSITIVITY,  # noqa: E402
                        MOMENTUM_SERIES, MOMENTUM_VALUES, PROTOCOL_KS)
@@ -654,7 +654,7 @@ def refresh_readme_figures(profile: str = "study", runs_root=None, dest=None) ->
     Files of ``figures/`` not in that list are removed (they would be stale)."""
     import shutil
 
-    from dml_core import paths
+    from dml_core.core import paths
 
     root = Path(runs_root) if runs_root is not None else paths.runs_root()
     src = root / profile / "08_figures" / "figures"

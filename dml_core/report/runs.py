@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from dml_core import paths
+from dml_core.core import paths
 
 SELECTIONS = ("test_sel", "last", "val_sel", "untrained")
 SELECTION_LABELS = {"test_sel": "best epoch on test", "last": "last epoch",
@@ -198,7 +198,7 @@ def load_runs(source: str | os.PathLike | Sequence[str | os.PathLike] | None = N
               profiles: Iterable[str] | None = None) -> pd.DataFrame:
     """One row per run folder that has a ``summary.json``.
 
-    ``source`` is either the runs root (default :func:`dml_core.paths.runs_root`; its sub-folders
+    ``source`` is either the runs root (default :func:`dml_core.core.paths.runs_root`; its sub-folders
     are profiles, restricted to ``profiles`` when given) or a list of profile folders (the
     profile name is the folder name). Failed, running and unreadable runs are kept; their
     ``status`` column says so. Metrics are fractions in [0, 1]; see the module docstring.
@@ -247,7 +247,7 @@ def config_key(recipe: dict) -> str:
     """A short hash of the recipe without :data:`NON_CONFIG_KEYS`: runs that differ only by
     their seed share it."""
     try:  # a renamed recipe key must not split one configuration in two
-        from dml_core.recipes import KEY_ALIASES
+        from dml_core.methods.recipes import KEY_ALIASES
     except ImportError:
         KEY_ALIASES = {}  # noqa: N806
     core = {KEY_ALIASES.get(k, k): v for k, v in (recipe or {}).items()
@@ -274,7 +274,7 @@ def with_configs(runs: pd.DataFrame) -> pd.DataFrame:
             out[c] = pd.Series(dtype=object)
         return out
     try:
-        from dml_core.fair import VARIANTS
+        from dml_core.methods.fair import VARIANTS
         labels = {k: v.label for k, v in VARIANTS.items()}
     except Exception:  # noqa: BLE001 - labels are cosmetic
         labels = {}

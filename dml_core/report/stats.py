@@ -12,7 +12,7 @@ report shows is summarised as
   it draws). Seeds that do not match are an error, never silently dropped;
 * :func:`welch_test`: two independent samples (a fresh batch vs the committed per-seed values
   of another machine), :math:`t = (\bar a-\bar b)/\sqrt{s_a^2/n_a + s_b^2/n_b}` with the
-  Welch–Satterthwaite degrees of freedom; used by ``python -m dml_core.replicate``.
+  Welch–Satterthwaite degrees of freedom; used by ``python -m dml_core.report.replicate``.
 
 A claim "A beats B" / "X helps" is made only when the paired interval excludes 0
 (:func:`verdict`); otherwise the report says there is no detectable difference at n seeds.
@@ -236,7 +236,7 @@ def summarise(runs, metric: str = DEFAULT_METRIC, selection: str = DEFAULT_SELEC
     ``runs``: :func:`dml_core.report.load_runs` output passed through
     :func:`dml_core.report.runs.with_configs` (adds ``config``, ``label``, ``variant``, ``seed``).
     ``comparisons``: ``(label, variant_a, variant_b)`` triples (default
-    :data:`dml_core.fair.COMPARISONS`, restricted to variants present). Returns::
+    :data:`dml_core.methods.fair.COMPARISONS`, restricted to variants present). Returns::
 
         {"per_seed": DataFrame(config, label, variant, seed, metric, value),
          "summary": DataFrame(label, variant, n, mean, lo, hi, sd, seeds, "mean ± CI (%)"),
@@ -260,7 +260,7 @@ def summarise(runs, metric: str = DEFAULT_METRIC, selection: str = DEFAULT_SELEC
                      "mean ± CI (%)": iv.format()})
     summary = pd.DataFrame(rows)
     if comparisons is None:
-        from dml_core.fair import COMPARISONS as comparisons  # noqa: N811
+        from dml_core.methods.fair import COMPARISONS as comparisons  # noqa: N811
     prow = []
     by_variant = {v: g for v, g in per_seed.groupby("variant")} if "variant" in per_seed else {}
     for label, va, vb in comparisons:

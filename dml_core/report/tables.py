@@ -45,10 +45,10 @@ def expected_keys_from_profile(profile: str | os.PathLike | dict) -> list[str]:
 
     Looks through every run's ``parameters`` for (a) strings equal to a known reported key,
     (b) dicts with a ``reported`` key, (c) dicts with ``method``/``dataset``/``backbone`` that
-    :func:`dml_core.recipes.get_recipe` turns into a recipe with a ``reported`` key.
+    :func:`dml_core.methods.recipes.get_recipe` turns into a recipe with a ``reported`` key.
     """
-    from dml_core.io import read_yaml
-    from dml_core.paths import PROFILES_DIR
+    from dml_core.core.io import read_yaml
+    from dml_core.core.paths import PROFILES_DIR
 
     if isinstance(profile, dict):
         data = profile
@@ -75,7 +75,7 @@ def expected_keys_from_profile(profile: str | os.PathLike | dict) -> list[str]:
                 add(obj["reported"])
             if {"method", "dataset", "backbone"} <= set(obj):
                 try:
-                    from dml_core.recipes import get_recipe
+                    from dml_core.methods.recipes import get_recipe
 
                     add(get_recipe(obj["method"], obj["dataset"], obj["backbone"],
                                    crop=bool(obj.get("crop", False))).get("reported"))

@@ -1,7 +1,7 @@
-r"""Figures of the STL-10 toy (:mod:`dml_core.toy`): moving vs learnable proxies on the unit circle
+r"""Figures of the STL-10 toy (:mod:`dml_core.study.toy`): moving vs learnable proxies on the unit circle
 (``feature_dim`` 2) or the unit sphere (3).
 
-Inputs are the history dicts that :mod:`dml_core.toy` writes (``load_toy_history``) (``epochs`` (K,),
+Inputs are the history dicts that :mod:`dml_core.study.toy` writes (``load_toy_history``) (``epochs`` (K,),
 ``proxies`` (K, C, d), ``train_embeddings`` (K, Ns, d), ``test_embeddings`` (K, Nt, d), ``trail``
 (S + 1, C, d), ...), keyed by variant (``{"moving": h, "learnable": h}``). Every ``plot_*``
 returns the Figure and, given ``path`` (no extension), writes PNG + PDF atomically
@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dml_core.data.toy import source_label  # noqa: E402
-from dml_core.io import atomic_path  # noqa: E402
+from dml_core.core.io import atomic_path  # noqa: E402
 
 from .figures import figure_style, save_figure  # noqa: E402
 
@@ -331,7 +331,7 @@ def plot_toy_recall(histories: Mapping[str, Mapping], path=None):
 def plot_momentum_sweep(sweep: Sequence[Mapping[str, Any]], path=None, *,
                         learnable: Mapping[str, Any] | None = None, title: str = ""):
     """R@1 on the unseen classes against the momentum m, from runs (rows of
-    :func:`dml_core.toy.run_momentum_sweep`): last epoch and best epoch; the learnable-proxy run
+    :func:`dml_core.study.toy.run_momentum_sweep`): last epoch and best epoch; the learnable-proxy run
     as a horizontal line when given (a history or a result with ``final_r1``)."""
     rows = sorted(sweep, key=lambda r: r["momentum"])
     m = np.array([r["momentum"] for r in rows], dtype=float)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from dml_core.io import torch_save
+from dml_core.core.io import torch_save
 
 CHECKPOINT_VERSION = 1
 

@@ -1,4 +1,4 @@
-"""The run folder: where one training run writes everything, atomically (``dml_core.io``).
+"""The run folder: where one training run writes everything, atomically (``dml_core.core.io``).
 
 Layout (docs/ARCHITECTURE.md)::
 
@@ -14,8 +14,8 @@ Layout (docs/ARCHITECTURE.md)::
 
 Provenance (``provenance.json``, also in summary.json): ``code`` = :func:`code_fingerprint`,
 the SHA-256 of every ``.py`` file of the ``dml_core`` subpackages that training runs
-(:data:`TRAINING_CODE`: data, evaluation, losses, methods, models, training, and io.py; not the
-report, the batch runner, notebook helpers or the toy); ``data`` = per prepared data set read,
+(:data:`TRAINING_CODE`: core/io.py, data, evaluation, losses, methods (its recipes and fair
+setting aside), models, training; not the report, the batch runner, notebook helpers or the toy); ``data`` = per prepared data set read,
 ``v<prepare version>:<SHA-256 of index.csv>``; ``git_commit`` (informational only; a dirty
 tree has the same commit). ``train`` reuses a complete run, or resumes an interrupted one,
 only when recipe (epochs aside), code and data are the same; otherwise every file of the old run
@@ -38,8 +38,8 @@ from typing import Any, Iterable
 
 import torch
 
-from dml_core import io as dio
-from dml_core.paths import REPO_ROOT
+from dml_core.core import io as dio
+from dml_core.core.paths import PACKAGE_DIR, REPO_ROOT
 
 #: The leading columns of metrics.csv, in this order; then test/*, val/*, then the method's own.
 BASE_COLUMNS = ["epoch", "lr", "train_loss", "train_accuracy", "images_per_s", "epoch_time_s"]
@@ -50,9 +50,12 @@ OUTPUTS = ("config.yaml", "metrics.csv", "summary.json", "provenance.json", "che
            "features", "figures")
 
 #: The parts of ``dml_core`` (relative to the package) whose source a training run depends on.
-TRAINING_CODE = ("data", "evaluation", "losses", "methods", "models", "training", "io.py")
+TRAINING_CODE = ("core/io.py", "data", "evaluation", "losses", "methods", "models", "training")
+#: Inside those, the recipes and the fair setting are data, not code: a change there that matters
+#: to a run changes its resolved recipe, which the run folder compares on its own.
+NOT_TRAINING_CODE = ("methods/recipes.py", "methods/fair.py")
 
-_PACKAGE = Path(__file__).resolve().parents[1]
+_PACKAGE = PACKAGE_DIR
 
 
 def code_fingerprint(package: str | os.PathLike = _PACKAGE) -> str:
@@ -65,7 +68,7 @@ def code_fingerprint(package: str | os.PathLike = _PACKAGE) -> str:
         p = package / part
         files += sorted(p.rglob("*.py")) if p.is_dir() else [p] if p.is_file() else []
     for f in files:
-        if "__pycache__" in f.parts:
+        if "__pycache__" in f.parts or f.relative_to(package).as_posix() in NOT_TRAINING_CODE:
             continue
         h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()
@@ -117,9 +120,9 @@ class RunFolder:
             path.unlink(missing_ok=True)
 
     def lock(self, timeout: float | None = None):
-        """The folder's lock (:class:`dml_core.locks.FileLock`): one trainer at a time; a
+        """The folder's lock (:class:`dml_core.core.locks.FileLock`): one trainer at a time; a
         second one waits (``timeout=None``) and then finds the run complete or resumes it."""
-        from dml_core.locks import FileLock
+        from dml_core.core.locks import FileLock
 
         return FileLock(self.lock_file, what=f"the run folder {self.root}", timeout=timeout)
 
@@ -142,7 +145,7 @@ class RunFolder:
 
     def remove_leftovers(self) -> list[Path]:
         """Delete what a killed process left behind: ``.*.tmp`` files of interrupted atomic
-        writes (``dml_core.io``) in the folder and its checkpoints/features/figures, and
+        writes (``dml_core.core.io``) in the folder and its checkpoints/features/figures, and
         ``.old-*`` folders of an interrupted :meth:`clear`. Call only while holding the lock."""
         removed = []
         for folder in (self.root, self.root / "checkpoints", self.root / "features",

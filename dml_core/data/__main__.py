@@ -1,4 +1,4 @@
-"""CLI: ``python -m dml_core.prepare DATASET [DATASET ...] --data-root DIR [--force]``.
+"""CLI: ``python -m dml_core.data DATASET [DATASET ...] --data-root DIR [--force]``.
 
 A thin shim over :func:`dml_core.data.prepare` (see docs/DATA.md for the raw layouts).
 """

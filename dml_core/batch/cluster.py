@@ -3,7 +3,7 @@
 Planning, skip-when-done, progress and the report stay in the driver (:mod:`dml_core.batch`);
 each run to execute becomes one Slurm job: one job array per stage (``executor.map_array``),
 ``array_parallelism`` of its tasks at once (``#SBATCH --array=0-N%P``), one GPU each. A job calls
-:func:`dml_core.execution.execute_run` on the cluster node — the same function a local worker
+:func:`dml_core.batch.execution.execute_run` on the cluster node — the same function a local worker
 calls — so the run folder (``runs/<profile>/<id>/``, on a file system the nodes share) is the same.
 
 Preemption and time-outs: Slurm signals the job (``USR2``, ``signal_delay_s`` before the end);
@@ -14,7 +14,7 @@ requeued job executes the notebook again with the same ``run_dir``, where the tr
 resumes from its last checkpoint. A job that fails (an exception, killed, out of memory, out of
 requeues) is reported with the path of its Slurm log.
 
-Settings (:class:`SlurmOptions`, in :mod:`dml_core.slurm_settings`): the profile's optional
+Settings (:class:`SlurmOptions`, in :mod:`dml_core.profiles.slurm`): the profile's optional
 ``slurm:`` mapping (``profiles/README.md``), overridden by the ``--slurm-*`` options of the
 command line. The submitit folder (scripts, pickles, logs ``%j_0_log.out/err``) is
 ``runs/<profile>/_slurm/``.
@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     submitit = None
     Checkpointable = object  # type: ignore[assignment,misc]
 
-from dml_core.slurm_settings import (EXECUTORS, SlurmOptions, parse_sbatch_flags, slurm_options,
+from dml_core.profiles.slurm import (EXECUTORS, SlurmOptions, parse_sbatch_flags, slurm_options,
                                      validate_slurm_block)
 
 __all__ = ["SlurmOptions", "NotebookJob", "slurm_options", "validate_slurm_block",
@@ -61,14 +61,14 @@ def _granted_cpus() -> int:
 class NotebookJob(Checkpointable):
     """One run as a submitit job: ``NotebookJob()(task)`` executes it on the node.
 
-    ``task`` is the plain dict the batch driver builds for :func:`dml_core.execution.execute_run`.
+    ``task`` is the plain dict the batch driver builds for :func:`dml_core.batch.execution.execute_run`.
     On the node the job uses the CPUs it was granted: ``OMP_NUM_THREADS`` and
     ``DML_NUM_WORKERS`` (DataLoader workers per loader) follow ``os.sched_getaffinity``, unless
     set already.
     """
 
     def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
-        from dml_core.execution import execute_run
+        from dml_core.batch.execution import execute_run
 
         cpus = _granted_cpus()
         env = dict(task.get("env") or {})
@@ -85,7 +85,7 @@ class NotebookJob(Checkpointable):
 
     def checkpoint(self, task: dict[str, Any]):  # noqa: D401 - submitit's hook
         """Preempted or timed out: the same task again (the run folder holds the progress)."""
-        from dml_core import io
+        from dml_core.core import io
 
         status_path = Path(task["run_dir"]) / "status.json"
         try:

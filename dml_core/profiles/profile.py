@@ -2,11 +2,11 @@
 
 A profile lists runs ``{id, notebook, parameters, stage, description}``; :func:`load_profile`
 reads one into a :class:`Profile` of :class:`Run` s and raises :class:`ProfileError` naming every
-problem at once (its ``slurm:`` block is checked by :mod:`dml_core.slurm_settings`). The
+problem at once (its ``slurm:`` block is checked by :mod:`dml_core.profiles.slurm`). The
 parameters a run's notebook receives are :func:`effective_parameters` (the profile's, plus the
 injected ``profile``, ``run_dir``, ``data_root``) with the ``--set`` settings of the batch
 applied by :func:`apply_settings`. The batch (:mod:`dml_core.batch`), its pre-flight check
-(:mod:`dml_core.preflight`) and the book (:mod:`dml_core.report.book`) read profiles here.
+(:mod:`dml_core.batch.preflight`) and the book (:mod:`dml_core.report.book`) read profiles here.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from dml_core import io, paths
-from dml_core.slurm_settings import validate_slurm_block
+from dml_core.core import io, paths
+from dml_core.profiles.slurm import validate_slurm_block
 
 # nbformat → jsonschema imports the optional ``rfc3987_syntax``, which compiles an Earley grammar
 # at import time (2–3 s of CPU in every batch and worker process) only to check the "iri" string
@@ -113,9 +113,9 @@ def load_profile(profile: str | os.PathLike, profiles_dir: Path | None = None,
     Checks: required keys (``name``, ``runs``; each run ``id`` and ``notebook``), no unknown keys,
     ``name`` equal to the file name, ids unique and usable as folder names, notebook files exist,
     ``stage`` a non-negative int, and — for notebooks with a schema in
-    :data:`dml_core.params.NOTEBOOK_PARAMETERS` — the parameters (see :mod:`dml_core.params`).
+    :data:`dml_core.profiles.params.NOTEBOOK_PARAMETERS` — the parameters (see :mod:`dml_core.profiles.params`).
     """
-    from dml_core import params as nbparams
+    from dml_core.profiles import params as nbparams
 
     path = resolve_profile_path(profile, profiles_dir)
     try:
@@ -284,7 +284,7 @@ def apply_settings(run: Run, params: dict[str, Any], settings: dict[str, Any] | 
     """
     if not settings:
         return params
-    from dml_core import params as nbparams
+    from dml_core.profiles import params as nbparams
 
     try:
         _, schema = nbparams._schema(run.notebook)
@@ -294,7 +294,7 @@ def apply_settings(run: Run, params: dict[str, Any], settings: dict[str, Any] | 
     own = {k: v for k, v in settings.items() if k in schema and k not in _INJECTED + ("overrides",)}
     out.update(own)
     if "overrides" in schema:
-        from dml_core.recipes import list_recipes, recipe_by_name
+        from dml_core.methods.recipes import list_recipes, recipe_by_name
 
         # a parameter of another notebook (e.g. 08's output_dir) that is no recipe key: not ours
         recipe_keys = {k for name in list_recipes() for k in recipe_by_name(name)}

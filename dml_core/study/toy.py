@@ -40,7 +40,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from dml_core.data.toy import ToyArrayDataset, prepare_toy_arrays, source_label
-from dml_core.io import read_json, torch_save, write_json, write_text
+from dml_core.core.io import read_json, torch_save, write_json, write_text
 
 __all__ = [
     "TOY_DEFAULTS", "TOY_PROFILES", "toy_config", "config_from_parameters", "run_toy",
@@ -51,7 +51,7 @@ __all__ = [
 #: The original toy with its fixes; every key of a toy config.
 TOY_DEFAULTS: dict[str, Any] = {
     "source": "auto",           # auto | stl10 | digits
-    "data_root": None,          # None = dml_core.paths.data_root()
+    "data_root": None,          # None = dml_core.core.paths.data_root()
     "feature_dim": 2,           # 2 (unit circle) or 3 (unit sphere)
     "epochs": 30,
     "batch_size": 128,

@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the dml_core folder
+REPO_ROOT = PACKAGE_DIR.parent
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PROFILES_DIR = REPO_ROOT / "profiles"
 FIGURES_DIR = REPO_ROOT / "figures"

@@ -10,7 +10,7 @@ its parameters in its second cell::
     dataset = "demo"  # demo | car | cub | sop | isc
     ...
     # cell 2
-    from dml_core.params import validate_parameters
+    from dml_core.profiles.params import validate_parameters
     P = validate_parameters("01_normsoftmax", globals())
 
 The names, defaults and help texts are read from the ``parameters`` cell itself
@@ -122,7 +122,7 @@ def notebook_stem(notebook: str | Path) -> str:
 
 def default_run_dir(profile: str, notebook: str | Path) -> Path:
     """The one default run folder of a notebook: ``runs_root()/<profile>/<notebook stem>``."""
-    from dml_core import paths
+    from dml_core.core import paths
 
     return paths.runs_root() / profile / notebook_stem(notebook)
 
@@ -131,7 +131,7 @@ def _type_of_default(name: str, default: Any) -> str:
     if default is None:
         if name not in NONE_DEFAULT_TYPES:
             raise ValueError(f"parameter {name!r} defaults to None: add its type to "
-                             "dml_core.params.NONE_DEFAULT_TYPES")
+                             "dml_core.profiles.params.NONE_DEFAULT_TYPES")
         return NONE_DEFAULT_TYPES[name]
     if isinstance(default, (list, tuple)):
         inner = {_type_of_default(name, v) for v in default} or {"str"}
@@ -177,7 +177,7 @@ class _NotebookSchemas(Mapping):
     """``{notebook stem: schema}`` of the study notebooks (``notebooks/NN_*.ipynb``), read lazily."""
 
     def _paths(self) -> dict[str, Path]:
-        from dml_core import paths
+        from dml_core.core import paths
 
         return {p.stem: p for p in sorted(paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))}
 
@@ -318,7 +318,7 @@ def validate_parameters(notebook: str | Path, params: Mapping[str, Any], *,
 
 
 def _resolve(stem: str, p: dict[str, Any]) -> None:
-    from dml_core import paths
+    from dml_core.core import paths
 
     if "run_dir" in p and p["run_dir"] is None:
         p["run_dir"] = str(default_run_dir(p.get("profile", "interactive"), stem))
@@ -333,9 +333,9 @@ def check_registries() -> list[str]:
 
     Raises ImportError when a registry is not importable yet. Checked: every backbone choice is in
     ``dml_core.models.backbones.BACKBONES``; every training data set is in
-    ``dml_core.recipes.DATASETS``; every method a notebook runs has at least one recipe.
+    ``dml_core.methods.recipes.DATASETS``; every method a notebook runs has at least one recipe.
     """
-    from dml_core import recipes
+    from dml_core.methods import recipes
     from dml_core.models import backbones
 
     problems = []
@@ -344,7 +344,7 @@ def check_registries() -> list[str]:
         problems.append(f"backbones not in dml_core.models.backbones.BACKBONES: {missing}")
     missing = [d for d in TRAIN_DATASETS if d not in recipes.DATASETS]
     if missing:
-        problems.append(f"data sets not in dml_core.recipes.DATASETS: {missing}")
+        problems.append(f"data sets not in dml_core.methods.recipes.DATASETS: {missing}")
     for stem, methods in NOTEBOOK_METHOD_OF.items():
         for method in methods:
             if not recipes.list_recipes(method=method):

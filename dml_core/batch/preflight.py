@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from dml_core import paths
+from dml_core.core import paths
 
 __all__ = ["Check", "PreflightReport", "check_profile", "run_disk_bytes", "NOTEBOOK_METHOD"]
 
@@ -86,8 +86,9 @@ def run_disk_bytes(recipe: dict, params: int | None = None) -> int:
 
 
 def _runs(profile, only, data_root, runs_root, profiles_dir, settings):
-    from dml_core import params as nbparams, profiles
+    from dml_core.profiles import params as nbparams
 
+    from dml_core import profiles
     prof = (profile if isinstance(profile, profiles.Profile)
             else profiles.load_profile(profile, profiles_dir))
     runs_root = Path(runs_root).expanduser().resolve() if runs_root else paths.runs_root().resolve()
@@ -106,9 +107,9 @@ def check_profile(profile, *, only: str | Sequence[str] | None = None, data_root
                   runs_root=None, profiles_dir: Path | None = None,
                   settings: dict[str, Any] | None = None) -> PreflightReport:
     """Run every check for ``profile`` (name, path or :class:`dml_core.profiles.Profile`)."""
-    from dml_core import params as nbparams
+    from dml_core.profiles import params as nbparams
     from dml_core.data.preparation import dataset_dir, is_prepared
-    from dml_core.recipes import get_recipe
+    from dml_core.methods.recipes import get_recipe
 
     prof, runs_root, runs = _runs(profile, only, data_root, runs_root, profiles_dir, settings)
     checks: list[Check] = []

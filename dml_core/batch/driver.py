@@ -3,19 +3,19 @@
 ``python -m dml_core.batch --profile demo`` (what ``make report`` runs) reads
 ``profiles/demo.yaml`` (format: ``profiles/README.md``) and, for every run, in profile order:
 
-1. skips it when it finished before with the same fingerprint (:mod:`dml_core.execution`), unless
+1. skips it when it finished before with the same fingerprint (:mod:`dml_core.batch.execution`), unless
    ``--force``;
 2. executes ``notebooks/<notebook>`` into its run folder ``runs/<profile>/<id>/`` (injected
    parameters ``profile``, ``run_dir`` and, with ``--data-root``, ``data_root``): the executed
    notebook, its HTML, ``log.txt``, ``status.json`` and, only after success, ``done.json``
-   (:func:`dml_core.execution.execute_run`);
+   (:func:`dml_core.batch.execution.execute_run`);
 3. rewrites ``runs/<profile>/index.html`` (the report: every run in profile order, linked, with
    status and time) and, at the end, ``runs/<profile>/batch_summary.json``.
 
 A failing run does not stop the others; the exit code is 1 when any run failed, 2 for a bad
 profile or command line.
 
-One batch per profile at a time: the lock ``runs/<profile>/.batch.lock`` (:mod:`dml_core.locks`);
+One batch per profile at a time: the lock ``runs/<profile>/.batch.lock`` (:mod:`dml_core.core.locks`);
 a second batch on the same profile is refused (exit 2) with a message naming the holder's pid.
 Ctrl-C records ``interrupted`` in the running runs' ``status.json``.
 
@@ -31,8 +31,8 @@ command is plain ``python`` runs the interpreter of this process (jupyter_client
 ``sys.executable``), i.e. the venv's ipykernel when the batch runs from the venv.
 
 The layers: :mod:`dml_core.profiles` reads a profile (and the ``--set`` settings),
-:mod:`dml_core.execution` executes one run and decides whether it must run again,
-:mod:`dml_core.cluster` runs them as Slurm jobs; this module plans a batch, schedules it on this
+:mod:`dml_core.batch.execution` executes one run and decides whether it must run again,
+:mod:`dml_core.batch.cluster` runs them as Slurm jobs; this module plans a batch, schedules it on this
 machine or the cluster, and writes its report. It imports them; none of them imports it.
 """
 from __future__ import annotations
@@ -49,8 +49,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from dml_core import io, paths
-from dml_core.execution import (RUN_FILES, code_fingerprint, execute_run, fingerprint_parts,
+from dml_core.core import io, paths
+from dml_core.batch.execution import (RUN_FILES, code_fingerprint, execute_run, fingerprint_parts,
                                 inputs_of, notebook_fingerprint, now, read_status, sha256_of,
                                 skip_reason, stale_readers)
 from dml_core.profiles import (BatchError, Profile, ProfileError, Run, apply_settings,
@@ -58,7 +58,7 @@ from dml_core.profiles import (BatchError, Profile, ProfileError, Run, apply_set
                                parse_settings, resolve_profile_path, run_dir_of, select_runs)
 
 __all__ = ["RunResult", "BatchResult", "run_profile", "gpu_for_slot", "main",
-           # re-exported from dml_core.profiles and dml_core.execution for the batch's users
+           # re-exported from dml_core.profiles and dml_core.batch.execution for the batch's users
            "BatchError", "ProfileError", "Run", "Profile", "load_profile", "resolve_profile_path",
            "list_profiles", "default_stage", "parse_settings", "apply_settings",
            "notebook_fingerprint", "code_fingerprint"]
@@ -227,8 +227,8 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
     a script only under ``if __name__ == "__main__":`` (notebooks and ``-m`` are fine).
 
     ``backend="slurm"`` submits each run to execute as a Slurm job through submitit
-    (:mod:`dml_core.cluster`; ``slurm``: overrides of the profile's ``slurm:`` settings, keys of
-    :class:`dml_core.slurm_settings.SlurmOptions`); ``jobs`` is then ignored.
+    (:mod:`dml_core.batch.cluster`; ``slurm``: overrides of the profile's ``slurm:`` settings, keys of
+    :class:`dml_core.profiles.slurm.SlurmOptions`); ``jobs`` is then ignored.
     """
     t_batch = time.time()
     prof = profile if isinstance(profile, Profile) else load_profile(profile, profiles_dir)
@@ -239,7 +239,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
         raise BatchError(f"backend {backend!r} must be 'local' or 'slurm'")
     slurm_opts = None
     if backend == "slurm":
-        from dml_core import cluster
+        from dml_core.batch import cluster
 
         try:
             slurm_opts = cluster.slurm_options(prof.slurm, **(slurm or {}))
@@ -249,7 +249,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
     selected = select_runs(prof.runs, only)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
-    code = code_fingerprint(Path(__file__).resolve().parent, prof.notebooks_dir)
+    code = code_fingerprint(paths.PACKAGE_DIR, prof.notebooks_dir)
     plans = []  # (run, run_dir, params, parts, fingerprint, skip, reason)
     for run in selected:
         rdir = run_dir_of(runs_root, prof.name, run.id)
@@ -342,7 +342,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
             monitor.finished(run.id, res.status, res.elapsed_s)
         write_index(prof, runs_root, results)
 
-    from dml_core.locks import FileLock, LockHeldError
+    from dml_core.core.locks import FileLock, LockHeldError
 
     batch_lock = FileLock(runs_root / prof.name / BATCH_LOCK, timeout=0,
                           what=f"the batch of profile {prof.name!r} ({runs_root / prof.name})")
@@ -352,7 +352,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
         raise BatchError(str(exc)) from None
     monitor = None
     if progress and not quiet and to_run:
-        from dml_core.progress import BatchProgress
+        from dml_core.batch.progress import BatchProgress
 
         monitor = BatchProgress(slurm_opts.array_parallelism if slurm_opts else jobs, say)
         for plan in to_run:
@@ -595,8 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _slurm_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The ``--slurm-*`` options that were given, as keys of
-    :class:`dml_core.slurm_settings.SlurmOptions`."""
-    from dml_core.slurm_settings import parse_sbatch_flags
+    :class:`dml_core.profiles.slurm.SlurmOptions`."""
+    from dml_core.profiles.slurm import parse_sbatch_flags
 
     keys = ("partition", "time_min", "cpus_per_task", "mem_gb", "gpus", "array_parallelism",
             "max_requeues", "executor")
@@ -629,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = parse_settings(args.settings)
         if args.check:
-            from dml_core import preflight
+            from dml_core.batch import preflight
 
             report = preflight.check_profile(args.profile, only=args.only, data_root=args.data_root,
                                              runs_root=args.runs_root, profiles_dir=profiles_dir,
@@ -647,6 +647,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     return result.exit_code
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""The full path rehearsed on stand-ins: ``python -m dml_core.rehearsal`` (``make rehearsal``).
+"""The full path rehearsed on stand-ins: ``python -m tools.rehearsal`` (``make rehearsal``).
 
 What a user with the real data sets and a GPU machine does, on CPU, in a temporary folder:
 
@@ -297,8 +297,9 @@ def rehearse(work: str | os.PathLike, *, only: Sequence[str] | None = None, jobs
     Returns ``(batch_result, problems)``; ``problems`` lists failed runs and training run
     folders that are not done or not marked ``shortened``.
     """
-    from dml_core import batch, io
+    from dml_core import batch
 
+    from dml_core.core import io
     work = Path(work).resolve()
     data_root, runs_root = work / "data", work / "runs"
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
@@ -338,7 +339,7 @@ def rehearse(work: str | os.PathLike, *, only: Sequence[str] | None = None, jobs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dml_core.rehearsal", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.rehearsal", description=__doc__.split("\n")[0])
     p.add_argument("--work", help="working folder (default: a new temporary folder, kept)")
     p.add_argument("--only", action="append", metavar="PATTERN",
                    help="run ids (fnmatch) to rehearse; default: the whole full profile")

@@ -3,7 +3,7 @@
 :class:`SlurmOptions` holds the keys of the optional ``slurm:`` mapping of a profile
 (``profiles/README.md``); :func:`validate_slurm_block` checks it when the profile loads
 (:func:`dml_core.profiles.load_profile`), and :func:`slurm_options` puts the command line's
-``--slurm-*`` options on top. The jobs themselves are :mod:`dml_core.cluster`'s.
+``--slurm-*`` options on top. The jobs themselves are :mod:`dml_core.batch.cluster`'s.
 """
 from __future__ import annotations
 

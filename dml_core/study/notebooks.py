@@ -1,6 +1,6 @@
 """Notebook-facing helpers of the study: what the numbered notebooks call, so they stay thin.
 
-Every notebook validates its parameters (:func:`dml_core.params.validate_parameters`) and then
+Every notebook validates its parameters (:func:`dml_core.profiles.params.validate_parameters`) and then
 calls one or two functions of this module:
 
 - ``00_prepare_data``: :func:`prepare_datasets` (prepares the data sets, returns a table).
@@ -8,14 +8,14 @@ calls one or two functions of this module:
   (method, data set, backbone, crop, overrides) recipe into its run folder (through
   :func:`run_training`); :func:`show_run` displays the training curves, the dense/binary
   Recall@K + MAP@R table and the retrieval pictures, and saves them into ``<run_dir>/figures/``.
-- ``07_toy_proxies``: :func:`dml_core.toy.run_toy_study` (both proxy variants, the momentum
+- ``07_toy_proxies``: :func:`dml_core.study.toy.run_toy_study` (both proxy variants, the momentum
   sweep and the figures, into its run folder).
 - ``06_benchmarks``: :func:`benchmark_report` builds every table from the run folders alone
   (nothing is retrained) and writes ``benchmark.md`` / ``benchmark.csv`` into its run folder.
 - ``08_figures``: :func:`write_figures` draws the study's figures (PNG + PDF) from the runs.
 
 The notebook's run folder is ``run_dir`` (injected by the batch runner), or, when a notebook is
-opened interactively, :func:`dml_core.params.default_run_dir` (``validate_parameters`` resolves
+opened interactively, :func:`dml_core.profiles.params.default_run_dir` (``validate_parameters`` resolves
 it; :func:`resolve_run_dir` creates it).
 """
 from __future__ import annotations
@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from dml_core import io, paths
-from dml_core.params import default_run_dir
+from dml_core.core import io, paths
+from dml_core.profiles.params import default_run_dir
 
 __all__ = [
     "resolve_run_dir",
@@ -89,8 +89,8 @@ def resolve_device(device: str | None) -> str | None:
 
 def make_recipe(method: str, dataset: str, backbone: str, crop: bool = False,
                 overrides: dict | None = None) -> dict:
-    """``dml_core.recipes.get_recipe`` with the notebook's ``overrides`` (checked there)."""
-    from dml_core.recipes import get_recipe
+    """``dml_core.methods.recipes.get_recipe`` with the notebook's ``overrides`` (checked there)."""
+    from dml_core.methods.recipes import get_recipe
 
     return get_recipe(method, dataset, backbone, crop=bool(crop), **copy.deepcopy(overrides or {}))
 
@@ -106,7 +106,7 @@ def _ensure_prepared(dataset: str, data_root) -> None:
     root = data_root or paths.data_root()
     raise FileNotFoundError(
         f"data set {dataset!r} is not prepared under {root}: run notebooks/00_prepare_data.ipynb "
-        f"(or `python -m dml_core.prepare {dataset}`) first")
+        f"(or `python -m dml_core.data {dataset}`) first")
 
 
 def run_training(method: str, dataset: str, backbone: str, crop: bool = False,
@@ -289,7 +289,7 @@ def prepare_datasets(datasets: Sequence[str], data_root: str | os.PathLike | Non
 def retrieval_runs(runs: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
     """The rows of :func:`dml_core.report.load_runs` that are retrieval runs of a published method
     (the toy's run folders, which also hold a ``summary.json``, are left out)."""
-    from dml_core.recipes import METHODS
+    from dml_core.methods.recipes import METHODS
 
     if not len(runs):
         return runs

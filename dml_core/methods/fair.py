@@ -1,6 +1,6 @@
 """The fair protocol: one shared training setting for every method, declared as data.
 
-The per-paper ("faithful") recipes of :mod:`dml_core.recipes` reproduce each paper; they differ in
+The per-paper ("faithful") recipes of :mod:`dml_core.methods.recipes` reproduce each paper; they differ in
 optimiser, learning rate, schedule, BatchNorm policy, sampler and image size, so a difference
 between two of them does not say which *loss* is better. Following the Metric Learning Reality
 Check (Musgrave et al., ECCV 2020), the fair protocol fixes everything that is not the loss:
@@ -15,7 +15,7 @@ Check (Musgrave et al., ECCV 2020), the fair protocol fixes everything that is n
 
 Each method keeps only its own loss hyper-parameters (:data:`LOSS_HPARAMS`: temperature, margins,
 scales, the proxies' own learning rate, momentum, ...), set by the same declared tuning budget
-(:attr:`Setting.tuning`). A recipe is built by calling :func:`dml_core.recipes.get_recipe` with
+(:attr:`Setting.tuning`). A recipe is built by calling :func:`dml_core.methods.recipes.get_recipe` with
 overrides (:func:`fair_recipe`), so every key is validated by the recipe code.
 
 Settings (:data:`SETTINGS`): ``demo`` (CPU, embedded digits, ResNet-18 from scratch; what
@@ -196,7 +196,7 @@ COMPARISONS: tuple[tuple[str, str, str], ...] = (
 )
 
 # One shared setting, many recipe spellings: each entry lists the recipe keys that carry it (a
-# method sets the ones its recipe has). Kept tolerant of key renames in dml_core.recipes.
+# method sets the ones its recipe has). Kept tolerant of key renames in dml_core.methods.recipes.
 _BN_KEYS = ("freeze_bn", "bn_freeze", "bn_policy")
 _STEP_KEYS = ("lr_step", "lr_decay_step", "lr_step_size")
 _GAMMA_KEYS = ("lr_gamma", "lr_decay_gamma")
@@ -212,7 +212,7 @@ def _row(method: str, dataset: str, backbone: str) -> tuple[str, str]:
     """(data set, backbone) of the faithful row the fair recipe starts from; only the method's
     own keys are kept from it. ``get_recipe`` takes the data set and backbone positionally
     (never as overrides), so a (method, data set, backbone) without a row is not available."""
-    from dml_core.recipes import list_recipes, recipe_by_name
+    from dml_core.methods.recipes import list_recipes, recipe_by_name
 
     for n in list_recipes(method=method, dataset=dataset):
         if recipe_by_name(n)["backbone"] == backbone:
@@ -231,7 +231,7 @@ def available(method: str, dataset: str, backbone: str) -> bool:
 
 
 def _base_recipe(method: str, dataset: str, backbone: str) -> dict:
-    from dml_core.recipes import get_recipe
+    from dml_core.methods.recipes import get_recipe
 
     return get_recipe(method, *_row(method, dataset, backbone))
 
@@ -254,7 +254,7 @@ def shared_overrides(recipe: dict, s: Setting, seed: int) -> dict[str, Any]:
         hit = [k for k in keys if k in recipe]
         if not hit and required:
             raise FairError(f"recipe {recipe['name']!r} has none of the keys {keys} for the "
-                            f"shared {what}; update dml_core.fair for the renamed key")
+                            f"shared {what}; update dml_core.methods.fair for the renamed key")
         for k in hit:
             o[k] = value(k) if callable(value) else value
 
@@ -285,7 +285,7 @@ def fair_recipe(variant: str, setting_name: str = "demo", dataset: str | None = 
     may change only the method's own loss hyper-parameters (:data:`LOSS_HPARAMS`). The name is
     ``fair/<setting>/<dataset>/<variant>/seed<seed>``.
     """
-    from dml_core.recipes import get_recipe
+    from dml_core.methods.recipes import get_recipe
 
     if variant not in VARIANTS:
         raise FairError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
@@ -311,7 +311,7 @@ def recipe_overrides(variant: str, setting_name: str = "demo", dataset: str | No
                      seed: int = 0) -> dict[str, Any]:
     """What a profile passes to a notebook: ``get_recipe(method, dataset, backbone,
     **overrides)`` then equals :func:`fair_recipe` (the name aside)."""
-    from dml_core.recipes import get_recipe
+    from dml_core.methods.recipes import get_recipe
 
     v, s = VARIANTS[variant], setting(setting_name)
     dataset = dataset or s.datasets[0]
@@ -438,12 +438,12 @@ def as_dict(name: str) -> dict:
 
 
 # ------------------------------------------------------------------------- profile files
-#: The profiles generated from this module (``python -m dml_core.fair --write``).
+#: The profiles generated from this module (``python -m dml_core.methods.fair --write``).
 PROFILES: dict[str, dict[str, Any]] = {
     "demo": {"setting": "demo", "seeds": (0, 1, 2), "ablations": False,
              "description": (
                  "What `make report` runs: every method under the fair protocol's demo setting "
-                 "(dml_core.fair, docs/PROTOCOL.md; embedded digits, ResNet-18 from scratch, "
+                 "(dml_core.methods.fair, docs/PROTOCOL.md; embedded digits, ResNet-18 from scratch, "
                  "CPU) with 3 seeds, the toy, the tables with 95% intervals over seeds and "
                  "paired differences, and the figures (inside runs/demo/, never the "
                  "repository's figures/).")},
@@ -503,7 +503,7 @@ def profile_document(name: str) -> dict:
             "parameters": {"device": s.device}, "runs": runs}
 
 
-_HEADER = ("# GENERATED by `python -m dml_core.fair --write` from dml_core/fair.py (the fair "
+_HEADER = ("# GENERATED by `python -m dml_core.methods.fair --write` from dml_core/methods/fair.py (the fair "
            "protocol's one source);\n# edit that module, not this file.\n")
 
 
@@ -513,7 +513,7 @@ def write_files(root=None) -> list[str]:
 
     import yaml
 
-    from dml_core import io, paths
+    from dml_core.core import io, paths
 
     root = Path(root) if root is not None else paths.REPO_ROOT
     written = []
@@ -545,15 +545,15 @@ def protocol_document() -> str:
     gone = unavailable("fair", tuple(VARIANTS))
     return (
         "# The fair protocol\n\n"
-        "<!-- GENERATED by `python -m dml_core.fair --write` from dml_core/fair.py; edit that "
+        "<!-- GENERATED by `python -m dml_core.methods.fair --write` from dml_core/methods/fair.py; edit that "
         "module. -->\n\n"
-        "The per-paper recipes (`dml_core/recipes.py`) reproduce each paper with its own "
+        "The per-paper recipes (`dml_core/methods/recipes.py`) reproduce each paper with its own "
         "optimiser, schedule, BatchNorm policy, sampler and image size: they are the "
         "**reproduction**. To **compare** the losses, every method is trained under one shared "
         "setting (after the Metric Learning Reality Check, Musgrave et al., ECCV 2020); each "
         "method keeps only its own loss hyper-parameters. Recipes are built by "
-        "`dml_core.fair.fair_recipe(variant, setting, dataset, seed)`, which calls "
-        "`dml_core.recipes.get_recipe` with overrides.\n\n"
+        "`dml_core.methods.fair.fair_recipe(variant, setting, dataset, seed)`, which calls "
+        "`dml_core.methods.recipes.get_recipe` with overrides.\n\n"
         "Model selection uses a class-disjoint validation split carved from the training "
         "classes (drawn per seed); the test set is never used to choose an epoch or a "
         "hyper-parameter. Numbers are means over seeds with 95% t-intervals; comparisons are "

@@ -6,7 +6,7 @@ into ``<run_dir>/notebook.ipynb`` — while it runs, papermill saves progress in
 not — streams the cell outputs into ``log.txt``, renders ``notebook.html`` (also when the
 notebook failed, so the traceback is readable), writes ``status.json`` and, only after success,
 ``done.json`` (:data:`RUN_FILES`). It never raises and takes plain data, so the same function
-runs in the batch's process, in its worker processes and in a Slurm job (:mod:`dml_core.cluster`).
+runs in the batch's process, in its worker processes and in a Slurm job (:mod:`dml_core.batch.cluster`).
 
 Fingerprint (``done.json``): SHA-256 over (a) the notebook's *code* cells (markdown and outputs are
 ignored, as jupyter-cache does; use ``--force`` to re-render after a prose edit), (b) the run's
@@ -37,7 +37,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterable
 
-from dml_core import io
+from dml_core.core import io, paths
 from dml_core.profiles import Profile, Run, run_dir_of
 
 __all__ = [
@@ -82,7 +82,7 @@ def notebook_fingerprint(notebook: str | Path) -> str:
 def code_fingerprint(*dirs: str | Path) -> str:
     """Hash of every ``.py`` file under ``dirs`` (default: the ``dml_core`` package)."""
     if not dirs:
-        dirs = (Path(__file__).resolve().parent,)
+        dirs = (paths.PACKAGE_DIR,)
     h = hashlib.sha256()
     for d in dirs:
         d = Path(d)

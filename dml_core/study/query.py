@@ -57,7 +57,7 @@ def load_run_model(run_dir: str | os.PathLike, checkpoint: str = "best",
     file (the run's weights replace it), so no weight file outside the run folder is needed.
     """
     from dml_core.data.transforms import build_transform
-    from dml_core.io import read_json, read_yaml
+    from dml_core.core.io import read_json, read_yaml
     from dml_core.methods import build_method
     from dml_core.training import checkpoint as ckpt
 
