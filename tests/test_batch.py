@@ -13,7 +13,7 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from dml_core import batch
+from dml_core.batch import driver as batch
 from dml_core.core.paths import REPO_ROOT
 
 WRITE_JSON = """\
@@ -311,7 +311,7 @@ def test_cli_list_profiles_and_usage_errors(study, capsys):
 
 
 def test_parallel_cpu_jobs_share_the_cores():
-    from dml_core.batch import cpu_threads_per_job
+    from dml_core.batch.driver import cpu_threads_per_job
 
     assert cpu_threads_per_job(2, 0, None, cpus=2) == "1"
     assert cpu_threads_per_job(3, 0, None, cpus=16) == "5"

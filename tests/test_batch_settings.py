@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from dml_core import batch
+from dml_core.batch import driver as batch
 
 from dml_core.batch import preflight
 from dml_core.core.paths import NOTEBOOKS_DIR

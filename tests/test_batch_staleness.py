@@ -12,7 +12,7 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
-from dml_core import batch
+from dml_core.batch import driver as batch
 
 # a "training" notebook: writes summary.json and a provenance.json naming the index it read
 TRAIN = """\

@@ -16,9 +16,9 @@ import pytest
 
 pytest.importorskip("submitit")
 
-from dml_core import batch  # noqa: E402
+from dml_core.batch import driver as batch  # noqa: E402
 
-from dml_core.batch import cluster
+from dml_core.batch import cluster  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_batch import WRITE_JSON, make_notebook, write_profile  # noqa: E402

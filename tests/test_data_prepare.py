@@ -162,7 +162,7 @@ def test_stl10_prepare_validates_binaries(tmp_path):
 
 
 def test_cli(tmp_path, capsys):
-    from dml_core.prepare import main
+    from dml_core.data.preparation import main
 
     make_sop_raw(tmp_path / "sop")
     with warnings.catch_warnings():

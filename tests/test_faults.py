@@ -71,7 +71,7 @@ def test_evaluation_input_errors_and_the_singleton_warning():
 
 # ---------------------------------------------------------------- prepare
 def test_prepare_cli_prepares_every_named_set_and_reports_all_failures(tmp_path, capsys):
-    from dml_core.prepare import main
+    from dml_core.data.preparation import main
 
     make_cub_raw(tmp_path / "cub")
     with warnings.catch_warnings():
@@ -110,7 +110,7 @@ def test_split_size_warnings_print_without_a_source_line(tmp_path):
         prepare("cub", tmp_path, verbose=False, verify_images="none")
     w = caught[0]
     text = warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line)
-    assert text == "dml_core.prepare:0: UserWarning: cub train: 6 images, the standard split has 5864\n"
+    assert text == "dml_core.data:0: UserWarning: cub train: 6 images, the standard split has 5864\n"
 
 
 def test_the_demo_says_what_it_removes(tmp_path):

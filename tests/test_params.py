@@ -186,7 +186,7 @@ def test_real_notebooks_define_exactly_the_schema():
 
 
 def test_an_overridden_recipe_name_makes_a_plain_folder_name():
-    from dml_core.study import folder_name
+    from dml_core.study.notebooks import folder_name
 
     assert folder_name("asymptotic_proxy/car/resnet50 [momentum=0.3]") == \
         "asymptotic_proxy_car_resnet50_momentum=0.3"

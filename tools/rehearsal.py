@@ -297,8 +297,7 @@ def rehearse(work: str | os.PathLike, *, only: Sequence[str] | None = None, jobs
     Returns ``(batch_result, problems)``; ``problems`` lists failed runs and training run
     folders that are not done or not marked ``shortened``.
     """
-    from dml_core import batch
-
+    from dml_core.batch import driver as batch
     from dml_core.core import io
     work = Path(work).resolve()
     data_root, runs_root = work / "data", work / "runs"

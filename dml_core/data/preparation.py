@@ -172,8 +172,8 @@ def _prepare(dataset: str, data_root, *, force: bool, box_convention: str, verif
     diffs = size_differences(dataset, summary)
     for split, d in diffs.items():  # printed as one line, without a source line of this module
         warnings.warn_explicit(f"{dataset} {split}: {d['found']} images, the standard split has "
-                               f"{d['expected']}", UserWarning, filename="dml_core.prepare",
-                               lineno=0, module="dml_core.prepare")
+                               f"{d['expected']}", UserWarning, filename="dml_core.data",
+                               lineno=0, module="dml_core.data")
     if bad:
         io.write_text(folder / BAD_IMAGES_FILE, "".join(f"{b['path']}\t{b['error']}\n" for b in bad))
         say(f"{dataset}: {len(bad)} unreadable image(s) EXCLUDED from the index, listed in "
