@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("submitit")
-
 from dml_core.batch import driver as batch  # noqa: E402
 
 from dml_core.batch import cluster  # noqa: E402

@@ -5,13 +5,12 @@
 * The demo recipe of each method (8 epochs, ~370 steps, about 1-2 min on 2 cores) must LEARN:
   test R@1 on the 50 unseen numbers at least ``MARGIN`` above the UNTRAINED network's (same
   recipe, seed and initialisation, evaluated before any step) and at least twice it. This is the
-  acceptance test of issues 4 and 5; ``DML_SKIP_SLOW=1`` skips it for a quick local run.
+  acceptance test of every method; marked ``slow`` (``pytest -m 'not slow'`` skips it).
 """
 from __future__ import annotations
 
 import csv
 import math
-import os
 
 import pytest
 import torch
@@ -24,7 +23,8 @@ METHODS = ["normsoftmax", "cgd", "asymptotic_proxy", "positive_proxy", "dynamic_
 
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory):
-    data = pytest.importorskip("dml_core.data")
+    from dml_core import data
+
     root = tmp_path_factory.mktemp("demo_data")
     data.prepare("demo", root)
     return root
@@ -32,11 +32,9 @@ def demo_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def train_fn():
-    training = pytest.importorskip("dml_core.training")
-    pytest.importorskip("dml_core.evaluation")
-    if not hasattr(training, "train"):
-        pytest.skip("dml_core.training.train not available yet")
-    return training.train
+    from dml_core.training import train
+
+    return train
 
 
 @pytest.fixture()
@@ -84,7 +82,7 @@ def untrained_r1(recipe, data_root) -> float:
     return float(metrics["test/dense/R@1"])
 
 
-@pytest.mark.skipif(bool(os.environ.get("DML_SKIP_SLOW")), reason="DML_SKIP_SLOW set")
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_demo_recipe_learns_beyond_the_untrained_network(method, demo_root, train_fn, tmp_path):
     recipe = demo_recipe(method, num_workers=0)

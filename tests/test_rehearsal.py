@@ -4,7 +4,6 @@ checkpoint formats (``make rehearsal`` runs every run of the profile at the real
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
@@ -71,7 +70,7 @@ def test_standin_test_splits_sized_apart_through_the_real_preparation(tmp_path):
 TEST_SUBSET = [r for r in rehearsal.SUBSET if r not in ("07_toy_proxies", "08_figures")]
 
 
-@pytest.mark.skipif(bool(os.environ.get("DML_SKIP_SLOW")), reason="DML_SKIP_SLOW set")
+@pytest.mark.slow
 def test_rehearsal_subset_through_the_batch_runner(tmp_path, monkeypatch):
     """One training run per backbone and data set, the preparation of all five, the tables."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

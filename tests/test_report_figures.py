@@ -1,7 +1,6 @@
 """Every figure function writes a PNG and a PDF (atomically) from synthetic run folders."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -157,7 +156,7 @@ def test_embedding_pca_and_umap_fallback(runs, tmp_path, monkeypatch):
     _written(tmp_path / "fallback")
 
 
-@pytest.mark.skipif(not os.environ.get("DML_SLOW_TESTS"), reason="UMAP's numba JIT takes ~40 s")
+@pytest.mark.slow  # UMAP's numba JIT takes ~40 s
 def test_embedding_real_umap(runs, tmp_path):
     run_dir = runs[runs["run_id"] == "ns_car"].iloc[0]["run_dir"]
     fig = F.plot_embedding(run_dir, tmp_path / "umap")

@@ -1,8 +1,6 @@
 """The engine on the demo data (tiny settings, CPU): ``build_data`` + ``build_evaluator`` + ``fit``
 with a tiny conv method, and ``train(recipe, run_dir)`` end to end with a real method.
 
-Skipped until the packages they need exist (dml_core.data loaders/samplers/transforms,
-dml_core.evaluation, and for ``train`` dml_core.methods.build_method + dml_core.methods.recipes).
 """
 from __future__ import annotations
 
@@ -12,20 +10,8 @@ import pytest
 import torch
 
 
-def _require(module: str, *names: str):
-    mod = pytest.importorskip(module)
-    for name in names:
-        if not hasattr(mod, name):
-            pytest.skip(f"{module}.{name} does not exist yet")
-    return mod
-
-
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory):
-    _require("dml_core.data", "prepare", "RetrievalDataset", "make_train_loader", "make_eval_loader")
-    _require("dml_core.data.transforms", "build_transform")
-    _require("dml_core.data.samplers", "MPerClassBatchSampler", "ShuffleBatchSampler")
-    _require("dml_core.evaluation", "evaluate", "extract_features", "PROTOCOLS")
     root = tmp_path_factory.mktemp("data")
     importlib.import_module("dml_core.data").prepare("demo", root)
     return root
@@ -51,8 +37,7 @@ def test_build_data_carves_a_class_disjoint_validation_split(demo_root):
 
 
 def test_train_demo_recipe_end_to_end(demo_root, tmp_path):
-    _require("dml_core.methods", "build_method")
-    recipes = _require("dml_core.methods.recipes", "get_recipe")
+    from dml_core.methods import recipes
     from dml_core.core.io import read_json
     from dml_core.training import load_checkpoint, train
 
