@@ -17,7 +17,7 @@ from dml_core.training import (
     ClassSubset, Evaluation, NonFiniteLossError, fit, get_rng_state, load_checkpoint,
     seed_everything, set_rng_state, split_classes,
 )
-from dml_core.training.run_folder import metrics_csv
+from dml_core.core.run_folder import metrics_csv
 
 D_IN, D_EMB, C, N = 8, 4, 5, 60
 

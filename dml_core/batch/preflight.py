@@ -70,13 +70,13 @@ def _param_count(backbone: str) -> int:
 def run_disk_bytes(recipe: dict, params: int | None = None) -> int:
     """Estimated bytes one training run writes: checkpoints and saved features (an upper bound).
 
-    ``checkpoints/last.pt``: the weights and up to two optimiser moment buffers (Adam; SGD with
-    momentum keeps one), 3 × 4 bytes per backbone parameter; ``best.pt`` the weights, 4 bytes;
-    the proxies / class weights (C × D) in both, 4 × 4 bytes each; ``features/{best,last}.pt``
-    the test (+ gallery) embeddings, 2 × N × D × 4 bytes. Measured (CPU, state dicts, no
-    training): NormSoftmax SOP ResNet-50 (D 2048, SGD) last.pt 407 MB + best.pt 204 MB + 2 × 499
-    MB of features = 1.6 GB (estimate 1.74 GB); AsymptoticProxy SOP ResNet-50 (D 512, Adam)
-    318 + 122 + 2 × 128 MB = 0.70 GB.
+    The resume point: the weights and up to two optimiser moment buffers (Adam; SGD with
+    momentum keeps one), 3 × 4 bytes per backbone parameter; the selected epoch: the weights, 4
+    bytes; the proxies / class weights (C × D) in both, 4 × 4 bytes each; the saved features of
+    the best and last epochs: the test (+ gallery) embeddings, 2 × N × D × 4 bytes. Measured
+    (CPU, state dicts, no training): NormSoftmax SOP ResNet-50 (D 2048, SGD) resume point 407 MB
+    + selected epoch 204 MB + 2 × 499 MB of features = 1.6 GB (estimate 1.74 GB);
+    AsymptoticProxy SOP ResNet-50 (D 512, Adam) 318 + 122 + 2 × 128 MB = 0.70 GB.
     """
     params = params if params is not None else _param_count(recipe["backbone"])
     n_test = _TEST_IMAGES.get(recipe["dataset"], 10_000)

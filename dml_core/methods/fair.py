@@ -465,6 +465,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 def profile_document(name: str) -> dict:
     """The profile ``name`` of :data:`PROFILES` as the dict written to profiles/<name>.yaml."""
+    from dml_core.core.run_folder import FIGURES
+
     spec = PROFILES[name]
     s = setting(spec["setting"])
     variants = tuple(v for v, x in VARIANTS.items() if x.headline or spec["ablations"])
@@ -496,7 +498,7 @@ def profile_document(name: str) -> dict:
                  "description": "Tables: per-method means with 95% intervals over seeds, paired "
                                 "differences"})
     runs.append({"id": "08_figures", "notebook": "08_figures.ipynb",
-                 "parameters": {"output_dir": "figures"},
+                 "parameters": {"output_dir": FIGURES},
                  "description": "Figures (every seed and the mean with its interval), inside "
                                 "the run folder"})
     return {"name": name, "description": spec["description"],

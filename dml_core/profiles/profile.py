@@ -279,8 +279,8 @@ def apply_settings(run: Run, params: dict[str, Any], settings: dict[str, Any] | 
     A setting that is a parameter of the run's notebook (``device``, the toy's ``epochs``) sets
     that parameter. Notebooks with an ``overrides`` parameter (the training notebooks) get every
     other setting merged into ``overrides`` (the settings win), so the recipe code checks the keys
-    and records them (``overrides``, ``shortened``, ``reported: None`` in the run's
-    ``config.yaml`` and ``summary.json``). Other settings leave other notebooks unchanged.
+    and records them (``overrides``, ``shortened``, ``reported: None`` in the run's config and
+    summary). Other settings leave other notebooks unchanged.
     """
     if not settings:
         return params
