@@ -29,7 +29,7 @@ ablations of the study (PP's positive-proxy gradient off; AsymptoticProxy's mome
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Setting", "SETTINGS", "VARIANTS", "LOSS_HPARAMS", "DEVIATIONS", "fair_recipe",
@@ -230,12 +230,6 @@ def available(method: str, dataset: str, backbone: str) -> bool:
         return False
 
 
-def _base_recipe(method: str, dataset: str, backbone: str) -> dict:
-    from dml_core.methods.recipes import get_recipe
-
-    return get_recipe(method, *_row(method, dataset, backbone))
-
-
 def shared_overrides(recipe: dict, s: Setting, seed: int) -> dict[str, Any]:
     """The overrides that put ``recipe`` (one method's faithful recipe) under setting ``s``.
 
@@ -430,11 +424,6 @@ def unavailable(setting_name: str, variants: tuple[str, ...]) -> list[str]:
     s = setting(setting_name)
     return [f"{v}/{ds}" for ds in s.datasets for v in variants
             if not available(VARIANTS[v].method, ds, s.backbone)]
-
-
-def as_dict(name: str) -> dict:
-    """The setting as a plain dict (for summaries and the notebooks)."""
-    return asdict(setting(name))
 
 
 # ------------------------------------------------------------------------- profile files

@@ -117,10 +117,12 @@ def load_profile(profile: str | os.PathLike, profiles_dir: Path | None = None,
     """
     from dml_core.profiles import params as nbparams
 
+    import yaml
+
     path = resolve_profile_path(profile, profiles_dir)
     try:
         data = io.read_yaml(path)
-    except Exception as exc:  # yaml.YAMLError and friends
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable, not text, not YAML
         raise ProfileError(f"{path}: not valid YAML: {exc}") from exc
     where = str(path)
     if not isinstance(data, dict):

@@ -303,10 +303,12 @@ def _front_page(book: Book, runs_df, chapters: list[tuple[str, str]], failed: li
              f"{_md_escape(_hardware(runs_df))}.\n"]
 
     lines.append("## Headline results\n")
+    import yaml
+
     expected = []
     try:
         expected = expected_keys_from_profile(str(book.profile_path or book.profile))
-    except Exception:  # noqa: BLE001 - a profile without reported keys (demo, smoke)
+    except (OSError, ValueError, yaml.YAMLError):  # the profile is gone or unreadable: no rows
         expected = []
     trained = runs_df[runs_df["method"] != "toy"] if len(runs_df) else runs_df  # toy: own line
     sel = "auto"

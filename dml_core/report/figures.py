@@ -33,7 +33,7 @@ _RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsi
 def science_style_available() -> bool:
     try:
         import scienceplots  # noqa: F401
-    except Exception:  # noqa: BLE001
+    except ImportError:  # optional: the default style with a grid
         return False
     return "science" in plt.style.available
 
@@ -368,7 +368,8 @@ def embed_2d(features: np.ndarray, method: str = "umap", seed: int = 0) -> tuple
             xy = umap.UMAP(n_components=2, random_state=seed, n_neighbors=n_nb, n_jobs=1,
                            metric="cosine").fit_transform(features)
             return np.asarray(xy), "UMAP"
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - umap and numba fail in many ways (the JIT, too
+            # few points, threads): fall back on PCA, and the title says so
             return _pca2(features), f"PCA (UMAP failed: {type(exc).__name__})"
     return _pca2(features), "PCA"
 

@@ -250,11 +250,9 @@ def with_configs(runs: pd.DataFrame) -> pd.DataFrame:
         for c in ("config", "variant", "label", "seed"):
             out[c] = pd.Series(dtype=object)
         return out
-    try:
-        from dml_core.methods.fair import VARIANTS
-        labels = {k: v.label for k, v in VARIANTS.items()}
-    except Exception:  # noqa: BLE001 - labels are cosmetic
-        labels = {}
+    from dml_core.methods.fair import VARIANTS
+
+    labels = {k: v.label for k, v in VARIANTS.items()}
     recipes = out["recipe"] if "recipe" in out else pd.Series([{}] * len(out), index=out.index)
     out["config"] = [config_key(r if isinstance(r, dict) else {}) for r in recipes]
     variants = []

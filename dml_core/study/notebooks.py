@@ -63,7 +63,7 @@ def display(obj: Any) -> None:
         if get_ipython() is not None:
             _display(obj)
             return
-    except Exception:  # noqa: BLE001 - IPython absent
+    except ImportError:  # IPython absent: a script or a test
         pass
     print(obj)
 
