@@ -9,6 +9,7 @@ from dml_core.batch import driver as batch
 
 from dml_core.batch import preflight
 from dml_core.core.paths import NOTEBOOKS_DIR
+from dml_core.core.run_folder import RunFolder
 from dml_core.methods.recipes import get_recipe
 
 
@@ -68,7 +69,7 @@ def test_set_is_recorded_in_the_run_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(batch, "_check_kernel", lambda name: None)
     res = batch.run_profile(prof, runs_root=tmp_path, settings={"batch_size": 8}, quiet=True)
     assert seen["overrides"]["batch_size"] == 8 and seen["overrides"]["epochs"] == 1
-    rec = (Path(res.results[0].run_dir) / batch.SETTINGS_FILE).read_text()
+    rec = RunFolder(res.results[0].run_dir).settings.read_text()
     assert '"batch_size": 8' in rec and '"shortened": true' in rec
 
 

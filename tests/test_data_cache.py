@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from dml_core.data import RetrievalDataset
-from dml_core.data.cache import CachedDataset, cache_bytes, cached_split, device_transform_of
+from dml_core.data.cache import CachedDataset, cache_bytes, cached_split
+from dml_core.training.engine import device_transform
 from dml_core.data.preparation import prepare
 from dml_core.data.transforms import build_transform
 from tools.rehearsal import make_cub_raw, photo
@@ -60,7 +61,7 @@ def test_random_resized_crop_caches_a_capped_copy_and_loader_hook(cub_root):
     x, _ = ds[0]
     assert x.shape == (3, 40, 40) and x.dtype == torch.uint8
     loader = torch.utils.data.DataLoader(ds, batch_size=4)
-    batch = device_transform_of(loader)(next(iter(loader))[0])
+    batch = device_transform(loader)(next(iter(loader))[0])
     assert batch.dtype == torch.float32 and batch.shape == (4, 3, 40, 40)
     # the cache is reused (same key), and a different prefix gets its own folder
     assert cached_split(recipe, "train", True, cub_root, cap=32).cache.folder == ds.cache.folder

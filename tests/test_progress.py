@@ -8,7 +8,7 @@ import pytest
 
 from dml_core.batch import progress
 from dml_core.batch.progress import BatchProgress, RunProgress, batch_line, epoch_line, estimate_time_left
-from dml_core.training.run_folder import metrics_csv
+from dml_core.core.run_folder import metrics_csv
 
 
 def test_epoch_line_formats_loss_recall_and_rate():

@@ -106,7 +106,7 @@ def test_interrupted_run_resumes_only_with_the_same_code(cub_root, tmp_path, cap
 def test_damaged_last_checkpoint_is_named_moved_aside_and_the_run_restarts(cub_root, tmp_path,
                                                                            capsys, content):
     from dml_core.core.io import read_json, write_json
-    from dml_core.training import checkpoint
+    from dml_core.core import checkpoint
 
     run_dir, recipe = tmp_path / "run", _recipe()
     _train(recipe, run_dir, cub_root)
@@ -145,7 +145,7 @@ def test_non_positive_epochs_or_crop_size_are_refused(tmp_path, key, value):
 def test_code_fingerprint_covers_the_training_code_only(tmp_path):
     import shutil
 
-    from dml_core.training.run_folder import _PACKAGE, code_fingerprint
+    from dml_core.training.provenance import _PACKAGE, code_fingerprint
 
     pkg = tmp_path / "dml_core"
     shutil.copytree(_PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))

@@ -17,7 +17,7 @@ from dml_core.training import (
     ClassSubset, Evaluation, NonFiniteLossError, fit, get_rng_state, load_checkpoint,
     seed_everything, set_rng_state, split_classes,
 )
-from dml_core.training.run_folder import metrics_csv
+from dml_core.core.run_folder import metrics_csv
 
 D_IN, D_EMB, C, N = 8, 4, 5, 60
 
@@ -359,3 +359,20 @@ def test_untrained_baseline_is_recorded_once(tmp_path):
     assert "test/dense/R@1" in summary["untrained"]["metrics"]
     summary2, _ = run(tmp_path, epochs=2, evaluator=ev)
     assert ev.epochs.count(0) == 1 and summary2["untrained"] == summary["untrained"]
+
+
+def test_a_resumed_run_keeps_its_baseline_from_the_resume_point_not_the_summary(tmp_path):
+    """The untrained metrics travel in checkpoints/last.pt: a summary rewritten (or lost) after
+    an interruption does not change them."""
+    from dml_core.core.io import write_json
+
+    ev = FakeEvaluator(raise_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, epochs=3, evaluator=ev)
+    root = tmp_path / "run"
+    before = load_checkpoint(root / "checkpoints/last.pt")["untrained"]
+    assert before["epoch"] == 0 and "test/dense/R@1" in before["metrics"]
+    write_json(root / "summary.json", {"status": "failed", "untrained": {"epoch": 0, "metrics": {}}})
+    ev2 = FakeEvaluator()
+    summary, _ = run(tmp_path, epochs=3, evaluator=ev2)
+    assert 0 not in ev2.epochs and summary["untrained"] == before

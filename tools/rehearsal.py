@@ -298,7 +298,7 @@ def rehearse(work: str | os.PathLike, *, only: Sequence[str] | None = None, jobs
     folders that are not done or not marked ``shortened``.
     """
     from dml_core.batch import driver as batch
-    from dml_core.core import io
+    from dml_core.core.run_folder import find_runs
     work = Path(work).resolve()
     data_root, runs_root = work / "data", work / "runs"
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
@@ -322,14 +322,14 @@ def rehearse(work: str | os.PathLike, *, only: Sequence[str] | None = None, jobs
             say(f"book: {build_book('full', runs_root)}")
         except Exception as exc:  # noqa: BLE001 - reported as a problem of the rehearsal
             problems.append(f"book: {type(exc).__name__}: {str(exc)[:500]}")
-    for summary in sorted((runs_root / "full").rglob("summary.json")):
-        s = io.read_json(summary)
+    for run in find_runs(runs_root / "full"):
+        s = run.read_summary() or {}
         recipe = s.get("recipe") or {}
         if "method" in recipe and recipe.get("method") != "toy":
             if s.get("status") not in (None, "done", "finished", "complete"):
-                problems.append(f"{summary.parent.name}: summary status {s.get('status')!r}")
+                problems.append(f"{run.root.name}: summary status {s.get('status')!r}")
             if not recipe.get("shortened"):
-                problems.append(f"{summary.parent.name}: recipe not marked shortened")
+                problems.append(f"{run.root.name}: recipe not marked shortened")
     say(f"rehearsal: {len(result.results)} run(s) in {time.time() - t0:.0f} s, "
         f"{len(problems)} problem(s)")
     for p in problems:

@@ -7,7 +7,7 @@ each run to execute becomes one Slurm job: one job array per stage (``executor.m
 calls — so the run folder (``runs/<profile>/<id>/``, on a file system the nodes share) is the same.
 
 Preemption and time-outs: Slurm signals the job (``USR2``, ``signal_delay_s`` before the end);
-submitit calls :meth:`NotebookJob.checkpoint`, which marks ``status.json`` ``requeued`` and asks
+submitit calls :meth:`NotebookJob.checkpoint`, which marks the run's status ``requeued`` and asks
 for the same call again; submitit writes it back into the job's pickle and requeues the job
 (``scontrol requeue``, at most ``max_requeues`` time-outs; preemptions do not count). The
 requeued job executes the notebook again with the same ``run_dir``, where the training engine
@@ -26,11 +26,10 @@ needed.
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 try:  # optional: pip install -e '.[cluster]'
     import submitit
@@ -39,6 +38,8 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     submitit = None
     Checkpointable = object  # type: ignore[assignment,misc]
 
+from dml_core.core.clock import now
+from dml_core.core.run_folder import RunFolder
 from dml_core.profiles.slurm import (EXECUTORS, SlurmOptions, parse_sbatch_flags, slurm_options,
                                      validate_slurm_block)
 
@@ -85,16 +86,17 @@ class NotebookJob(Checkpointable):
 
     def checkpoint(self, task: dict[str, Any]):  # noqa: D401 - submitit's hook
         """Preempted or timed out: the same task again (the run folder holds the progress)."""
-        from dml_core.core import io
-
-        status_path = Path(task["run_dir"]) / "status.json"
+        run = RunFolder(task["run_dir"])
+        status = run.read_status() or {"id": task["id"]}
         try:
-            status = io.read_json(status_path) if status_path.is_file() else {"id": task["id"]}
-            status.update(status="requeued", requeued_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                          slurm_job_id=os.environ.get("SLURM_JOB_ID"),
-                          requeues=int(status.get("requeues") or 0) + 1)
-            io.write_json(status_path, status)
-        except Exception:  # never block a requeue
+            requeues = int(status.get("requeues") or 0) + 1
+        except (TypeError, ValueError):
+            requeues = 1
+        status.update(status="requeued", requeued_at=now(), requeues=requeues,
+                      slurm_job_id=os.environ.get("SLURM_JOB_ID"))
+        try:
+            run.write_status(status)
+        except OSError:  # a full or vanished disk must not block the requeue
             pass
         return submitit.helpers.DelayedSubmission(self, task)
 
@@ -154,11 +156,11 @@ def _log_of(job) -> str:
     """The Slurm log of ``job`` (stderr: the traceback; stdout beside it)."""
     try:
         return str(job.paths.stderr)
-    except Exception:
+    except (AttributeError, OSError, ValueError):  # a job without a folder (debug executor)
         return "(unknown)"
 
 
-def _job_status(job, plan_id: str) -> dict[str, Any]:
+def _job_status(job) -> dict[str, Any]:
     """The status dict of a finished job: what ``execute_run`` returned, or a failure naming
     the Slurm log (the job died before or after ``execute_run``: killed, OOM, no requeue)."""
     try:
@@ -168,11 +170,12 @@ def _job_status(job, plan_id: str) -> dict[str, Any]:
                 status = {**status, "error": f"{status.get('error')} (Slurm log: {_log_of(job)})"}
             return {**status, "slurm_job_id": job.job_id}
         raise RuntimeError(f"unexpected job result {status!r}")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - job.result() re-raises whatever ended the job
+        # (submitit's FailedJobError, UncompletedJobError, any error of the job itself)
         first = str(exc).strip().splitlines()
         reason = next((line for line in reversed(first) if line.strip()), type(exc).__name__)
         return {"status": "failed", "elapsed_s": 0.0, "started_at": None,
-                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "finished_at": now(),
                 "error": f"Slurm job {job.job_id} failed: {reason[:300]} (Slurm log: "
                          f"{_log_of(job)})", "slurm_job_id": job.job_id}
 
@@ -181,10 +184,11 @@ def run_stage(plans: list, tasks: list[dict[str, Any]], options: SlurmOptions, f
               finished: Callable[[Any, dict[str, Any]], None],
               say: Callable[[str], None] = print,
               on_start: Callable[[Any], None] | None = None, job_name: str = "dml") -> None:
-    """Submit one stage's runs (``plans[i]`` ↔ ``tasks[i]``) and wait for all of them.
+    """Submit one stage's runs (``plans[i]`` ↔ ``tasks[i]``, :class:`dml_core.batch.execution.Plan`)
+    and wait for all of them.
 
     Slurm: one job array. Local/debug executors: one job each, ``array_parallelism`` at a time.
-    ``on_start(plan)`` is called when a run's job starts (``status.json`` says running, or at
+    ``on_start(plan)`` is called when a run's job starts (its status says running, or at
     submission for the debug executor); ``finished(plan, status)`` when its job ends.
     """
     if not plans:
@@ -210,7 +214,7 @@ def run_stage(plans: list, tasks: list[dict[str, Any]], options: SlurmOptions, f
         for _plan, job, _t in running:
             try:
                 job.cancel(check=False)
-            except Exception:
+            except (OSError, RuntimeError):  # scancel missing or refused: cancel the others
                 pass
         say(f"        cancelled {len(running)} job(s): "
             + " ".join(str(job.job_id) for _p, job, _t in running))
@@ -244,7 +248,7 @@ def _wait_for(ex, fn, pending, running, submit, options, finished, on_start) -> 
                 if on_start and id(plan) not in seen_start:
                     seen_start.add(id(plan))
                     on_start(plan)
-                finished(plan, _job_status(job, plan[0].id if hasattr(plan[0], "id") else ""))
+                finished(plan, _job_status(job))
             else:
                 still.append((plan, job, t_sub))
         running[:] = still
@@ -253,14 +257,8 @@ def _wait_for(ex, fn, pending, running, submit, options, finished, on_start) -> 
 
 
 def _has_started(plan, submitted_at: float) -> bool:
-    """Whether the run's ``status.json`` was (re)written since its job was submitted."""
-    path = Path(plan[1]) / "status.json"
+    """Whether the run's status was (re)written since its job was submitted."""
     try:
-        return path.stat().st_mtime >= submitted_at - 1
+        return plan.folder.status.stat().st_mtime >= submitted_at - 1
     except OSError:
         return False
-
-
-def command_line(argv: Sequence[str]) -> str:
-    """The shell command that reruns the batch (printed when the driver is interrupted)."""
-    return " ".join(shlex.quote(a) for a in argv)

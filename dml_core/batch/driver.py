@@ -7,8 +7,8 @@
    ``--force``;
 2. executes ``notebooks/<notebook>`` into its run folder ``runs/<profile>/<id>/`` (injected
    parameters ``profile``, ``run_dir`` and, with ``--data-root``, ``data_root``): the executed
-   notebook, its HTML, ``log.txt``, ``status.json`` and, only after success, ``done.json``
-   (:func:`dml_core.batch.execution.execute_run`);
+   notebook, its HTML, its log, its status and, only after success, its done marker
+   (:func:`dml_core.batch.execution.execute_run`; the files: :class:`dml_core.core.run_folder.RunFolder`);
 3. rewrites ``runs/<profile>/index.html`` (the report: every run in profile order, linked, with
    status and time) and, at the end, ``runs/<profile>/batch_summary.json``.
 
@@ -17,7 +17,7 @@ profile or command line.
 
 One batch per profile at a time: the lock ``runs/<profile>/.batch.lock`` (:mod:`dml_core.core.locks`);
 a second batch on the same profile is refused (exit 2) with a message naming the holder's pid.
-Ctrl-C records ``interrupted`` in the running runs' ``status.json``.
+Ctrl-C records ``interrupted`` in the running runs' status.
 
 Stages: a run may set ``stage: N``; by default notebooks numbered ``00`` are stage 0, ``06`` and
 ``08`` (which read other runs) stage 2, the rest stage 1. A stage starts when every run of the
@@ -34,6 +34,12 @@ The layers: :mod:`dml_core.profiles` reads a profile (and the ``--set`` settings
 :mod:`dml_core.batch.execution` executes one run and decides whether it must run again,
 :mod:`dml_core.batch.cluster` runs them as Slurm jobs; this module plans a batch, schedules it on this
 machine or the cluster, and writes its report. It imports them; none of them imports it.
+
+Read top down, :func:`run_profile` is: load the profile, :func:`plan_runs` (a
+:class:`~dml_core.batch.execution.Plan` per run: parameters, fingerprint, skip or run), a dry run
+stops there; check the kernel, take the profile's batch lock, execute the stages
+(:class:`_Execution`: worker processes here, or Slurm jobs), then write ``index.html`` and
+``batch_summary.json``.
 """
 from __future__ import annotations
 
@@ -47,17 +53,20 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
+from dml_core.batch.execution import (Plan, code_fingerprint, execute_run, fingerprint_parts,
+                                      inputs_of, notebook_fingerprint, sha256_of, skip_reason,
+                                      stale_readers)
 from dml_core.core import io, paths
-from dml_core.batch.execution import (RUN_FILES, code_fingerprint, execute_run, fingerprint_parts,
-                                inputs_of, notebook_fingerprint, now, read_status, sha256_of,
-                                skip_reason, stale_readers)
+from dml_core.core.clock import fmt_time, now
+from dml_core.core.run_folder import RunFolder
 from dml_core.profiles import (BatchError, Profile, ProfileError, Run, apply_settings,
                                default_stage, effective_parameters, list_profiles, load_profile,
                                parse_settings, resolve_profile_path, run_dir_of, select_runs)
 
-__all__ = ["RunResult", "BatchResult", "run_profile", "gpu_for_slot", "main",
+__all__ = ["RunResult", "BatchResult", "BatchOptions", "run_profile", "plan_runs", "gpu_for_slot",
+           "main",
            # re-exported from dml_core.profiles and dml_core.batch.execution for the batch's users
            "BatchError", "ProfileError", "Run", "Profile", "load_profile", "resolve_profile_path",
            "list_profiles", "default_stage", "parse_settings", "apply_settings",
@@ -170,23 +179,128 @@ def _cuda_device_count() -> int:
         import torch  # lazily: only --jobs > 1 needs it
 
         return int(torch.cuda.device_count())
-    except Exception:
+    except (ImportError, RuntimeError):  # no torch, or a CUDA driver that does not initialise
         return 0
 
 
-def fmt_time(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = float(seconds)
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
-
-
 # ------------------------------------------------------------------------------------------
-# The batch
+# The batch, top down: run_profile and its steps
+def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: bool = False,
+                only: str | Sequence[str] | None = None, dry_run: bool = False,
+                runs_root: str | os.PathLike | None = None,
+                data_root: str | os.PathLike | None = None,
+                kernel_name: str | None = None, progress: bool = True,
+                profiles_dir: Path | None = None, quiet: bool = False,
+                settings: dict[str, Any] | None = None, backend: str = "local",
+                slurm: dict[str, Any] | None = None) -> BatchResult:
+    """Run a profile (name, path or :class:`Profile`); see the module docstring.
+
+    ``settings`` (``--set KEY=VALUE``) are applied to every run by :func:`apply_settings`, take
+    part in the fingerprint, and are recorded in each run folder and in ``batch_summary.json``.
+
+    Raises :class:`BatchError` (:class:`ProfileError`) before executing anything when the profile,
+    ``only`` or the kernel is bad. Failed runs do not raise: check ``result.ok`` /
+    ``result.exit_code``. With ``jobs > 1`` the workers are *spawned* processes: call this from
+    a script only under ``if __name__ == "__main__":`` (notebooks and ``-m`` are fine).
+
+    ``backend="slurm"`` submits each run to execute as a Slurm job through submitit
+    (:mod:`dml_core.batch.cluster`; ``slurm``: overrides of the profile's ``slurm:`` settings, keys of
+    :class:`dml_core.profiles.slurm.SlurmOptions`); ``jobs`` is then ignored.
+    """
+    t0 = time.time()
+    prof = profile if isinstance(profile, Profile) else load_profile(profile, profiles_dir)
+    runs_root = Path(runs_root).expanduser().resolve() if runs_root else paths.runs_root().resolve()
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    slurm_opts = _slurm_options(prof, backend, slurm)
+    options = BatchOptions(
+        jobs=1 if slurm_opts else max(1, int(jobs)),  # on Slurm, the job array is the parallelism
+        kernel_name=kernel_name or os.environ.get("DML_KERNEL") or DEFAULT_KERNEL,
+        data_root=data_root, settings=settings, slurm=slurm_opts,
+        progress=progress and not quiet, say=say)
+
+    plans = plan_runs(prof, runs_root, only=only, data_root=data_root, settings=settings,
+                      force=force)
+    if dry_run:
+        return _dry_run(prof, runs_root, plans, say)
+    if any(not p.skip for p in plans):
+        _check_kernel(options.kernel_name)
+    batch = _Execution(prof, runs_root, plans, options)
+    batch.announce()
+    with _batch_lock(prof, runs_root):
+        batch.run_stages()
+    result = BatchResult(prof.name, runs_root, batch.ordered(), elapsed_s=time.time() - t0)
+    write_index(prof, runs_root, batch.results)
+    _write_batch_summary(result, prof, options, force=force, only=only, backend=backend)
+    say(format_table(result))
+    say(f"report: {result.index_html}")
+    return result
+
+
+@dataclasses.dataclass
+class BatchOptions:
+    """How the runs of one batch execute (what :func:`run_profile` was asked)."""
+
+    jobs: int                                  # runs at once on this machine
+    kernel_name: str
+    data_root: str | os.PathLike | None = None
+    settings: dict[str, Any] | None = None     # --set KEY=VALUE
+    slurm: Any = None                          # SlurmOptions: run as Slurm jobs
+    progress: bool = True                      # epoch and batch lines
+    say: Callable[..., None] = print
+
+
+def _slurm_options(prof: Profile, backend: str, overrides: dict[str, Any] | None):
+    """The Slurm settings for ``backend="slurm"`` (the profile's, then ``overrides``); None for
+    a local batch."""
+    if backend not in ("local", "slurm"):
+        raise BatchError(f"backend {backend!r} must be 'local' or 'slurm'")
+    if backend == "local":
+        return None
+    from dml_core.batch import cluster
+
+    try:
+        return cluster.slurm_options(prof.slurm, **(overrides or {}))
+    except (ValueError, TypeError) as exc:
+        raise BatchError(f"Slurm settings: {exc}") from exc
+
+
+def plan_runs(prof: Profile, runs_root: Path, *, only: str | Sequence[str] | None = None,
+              data_root: str | os.PathLike | None = None,
+              settings: dict[str, Any] | None = None, force: bool = False) -> list[Plan]:
+    """A :class:`Plan` for every selected run of ``prof`` (``only``), in profile order: its
+    complete parameters, its fingerprint and whether it is skipped (:func:`skip_reason`,
+    :func:`stale_readers`; ``force`` reruns what would be skipped as unchanged)."""
+    code = code_fingerprint(paths.PACKAGE_DIR, prof.notebooks_dir)
+    plans = []
+    for run in select_runs(prof.runs, only):
+        rdir = run_dir_of(runs_root, prof.name, run.id)
+        params = apply_settings(run, effective_parameters(run, prof.name, rdir, data_root),
+                                settings)
+        parts = fingerprint_parts(run, params, code)
+        skip, reason = skip_reason(rdir, parts)
+        if force and skip:
+            skip, reason = False, "forced"
+        plans.append(Plan(run, rdir, params, parts, sha256_of(parts), skip, reason))
+    return stale_readers(plans, prof, runs_root)
+
+
+def _result(plan: Plan, status: str, **kw: Any) -> RunResult:
+    folder = plan.folder
+    return RunResult(id=plan.id, notebook=plan.run.notebook.name, status=status,
+                     run_dir=str(plan.run_dir), log=str(folder.log), html=str(folder.html),
+                     stage=plan.run.stage, reason=kw.pop("reason", plan.reason),
+                     elapsed_s=float(kw.pop("elapsed_s", None) or 0.0), **kw)
+
+
+def _dry_run(prof: Profile, runs_root: Path, plans: list[Plan], say) -> BatchResult:
+    """What would run or be skipped; nothing executes."""
+    results = [_result(p, "would-skip" if p.skip else "would-run") for p in plans]
+    batch = BatchResult(prof.name, runs_root, results, dry_run=True)
+    say(f"profile {prof.name}: dry run, nothing executed (runs root {runs_root})")
+    say(format_table(batch, dry_run=True))
+    return batch
+
+
 def _check_kernel(kernel_name: str) -> None:
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
@@ -204,216 +318,169 @@ def _check_kernel(kernel_name: str) -> None:
               file=sys.stderr)
 
 
-SETTINGS_FILE = "batch_settings.json"
-
-
-def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: bool = False,
-                only: str | Sequence[str] | None = None, dry_run: bool = False,
-                runs_root: str | os.PathLike | None = None,
-                data_root: str | os.PathLike | None = None,
-                kernel_name: str | None = None, progress: bool = True,
-                profiles_dir: Path | None = None, quiet: bool = False,
-                settings: dict[str, Any] | None = None, backend: str = "local",
-                slurm: dict[str, Any] | None = None) -> BatchResult:
-    """Run a profile (name, path or :class:`Profile`); see the module docstring.
-
-    ``settings`` (``--set KEY=VALUE``) are applied to every run by :func:`apply_settings`, take
-    part in the fingerprint, and are written to ``<run_dir>/batch_settings.json`` and
-    ``batch_summary.json``.
-
-    Raises :class:`BatchError` (:class:`ProfileError`) before executing anything when the profile,
-    ``only`` or the kernel is bad. Failed runs do not raise: check ``result.ok`` /
-    ``result.exit_code``. With ``jobs > 1`` the workers are *spawned* processes: call this from
-    a script only under ``if __name__ == "__main__":`` (notebooks and ``-m`` are fine).
-
-    ``backend="slurm"`` submits each run to execute as a Slurm job through submitit
-    (:mod:`dml_core.batch.cluster`; ``slurm``: overrides of the profile's ``slurm:`` settings, keys of
-    :class:`dml_core.profiles.slurm.SlurmOptions`); ``jobs`` is then ignored.
-    """
-    t_batch = time.time()
-    prof = profile if isinstance(profile, Profile) else load_profile(profile, profiles_dir)
-    runs_root = Path(runs_root).expanduser().resolve() if runs_root else paths.runs_root().resolve()
-    kernel_name = kernel_name or os.environ.get("DML_KERNEL") or DEFAULT_KERNEL
-    jobs = max(1, int(jobs))
-    if backend not in ("local", "slurm"):
-        raise BatchError(f"backend {backend!r} must be 'local' or 'slurm'")
-    slurm_opts = None
-    if backend == "slurm":
-        from dml_core.batch import cluster
-
-        try:
-            slurm_opts = cluster.slurm_options(prof.slurm, **(slurm or {}))
-        except (ValueError, TypeError) as exc:
-            raise BatchError(f"Slurm settings: {exc}") from exc
-        jobs = 1  # the parallelism is the job array's
-    selected = select_runs(prof.runs, only)
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-
-    code = code_fingerprint(paths.PACKAGE_DIR, prof.notebooks_dir)
-    plans = []  # (run, run_dir, params, parts, fingerprint, skip, reason)
-    for run in selected:
-        rdir = run_dir_of(runs_root, prof.name, run.id)
-        params = apply_settings(run, effective_parameters(run, prof.name, rdir, data_root),
-                                settings)
-        parts = fingerprint_parts(run, params, code)
-        skip, reason = skip_reason(rdir, parts)
-        if force and skip:
-            skip, reason = False, "forced"
-        plans.append((run, rdir, params, parts, sha256_of(parts), skip, reason))
-    plans = stale_readers(plans, prof, runs_root)
-
-    def result_for(run, rdir, status, reason, **kw) -> RunResult:
-        return RunResult(id=run.id, notebook=run.notebook.name, status=status, run_dir=str(rdir),
-                         log=str(rdir / RUN_FILES["log"]), html=str(rdir / RUN_FILES["html"]),
-                         stage=run.stage, reason=reason, elapsed_s=kw.pop("elapsed_s", 0.0), **kw)
-
-    if dry_run:
-        results = [result_for(run, rdir, "would-skip" if skip else "would-run", reason)
-                   for run, rdir, _p, _pa, _f, skip, reason in plans]
-        batch = BatchResult(prof.name, runs_root, results, dry_run=True)
-        say(f"profile {prof.name}: dry run, nothing executed (runs root {runs_root})")
-        say(format_table(batch, dry_run=True))
-        return batch
-
-    to_run = [p for p in plans if not p[5]]
-    if to_run:
-        _check_kernel(kernel_name)
-    results: dict[str, RunResult] = {}
-    for run, rdir, _params, _parts, _fp, skip, reason in plans:
-        if skip:
-            prev = read_status(rdir)
-            results[run.id] = result_for(run, rdir, "skipped", reason,
-                                         elapsed_s=float(prev.get("elapsed_s") or 0.0),
-                                         started_at=prev.get("started_at"),
-                                         finished_at=prev.get("finished_at"))
-    say(f"profile {prof.name}: {len(plans)} run(s) selected, {len(to_run)} to execute, "
-        f"{len(plans) - len(to_run)} unchanged (skipped); jobs={jobs}; kernel={kernel_name}; "
-        f"runs root {runs_root}")
-    for r in results.values():
-        say(f"  skip  {r.id} ({r.reason})")
-
-    env = {"DML_RUNS_ROOT": str(runs_root)}
-    if data_root is not None:
-        env["DML_DATA_ROOT"] = str(Path(data_root).expanduser().resolve())
-    gpus = _cuda_device_count() if jobs > 1 else 0
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    total = len(to_run)
-    counter = {"n": 0}
-
-    def task_for(plan, slot: int) -> dict[str, Any]:
-        run, rdir, params, parts, fp, _skip, _reason = plan
-        _record_settings(rdir, settings)
-        task_env = dict(env)
-        gpu = gpu_for_slot(slot, gpus, visible)
-        if gpu is not None:
-            task_env["CUDA_VISIBLE_DEVICES"] = gpu
-        threads = cpu_threads_per_job(jobs, gpus, os.environ.get("OMP_NUM_THREADS"))
-        if threads is not None:
-            task_env["OMP_NUM_THREADS"] = threads
-        workers = loader_workers_per_job(jobs, os.environ.get("DML_NUM_WORKERS"))
-        if workers is not None and backend == "local":
-            task_env["DML_NUM_WORKERS"] = workers
-        return {"id": run.id, "notebook": run.notebook.name, "notebook_path": str(run.notebook),
-                "run_dir": str(rdir), "parameters": params, "kernel_name": kernel_name,
-                "cwd": str(run.notebook.parent), "fingerprint": fp, "parts": parts,
-                "inputs": inputs_of(run, prof, runs_root),
-                "env": task_env, "progress_bar": False,  # tqdm bars would mix with epoch lines
-                "cell_lines": progress and not quiet and backend == "local"}
-
-    def started(plan, slot) -> None:
-        counter["n"] += 1
-        gpu = gpu_for_slot(slot, gpus, visible)
-        say(f"[{counter['n']}/{total}] start {plan[0].id} ({plan[0].notebook.name}, stage "
-            f"{plan[0].stage}, {plan[6]}{', GPU ' + gpu if gpu else ''}) {now()}")
-        if monitor is not None:
-            monitor.started(plan[0].id)
-
-    def finished(plan, status: dict[str, Any]) -> None:
-        run, rdir = plan[0], plan[1]
-        res = result_for(run, rdir, status["status"], plan[6],
-                         elapsed_s=float(status.get("elapsed_s") or 0.0),
-                         error=status.get("error"), started_at=status.get("started_at"),
-                         finished_at=status.get("finished_at"))
-        results[run.id] = res
-        word = "done  " if res.status == "done" else "FAILED"
-        say(f"        {word} {run.id} in {fmt_time(res.elapsed_s)}"
-            + (f": {res.error.splitlines()[0]} (log: {res.log})" if res.error else ""))
-        if monitor is not None:
-            monitor.finished(run.id, res.status, res.elapsed_s)
-        write_index(prof, runs_root, results)
-
-    from dml_core.core.locks import FileLock, LockHeldError
-
-    batch_lock = FileLock(runs_root / prof.name / BATCH_LOCK, timeout=0,
-                          what=f"the batch of profile {prof.name!r} ({runs_root / prof.name})")
-    try:
-        batch_lock.acquire()
-    except LockHeldError as exc:
-        raise BatchError(str(exc)) from None
-    monitor = None
-    if progress and not quiet and to_run:
-        from dml_core.batch.progress import BatchProgress
-
-        monitor = BatchProgress(slurm_opts.array_parallelism if slurm_opts else jobs, say)
-        for plan in to_run:
-            prev = read_status(plan[1])
-            monitor.add(plan[0].id, plan[1], expected_s=prev.get("elapsed_s")
-                        if prev.get("status") == "done" else None, kind=plan[0].notebook.name)
-        monitor.start()
-    if slurm_opts is not None:
-        say(f"backend slurm: {slurm_opts.describe()}; submitit folder "
-            f"{runs_root / prof.name / cluster.SLURM_DIR}")
-    pool = (_Pool(min(jobs, len(to_run))) if jobs > 1 and len(to_run) > 1 and backend == "local"
-            else None)
-    try:
-        for stage in sorted({p[0].stage for p in to_run}):
-            stage_plans = [p for p in to_run if p[0].stage == stage]
-            if slurm_opts is not None:
-                cluster.run_stage(stage_plans, [task_for(p, 0) for p in stage_plans], slurm_opts,
-                                  runs_root / prof.name / cluster.SLURM_DIR, finished, say,
-                                  on_start=lambda plan: started(plan, 0),
-                                  job_name=f"dml-{prof.name}-s{stage}")
-            elif pool is None:
-                for plan in stage_plans:
-                    started(plan, 0)
-                    finished(plan, execute_run(task_for(plan, 0)))
-            else:
-                _run_parallel(stage_plans, pool, task_for, started, finished)
-    finally:
-        if pool is not None:
-            pool.shutdown()
-        if monitor is not None:
-            monitor.stop()
-        batch_lock.release()
-
-    ordered = [results[p[0].id] for p in plans]
-    batch = BatchResult(prof.name, runs_root, ordered, elapsed_s=time.time() - t_batch)
-    write_index(prof, runs_root, results)
-    io.write_json(batch.summary_json, {
-        "profile": prof.name, "description": prof.description,
-        "profile_file": str(prof.path) if prof.path else None, "runs_root": str(runs_root),
-        "finished_at": now(), "elapsed_s": batch.elapsed_s, "jobs": jobs, "force": force,
-        "backend": backend,
-        "only": only, "settings": settings or {}, "kernel_name": kernel_name,
-        "exit_code": batch.exit_code,
-        "counts": {s: sum(r.status == s for r in ordered) for s in ("done", "skipped", "failed")},
-        "runs": [r.to_json() for r in ordered]})
-    say(format_table(batch))
-    say(f"report: {batch.index_html}")
-    return batch
-
-
 #: The lock file of a profile's runs folder: one batch per profile at a time.
 BATCH_LOCK = ".batch.lock"
 
 
-def _record_settings(run_dir: Path, settings: dict[str, Any] | None) -> None:
-    """``batch_settings.json`` in the run folder: the ``--set`` values it ran with (or none)."""
-    path = run_dir / SETTINGS_FILE
-    if settings:
-        io.write_json(path, {"settings": settings, "shortened": True, "written_at": now()})
-    else:
-        path.unlink(missing_ok=True)
+@contextlib.contextmanager
+def _batch_lock(prof: Profile, runs_root: Path) -> Iterator[None]:
+    """Hold the profile's batch lock; a second batch on the same profile is refused."""
+    from dml_core.core.locks import FileLock, LockHeldError
+
+    lock = FileLock(runs_root / prof.name / BATCH_LOCK, timeout=0,
+                    what=f"the batch of profile {prof.name!r} ({runs_root / prof.name})")
+    try:
+        lock.acquire()
+    except LockHeldError as exc:
+        raise BatchError(str(exc)) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+class _Execution:
+    """The runs of one batch: those to execute, stage by stage, here or on Slurm, and a
+    :class:`RunResult` for each (the skipped ones from their last status). Prints a line as
+    each run starts and finishes, and rewrites ``index.html`` after each."""
+
+    def __init__(self, prof: Profile, runs_root: Path, plans: list[Plan], options: BatchOptions):
+        self.prof, self.runs_root, self.plans, self.options = prof, runs_root, plans, options
+        self.to_run = [p for p in plans if not p.skip]
+        self.results: dict[str, RunResult] = {p.id: self._skipped(p) for p in plans if p.skip}
+        self.env = {"DML_RUNS_ROOT": str(runs_root)}
+        if options.data_root is not None:
+            self.env["DML_DATA_ROOT"] = str(Path(options.data_root).expanduser().resolve())
+        self.gpus = _cuda_device_count() if options.jobs > 1 else 0
+        self.visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        self.n_started = 0
+        self.monitor = None
+
+    @staticmethod
+    def _skipped(plan: Plan) -> RunResult:
+        prev = plan.folder.read_status()
+        return _result(plan, "skipped", elapsed_s=prev.get("elapsed_s"),
+                       started_at=prev.get("started_at"), finished_at=prev.get("finished_at"))
+
+    def ordered(self) -> list[RunResult]:
+        return [self.results[p.id] for p in self.plans]
+
+    def announce(self) -> None:
+        o = self.options
+        o.say(f"profile {self.prof.name}: {len(self.plans)} run(s) selected, {len(self.to_run)} "
+              f"to execute, {len(self.plans) - len(self.to_run)} unchanged (skipped); "
+              f"jobs={o.jobs}; kernel={o.kernel_name}; runs root {self.runs_root}")
+        for r in self.results.values():
+            o.say(f"  skip  {r.id} ({r.reason})")
+
+    def run_stages(self) -> None:
+        """Execute the runs stage by stage (a stage starts when the previous one has ended)."""
+        o = self.options
+        self.monitor = self._start_monitor()
+        if o.slurm is not None:
+            from dml_core.batch import cluster
+
+            o.say(f"backend slurm: {o.slurm.describe()}; submitit folder "
+                  f"{self.runs_root / self.prof.name / cluster.SLURM_DIR}")
+        pool = (_Pool(min(o.jobs, len(self.to_run)))
+                if o.jobs > 1 and len(self.to_run) > 1 and o.slurm is None else None)
+        try:
+            for stage in sorted({p.run.stage for p in self.to_run}):
+                self._run_stage(stage, [p for p in self.to_run if p.run.stage == stage], pool)
+        finally:
+            if pool is not None:
+                pool.shutdown()
+            if self.monitor is not None:
+                self.monitor.stop()
+
+    def _run_stage(self, stage: int, plans: list[Plan], pool: "_Pool | None") -> None:
+        if self.options.slurm is not None:
+            from dml_core.batch import cluster
+
+            cluster.run_stage(plans, [self.task_for(p, 0) for p in plans], self.options.slurm,
+                              self.runs_root / self.prof.name / cluster.SLURM_DIR, self.finished,
+                              self.options.say, on_start=lambda plan: self.started(plan, 0),
+                              job_name=f"dml-{self.prof.name}-s{stage}")
+        elif pool is None:
+            for plan in plans:
+                self.started(plan, 0)
+                self.finished(plan, execute_run(self.task_for(plan, 0)))
+        else:
+            _run_parallel(plans, pool, self.task_for, self.started, self.finished)
+
+    def _start_monitor(self):
+        """Epoch and batch lines (:class:`dml_core.batch.progress.BatchProgress`), or None."""
+        if not (self.options.progress and self.to_run):
+            return None
+        from dml_core.batch.progress import BatchProgress
+
+        slots = self.options.slurm.array_parallelism if self.options.slurm else self.options.jobs
+        monitor = BatchProgress(slots, self.options.say)
+        for plan in self.to_run:
+            prev = plan.folder.read_status()
+            monitor.add(plan.id, plan.run_dir, kind=plan.run.notebook.name,
+                        expected_s=prev.get("elapsed_s") if prev.get("status") == "done" else None)
+        return monitor.start()
+
+    def task_for(self, plan: Plan, slot: int) -> dict[str, Any]:
+        """What :func:`execute_run` needs, as plain data (it pickles to workers and Slurm jobs);
+        records the run's ``--set`` values in its folder."""
+        o = self.options
+        plan.folder.write_settings(o.settings, written_at=now())
+        env = dict(self.env)
+        gpu = gpu_for_slot(slot, self.gpus, self.visible)
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        threads = cpu_threads_per_job(o.jobs, self.gpus, os.environ.get("OMP_NUM_THREADS"))
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = threads
+        workers = loader_workers_per_job(o.jobs, os.environ.get("DML_NUM_WORKERS"))
+        if workers is not None and o.slurm is None:
+            env["DML_NUM_WORKERS"] = workers
+        run = plan.run
+        return {"id": run.id, "notebook": run.notebook.name, "notebook_path": str(run.notebook),
+                "run_dir": str(plan.run_dir), "parameters": plan.parameters,
+                "kernel_name": o.kernel_name, "cwd": str(run.notebook.parent),
+                "fingerprint": plan.fingerprint, "parts": plan.parts,
+                "inputs": inputs_of(run, self.prof, self.runs_root),
+                "env": env, "progress_bar": False,  # tqdm bars would mix with epoch lines
+                "cell_lines": o.progress and o.slurm is None}
+
+    def started(self, plan: Plan, slot: int) -> None:
+        self.n_started += 1
+        gpu = gpu_for_slot(slot, self.gpus, self.visible)
+        self.options.say(f"[{self.n_started}/{len(self.to_run)}] start {plan.id} "
+                         f"({plan.run.notebook.name}, stage {plan.run.stage}, {plan.reason}"
+                         f"{', GPU ' + gpu if gpu else ''}) {now()}")
+        if self.monitor is not None:
+            self.monitor.started(plan.id)
+
+    def finished(self, plan: Plan, status: dict[str, Any]) -> None:
+        res = _result(plan, status["status"], elapsed_s=status.get("elapsed_s"),
+                      error=status.get("error"), started_at=status.get("started_at"),
+                      finished_at=status.get("finished_at"))
+        self.results[plan.id] = res
+        word = "done  " if res.status == "done" else "FAILED"
+        self.options.say(f"        {word} {plan.id} in {fmt_time(res.elapsed_s)}"
+                         + (f": {res.error.splitlines()[0]} (log: {res.log})" if res.error else ""))
+        if self.monitor is not None:
+            self.monitor.finished(plan.id, res.status, res.elapsed_s)
+        write_index(self.prof, self.runs_root, self.results)
+
+
+def _write_batch_summary(result: BatchResult, prof: Profile, options: BatchOptions, *,
+                         force: bool, only, backend: str) -> None:
+    """``runs/<profile>/batch_summary.json``: the batch's options, counts and every run."""
+    io.write_json(result.summary_json, {
+        "profile": prof.name, "description": prof.description,
+        "profile_file": str(prof.path) if prof.path else None,
+        "runs_root": str(result.runs_root), "finished_at": now(), "elapsed_s": result.elapsed_s,
+        "jobs": options.jobs, "force": force, "backend": backend, "only": only,
+        "settings": options.settings or {}, "kernel_name": options.kernel_name,
+        "exit_code": result.exit_code,
+        "counts": {s: sum(r.status == s for r in result.results)
+                   for s in ("done", "skipped", "failed")},
+        "runs": [r.to_json() for r in result.results]})
 
 
 class _Pool:
@@ -436,11 +503,11 @@ class _Pool:
         self.executor.shutdown(wait=True)
 
 
-def _run_parallel(plans, pool: _Pool, task_for, started, finished) -> None:
+def _run_parallel(plans: list[Plan], pool: _Pool, task_for, started, finished) -> None:
     """Run ``plans`` (one stage) on ``pool``; each worker slot owns one GPU where several exist."""
     queue = list(plans)
     free_slots = list(range(pool.workers))
-    running: dict[cf.Future, tuple] = {}
+    running: dict[cf.Future, tuple[Plan, int]] = {}
     while queue or running:
         while queue and free_slots:
             plan, slot = queue.pop(0), free_slots.pop(0)
@@ -452,13 +519,13 @@ def _run_parallel(plans, pool: _Pool, task_for, started, finished) -> None:
             free_slots.append(slot)
             try:
                 status = fut.result()
-            except Exception as exc:  # the worker process died
+            except Exception as exc:  # noqa: BLE001 - the worker died (BrokenProcessPool) or
+                # raised what execute_run could not catch: this run failed, the batch goes on
                 status = {"status": "failed", "elapsed_s": 0.0,
                           "error": f"worker crashed: {type(exc).__name__}: {exc}",
                           "started_at": None, "finished_at": now()}
-                with contextlib.suppress(Exception):
-                    io.write_json(Path(plan[1]) / RUN_FILES["status"],
-                                  {"id": plan[0].id, **status})
+                with contextlib.suppress(OSError):
+                    plan.folder.write_status({"id": plan.id, **status})
             finished(plan, status)
 
 
@@ -494,9 +561,9 @@ def write_index(prof: Profile, runs_root: Path, results: dict[str, RunResult]) -
     out = runs_root / prof.name / "index.html"
     rows = []
     for i, run in enumerate(prof.runs, 1):
-        rdir = run_dir_of(runs_root, prof.name, run.id)
+        folder = RunFolder(run_dir_of(runs_root, prof.name, run.id))
         res = results.get(run.id)
-        st = read_status(rdir)
+        st = folder.read_status()
         if res is not None:
             status, elapsed, finished = res.status, res.elapsed_s, res.finished_at
             if status == "skipped":
@@ -509,13 +576,13 @@ def write_index(prof: Profile, runs_root: Path, results: dict[str, RunResult]) -
         else:
             status, elapsed, finished = "not run", None, None
         colour = next((c for k, c in _STATUS_COLOURS.items() if status.startswith(k)), "#000")
-        has_html = (rdir / RUN_FILES["html"]).is_file()
-        link = (f'<a href="{html.escape(run.id)}/{RUN_FILES["html"]}">{html.escape(run.id)}</a>'
+        has_html = folder.html.is_file()
+        link = (f'<a href="{html.escape(run.id)}/{folder.html.name}">{html.escape(run.id)}</a>'
                 if has_html else html.escape(run.id))
-        log = (f'<a href="{html.escape(run.id)}/{RUN_FILES["log"]}">log</a>'
-               if (rdir / RUN_FILES["log"]).is_file() else "")
-        nb = (f'<a href="{html.escape(run.id)}/{RUN_FILES["notebook"]}">'
-              f'{html.escape(run.notebook.name)}</a>' if (rdir / RUN_FILES["notebook"]).is_file()
+        log = (f'<a href="{html.escape(run.id)}/{folder.log.name}">log</a>'
+               if folder.log.is_file() else "")
+        nb = (f'<a href="{html.escape(run.id)}/{folder.notebook.name}">'
+              f'{html.escape(run.notebook.name)}</a>' if folder.notebook.is_file()
               else html.escape(run.notebook.name))
         rows.append(
             f"<tr><td>{i}</td><td>{link}</td><td>{nb}</td><td>{html.escape(run.description)}</td>"

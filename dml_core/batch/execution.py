@@ -1,32 +1,34 @@
 """One run of a profile executed into its run folder, and whether it must run again.
 
 :func:`execute_run` executes a run's notebook with papermill (``cwd`` = the notebooks folder)
-into ``<run_dir>/notebook.ipynb`` — while it runs, papermill saves progress into
-``notebook.running.ipynb`` beside it; the final file is written atomically at the end, failed or
-not — streams the cell outputs into ``log.txt``, renders ``notebook.html`` (also when the
-notebook failed, so the traceback is readable), writes ``status.json`` and, only after success,
-``done.json`` (:data:`RUN_FILES`). It never raises and takes plain data, so the same function
-runs in the batch's process, in its worker processes and in a Slurm job (:mod:`dml_core.batch.cluster`).
+into the run folder's executed notebook (:class:`dml_core.core.run_folder.RunFolder`) — while it
+runs, papermill saves progress into a "running" copy beside it; the final file is written
+atomically at the end, failed or not — streams the cell outputs into its log, renders its HTML
+(also when the notebook failed, so the traceback is readable), writes its status and, only after
+success, its done marker. It never raises and takes plain data, so the same function runs in the
+batch's process, in its worker processes and in a Slurm job (:mod:`dml_core.batch.cluster`).
 
-Fingerprint (``done.json``): SHA-256 over (a) the notebook's *code* cells (markdown and outputs are
-ignored, as jupyter-cache does; use ``--force`` to re-render after a prose edit), (b) the run's
+Fingerprint (the done marker): SHA-256 over (a) the notebook's *code* cells (markdown and outputs
+are ignored, as jupyter-cache does; use ``--force`` to re-render after a prose edit), (b) the run's
 complete parameters (injected ones included), (c) the source of every ``.py`` file of the
 ``dml_core`` package and of the notebooks folder (helpers imported by the notebooks). (c) is
 deliberately coarse: any code change reruns every notebook, which is correct rather than fast.
-Besides, a done run is rerun when (d) the prepared data its training read changed (done.json
-keeps the data fingerprint of every ``provenance.json`` in the run folder, see
-:mod:`dml_core.training.run_folder`), or (e) for a run of stage 2 or later (tables, figures:
-they read the other runs), when any run of an earlier stage of the profile re-executes now or
-re-executed since (its ``done.json`` changed or disappeared). Rerunning a training notebook is
-cheap when nothing it depends on changed: ``train`` reuses a complete run folder only when its
-recipe, training code and data fingerprints match, and retrains otherwise.
-:func:`skip_reason` and :func:`stale_readers` decide from these; the batch driver
-(:mod:`dml_core.batch`) plans and schedules the runs.
+Besides, a done run is rerun when (d) the prepared data its training read changed (the done
+marker keeps the data fingerprint of every training provenance in the run folder,
+:meth:`RunFolder.provenances`), or (e) for a run of stage 2 or later (tables, figures: they read
+the other runs), when any run of an earlier stage of the profile re-executes now or re-executed
+since (its done marker changed or disappeared). Rerunning a training notebook is cheap when
+nothing it depends on changed: ``train`` reuses a complete run folder only when its recipe,
+training code and data fingerprints match, and retrains otherwise.
+
+A :class:`Plan` is what the batch decides for one run before executing anything;
+:func:`skip_reason` and :func:`stale_readers` decide from the points above. The batch driver
+(:mod:`dml_core.batch.driver`) plans and schedules the runs.
 """
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
+import dataclasses
 import hashlib
 import json
 import logging
@@ -38,10 +40,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from dml_core.core import io, paths
+from dml_core.core.clock import now
+from dml_core.core.run_folder import RunFolder
 from dml_core.profiles import Profile, Run, run_dir_of
 
 __all__ = [
-    "RUN_FILES",
+    "Plan",
     "execute_run",
     "notebook_fingerprint",
     "code_fingerprint",
@@ -50,20 +54,31 @@ __all__ = [
     "skip_reason",
     "inputs_of",
     "stale_readers",
-    "read_status",
     "render_html",
-    "now",
 ]
 
 FINGERPRINT_VERSION = 1
-RUN_FILES = {
-    "notebook": "notebook.ipynb",
-    "running": "notebook.running.ipynb",
-    "html": "notebook.html",
-    "log": "log.txt",
-    "status": "status.json",
-    "done": "done.json",
-}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What the batch decided for one run before executing anything."""
+
+    run: Run
+    run_dir: Path
+    parameters: dict[str, Any]  # complete: the profile's, the injected ones, the --set values
+    parts: dict[str, str]       # what the fingerprint hashes (:func:`fingerprint_parts`)
+    fingerprint: str            # sha256_of(parts)
+    skip: bool                  # done before with this fingerprint, nothing it reads changed
+    reason: str                 # why it runs or is skipped, in words
+
+    @property
+    def id(self) -> str:
+        return self.run.id
+
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.run_dir)
 
 
 def sha256_of(obj: Any) -> str:
@@ -108,28 +123,21 @@ def fingerprint_parts(run: Run, params: dict[str, Any], code: str) -> dict[str, 
 READS_RUNS_FROM_STAGE = 2
 
 
-def _done_marker(run_dir: Path) -> str | None:
-    """What identifies the last successful execution of a run: its done.json fingerprint and
-    finish time, or None when it has no done.json (never done, failed, or running)."""
-    try:
-        done = io.read_json(run_dir / RUN_FILES["done"])
-    except Exception:
-        return None
-    return f"{done.get('fingerprint')}@{done.get('finished_at')}"
+def _done_marker(run_dir: str | Path) -> str | None:
+    """What identifies the last successful execution of a run: its done marker's fingerprint
+    and finish time, or None when it has none (never done, failed, or running)."""
+    done = RunFolder(run_dir).read_done()
+    return None if done is None else f"{done.get('fingerprint')}@{done.get('finished_at')}"
 
 
 def _data_state(run_dir: Path) -> dict[str, str | None]:
     """``{index path: current data fingerprint}`` for every prepared index that a training in
-    ``run_dir`` read (its ``provenance.json`` files, the folder and one level below)."""
+    ``run_dir`` read (the provenance of the folder and of the run folders one level below)."""
     from dml_core.data.index import index_fingerprint
 
     state: dict[str, str | None] = {}
-    for prov in [run_dir / "provenance.json", *run_dir.glob("*/provenance.json")]:
-        try:
-            data_index = io.read_json(prov).get("data_index") or {}
-        except Exception:
-            continue
-        for path in data_index.values():
+    for provenance in RunFolder(run_dir).provenances():
+        for path in (provenance.get("data_index") or {}).values():
             try:
                 state[path] = index_fingerprint(path)
             except OSError:
@@ -138,15 +146,14 @@ def _data_state(run_dir: Path) -> dict[str, str | None]:
 
 
 def skip_reason(run_dir: Path, parts: dict[str, str]) -> tuple[bool, str]:
-    """(skip?, reason) from the run folder's done.json."""
-    done = run_dir / RUN_FILES["done"]
-    if not done.is_file():
+    """(skip?, reason) from the run folder's done marker."""
+    run = RunFolder(run_dir)
+    if not run.done.is_file():
         return False, "not done before"
-    try:
-        stored = io.read_json(done)
-    except Exception:
-        return False, "done.json unreadable"
-    if not (run_dir / RUN_FILES["notebook"]).is_file():
+    stored = run.read_done()
+    if stored is None:
+        return False, "done marker unreadable"
+    if not run.notebook.is_file():
         return False, "executed notebook missing"
     if stored.get("fingerprint") == sha256_of(parts):
         data = stored.get("data") or {}
@@ -158,60 +165,42 @@ def skip_reason(run_dir: Path, parts: dict[str, str]) -> tuple[bool, str]:
     return False, ("changed: " + ", ".join(changed)) if changed else "changed"
 
 
-#: What makes a run folder an input of the tables and figures (the folder or one level below).
-READ_OUTPUTS = ("summary.json", "provenance.json", "toy_study.json", "figures")
-
-
 def inputs_of(run: Run, prof: Profile, runs_root: Path) -> dict[str, str]:
     """``{run id: run folder}`` of the runs that ``run`` reads: when ``run.stage >=
     READS_RUNS_FROM_STAGE``, every run of an earlier stage of the profile whose folder holds
-    results (:data:`READ_OUTPUTS`: a training or toy run), else none."""
+    results (:meth:`RunFolder.holds_results`: a training or toy run), else none."""
     if run.stage < READS_RUNS_FROM_STAGE:
         return {}
     out = {}
     for r in prof.runs:
         rdir = run_dir_of(runs_root, prof.name, r.id)
-        if r.stage < run.stage and any(
-                (rdir / name).exists() or any(rdir.glob(f"*/{name}")) for name in READ_OUTPUTS):
+        if r.stage < run.stage and RunFolder(rdir).holds_results():
             out[r.id] = str(rdir)
     return out
 
 
-def stale_readers(plans: list, prof: Profile, runs_root: Path) -> list:
+def stale_readers(plans: list[Plan], prof: Profile, runs_root: Path) -> list[Plan]:
     """``plans`` with the skip decision of runs that read other runs revised: such a run is
     rerun when one of its input runs executes in this batch, or re-executed (or failed) since
-    it was done (its done.json marker differs from the one recorded)."""
-    executing = {p[0].id for p in plans if not p[5]}
+    it was done (its done marker differs from the one recorded)."""
+    executing = {p.id for p in plans if not p.skip}
     out = []
     for plan in plans:
-        run, rdir, params, parts, fp, skip, reason = plan
-        inputs = inputs_of(run, prof, runs_root)
-        if skip and inputs:
+        inputs = inputs_of(plan.run, prof, runs_root)
+        if plan.skip and inputs:
             rerun = sorted(set(inputs) & executing)
+            recorded = (plan.folder.read_done() or {}).get("inputs")
+            current = {k: _done_marker(d) for k, d in inputs.items()}
             if rerun:
-                skip, reason = False, f"changed: inputs ({', '.join(rerun)} executes now)"
-            else:
-                with contextlib.suppress(Exception):
-                    recorded = io.read_json(rdir / RUN_FILES["done"]).get("inputs")
-                    current = {k: _done_marker(Path(d)) for k, d in inputs.items()}
-                    if recorded != current:
-                        changed = sorted(k for k in set(current) | set(recorded or {})
-                                         if (recorded or {}).get(k) != current.get(k))
-                        skip, reason = False, f"changed: inputs ({', '.join(changed)})"
-        out.append((run, rdir, params, parts, fp, skip, reason))
+                plan = dataclasses.replace(
+                    plan, skip=False, reason=f"changed: inputs ({', '.join(rerun)} executes now)")
+            elif recorded != current:
+                changed = sorted(k for k in set(current) | set(recorded or {})
+                                 if (recorded or {}).get(k) != current.get(k))
+                plan = dataclasses.replace(
+                    plan, skip=False, reason=f"changed: inputs ({', '.join(changed)})")
+        out.append(plan)
     return out
-
-
-def read_status(run_dir: Path) -> dict[str, Any]:
-    """The run folder's ``status.json``, or ``{}`` when it has none (or it is unreadable)."""
-    with contextlib.suppress(Exception):
-        return io.read_json(run_dir / RUN_FILES["status"])
-    return {}
-
-
-def now() -> str:
-    """The local time with its offset, to the second (ISO 8601), as status files record it."""
-    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def _kernel_config():
@@ -272,19 +261,17 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
     import nbformat
     import papermill
 
-    run_dir = Path(task["run_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    out_nb, running = run_dir / RUN_FILES["notebook"], run_dir / RUN_FILES["running"]
-    log_path, html_path = run_dir / RUN_FILES["log"], run_dir / RUN_FILES["html"]
-    (run_dir / RUN_FILES["done"]).unlink(missing_ok=True)  # not done until it succeeds again
+    run = RunFolder(task["run_dir"])
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.forget_done()  # not done until it succeeds again
     started, t0 = now(), time.time()
     status: dict[str, Any] = {"id": task["id"], "notebook": task["notebook"], "status": "running",
                               "started_at": started, "finished_at": None, "elapsed_s": None,
                               "error": None, "fingerprint": task["fingerprint"]}
-    io.write_json(run_dir / RUN_FILES["status"], status)
+    run.write_status(status)
 
     pm_logger = logging.getLogger("papermill")
-    file_handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")
+    file_handler = logging.FileHandler(run.log, mode="w", encoding="utf-8")
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handlers: list[logging.Handler] = [file_handler]
     if task.get("cell_lines"):
@@ -300,16 +287,17 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
     try:
         with _environ(task.get("env") or {}):
             nb = papermill.execute_notebook(
-                task["notebook_path"], str(running), parameters=task["parameters"],
+                task["notebook_path"], str(run.running_notebook), parameters=task["parameters"],
                 kernel_name=task["kernel_name"], language="python", cwd=task["cwd"], log_output=True,
                 config=_kernel_config(),
                 progress_bar=bool(task.get("progress_bar")), request_save_on_cell_execute=True)
-    except KeyboardInterrupt:  # Ctrl-C: say so in status.json, then stop the batch
+    except KeyboardInterrupt:  # Ctrl-C: say so in the status, then stop the batch
         status.update(status="interrupted", finished_at=now(), elapsed_s=time.time() - t0,
                       error="interrupted (Ctrl-C)")
-        io.write_json(run_dir / RUN_FILES["status"], status)
+        run.write_status(status)
         raise
-    except Exception as exc:  # PapermillExecutionError, dead kernel, ...
+    except Exception as exc:  # noqa: BLE001 - whatever stops the notebook (PapermillExecutionError,
+        # a dead kernel, a missing kernel spec, ...) is the run's failure, recorded, never raised
         if hasattr(exc, "ename") and hasattr(exc, "evalue"):  # PapermillExecutionError
             error = f"{exc.ename}: {exc.evalue} (in cell [{getattr(exc, 'exec_count', '?')}])"
         else:
@@ -320,26 +308,27 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
             pm_logger.removeHandler(h)
             h.close()
         pm_logger.setLevel(old_level)
-    if nb is None and running.is_file():
-        with contextlib.suppress(Exception):
-            nb = nbformat.read(str(running), as_version=4)
+    if nb is None and run.running_notebook.is_file():
+        with contextlib.suppress(OSError, ValueError):  # half written by a dead kernel: no copy
+            nb = nbformat.read(str(run.running_notebook), as_version=4)
     if nb is not None:
         try:
-            with io.atomic_path(out_nb) as tmp:
+            with io.atomic_path(run.notebook) as tmp:
                 nbformat.write(nb, str(tmp))
-            running.unlink(missing_ok=True)
-            render_html(nb, html_path)
-        except Exception as exc:
+            run.running_notebook.unlink(missing_ok=True)
+            render_html(nb, run.html)
+        except Exception as exc:  # noqa: BLE001 - nbconvert's templates and exporters fail in
+            # many ways; the run's outcome must still be recorded below
             error = error or f"saving/rendering failed: {type(exc).__name__}: {exc}"
     elapsed = time.time() - t0
     interrupted = bool(error) and error.startswith("KeyboardInterrupt")  # Ctrl-C reached the kernel
     status.update(status="interrupted" if interrupted else "failed" if error else "done",
                   finished_at=now(), elapsed_s=elapsed, error=error)
-    io.write_json(run_dir / RUN_FILES["status"], status)
+    run.write_status(status)
     if not error:
-        io.write_json(run_dir / RUN_FILES["done"], {
+        run.write_done({
             "fingerprint": task["fingerprint"], "parts": task["parts"],
-            "data": _data_state(run_dir),
+            "data": _data_state(run.root),
             "inputs": {k: _done_marker(Path(d)) for k, d in (task.get("inputs") or {}).items()},
             "finished_at": status["finished_at"], "elapsed_s": elapsed,
             "parameters": task["parameters"], "kernel_name": task["kernel_name"]})

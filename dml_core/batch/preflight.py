@@ -70,13 +70,13 @@ def _param_count(backbone: str) -> int:
 def run_disk_bytes(recipe: dict, params: int | None = None) -> int:
     """Estimated bytes one training run writes: checkpoints and saved features (an upper bound).
 
-    ``checkpoints/last.pt``: the weights and up to two optimiser moment buffers (Adam; SGD with
-    momentum keeps one), 3 × 4 bytes per backbone parameter; ``best.pt`` the weights, 4 bytes;
-    the proxies / class weights (C × D) in both, 4 × 4 bytes each; ``features/{best,last}.pt``
-    the test (+ gallery) embeddings, 2 × N × D × 4 bytes. Measured (CPU, state dicts, no
-    training): NormSoftmax SOP ResNet-50 (D 2048, SGD) last.pt 407 MB + best.pt 204 MB + 2 × 499
-    MB of features = 1.6 GB (estimate 1.74 GB); AsymptoticProxy SOP ResNet-50 (D 512, Adam)
-    318 + 122 + 2 × 128 MB = 0.70 GB.
+    The resume point: the weights and up to two optimiser moment buffers (Adam; SGD with
+    momentum keeps one), 3 × 4 bytes per backbone parameter; the selected epoch: the weights, 4
+    bytes; the proxies / class weights (C × D) in both, 4 × 4 bytes each; the saved features of
+    the best and last epochs: the test (+ gallery) embeddings, 2 × N × D × 4 bytes. Measured
+    (CPU, state dicts, no training): NormSoftmax SOP ResNet-50 (D 2048, SGD) resume point 407 MB
+    + selected epoch 204 MB + 2 × 499 MB of features = 1.6 GB (estimate 1.74 GB);
+    AsymptoticProxy SOP ResNet-50 (D 512, Adam) 318 + 122 + 2 × 128 MB = 0.70 GB.
     """
     params = params if params is not None else _param_count(recipe["backbone"])
     n_test = _TEST_IMAGES.get(recipe["dataset"], 10_000)
@@ -124,7 +124,8 @@ def check_profile(profile, *, only: str | Sequence[str] | None = None, data_root
             try:
                 recipes.append(get_recipe(method, p["dataset"], p["backbone"], crop=bool(p.get("crop")),
                                           **dict(p.get("overrides") or {})))
-            except Exception as exc:  # noqa: BLE001 - reported, not raised
+            except Exception as exc:  # noqa: BLE001 - the check reports every problem at once:
+                # whatever a run's recipe raises is that run's finding, not the end of the check
                 checks.append(Check("recipes", run.id, False, str(exc)))
         elif stem == "07_toy_proxies":
             if p.get("source") == "stl10":
@@ -189,12 +190,13 @@ def _check_weights(backbone: str) -> Check:
 
     try:
         path = find_weights(backbone)
-    except Exception as exc:  # noqa: BLE001
+    except (FileNotFoundError, KeyError, ValueError) as exc:  # MissingWeightsError, no backbone
         return Check("weights", backbone, False, str(exc).splitlines()[0]
                      + f" (expected in {paths.torch_checkpoint_dir()})")
     try:
         build_backbone(backbone, True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - a weight file fails to load in many ways (torch,
+        # pretrainedmodels, a wrong state dict); each is this check's finding, reported
         return Check("weights", backbone, False, f"{path} does not load: {exc}")
     return Check("weights", backbone, True, f"{path.name} loads")
 
@@ -202,7 +204,7 @@ def _check_weights(backbone: str) -> Check:
 def _check_cuda(devices: list[str]) -> Check:
     try:
         import torch
-    except Exception as exc:  # noqa: BLE001
+    except (ImportError, OSError) as exc:  # no torch, or a shared library it needs
         return Check("cuda", ",".join(devices), False, f"torch does not import: {exc}")
     if not torch.cuda.is_available():
         return Check("cuda", ",".join(devices), False,
@@ -212,7 +214,7 @@ def _check_cuda(devices: list[str]) -> Check:
     try:
         x = torch.ones(8, device="cuda")
         float((x * 2).sum())
-    except Exception as exc:  # noqa: BLE001
+    except RuntimeError as exc:  # CUDA errors (driver, capability, out of memory)
         return Check("cuda", ",".join(devices), False, f"a tensor op on CUDA fails: {exc}")
     names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
     return Check("cuda", ",".join(devices), True, f"{torch.cuda.device_count()} GPU(s): {names}")

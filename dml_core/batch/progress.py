@@ -1,7 +1,7 @@
 """Progress of a batch that a user can follow: one line per epoch per run, and a batch line.
 
 The batch driver (:mod:`dml_core.batch`) knows when runs start and finish; the training engine
-rewrites ``<run_dir>/metrics.csv`` after every epoch (:mod:`dml_core.training.run_folder`). A
+rewrites the run's metrics after every epoch (:class:`dml_core.core.run_folder.RunFolder`). A
 :class:`BatchProgress` watches the run folders of the runs that are executing (a background
 thread polling every ``poll_s`` seconds; nothing changes in the notebooks or the engine, so it
 works the same for local worker processes and for Slurm jobs on a shared file system) and prints
@@ -13,11 +13,11 @@ Time left (:func:`estimate_time_left`): each unfinished run's expected remaining
 summed and divided by the number of runs that can execute at once (``min(slots, unfinished)``),
 and at least the longest of them:
 
-* a run with epochs in ``metrics.csv`` and its recipe's ``epochs`` in ``config.yaml``:
+* a run with epochs in its metrics and its recipe's ``epochs`` in its config:
   ``(epochs − done) ×`` the wall time per epoch since the run started (evaluation and start-up
-  included; ``mean(epoch_time_s)`` of ``metrics.csv`` when the start is unknown);
+  included; the mean ``epoch_time_s`` of its metrics when the start is unknown);
 * otherwise its expected duration minus the time it has been running: the duration of its last
-  execution (``status.json`` of an earlier batch, when it finished), else the mean duration of
+  execution (its status from an earlier batch, when it finished), else the mean duration of
   the runs of the same notebook that finished (done) in this batch, else of all runs done in this
   batch, else the projected duration (elapsed + left) of the trainings running now; unknown (no
   estimate printed) before any of these exists.
@@ -26,18 +26,19 @@ A coarse estimate: stages, queue waits and the evaluation after the last epoch a
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io as _io
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["RunProgress", "BatchProgress", "estimate_time_left", "epoch_line", "batch_line",
-           "read_metrics", "SELECTION_COLUMN"]
+from dml_core.core.clock import fmt_time
+from dml_core.core.run_folder import RunFolder
 
-#: The column of ``metrics.csv`` shown as R@1 (a fraction; printed in %).
+__all__ = ["RunProgress", "BatchProgress", "estimate_time_left", "epoch_line", "batch_line",
+           "SELECTION_COLUMN"]
+
+#: The metrics column shown as R@1 (a fraction; printed in %).
 SELECTION_COLUMN = "test/dense/R@1"
 
 
@@ -49,52 +50,14 @@ def _float(value: Any) -> float | None:
     return out if out == out else None  # NaN → None
 
 
-def fmt_time(seconds: float | None) -> str:
-    """``12.3 s``, ``4m 05s``, ``1h 02m 03s``; ``-`` for None."""
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
-
-
-def read_metrics(path: str | Path) -> list[dict[str, str]]:
-    """The rows of a ``metrics.csv`` (strings); [] when missing, empty or half written."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError:
-        return []
-    try:
-        return [row for row in csv.DictReader(_io.StringIO(text)) if row.get("epoch")]
-    except csv.Error:
-        return []
-
-
 def _recipe_epochs(run_dir: Path) -> int | None:
-    """``epochs`` of the recipe in ``<run_dir>/config.yaml`` (written before the first epoch)."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return None
-    try:
-        import yaml
-
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except Exception:
-        return None
-    for key in ("epochs",):
-        value = data.get(key) if isinstance(data, dict) else None
-        if value is None and isinstance(data, dict) and isinstance(data.get("recipe"), dict):
-            value = data["recipe"].get(key)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
+    """``epochs`` of the run's recipe (its config, written before the first epoch)."""
+    value = (RunFolder(run_dir).read_config() or {}).get("epochs")
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def epoch_line(run_id: str, row: dict[str, Any], epochs: int | None = None) -> str:
-    """``[run] epoch E/N  loss L  R@1 x%  n img/s`` from one ``metrics.csv`` row (``-`` where a
+    """``[run] epoch E/N  loss L  R@1 x%  n img/s`` from one row of the metrics (``-`` where a
     value is missing, e.g. R@1 on an epoch without evaluation)."""
     epoch = row.get("epoch", "?")
     loss, r1, ips = (_float(row.get(k)) for k in ("train_loss", SELECTION_COLUMN, "images_per_s"))
@@ -115,7 +78,7 @@ class RunProgress:
     started: float | None = None  # time.time() when it started (or was submitted)
     elapsed_s: float | None = None  # when finished
     expected_s: float | None = None  # its duration last time (an earlier batch), if known
-    epochs: int | None = None  # the recipe's epochs (config.yaml)
+    epochs: int | None = None  # the recipe's epochs (its config)
     epoch_times: list[float] = dataclasses.field(default_factory=list)
     last_epoch: int = 0  # the last epoch printed
     first_epoch: int = 0  # last_epoch when it started (a resumed run has done some before)
@@ -204,9 +167,9 @@ class BatchProgress:
             kind: str = "") -> None:
         with self._lock:
             rp = RunProgress(run_id, Path(run_dir), kind=kind, expected_s=expected_s)
-            # epochs already in metrics.csv (a resumed run) are not printed again
-            rows = read_metrics(rp.run_dir / "metrics.csv")
-            rp.last_epoch = max((int(_float(r["epoch"]) or 0) for r in rows), default=0)
+            # epochs already in its metrics (a resumed run) are not printed again
+            rows = RunFolder(rp.run_dir).read_metrics()
+            rp.last_epoch = max((r["epoch"] for r in rows), default=0)
             self.runs[run_id] = rp
 
     def started(self, run_id: str) -> None:
@@ -226,22 +189,22 @@ class BatchProgress:
 
     # --- reading the run folders
     def _read_epochs(self, rp: RunProgress) -> list[str]:
-        path = rp.run_dir / "metrics.csv"
+        run = RunFolder(rp.run_dir)
         try:
-            mtime = path.stat().st_mtime
+            mtime = run.metrics.stat().st_mtime
         except OSError:
             return []
         if mtime == rp.metrics_mtime:
             return []
         rp.metrics_mtime = mtime
-        rows = read_metrics(path)
-        if rows and int(_float(rows[-1]["epoch"]) or 0) < rp.last_epoch:
+        rows = run.read_metrics()
+        if rows and rows[-1]["epoch"] < rp.last_epoch:
             rp.last_epoch, rp.first_epoch, rp.epoch_times = 0, 0, []  # started afresh
         if rp.epochs is None:
             rp.epochs = _recipe_epochs(rp.run_dir)
         lines = []
         for row in rows:
-            epoch = int(_float(row["epoch"]) or 0)
+            epoch = row["epoch"]
             if epoch <= rp.last_epoch:
                 continue
             rp.last_epoch = epoch
@@ -279,8 +242,8 @@ class BatchProgress:
         while not self._stop.wait(self.poll_s):
             try:
                 self.poll()
-            except Exception:  # progress must never break a batch
-                pass
+            except Exception:  # noqa: BLE001 - progress lines must never break a batch (a
+                pass  # say() to a closed stream, a run folder removed under us, ...)
 
     def stop(self) -> None:
         self._stop.set()
@@ -293,5 +256,5 @@ class BatchProgress:
                     if rp.state == "running":
                         for line in self._read_epochs(rp):
                             self.say(line)
-            except Exception:
-                pass
+            except Exception:  # noqa: BLE001 - the last progress lines must never break the
+                pass  # end of a batch (as in _loop)

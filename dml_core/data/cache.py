@@ -13,8 +13,8 @@ one memory-mapped file, with an index:
 prefix, so a re-prepared data set or another recipe never reads a stale cache. Workers then do
 only the random part (crop, flip) on uint8 tensors, with the same torchvision calls and hence the
 same random draws as the PIL path; a batch travels to the device as uint8 (4× fewer bytes) and
-:class:`DeviceNormalize` converts it to float and normalises it there (the engine applies
-:func:`device_transform_of` to each batch).
+:class:`DeviceNormalize` converts it to float and normalises it there (the engine applies the
+dataset's ``device_transform`` to each batch: :func:`dml_core.training.engine.device_transform`).
 
 What is cached per style (``r`` resize_size, ``c`` crop_size):
 
@@ -62,7 +62,7 @@ from .transforms import STYLES, SwapRGBtoBGR, ToRGB
 
 CACHE_VERSION = 1
 __all__ = ["CACHE_VERSION", "ImageCache", "CachedDataset", "DeviceNormalize", "prefix_steps",
-           "random_steps", "cached_split", "device_transform_of", "cache_bytes"]
+           "random_steps", "cached_split", "cache_bytes"]
 
 
 class CapShorterSide:
@@ -278,19 +278,6 @@ class CachedDataset(Dataset):
         if self.device_transform is None:
             x = self.normalize(x)
         return x, int(self.labels[i])
-
-
-def device_transform_of(loader) -> Callable | None:
-    """The on-device conversion a loader's batches need (None for float batches)."""
-    ds = getattr(loader, "dataset", None)
-    for _ in range(3):  # through Subset-like wrappers
-        if ds is None:
-            return None
-        fn = getattr(ds, "device_transform", None)
-        if fn is not None:
-            return fn
-        ds = getattr(ds, "dataset", None) if not isinstance(getattr(ds, "dataset", None), str) else None
-    return None
 
 
 def cache_key(index_fp: str, split: str, crop: bool, prefix: list) -> dict:

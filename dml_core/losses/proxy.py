@@ -81,10 +81,6 @@ class _ProxyLoss(nn.Module):
             embeddings.to(dt), self.proxies.to(dt), labels, positive_proxy, self.normalize_embeddings
         )
 
-    def normalized_proxies(self) -> torch.Tensor:
-        """p̂ (C, D), the unit-norm proxies."""
-        return normalize_rows(self.proxies)
-
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Cosine similarities s (B, C) in float32 (train accuracy = argmax over classes)."""
         check_embeddings_labels(embeddings, None, None, self.embedding_dim)

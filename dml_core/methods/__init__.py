@@ -40,11 +40,6 @@ METHODS: dict[str, type[Method]] = {
 }
 
 
-def register_method(name: str, cls: type[Method]) -> None:
-    """Add a method (e.g. the toy) to the dispatch table of :func:`build_method`."""
-    METHODS[name] = cls
-
-
 def build_method(recipe: dict[str, Any], num_classes: int,
                  device: torch.device | str | None = None) -> Method:
     """The method of ``recipe["method"]`` for ``num_classes`` training classes, on ``device``."""
@@ -60,7 +55,7 @@ def build_method(recipe: dict[str, Any], num_classes: int,
 
 
 __all__ = [
-    "METHODS", "Method", "StepOutput", "build_method", "register_method", "NormSoftmaxMethod",
+    "METHODS", "Method", "StepOutput", "build_method", "NormSoftmaxMethod",
     "CGDMethod", "CGDLoss", "AsymptoticProxyMethod", "PositiveProxyMethod",
     "DynamicMarginMethod", "ProxyAnchorMethod",
 ]

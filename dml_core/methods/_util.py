@@ -37,6 +37,3 @@ def fused_adam() -> dict[str, Any]:
     with 11.2 M parameters), where the loop was ~40 % of a demo training step. Deterministic."""
     return {"fused": True}
 
-
-def current_lrs(optimizer: torch.optim.Optimizer) -> list[float]:
-    return [float(g["lr"]) for g in optimizer.param_groups]

@@ -119,7 +119,7 @@ class Method:
             sched.step()
 
     def epoch_log(self) -> dict[str, float]:
-        """Extra per-epoch numbers for metrics.csv (e.g. margin mean/min/max). Default: none."""
+        """Extra per-epoch numbers for the run's metrics (e.g. margin mean/min/max). Default: none."""
         return {}
 
     # ----------------------------------------------------------------- state

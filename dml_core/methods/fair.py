@@ -29,7 +29,7 @@ ablations of the study (PP's positive-proxy gradient off; AsymptoticProxy's mome
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Setting", "SETTINGS", "VARIANTS", "LOSS_HPARAMS", "DEVIATIONS", "fair_recipe",
@@ -230,12 +230,6 @@ def available(method: str, dataset: str, backbone: str) -> bool:
         return False
 
 
-def _base_recipe(method: str, dataset: str, backbone: str) -> dict:
-    from dml_core.methods.recipes import get_recipe
-
-    return get_recipe(method, *_row(method, dataset, backbone))
-
-
 def shared_overrides(recipe: dict, s: Setting, seed: int) -> dict[str, Any]:
     """The overrides that put ``recipe`` (one method's faithful recipe) under setting ``s``.
 
@@ -432,11 +426,6 @@ def unavailable(setting_name: str, variants: tuple[str, ...]) -> list[str]:
             if not available(VARIANTS[v].method, ds, s.backbone)]
 
 
-def as_dict(name: str) -> dict:
-    """The setting as a plain dict (for summaries and the notebooks)."""
-    return asdict(setting(name))
-
-
 # ------------------------------------------------------------------------- profile files
 #: The profiles generated from this module (``python -m dml_core.methods.fair --write``).
 PROFILES: dict[str, dict[str, Any]] = {
@@ -465,6 +454,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 def profile_document(name: str) -> dict:
     """The profile ``name`` of :data:`PROFILES` as the dict written to profiles/<name>.yaml."""
+    from dml_core.core.run_folder import FIGURES
+
     spec = PROFILES[name]
     s = setting(spec["setting"])
     variants = tuple(v for v, x in VARIANTS.items() if x.headline or spec["ablations"])
@@ -496,7 +487,7 @@ def profile_document(name: str) -> dict:
                  "description": "Tables: per-method means with 95% intervals over seeds, paired "
                                 "differences"})
     runs.append({"id": "08_figures", "notebook": "08_figures.ipynb",
-                 "parameters": {"output_dir": "figures"},
+                 "parameters": {"output_dir": FIGURES},
                  "description": "Figures (every seed and the mean with its interval), inside "
                                 "the run folder"})
     return {"name": name, "description": spec["description"],

@@ -256,7 +256,8 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 warnings.filterwarnings("ignore", message="pickle_load_args only works")
                 state = torch.load(path, map_location="cpu", weights_only=True, **kwargs)
             break
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - torch.load fails in many ways (EOFError,
+            # UnpicklingError, RuntimeError, ...): every candidate's failure is reported below
             errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'empty'}")
     else:
         import hashlib

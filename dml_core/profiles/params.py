@@ -27,7 +27,7 @@ and classes, so only the parameters and the names injected by papermill remain).
 name and the list of valid ones), a value outside its choices (with the choices), or a wrong type.
 It returns the complete parameter dict: defaults filled in, ``None`` placeholders resolved
 (``run_dir`` → :func:`default_run_dir`; ``profiles`` → ``[profile]``; ``output_dir`` →
-``"figures"``, inside the run folder) and values normalised (tuples → lists, ints → floats where a float is expected).
+the run's figures folder, :data:`dml_core.core.run_folder.FIGURES`) and values normalised (tuples → lists, ints → floats where a float is expected).
 """
 from __future__ import annotations
 
@@ -318,14 +318,14 @@ def validate_parameters(notebook: str | Path, params: Mapping[str, Any], *,
 
 
 def _resolve(stem: str, p: dict[str, Any]) -> None:
-    from dml_core.core import paths
+    from dml_core.core.run_folder import FIGURES
 
     if "run_dir" in p and p["run_dir"] is None:
         p["run_dir"] = str(default_run_dir(p.get("profile", "interactive"), stem))
     if "profiles" in p and p["profiles"] is None:
         p["profiles"] = [p["profile"]]
     if "output_dir" in p and p["output_dir"] is None:
-        p["output_dir"] = "figures"  # inside the run folder; figures/ only via `make figures`
+        p["output_dir"] = FIGURES  # inside the run folder; figures/ only via `make figures`
 
 
 def check_registries() -> list[str]:

@@ -117,10 +117,12 @@ def load_profile(profile: str | os.PathLike, profiles_dir: Path | None = None,
     """
     from dml_core.profiles import params as nbparams
 
+    import yaml
+
     path = resolve_profile_path(profile, profiles_dir)
     try:
         data = io.read_yaml(path)
-    except Exception as exc:  # yaml.YAMLError and friends
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable, not text, not YAML
         raise ProfileError(f"{path}: not valid YAML: {exc}") from exc
     where = str(path)
     if not isinstance(data, dict):
@@ -279,8 +281,8 @@ def apply_settings(run: Run, params: dict[str, Any], settings: dict[str, Any] | 
     A setting that is a parameter of the run's notebook (``device``, the toy's ``epochs``) sets
     that parameter. Notebooks with an ``overrides`` parameter (the training notebooks) get every
     other setting merged into ``overrides`` (the settings win), so the recipe code checks the keys
-    and records them (``overrides``, ``shortened``, ``reported: None`` in the run's
-    ``config.yaml`` and ``summary.json``). Other settings leave other notebooks unchanged.
+    and records them (``overrides``, ``shortened``, ``reported: None`` in the run's config and
+    summary). Other settings leave other notebooks unchanged.
     """
     if not settings:
         return params

@@ -18,7 +18,7 @@ from .tables import (NOT_REPORTED, NOT_RUN, benchmark_long, benchmark_markdown, 
 
 _FIGURES = ("figure_style", "save_figure", "plot_training_curves", "plot_recall_bars",
             "plot_dense_vs_binary", "plot_retrieval_grid", "plot_embedding", "embed_2d",
-            "load_features", "plot_momentum_sensitivity", "science_style_available")
+            "plot_momentum_sensitivity", "science_style_available")
 
 
 def __getattr__(name):

@@ -3,7 +3,8 @@
 ``python -m dml_core.report.book --profile demo`` (``make report`` runs it after the batch) writes
 ``runs/<profile>/report/index.html`` and prints its path. The notebooks are **not** executed again
 (papermill did that in the batch): Sphinx + MyST-NB render the executed copies
-(``runs/<profile>/<run>/notebook.ipynb``) with the book theme.
+(each run folder's executed notebook, :class:`dml_core.core.run_folder.RunFolder`) with the book
+theme.
 
 The book:
 
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import html
-import json
 import os
 import re
 import shutil
@@ -42,6 +42,7 @@ from typing import Sequence
 import nbformat
 
 from dml_core.core import paths
+from dml_core.core.run_folder import RunFolder
 
 BOOK_DIR = "report"          # runs/<profile>/report/index.html
 SOURCE_DIR = ".book"         # runs/<profile>/.book/{src,doctrees}
@@ -165,21 +166,18 @@ def _retitle(nb, title: str) -> None:
 # ------------------------------------------------------------------------------------------
 # Collecting the runs
 def _status(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    return RunFolder(run_dir).read_status()
 
 
 def collect_runs(prof, profile_dir: Path) -> list[RunPage]:
     """The runs of ``prof`` (:class:`dml_core.profiles.Profile`) in profile order, each with its
-    status (from its ``status.json``)."""
+    status (:meth:`RunFolder.read_status`)."""
     out = []
     for run in prof.runs:
         rdir = profile_dir / run.id
         st = _status(rdir)
         status = st.get("status") or "not run"
-        if status == "done" and not (rdir / "notebook.ipynb").is_file():
+        if status == "done" and not RunFolder(rdir).notebook.is_file():
             status = "not run"
         out.append(RunPage(id=run.id, notebook=run.notebook.stem, description=run.description,
                            status=status, run_dir=rdir, error=st.get("error"),
@@ -305,10 +303,12 @@ def _front_page(book: Book, runs_df, chapters: list[tuple[str, str]], failed: li
              f"{_md_escape(_hardware(runs_df))}.\n"]
 
     lines.append("## Headline results\n")
+    import yaml
+
     expected = []
     try:
         expected = expected_keys_from_profile(str(book.profile_path or book.profile))
-    except Exception:  # noqa: BLE001 - a profile without reported keys (demo, smoke)
+    except (OSError, ValueError, yaml.YAMLError):  # the profile is gone or unreadable: no rows
         expected = []
     trained = runs_df[runs_df["method"] != "toy"] if len(runs_df) else runs_df  # toy: own line
     sel = "auto"
@@ -487,7 +487,7 @@ def _chapter_page(stem: str, title: str, pages: list[RunPage], runs_df) -> str:
 
 def _failed_page(r: RunPage) -> str:
     st = _status(r.run_dir)
-    log = r.run_dir / "log.txt"
+    log = RunFolder(r.run_dir).log
     try:
         tail = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
     except OSError:
@@ -498,7 +498,7 @@ def _failed_page(r: RunPage) -> str:
         f"Notebook `{r.notebook}.ipynb`, {_md_escape(r.description)}. Started "
         f"{st.get('started_at', '?')}, failed {st.get('finished_at', '?')}.\n",
         "**Error**\n", "```text", r.error or "(no error recorded)", "```\n",
-        f"**The last {len(tail)} lines of its log** (`runs/<profile>/{r.id}/log.txt`)\n",
+        f"**The last {len(tail)} lines of its log** (`runs/<profile>/{r.id}/{log.name}`)\n",
         fence + "text", *tail, fence, ""])
 
 
@@ -578,7 +578,7 @@ def write_sources(profile: str | os.PathLike, runs_root: str | os.PathLike | Non
         title = notebook_title(pages[0].notebook_path or paths.NOTEBOOKS_DIR / f"{stem}.ipynb")
         for r in pages:
             if r.status == "done":
-                nb = nbformat.read(str(r.run_dir / "notebook.ipynb"), as_version=4)
+                nb = nbformat.read(str(RunFolder(r.run_dir).notebook), as_version=4)
                 clean_notebook(nb)
                 _link_methods(nb, methods_pages)
                 if len(pages) > 1:

@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from dml_core.core.io import atomic_path  # noqa: E402
+from dml_core.core.run_folder import RunFolder  # noqa: E402
 
 from .reported import (BACKBONE_NAMES, DATASET_NAMES, METHOD_NAMES, MOMENTUM_SENSITIVITY,  # noqa: E402
                        MOMENTUM_SERIES, MOMENTUM_VALUES, PROTOCOL_KS)
@@ -32,7 +33,7 @@ _RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsi
 def science_style_available() -> bool:
     try:
         import scienceplots  # noqa: F401
-    except Exception:  # noqa: BLE001
+    except ImportError:  # optional: the default style with a grid
         return False
     return "science" in plt.style.available
 
@@ -123,7 +124,7 @@ def _as_runs(runs) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 def plot_training_curves(runs, path=None, *, profile=None, dataset: str | None = None,
                          feature: str = "dense", title: str | None = None):
-    """Loss, training accuracy and R@1 (test; validation dashed) per epoch from ``metrics.csv``.
+    """Loss, training accuracy and R@1 (test; validation dashed) per epoch (each run's metrics).
 
     ``runs``: a DataFrame from :func:`load_runs` (optionally filtered), or run folder paths.
     """
@@ -164,7 +165,7 @@ def plot_training_curves(runs, path=None, *, profile=None, dataset: str | None =
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if plotted == 0:
             for ax in axes:
-                ax.text(0.5, 0.5, "no metrics.csv", ha="center", va="center",
+                ax.text(0.5, 0.5, "no per-epoch metrics", ha="center", va="center",
                         transform=ax.transAxes)
         handles, labels = axes[2].get_legend_handles_labels()
         if not handles:
@@ -321,42 +322,25 @@ def plot_dense_vs_binary(runs_df: pd.DataFrame | None, path=None, *, profile=Non
 
 
 # ---------------------------------------------------------------------------------------------
-def load_features(run_dir: str | os.PathLike, which: str = "best") -> dict:
-    """``features/<which>.pt`` of a run as numpy: ``features`` (N, D), ``labels`` (N,), ``paths``."""
-    import torch
-
-    obj = torch.load(Path(run_dir) / "features" / f"{which}.pt", weights_only=True,
-                     map_location="cpu")
-    feats = obj["features"]
-    labels = obj["labels"]
-    feats = feats.float().numpy() if hasattr(feats, "numpy") else np.asarray(feats, np.float32)
-    labels = labels.numpy() if hasattr(labels, "numpy") else np.asarray(labels)
-    out = {"features": feats, "labels": labels.astype(np.int64),
-           "paths": list(obj.get("paths", [])) or [""] * len(labels)}
-    for extra in ("gallery_features", "gallery_labels", "gallery_paths"):
-        if extra in obj:
-            v = obj[extra]
-            out[extra] = v.numpy() if hasattr(v, "numpy") else v
-    return out
-
-
 def plot_retrieval_grid(run_dir: str | os.PathLike, path=None, *, which: str = "best",
                         num_queries: int = 4, k: int = 8, seed: int = 0, profile=None,
                         title: str | None = None):
-    """Top-k retrievals of random test queries of a run (from ``features/<which>.pt``), drawn by
-    :func:`dml_core.evaluation.plot_retrievals` (query excluded, green/red frames, similarity
-    under each image)."""
+    """Top-k retrievals of random test queries of a run (its saved ``which`` features,
+    :meth:`RunFolder.read_features`), drawn by :func:`dml_core.evaluation.plot_retrievals` (query
+    excluded, green/red frames, similarity under each image)."""
     from dml_core.evaluation import plot_retrievals
 
-    f = load_features(run_dir, which)
-    labels = np.asarray(f["labels"])
+    f = RunFolder(run_dir).read_features(which)
+    labels = f.labels.numpy()
     rng = np.random.default_rng(seed)
     queries = np.sort(rng.choice(len(labels), size=min(num_queries, len(labels)), replace=False))
-    gallery = f.get("gallery_features")
-    k = min(k, (len(labels) - 1) if gallery is None else len(f["gallery_labels"]))
-    fig = plot_retrievals([int(q) for q in queries], f["features"], labels, f["paths"], k=k,
-                          gallery_features=gallery, gallery_labels=f.get("gallery_labels"),
-                          gallery_paths=f.get("gallery_paths"))
+    g = f.gallery
+    k = min(k, (len(labels) - 1) if g is None else len(g.labels))
+    fig = plot_retrievals([int(q) for q in queries], f.features.numpy(), labels,
+                          f.paths or [""] * len(labels), k=k,
+                          gallery_features=None if g is None else g.features.numpy(),
+                          gallery_labels=None if g is None else g.labels.numpy(),
+                          gallery_paths=None if g is None else g.paths)
     fig.suptitle(title or _title(f"Top-{k} retrievals ({which} epoch), run {Path(run_dir).name}",
                                  _profile_text(profile)), y=1.03)  # above the first row
     return _finish(fig, path)
@@ -384,7 +368,8 @@ def embed_2d(features: np.ndarray, method: str = "umap", seed: int = 0) -> tuple
             xy = umap.UMAP(n_components=2, random_state=seed, n_neighbors=n_nb, n_jobs=1,
                            metric="cosine").fit_transform(features)
             return np.asarray(xy), "UMAP"
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - umap and numba fail in many ways (the JIT, too
+            # few points, threads): fall back on PCA, and the title says so
             return _pca2(features), f"PCA (UMAP failed: {type(exc).__name__})"
     return _pca2(features), "PCA"
 
@@ -393,8 +378,8 @@ def plot_embedding(run_dir: str | os.PathLike, path=None, *, which: str = "best"
                    method: str = "umap", max_points: int = 3000, seed: int = 0, profile=None,
                    dataset: str | None = None, title: str | None = None):
     """UMAP (or PCA fallback, said in the title) of a run's test embeddings coloured by class."""
-    f = load_features(run_dir, which)
-    feats, labels = f["features"], f["labels"]
+    f = RunFolder(run_dir).read_features(which)
+    feats, labels = f.features.numpy(), f.labels.numpy()
     rng = np.random.default_rng(seed)
     if len(labels) > max_points:
         idx = np.sort(rng.choice(len(labels), size=max_points, replace=False))
@@ -402,12 +387,9 @@ def plot_embedding(run_dir: str | os.PathLike, path=None, *, which: str = "best"
     xy, note = embed_2d(feats, method=method, seed=seed)
     classes = np.unique(labels)
     if dataset is None:
-        try:
-            from .runs import read_run
+        from .runs import read_run
 
-            dataset = read_run(run_dir).get("dataset")
-        except Exception:  # noqa: BLE001
-            dataset = None
+        dataset = read_run(run_dir).get("dataset")  # None when the run folder does not say
     with figure_style():
         fig, ax = plt.subplots(figsize=(5.6, 4.4), constrained_layout=True)
         cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
@@ -498,7 +480,7 @@ def plot_momentum_sensitivity(runs_df: pd.DataFrame | None, path=None, *, profil
 
 __all__ = ["figure_style", "save_figure", "plot_training_curves", "plot_recall_bars",
            "plot_dense_vs_binary", "plot_retrieval_grid", "plot_embedding", "embed_2d",
-           "load_features", "plot_momentum_sensitivity", "science_style_available"]
+           "plot_momentum_sensitivity", "science_style_available"]
 
 
 # ------------------------------------------------------------------ seeds: values and intervals
@@ -649,7 +631,7 @@ README_FIGURES = ("seeds.png", "seeds.pdf", "paired_differences.png", "paired_di
 
 
 def refresh_readme_figures(profile: str = "study", runs_root=None, dest=None) -> list[Path]:
-    """Copy :data:`README_FIGURES` from ``runs/<profile>/08_figures/figures/`` into the
+    """Copy :data:`README_FIGURES` from the figures of ``runs/<profile>/08_figures/`` into the
     repository's ``figures/`` (``make figures``): the only way the README's figures change.
     Files of ``figures/`` not in that list are removed (they would be stale)."""
     import shutil
@@ -657,7 +639,7 @@ def refresh_readme_figures(profile: str = "study", runs_root=None, dest=None) ->
     from dml_core.core import paths
 
     root = Path(runs_root) if runs_root is not None else paths.runs_root()
-    src = root / profile / "08_figures" / "figures"
+    src = RunFolder(root / profile / "08_figures").figures
     dest = Path(dest) if dest is not None else paths.FIGURES_DIR
     names = [n.format(profile=profile) for n in README_FIGURES]
     missing = [n for n in names if not (src / n).is_file()]

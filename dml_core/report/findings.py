@@ -20,9 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from dml_core.core.clock import fmt_time
+from dml_core.core.run_folder import RunFolder, find_runs
+
 from .reported import DATASET_NAMES, METHOD_NAMES
 from .runs import load_runs, read_run
-from .tables import _fmt_time, mean_interval, run_settings, selected_values
+from .tables import mean_interval, run_settings, selected_values
 
 
 def _pct(v) -> float:
@@ -87,7 +90,7 @@ def _run_sentences(row: dict | pd.Series, label: str | None = None,
         text += f" MAP@R {_f(mapr)}."
     t, ips = get("train_time_s"), get("images_per_s")
     if t is not None and not (isinstance(t, float) and math.isnan(t)):
-        text += f" Training took {_fmt_time(t)}"
+        text += f" Training took {fmt_time(t)}"
         if ips is not None and not (isinstance(ips, float) and math.isnan(ips)):
             text += f" ({float(ips):.0f} images/s)"
         hw = get("hardware")
@@ -97,23 +100,18 @@ def _run_sentences(row: dict | pd.Series, label: str | None = None,
 
 def run_findings(run_dir: str | os.PathLike) -> str:
     """Markdown: what the run in ``run_dir`` shows (one paragraph per run folder below it)."""
-    run_dir = Path(run_dir)
-    if (run_dir / "summary.json").is_file():
-        rows = [(read_run(run_dir), None)]
+    run = RunFolder(run_dir)
+    if run.summary.is_file():
+        rows = [(read_run(run.root), None)]
     else:
-        found = sorted(p.parent for p in run_dir.rglob("summary.json"))
+        found = find_runs(run.root)
         if not found:
-            import json
-
-            try:
-                st = json.loads((run_dir / "status.json").read_text())
-            except (OSError, ValueError):
-                st = {}
+            st = run.read_status()
             if st.get("status") == "failed":
                 return f"This run failed: {st.get('error') or 'see its log'}."
-            return (f"No finished run in `{run_dir.name}` (no summary.json): nothing to report "
-                    "yet.")
-        rows = [(read_run(p), p.relative_to(run_dir).as_posix()) for p in found]
+            return (f"No finished run in `{run.root.name}` (no training summary): nothing to "
+                    "report yet.")
+        rows = [(read_run(r.root), r.root.relative_to(run.root).as_posix()) for r in found]
     out = []
     for row, sub in rows:
         label = None
@@ -122,14 +120,7 @@ def run_findings(run_dir: str | os.PathLike) -> str:
         out.append(_run_sentences(row, label))
     if len(rows) == 1:
         r = rows[0][0]
-        n_img = None
-        import json
-
-        try:
-            n_img = json.loads((run_dir / "summary.json").read_text()).get("data", {}).get(
-                "test_images")
-        except (OSError, ValueError):
-            pass
+        n_img = ((run.read_summary() or {}).get("data") or {}).get("test_images")
         if n_img:
             out.append(f"Test split: {n_img} images of classes unseen in training; one seed "
                        f"(seed {r.get('recipe', {}).get('seed', '?')}): differences of a few "

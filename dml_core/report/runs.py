@@ -1,7 +1,7 @@
-"""Read run folders (``summary.json`` + ``metrics.csv``) into one pandas DataFrame.
+"""Read run folders (their summary and metrics) into one pandas DataFrame.
 
-A run folder is any folder under ``runs/<profile>/`` holding a ``summary.json`` (the schema of
-docs/ARCHITECTURE.md). Nested folders are allowed (a notebook may train several runs below its own
+A run folder is any folder under ``runs/<profile>/`` holding a summary
+(:func:`dml_core.core.run_folder.find_runs`; the schema of docs/ARCHITECTURE.md). Nested folders are allowed (a notebook may train several runs below its own
 ``runs/<profile>/<id>/``); the run id is the path relative to the profile folder.
 
 Metric columns (fractions in [0, 1], as in the run folders) come in three selections:
@@ -11,7 +11,7 @@ Metric columns (fractions in [0, 1], as in the run folders) come in three select
 - ``val_sel/<feature>/<metric>``: the epoch with the best **validation** dense R@1 (only when the
   run has a validation split), its test metrics.
 
-They are taken from ``metrics.csv`` when present, else from ``summary.json``'s ``best``/``last``
+They are taken from the per-epoch metrics when present, else from the summary's ``best``/``last``
 (``best`` counts as ``test_sel`` or ``val_sel`` according to ``selection``).
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from dml_core.core import paths
+from dml_core.core.run_folder import RunFolder, find_runs
 
 SELECTIONS = ("test_sel", "last", "val_sel", "untrained")
 SELECTION_LABELS = {"test_sel": "best epoch on test", "last": "last epoch",
@@ -34,21 +35,11 @@ SELECTION_LABELS = {"test_sel": "best epoch on test", "last": "last epoch",
 SELECT_METRIC = "dense/R@1"
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _read_metrics(path: Path) -> pd.DataFrame | None:
-    if not path.is_file():
-        return None
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.EmptyDataError):
-        return None
-    return df if len(df) else None
+def _metrics_frame(run: RunFolder) -> pd.DataFrame | None:
+    """The run's per-epoch metrics (:meth:`RunFolder.read_metrics`) as a DataFrame; None when
+    it has none."""
+    rows = run.read_metrics()
+    return pd.DataFrame(rows) if rows else None
 
 
 def _epoch_metrics(row: pd.Series, prefix: str) -> dict[str, float]:
@@ -94,7 +85,7 @@ def _selections(summary: dict, metrics: pd.DataFrame | None) -> dict[str, tuple[
             if row is not None:
                 out["val_sel"] = (int(row["epoch"]) if "epoch" in row else None,
                                   _epoch_metrics(row, "test"))
-    # fall back on summary.json
+    # fall back on the summary
     def strip(m: dict) -> dict:
         return {k[5:]: v for k, v in (m or {}).items()
                 if isinstance(k, str) and k.startswith("test/") and isinstance(v, (int, float))}
@@ -134,21 +125,14 @@ def _macs(summary: dict) -> float | None:
 def read_run(run_dir: str | os.PathLike, profile: str | None = None,
              run_id: str | None = None) -> dict:
     """One run folder -> one flat dict (a row of :func:`load_runs`)."""
-    run_dir = Path(run_dir)
-    summary = _read_json(run_dir / "summary.json")
-    row: dict = {"profile": profile, "run_id": run_id or run_dir.name, "run_dir": str(run_dir)}
+    run = RunFolder(run_dir)
+    summary = run.read_summary()
+    row: dict = {"profile": profile, "run_id": run_id or run.root.name, "run_dir": str(run.root)}
     if summary is None:
         row.update(status="unreadable", recipe={})
         return row
-    recipe = summary.get("recipe") or {}
-    if not recipe and (run_dir / "config.yaml").is_file():
-        try:
-            import yaml
-
-            recipe = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-        except Exception:  # noqa: BLE001 - a broken config only loses columns
-            recipe = {}
-    metrics = _read_metrics(run_dir / "metrics.csv")
+    recipe = summary.get("recipe") or run.read_config() or {}  # a broken config loses columns
+    metrics = _metrics_frame(run)
     hw = summary.get("hardware") or {}
     row.update({
         "status": summary.get("status", "unknown"),
@@ -177,7 +161,7 @@ def read_run(run_dir: str | os.PathLike, profile: str | None = None,
         "git_commit": summary.get("git_commit"),
         "error": summary.get("error"),
         "has_metrics_csv": metrics is not None,
-        "has_features": (run_dir / "features" / "best.pt").is_file(),
+        "has_features": run.best_features.is_file(),
         "recipe": recipe,
     })
     for sel, (epoch, vals) in _selections(summary, metrics).items():
@@ -187,16 +171,9 @@ def read_run(run_dir: str | os.PathLike, profile: str | None = None,
     return row
 
 
-def _find_run_dirs(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    found = {p.parent for p in folder.rglob("summary.json")}
-    return sorted(found)
-
-
 def load_runs(source: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
               profiles: Iterable[str] | None = None) -> pd.DataFrame:
-    """One row per run folder that has a ``summary.json``.
+    """One row per run folder that has a summary.
 
     ``source`` is either the runs root (default :func:`dml_core.core.paths.runs_root`; its sub-folders
     are profiles, restricted to ``profiles`` when given) or a list of profile folders (the
@@ -216,9 +193,9 @@ def load_runs(source: str | os.PathLike | Sequence[str | os.PathLike] | None = N
             profile_dirs = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     rows = []
     for pdir in profile_dirs:
-        for run_dir in _find_run_dirs(pdir):
-            rows.append(read_run(run_dir, profile=pdir.name,
-                                 run_id=run_dir.relative_to(pdir).as_posix()))
+        for run in find_runs(pdir):
+            rows.append(read_run(run.root, profile=pdir.name,
+                                 run_id=run.root.relative_to(pdir).as_posix()))
     base = ["profile", "run_id", "status", "method", "dataset", "backbone", "crop",
             "embedding_dim", "reported_key", "recipe_name", "run_dir"]
     df = pd.DataFrame(rows)
@@ -229,8 +206,8 @@ def load_runs(source: str | os.PathLike | Sequence[str | os.PathLike] | None = N
 
 
 def load_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """A run's ``metrics.csv`` (empty DataFrame when missing)."""
-    df = _read_metrics(Path(run_dir) / "metrics.csv")
+    """A run's per-epoch metrics, one row per epoch (empty DataFrame when it has none)."""
+    df = _metrics_frame(RunFolder(run_dir))
     return df if df is not None else pd.DataFrame()
 
 
@@ -273,11 +250,9 @@ def with_configs(runs: pd.DataFrame) -> pd.DataFrame:
         for c in ("config", "variant", "label", "seed"):
             out[c] = pd.Series(dtype=object)
         return out
-    try:
-        from dml_core.methods.fair import VARIANTS
-        labels = {k: v.label for k, v in VARIANTS.items()}
-    except Exception:  # noqa: BLE001 - labels are cosmetic
-        labels = {}
+    from dml_core.methods.fair import VARIANTS
+
+    labels = {k: v.label for k, v in VARIANTS.items()}
     recipes = out["recipe"] if "recipe" in out else pd.Series([{}] * len(out), index=out.index)
     out["config"] = [config_key(r if isinstance(r, dict) else {}) for r in recipes]
     variants = []

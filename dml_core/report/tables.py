@@ -17,6 +17,8 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from dml_core.core.clock import fmt_time
+
 from .reported import (BACKBONE_NAMES, DATASET_NAMES, ENTRIES, METHOD_NAMES, PROTOCOL_KS,
                        ReportedEntry, get_reported, parse_key, reported_entries, reported_keys)
 
@@ -79,7 +81,7 @@ def expected_keys_from_profile(profile: str | os.PathLike | dict) -> list[str]:
 
                     add(get_recipe(obj["method"], obj["dataset"], obj["backbone"],
                                    crop=bool(obj.get("crop", False))).get("reported"))
-                except Exception:  # noqa: BLE001 - recipes may not exist (yet) for this row
+                except (ValueError, TypeError):  # RecipeError: no recipe (yet) for this row
                     pass
             for v in obj.values():
                 walk(v)
@@ -222,22 +224,15 @@ def _fmt_pct(v) -> str:
     return NA if _isnan(v) else f"{v:.1f}"
 
 
+def _duration(v) -> str:
+    return NA if _isnan(v) else fmt_time(v)
+
+
 def _fmt_count(v, unit: str = "M") -> str:
     if _isnan(v):
         return NA
     scale = {"M": 1e6, "G": 1e9}[unit]
     return f"{float(v) / scale:.2f}{unit}"
-
-
-def _fmt_time(v) -> str:
-    if _isnan(v):
-        return NA
-    v = float(v)
-    if v >= 3600:
-        return f"{v / 3600:.2f} h"
-    if v >= 60:
-        return f"{v / 60:.1f} min"
-    return f"{v:.0f} s"
 
 
 def benchmark_table(runs_df: pd.DataFrame | None, *, dataset: str | None = None,
@@ -298,7 +293,7 @@ def benchmark_table(runs_df: pd.DataFrame | None, *, dataset: str | None = None,
             r["Params run"] = NOT_RUN if not_run else _fmt_count(first["num_parameters"], "M")
             r["FLOPs reported"] = first["reported_flops"] or NOT_REPORTED
             r["MACs run"] = NOT_RUN if not_run else _fmt_count(first["macs"], "G")
-            r["Train time"] = NOT_RUN if not_run else _fmt_time(first["train_time_s"])
+            r["Train time"] = NOT_RUN if not_run else _duration(first["train_time_s"])
             r["img/s"] = NOT_RUN if not_run else (
                 NA if _isnan(first["images_per_s"]) else f"{float(first['images_per_s']):.0f}")
             r["Hardware (run)"] = NOT_RUN if not_run else (first["hardware"] or NA)
@@ -584,7 +579,7 @@ def details_table(runs_df: pd.DataFrame | None, *, profiles: Iterable[str] | Non
         r["MAP@R best-test"] = _fmt_pct(100 * float(v) if not _isnan(v) else v)
         r.update({"Params run": _fmt_count(run.get("num_parameters"), "M"),
                   "MACs run": _fmt_count(run.get("macs"), "G"),
-                  "Train time": _fmt_time(run.get("train_time_s")),
+                  "Train time": _duration(run.get("train_time_s")),
                   "img/s": NA if _isnan(run.get("images_per_s")) else
                   f"{float(run.get('images_per_s')):.0f}",
                   "Hardware (run)": run.get("hardware") or NA,

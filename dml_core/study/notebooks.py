@@ -7,7 +7,7 @@ calls one or two functions of this module:
 - ``01``–``05`` (one training run each): :func:`train_notebook` trains the notebook's
   (method, data set, backbone, crop, overrides) recipe into its run folder (through
   :func:`run_training`); :func:`show_run` displays the training curves, the dense/binary
-  Recall@K + MAP@R table and the retrieval pictures, and saves them into ``<run_dir>/figures/``.
+  Recall@K + MAP@R table and the retrieval pictures, and saves them into the run's figures.
 - ``07_toy_proxies``: :func:`dml_core.study.toy.run_toy_study` (both proxy variants, the momentum
   sweep and the figures, into its run folder).
 - ``06_benchmarks``: :func:`benchmark_report` builds every table from the run folders alone
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from dml_core.core import io, paths
+from dml_core.core.run_folder import BASE_COLUMNS, RunFolder
 from dml_core.profiles.params import default_run_dir
 
 __all__ = [
@@ -62,7 +63,7 @@ def display(obj: Any) -> None:
         if get_ipython() is not None:
             _display(obj)
             return
-    except Exception:  # noqa: BLE001 - IPython absent
+    except ImportError:  # IPython absent: a script or a test
         pass
     print(obj)
 
@@ -154,7 +155,10 @@ def metrics_table(summary_or_run_dir) -> "pd.DataFrame":  # noqa: F821
 
     summary = summary_or_run_dir
     if not isinstance(summary, dict):
-        summary = io.read_json(Path(summary_or_run_dir) / "summary.json")
+        summary = RunFolder(summary_or_run_dir).read_summary()
+        if summary is None:
+            raise FileNotFoundError(f"{summary_or_run_dir} holds no training summary (train it "
+                                    "first)")
     rows = []
     sel_name = "best on validation" if summary.get("selection") == "validation" \
         else "best on test"
@@ -176,21 +180,22 @@ def metrics_table(summary_or_run_dir) -> "pd.DataFrame":  # noqa: F821
 
 def show_run(run_dir: str | os.PathLike, profile: str | None = None, num_queries: int = 4,
              k: int = 8) -> dict:
-    """Display a run's curves, metric table and retrievals; save them into ``<run_dir>/figures/``.
+    """Display a run's curves, metric table and retrievals; save them into the run's figures
+    folder (:attr:`RunFolder.figures`).
 
-    Returns ``{"table": DataFrame, "figures": [paths]}``; the table is also written as
-    ``<run_dir>/figures/metrics_table.csv``.
+    Returns ``{"table": DataFrame, "figures": [paths]}``; the table is also written there as
+    ``metrics_table.csv``.
     """
     import matplotlib.pyplot as plt
 
     from dml_core import report
 
-    run_dir = Path(run_dir)
-    fig_dir = run_dir / "figures"
+    run = RunFolder(run_dir)
+    run_dir, fig_dir = run.root, run.figures
     fig_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    summary = io.read_json(run_dir / "summary.json")
-    table = metrics_table(summary)
+    summary = run.read_summary()
+    table = metrics_table(run_dir if summary is None else summary)
     io.write_text(fig_dir / "metrics_table.csv", table.to_csv(index=False))
     written.append(fig_dir / "metrics_table.csv")
     info = {k: summary.get(k) for k in ("status", "epochs_completed", "train_time_s",
@@ -208,7 +213,7 @@ def show_run(run_dir: str | os.PathLike, profile: str | None = None, num_queries
     written += [fig_dir / "training_curves.png", fig_dir / "training_curves.pdf"]
     display(fig)
     plt.close(fig)
-    if (run_dir / "features" / "best.pt").is_file():
+    if run.best_features.is_file():
         fig = report.plot_retrieval_grid(run_dir, fig_dir / "retrievals", which="best",
                                          num_queries=num_queries, k=k, profile=profile)
         written += [fig_dir / "retrievals.png", fig_dir / "retrievals.pdf"]
@@ -218,13 +223,12 @@ def show_run(run_dir: str | os.PathLike, profile: str | None = None, num_queries
 
 
 def method_log(run_dir: str | os.PathLike, show: bool = True) -> "pd.DataFrame":  # noqa: F821
-    """The method's own per-epoch columns of ``metrics.csv`` (e.g. Dynamic Margin's margin
-    mean/min/max), plotted against the epoch into ``<run_dir>/figures/method_log.{png,pdf}``."""
+    """The method's own per-epoch columns of the run's metrics (e.g. Dynamic Margin's margin
+    mean/min/max), plotted against the epoch into ``method_log.{png,pdf}`` of its figures."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
     from dml_core.report import figure_style, load_metrics, save_figure
-    from dml_core.training.run_folder import BASE_COLUMNS
 
     m = load_metrics(run_dir)
     extra = [c for c in m.columns if c not in BASE_COLUMNS and "/" not in str(c)]
@@ -239,7 +243,7 @@ def method_log(run_dir: str | os.PathLike, show: bool = True) -> "pd.DataFrame":
                         label=col)
             ax.set(xlabel="Epoch", title=f"Per-epoch values logged by the method ({Path(run_dir).name})")
             ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
-        save_figure(fig, Path(run_dir) / "figures" / "method_log")
+        save_figure(fig, RunFolder(run_dir).figures / "method_log")
         if show:
             display(fig)
         plt.close(fig)
@@ -288,7 +292,7 @@ def prepare_datasets(datasets: Sequence[str], data_root: str | os.PathLike | Non
 # ------------------------------------------------------------------------------------------
 def retrieval_runs(runs: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
     """The rows of :func:`dml_core.report.load_runs` that are retrieval runs of a published method
-    (the toy's run folders, which also hold a ``summary.json``, are left out)."""
+    (the toy's run folders, which also hold a training summary, are left out)."""
     from dml_core.methods.recipes import METHODS
 
     if not len(runs):
@@ -297,12 +301,12 @@ def retrieval_runs(runs: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
 
 
 def resolve_output_dir(output_dir: str | os.PathLike | None, run_dir: str | os.PathLike) -> Path:
-    """``None`` → ``<run_dir>/figures``; a relative path → inside ``run_dir``; an absolute path
-    as is. A profile's figures stay in its run folder: the repository's ``figures/`` (the
+    """``None`` → the run's figures folder (:attr:`RunFolder.figures`); a relative path →
+    inside ``run_dir``; an absolute path as is. A profile's figures stay in its run folder: the repository's ``figures/`` (the
     README's) change only through ``make figures`` (:func:`dml_core.report.figures.
     refresh_readme_figures`)."""
     if output_dir is None:
-        return Path(run_dir) / "figures"
+        return RunFolder(run_dir).figures
     out = Path(output_dir).expanduser()
     return out if out.is_absolute() else Path(run_dir) / out
 
@@ -403,9 +407,9 @@ def write_figures(profiles: Iterable[str], output_dir: str | os.PathLike,
         name = _slug(f"{run['profile']}_{run['run_id']}")
         base = out / "retrievals" / f"retrievals_{name}"
         base.parent.mkdir(exist_ok=True)
-        own = Path(run["run_dir"]) / "figures" / "retrievals"
+        own = RunFolder(run["run_dir"]).figures / "retrievals"
         if all(own.with_suffix(ext).is_file() for ext in (".png", ".pdf")):
-            # the training notebook drew this grid from the same features/best.pt: copy it
+            # the training notebook drew this grid from the same saved features: copy it
             for ext in (".png", ".pdf"):
                 with io.atomic_path(base.with_suffix(ext)) as tmp:
                     shutil.copyfile(own.with_suffix(ext), tmp)
@@ -423,10 +427,11 @@ def write_figures(profiles: Iterable[str], output_dir: str | os.PathLike,
 
 
 def _copy_toy_figures(runs_root: Path, profiles: Sequence[str], dest: Path) -> list[Path]:
-    """The toy notebook draws its own figures (``<run>/figures/toy_*``); collect them too."""
+    """The toy notebook draws its own figures (``toy_*`` in its run's figures); collect them."""
     copied = []
     for profile in profiles:
-        for src in sorted((runs_root / profile).glob("*/figures/toy_*")):
+        folders = sorted(p for p in (runs_root / profile).glob("*") if p.is_dir())
+        for src in (f for folder in folders for f in sorted(RunFolder(folder).figures.glob("toy_*"))):
             target = dest / src.name
             target.parent.mkdir(parents=True, exist_ok=True)
             with io.atomic_path(target) as tmp:

@@ -1,9 +1,9 @@
 """Retrieval for any image: a trained run's top-K gallery images for an image file of yours
 (what the original repositories' ``test.py`` offered).
 
-:func:`retrieve_image` loads a finished run folder — its recipe (``config.yaml``), its weights
-(``checkpoints/best.pt``, or ``last.pt``) and, as the gallery, the test features saved with the
-same weights (``features/best.pt`` / ``features/last.pt``, with their image paths) — embeds the
+:func:`retrieve_image` loads a finished run folder (:class:`dml_core.core.run_folder.RunFolder`)
+— its recipe, its weights (the selected epoch's, or the resume point's) and, as the gallery, the
+test features saved with the same weights (with their image paths) — embeds the
 image with the recipe's test transform and returns a :class:`Retrieval`: the table of the K most
 similar gallery images (rank, similarity, class, path) and a figure (the query, then the K images
 with their similarity). Similarity is the inner product of the embeddings, as in the evaluation
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-CHECKPOINTS = ("best", "last")
+from dml_core.core.run_folder import CHECKPOINTS, RunFolder
 
 
 class RetrievalError(ValueError):
@@ -52,33 +52,30 @@ def load_run_model(run_dir: str | os.PathLike, checkpoint: str = "best",
                    device: str | torch.device = "cpu"):
     """(model in eval mode, recipe, test transform) of a finished run folder.
 
-    ``checkpoint``: ``"best"`` (``checkpoints/best.pt``, the selected epoch) or ``"last"``
-    (the resume point ``checkpoints/last.pt``). The backbone is built without its pretrained
-    file (the run's weights replace it), so no weight file outside the run folder is needed.
+    ``checkpoint``: ``"best"`` (the selected epoch) or ``"last"`` (the resume point). The
+    backbone is built without its pretrained file (the run's weights replace it), so no weight
+    file outside the run folder is needed.
     """
     from dml_core.data.transforms import build_transform
-    from dml_core.core.io import read_json, read_yaml
     from dml_core.methods import build_method
-    from dml_core.training import checkpoint as ckpt
 
-    run_dir = Path(run_dir)
     if checkpoint not in CHECKPOINTS:
         raise RetrievalError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
-    cfg, weights = run_dir / "config.yaml", run_dir / "checkpoints" / f"{checkpoint}.pt"
-    missing = [p.name for p in (cfg, weights) if not p.is_file()]
+    run = RunFolder(run_dir)
+    recipe, weights = run.read_config(), run.checkpoint_file(checkpoint)
+    missing = [p.relative_to(run.root).as_posix() for p, ok in
+               ((run.config, recipe is not None), (weights, weights.is_file())) if not ok]
     if missing:
-        raise RetrievalError(f"{run_dir} is not a finished training run: {missing} missing "
-                             f"(expected config.yaml and checkpoints/{checkpoint}.pt; train it "
-                             "first, e.g. with notebook 01_normsoftmax)")
-    recipe = dict(read_yaml(cfg))
+        raise RetrievalError(f"{run.root} is not a finished training run: {missing} missing "
+                             "(train it first, e.g. with notebook 01_normsoftmax)")
     if recipe.get("method") == "toy":
         raise RetrievalError("the toy's runs embed digits in 2-D; use a training run of "
                              "notebooks 01-05")
-    state = ckpt.load(weights)
+    state = run.read_checkpoint(checkpoint)
     model_state = state["model"] if "model" in state else state["method"]["model"]
     try:
-        num_classes = int(read_json(run_dir / "summary.json")["num_classes"])
-    except (OSError, KeyError, ValueError, TypeError):
+        num_classes = int((run.read_summary() or {})["num_classes"])
+    except (KeyError, ValueError, TypeError):
         crit = state.get("criterion") or state.get("method", {}).get("criterion", {})
         num_classes = int(crit["proxies"].shape[0]) if "proxies" in crit else 1
     method = build_method({**recipe, "pretrained": False}, num_classes, device=device)
@@ -153,24 +150,19 @@ def retrieve_image(run_dir: str | os.PathLike, image, k: int = 8, checkpoint: st
                    device: str | torch.device = "cpu", image_size: int = 128) -> Retrieval:
     """The ``k`` gallery images of the run in ``run_dir`` most similar to ``image`` (a path or a
     PIL image). The gallery is the run's test set, as saved with the ``checkpoint`` weights
-    (``features/<checkpoint>.pt``: features (N, D), labels (N,), paths (N,)); for a data set
-    evaluated as query → gallery (In-shop) it is the gallery part (``gallery_features``,
-    ``gallery_labels``, ``gallery_paths``), the images a query is searched in."""
+    (:meth:`RunFolder.read_features`: features (N, D), labels (N,), paths (N,)); for a data set
+    evaluated as query → gallery (In-shop) it is the gallery part, the images a query is
+    searched in."""
     import pandas as pd
 
-    from dml_core.training import checkpoint as ckpt
-
     run_dir = Path(run_dir)
-    feats_file = run_dir / "features" / f"{checkpoint}.pt"
     model, _recipe, transform = load_run_model(run_dir, checkpoint, device)
+    feats_file = RunFolder(run_dir).features_file(checkpoint)
     if not feats_file.is_file():
         raise RetrievalError(f"no gallery: {feats_file} is missing (the run saves it when it "
                              "evaluates the test set)")
-    saved = ckpt.load(feats_file)
-    part = "gallery_" if "gallery_features" in saved else ""
-    g = saved[f"{part}features"].float()
-    labels = [int(v) for v in saved[f"{part}labels"]]
-    gpaths = [str(p) for p in saved.get(f"{part}paths", [])]
+    gallery = RunFolder(run_dir).read_features(checkpoint).searched()
+    g, labels, gpaths = gallery.features, [int(v) for v in gallery.labels], gallery.paths
     if len(gpaths) != len(g):
         raise RetrievalError(f"{feats_file} holds {len(g)} features but {len(gpaths)} image paths")
     if not 1 <= k <= len(g):
@@ -197,12 +189,13 @@ def example_image(run_dir: str | os.PathLike, checkpoint: str = "best") -> str:
     """A test image of the run (the first saved test path that exists; a query image for
     In-shop): a stand-in for "your image" when none is given. Self-retrieval data sets
     retrieve it first, at similarity 1."""
-    from dml_core.training import checkpoint as ckpt
-
-    feats_file = Path(run_dir) / "features" / f"{checkpoint}.pt"
+    if checkpoint not in CHECKPOINTS:
+        raise RetrievalError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+    run = RunFolder(run_dir)
+    feats_file = run.features_file(checkpoint)
     if not feats_file.is_file():
         raise RetrievalError(f"no gallery: {feats_file} is missing")
-    for p in ckpt.load(feats_file).get("paths", []):
+    for p in run.read_features(checkpoint).paths:
         if Path(p).is_file():
             return str(p)
     raise RetrievalError(f"none of the gallery images of {feats_file} is on disk (data moved?)")

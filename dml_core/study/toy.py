@@ -10,16 +10,17 @@ Normalize (``build_transform("toy", ...)``), on an in-memory dataset over the ui
 Training: :class:`dml_core.methods.toy.ToyMethod` driven by the one loop
 :func:`dml_core.training.fit`. After every epoch the evaluator (eval mode, under no_grad) embeds
 the test images (R@1 by self-retrieval, −∞ self-exclusion) and a fixed subset of the training
-images, and records the normalised proxies. Everything lands in ``<run_dir>/``:
+images, and records the normalised proxies. Everything lands in the run folder
+(:class:`dml_core.core.run_folder.RunFolder`):
 
-- ``toy_{variant}_history.pt`` (variant ``moving`` | ``learnable``; tensors, str and numbers only,
+- the variant's history (:meth:`RunFolder.toy_history`; variant ``moving`` | ``learnable``; tensors, str and numbers only,
   ``torch.load(..., weights_only=True)``): ``epochs`` (K,) with K = E + 1 (epoch 0 = before
   training), ``proxies`` (K, C, d), ``train_embeddings`` (K, Ns, d) + ``train_labels`` (Ns,),
   ``test_embeddings`` (K, Nt, d) + ``test_labels`` (Nt,), ``test_recall`` (K,) R@1,
   ``train_loss``/``train_accuracy`` (K,) (NaN at epoch 0), ``trail`` (S + 1, C, d) the proxies
   after every optimiser step with ``trail_epoch`` (S + 1,), plus ``variant``, ``source``,
   ``momentum``, ``learnable``, ``feature_dim``, class names.
-- ``metrics.csv``, ``summary.json``, ``config.yaml``, ``checkpoints/``, ``features/`` (the engine).
+- what every training run writes (the engine; :class:`dml_core.core.run_folder.RunFolder`).
 
 Config: a plain dict (:data:`TOY_DEFAULTS` = the original toy; :data:`TOY_PROFILES` adjusts the
 non-parameter keys per profile; :func:`toy_config` merges and checks). Entry points:
@@ -30,7 +31,6 @@ learnable + sweep + every figure: notebook 07 in one call, its config from
 from __future__ import annotations
 
 import copy
-import csv
 import math
 import os
 import time
@@ -41,6 +41,7 @@ import torch
 
 from dml_core.data.toy import ToyArrayDataset, prepare_toy_arrays, source_label
 from dml_core.core.io import read_json, torch_save, write_json, write_text
+from dml_core.core.run_folder import RunFolder
 
 __all__ = [
     "TOY_DEFAULTS", "TOY_PROFILES", "toy_config", "config_from_parameters", "run_toy",
@@ -123,17 +124,17 @@ def _check(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def toy_code_fingerprint() -> str:
-    """The training code's fingerprint (:func:`dml_core.training.run_folder.code_fingerprint`)
+    """The training code's fingerprint (:func:`dml_core.training.provenance.code_fingerprint`)
     combined with this module's source, which builds the toy's data, model and loop."""
     import hashlib
 
-    from dml_core.training.run_folder import code_fingerprint
+    from dml_core.training.provenance import code_fingerprint
 
     return hashlib.sha256(code_fingerprint().encode() + Path(__file__).read_bytes()).hexdigest()
 
 
 def history_path(run_dir: str | os.PathLike, variant: str) -> Path:
-    return Path(run_dir) / f"toy_{variant}_history.pt"
+    return RunFolder(run_dir).toy_history(variant)
 
 
 def config_from_parameters(params: dict[str, Any]) -> dict[str, Any]:
@@ -182,32 +183,26 @@ class _History:
         out["test_recall"] = torch.stack([self.rows[e]["test_recall"] for e in epochs]).float()
         out["trail"] = _stack(self.trail)
         out["trail_epoch"] = torch.tensor(self.trail_epoch, dtype=torch.int64)
-        loss = {int(float(r["epoch"])): r for r in (metrics_rows or [])}
+        loss = {r["epoch"]: r for r in (metrics_rows or [])}  # RunFolder.read_metrics rows
         for key in ("train_loss", "train_accuracy"):
-            out[key] = torch.tensor([float(loss[e][key]) if e in loss and loss[e].get(key) not in
-                                     (None, "") else math.nan for e in epochs], dtype=torch.float32)
+            out[key] = torch.tensor([float(loss.get(e, {}).get(key, math.nan)) for e in epochs],
+                                    dtype=torch.float32)
         return out
 
     def save(self, metrics_rows: list[dict] | None = None) -> None:
         torch_save(self.to_dict(metrics_rows), self.path)
 
 
-def _read_metrics_csv(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.csv"
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def load_toy_history(run_dir_or_file: str | os.PathLike, variant: str | None = None) -> dict:
-    """Load ``toy_{variant}_history.pt`` (from a run folder, or the file itself)."""
+    """Load a variant's history (from its run folder, or the file itself); without ``variant``,
+    the one history the folder holds."""
     p = Path(run_dir_or_file)
     if p.is_dir():
         if variant is None:
-            found = sorted(p.glob("toy_*_history.pt"))
+            found = [f for f in (history_path(p, v) for v in VARIANTS) if f.is_file()]
             if len(found) != 1:
-                raise FileNotFoundError(f"expected one toy_*_history.pt in {p}, found {found}")
+                raise FileNotFoundError(f"expected the history of one toy variant {VARIANTS} in "
+                                        f"{p}, found {[f.name for f in found]}")
             p = found[0]
         else:
             p = history_path(p, variant)
@@ -215,7 +210,7 @@ def load_toy_history(run_dir_or_file: str | os.PathLike, variant: str | None = N
 
 
 def _recipe(cfg: dict[str, Any], source: str, variant: str) -> dict[str, Any]:
-    """The run's config.yaml: the toy config with the keys the report layer expects."""
+    """The run's recipe (its config): the toy config with the keys the report layer expects."""
     return {"name": f"toy/{source}/resnet18/{variant}", "method": "toy", "dataset": f"toy_{source}",
             "backbone": "resnet18", "embedding_dim": int(cfg["feature_dim"]), "crop": False,
             "variant": variant, **{k: v for k, v in cfg.items() if k != "progress"},
@@ -229,15 +224,14 @@ def run_toy(config: dict[str, Any], run_dir: str | os.PathLike) -> dict[str, Any
     engine's), ``final_r1`` and ``best_r1`` (test dense R@1 in [0, 1]), ``train_time_s``. A run
     already complete in ``run_dir`` is reused and an interrupted one resumes, but only when the
     recipe, the training code (this module included) and the toy data are those that produced
-    it (``provenance.json``, as :func:`dml_core.training.train`); otherwise the old files are
-    removed and it is retrained. One process at a time trains into ``run_dir``.
+    it (its provenance, as :func:`dml_core.training.train`: :meth:`RunFolder.open`); otherwise
+    the old files are removed and it is retrained. One process at a time trains into ``run_dir``.
     """
     from dml_core.data import build_transform, make_eval_loader, make_train_loader
     from dml_core.data.samplers import ShuffleBatchSampler
     from dml_core.evaluation import evaluate, extract_features
     from dml_core.methods.toy import ToyMethod
     from dml_core.training import Evaluation, fit, resolve_device, seed_everything
-    from dml_core.training.run_folder import RunFolder
 
     cfg = _check(dict(config))
     run_dir = Path(run_dir)
@@ -285,13 +279,8 @@ def run_toy(config: dict[str, Any], run_dir: str | os.PathLike) -> dict[str, Any
     run = RunFolder(run_dir)
     toy_recipe = _recipe(cfg, source, variant)
     provenance = {"code": toy_code_fingerprint(), "data": {"toy": source}}
-    with run.lock():
-        run.remove_leftovers()
-        resume = run.reuse_or_restart(toy_recipe, provenance, int(cfg["epochs"]))
-        if not resume:
-            history_path(run_dir, variant).unlink(missing_ok=True)
-        run.write_provenance(provenance)
-        hist = _History(history_path(run_dir, variant), meta)
+    with run.open(toy_recipe, provenance, int(cfg["epochs"])) as resume:
+        hist = _History(run.toy_history(variant), meta)
 
         def snapshot(model, epoch: int) -> Evaluation:
             test = extract_features(model, test_loader, device, progress=False)
@@ -300,7 +289,7 @@ def run_toy(config: dict[str, Any], run_dir: str | os.PathLike) -> dict[str, Any
             trail = method.pop_proxy_trail() if epoch > 0 else [method.proxies.clone()]
             hist.record(epoch, method.proxies.clone(), train.features, test.features,
                         metrics["test/dense/R@1"], trail)
-            hist.save(_read_metrics_csv(run_dir))
+            hist.save(run.read_metrics())
             return Evaluation(metrics=metrics, features=test.to_dict())
 
         if 0 not in hist.rows:  # the picture before training (eval mode, no_grad, no RNG used)
@@ -314,7 +303,7 @@ def run_toy(config: dict[str, Any], run_dir: str | os.PathLike) -> dict[str, Any
                       summary_extra={"toy": {"variant": variant, "source": source,
                                              "source_label": source_label(source)},
                                      "provenance": provenance})
-        hist.save(_read_metrics_csv(run_dir))  # now with the final epoch's train loss/accuracy
+        hist.save(run.read_metrics())  # now with the final epoch's train loss/accuracy
         h = hist.to_dict()
         return {"variant": variant, "source": source, "momentum": float(cfg["momentum"]),
                 "feature_dim": int(cfg["feature_dim"]), "run_dir": str(run_dir),
@@ -355,9 +344,9 @@ def run_toy_study(config: dict[str, Any], run_dir: str | os.PathLike,
                   momenta: Sequence[float] = (), gif: bool = True) -> dict[str, Any]:
     """Notebook 07 in one call: moving (``<run_dir>/moving``) and learnable
     (``<run_dir>/learnable``) proxies, the momentum sweep (reusing the moving run), and every
-    figure into ``<run_dir>/figures/`` (08_figures collects them from there). Writes
-    ``<run_dir>/toy_study.json`` and returns it (R@1 of both variants, the sweep rows, the figure
-    paths by name)."""
+    figure into its figures folder (08_figures collects them from there). Writes the study's
+    results (:attr:`RunFolder.toy_study`) and returns them (R@1 of both variants, the sweep rows,
+    the figure paths by name)."""
     from dml_core.report import toy_figures as tf
 
     run_dir = Path(run_dir)
@@ -367,7 +356,7 @@ def run_toy_study(config: dict[str, Any], run_dir: str | os.PathLike,
     sweep = run_momentum_sweep(config, run_dir, momenta, reuse=[moving]) if momenta else []
     histories = {"moving": load_toy_history(moving["history_path"]),
                  "learnable": load_toy_history(learnable["history_path"])}
-    figures = tf.make_toy_figures(histories, run_dir / "figures", sweep=sweep, gif=gif)
+    figures = tf.make_toy_figures(histories, RunFolder(run_dir).figures, sweep=sweep, gif=gif)
     return write_toy_study(run_dir, config, moving, learnable, sweep, figures,
                            time.perf_counter() - t0)
 
@@ -376,8 +365,8 @@ def write_toy_study(run_dir: str | os.PathLike, config: dict[str, Any], moving: 
                     learnable: dict[str, Any], sweep: Sequence[dict[str, Any]] = (),
                     figures: dict[str, Sequence] | None = None,
                     wall_time_s: float | None = None) -> dict[str, Any]:
-    """Write ``<run_dir>/toy_study.json`` (data source, config, both variants' R@1, the sweep,
-    figure paths) and return it."""
+    """Write the toy study's results (:attr:`RunFolder.toy_study`: data source, config, both
+    variants' R@1, the sweep, figure paths) and return them."""
     study = {"source": moving["source"], "source_label": source_label(moving["source"]),
              "config": _check(dict(config)),
              "results": {v: {k: r[k] for k in ("variant", "momentum", "final_r1", "best_r1",
@@ -386,9 +375,9 @@ def write_toy_study(run_dir: str | os.PathLike, config: dict[str, Any], moving: 
              "sweep": list(sweep),
              "figures": {k: [str(p) for p in v] for k, v in (figures or {}).items()},
              "wall_time_s": wall_time_s}
-    write_json(Path(run_dir) / "toy_study.json", study)
+    write_json(RunFolder(run_dir).toy_study, study)
     return study
 
 
 def read_toy_study(run_dir: str | os.PathLike) -> dict[str, Any]:
-    return read_json(Path(run_dir) / "toy_study.json")
+    return read_json(RunFolder(run_dir).toy_study)

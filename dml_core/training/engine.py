@@ -2,8 +2,8 @@
 
 It knows nothing about data sets or losses: it drives the :class:`dml_core.methods.base.Method`
 contract step by step (see that module's docstring), evaluates through a plain callable, and
-writes the run folder (:mod:`.run_folder`) and checkpoints (:mod:`.checkpoint`). An interrupted
-run resumes from ``checkpoints/last.pt`` and, on the CPU, reproduces the uninterrupted metrics.
+writes the run folder through :class:`dml_core.core.run_folder.RunFolder`. An interrupted run
+resumes from its resume point and, on the CPU, reproduces the uninterrupted metrics.
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm  # plain text: no widget warning in notebooks
 
-from . import checkpoint
+from dml_core.core.run_folder import RunFolder, plain
 from dml_core.models.complexity import count_parameters
 
-from .run_folder import RunFolder, git_commit, hardware_info, library_versions, plain
+from .provenance import git_commit, hardware_info, library_versions
 from .seeding import get_rng_state, set_rng_state
 from .selection import is_better
 
@@ -31,7 +31,7 @@ class NonFiniteLossError(RuntimeError):
     def __init__(self, epoch: int, step: int, value: float):
         self.epoch, self.step, self.value = epoch, step, value
         super().__init__(f"non-finite loss ({value}) at epoch {epoch}, step {step}; training "
-                         f"stopped, checkpoints/last.pt keeps the end of epoch {epoch - 1}")
+                         f"stopped, the resume point keeps the end of epoch {epoch - 1}")
 
 
 @dataclass
@@ -73,15 +73,16 @@ def fit(method, train_loader, run_dir: str | Path, epochs: int, evaluator: Evalu
     _prepare(method, device)
     eval_every = max(1, int(eval_every or 1))
 
-    # What one epoch hands to the next. checkpoints/last.pt saves all of it, so that a resumed
-    # run continues with the same weights, optimiser moments, RNG streams and best epoch.
-    history: list[dict] = []  # one row of metrics.csv per epoch
+    # What one epoch hands to the next. The resume point saves all of it, so that a resumed run
+    # continues with the same weights, optimiser moments, RNG streams, best epoch and baseline.
+    history: list[dict] = []  # one row of the metrics per epoch
     best: dict | None = None  # {"epoch", "value", "metrics"} of the selected epoch
     train_time_s = step_time_s = 0.0  # whole epochs / the optimisation steps alone
     images_seen = 0
+    untrained: dict | None = None  # {"epoch": 0, "metrics"}: the network before the first step
     start = 0
     if resume and run.last_checkpoint.exists():
-        state = checkpoint.load(run.last_checkpoint)
+        state = run.read_checkpoint("last")
         method.load_state_dict(state["method"])
         set_rng_state(state["rng"])
         for name, gen in _loader_generators(train_loader).items():
@@ -91,13 +92,13 @@ def fit(method, train_loader, run_dir: str | Path, epochs: int, evaluator: Evalu
         totals = state["totals"]
         train_time_s, step_time_s = totals["train_time_s"], totals["step_time_s"]
         images_seen = totals["images"]
+        untrained = state.get("untrained")
         run.write_metrics(history)
     if recipe is not None:
         run.write_config(recipe)
 
     # The untrained network's metrics: the baseline a run must beat. Evaluated once, before the
-    # first step (a resumed run reads them back from its summary).
-    untrained = (run.read_summary() or {}).get("untrained") if start > 0 else None
+    # first step (a resumed run has them from its resume point).
     if start == 0 and evaluator is not None and evaluate_untrained:
         untrained = {"epoch": 0, "metrics": _evaluate(evaluator, method, 0).metrics}
     header = {"recipe": plain(recipe or {}), "protocol": protocol,
@@ -130,7 +131,7 @@ def fit(method, train_loader, run_dir: str | Path, epochs: int, evaluator: Evalu
             step_time_s += step_time
             images_seen += images
 
-            # 4. model selection: a strictly better epoch replaces best.pt (and its features)
+            # 4. model selection: a strictly better epoch replaces the best checkpoint and features
             if evaluation is not None:
                 if selection_metric not in evaluation.metrics:
                     raise KeyError(f"selection metric {selection_metric!r} not among the "
@@ -138,18 +139,17 @@ def fit(method, train_loader, run_dir: str | Path, epochs: int, evaluator: Evalu
                 value = evaluation.metrics[selection_metric]
                 if is_better(value, None if best is None else best["value"]):
                     best = {"epoch": epoch, "value": value, "metrics": dict(evaluation.metrics)}
-                    checkpoint.save_best(run.best_checkpoint, epoch=epoch, method=method,
-                                         metrics=evaluation.metrics)
+                    run.write_best(epoch=epoch, method=method, metrics=evaluation.metrics)
                     if evaluation.features is not None:
-                        checkpoint.save_features(run.best_features, evaluation.features, epoch)
+                        run.write_features("best", evaluation.features, epoch)
                 if epoch == epochs and evaluation.features is not None:
-                    checkpoint.save_features(run.last_features, evaluation.features, epoch)
+                    run.write_features("last", evaluation.features, epoch)
 
             # 5. save, so that an interruption from here on loses nothing of this epoch
             run.write_metrics(history)
-            checkpoint.save_last(
-                run.last_checkpoint, epoch=epoch, method_state=method.state_dict(),
-                rng=get_rng_state(), history=history, best=best,
+            run.write_last(
+                epoch=epoch, method_state=method.state_dict(), rng=get_rng_state(),
+                history=history, best=best, untrained=untrained,
                 totals={"train_time_s": train_time_s, "step_time_s": step_time_s,
                         "images": images_seen},
                 loader_rng={k: g.get_state() for k, g in _loader_generators(train_loader).items()})
@@ -169,7 +169,7 @@ def fit(method, train_loader, run_dir: str | Path, epochs: int, evaluator: Evalu
 def _summary(status: str, header: dict, history: list[dict], best: dict | None,
              train_time_s: float, step_time_s: float, images: int,
              message: str | None = None) -> dict:
-    """summary.json: the run's fixed facts (``header``), the best and the last evaluated epoch,
+    """The summary: the run's fixed facts (``header``), the best and the last evaluated epoch,
     the training time and the throughput of the optimisation steps."""
     last = next((r for r in reversed(history) if _eval_metrics(r)), None)
     return {"status": status, **header,
@@ -206,7 +206,7 @@ def train_epoch(method, loader, epoch: int, device: torch.device, max_steps: int
                 progress: bool = True) -> tuple[dict[str, float], int, float]:
     """One epoch of the Method contract's step order.
 
-    Returns ``(row, images, step_time_s)``: the epoch's columns of metrics.csv (``lr``,
+    Returns ``(row, images, step_time_s)``: the epoch's columns of the metrics (``lr``,
     ``train_loss``, ``train_accuracy``, ``images_per_s``, ``train/<part>``), the number of
     training images seen and the seconds spent in the optimisation steps.
     """

@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from dml_core.core.run_folder import RunFolder
+
 from .engine import Evaluation, fit, resolve_device
-from .run_folder import TRAINING_CODE, RunFolder, code_fingerprint, git_commit
+from .provenance import TRAINING_CODE, code_fingerprint, git_commit
 from .seeding import seed_everything
 from .selection import ClassSubset, split_classes
 
@@ -47,10 +49,10 @@ def train(recipe: dict, run_dir: str | os.PathLike, data_root: str | os.PathLike
     A finished run (summary status ``complete``, all epochs) returns at once and an interrupted
     one resumes from its last complete epoch (unless ``resume=False``), but only when it was
     produced by the same recipe (``epochs`` aside: more epochs continue), the same training code
-    and the same prepared data (``provenance.json``, see :mod:`.run_folder`). Otherwise, and when
-    ``checkpoints/last.pt`` cannot be read, every file of the old run is moved aside and deleted
-    and training starts from scratch, saying why. One process at a time trains into a folder
-    (its ``.lock``; a second one waits, then reuses or resumes the result).
+    and the same prepared data (the provenance, :mod:`.provenance`). Otherwise, and when its
+    resume point cannot be read, every file of the old run is moved aside and deleted and
+    training starts from scratch, saying why. One process at a time trains into a folder (its
+    lock; a second one waits, then reuses or resumes the result): :meth:`RunFolder.open`.
     """
     missing = [k for k in REQUIRED_KEYS if k not in recipe]
     if missing:
@@ -59,17 +61,14 @@ def train(recipe: dict, run_dir: str | os.PathLike, data_root: str | os.PathLike
     check_recipe_values(recipe)
     run = RunFolder(run_dir)
     epochs = int(recipe["epochs"])
-    with run.lock():
-        run.remove_leftovers()
-        data_files = data_fingerprints(recipe, data_root)
-        provenance = {"code": code_fingerprint(), "training_code": list(TRAINING_CODE),
-                      "data": {ds: fp for ds, (fp, _) in data_files.items()},
-                      "data_index": {ds: path for ds, (_, path) in data_files.items()},
-                      "git_commit": git_commit()}
-        resume = run.reuse_or_restart(recipe, provenance, epochs, resume)
+    data_files = data_fingerprints(recipe, data_root)
+    provenance = {"code": code_fingerprint(), "training_code": list(TRAINING_CODE),
+                  "data": {ds: fp for ds, (fp, _) in data_files.items()},
+                  "data_index": {ds: path for ds, (_, path) in data_files.items()},
+                  "git_commit": git_commit()}
+    with run.open(recipe, provenance, epochs, resume) as resume:
         if resume and run.is_complete(epochs):
             return run.read_summary()
-        run.write_provenance(provenance)
 
         device = resolve_device(device)
         if recipe["seed"] is not None:
@@ -201,7 +200,7 @@ def build_evaluator(test_loader, protocol: str, device: torch.device | str,
     """``evaluator(model, epoch) -> Evaluation`` over the test (query/gallery) and validation sets.
 
     Metric keys are ``test/<key>`` and ``val/<key>`` for every key of ``evaluate(...)``; the test
-    features (and gallery features) come back for ``features/{best,last}.pt``.
+    features (and gallery features) come back for the run folder's saved features.
     """
     from dml_core.evaluation import evaluate, extract_features
 
