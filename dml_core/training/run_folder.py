@@ -14,8 +14,8 @@ Layout (docs/ARCHITECTURE.md)::
 
 Provenance (``provenance.json``, also in summary.json): ``code`` = :func:`code_fingerprint`,
 the SHA-256 of every ``.py`` file of the ``dml_core`` subpackages that training runs
-(:data:`TRAINING_CODE`: core/io.py, data, evaluation, losses, methods (its recipes and fair
-setting aside), models, training; not the report, the batch runner, notebook helpers or the toy); ``data`` = per prepared data set read,
+(:data:`TRAINING_CODE`: core/io.py, data, evaluation, losses, methods (its recipes, declarations,
+schema and fair setting aside), models, training; not the report, the batch runner, notebook helpers or the toy); ``data`` = per prepared data set read,
 ``v<prepare version>:<SHA-256 of index.csv>``; ``git_commit`` (informational only; a dirty
 tree has the same commit). ``train`` reuses a complete run, or resumes an interrupted one,
 only when recipe (epochs aside), code and data are the same; otherwise every file of the old run
@@ -51,9 +51,11 @@ OUTPUTS = ("config.yaml", "metrics.csv", "summary.json", "provenance.json", "che
 
 #: The parts of ``dml_core`` (relative to the package) whose source a training run depends on.
 TRAINING_CODE = ("core/io.py", "data", "evaluation", "losses", "methods", "models", "training")
-#: Inside those, the recipes and the fair setting are data, not code: a change there that matters
-#: to a run changes its resolved recipe, which the run folder compares on its own.
-NOT_TRAINING_CODE = ("methods/recipes.py", "methods/fair.py")
+#: Inside those, the recipes (with the methods' declarations), the fair setting and the recipe
+#: schema are data and checks, not code: a change there that matters to a run changes its resolved
+#: recipe, which the run folder compares on its own.
+NOT_TRAINING_CODE = ("methods/recipes.py", "methods/fair.py", "methods/registry.py",
+                     "methods/schema.py", "methods/__main__.py")
 
 _PACKAGE = PACKAGE_DIR
 
