@@ -91,7 +91,8 @@ def test_only_the_declarations_name_the_training_notebooks():
 
 def test_reading_the_declarations_and_the_schema_does_not_import_torch():
     code = ("import sys\nfrom dml_core.methods import recipes, registry, schema\n"
-            "from dml_core.profiles import parse_settings\n"
+            "from dml_core.profiles import load_profile, parse_settings\n"
+            "load_profile('demo')  # every run's parameters and overrides checked\n"
             "from dml_core.report import reported\n"
             "parse_settings(['lr=1e-3', 'epochs=2'])\n"
             "assert recipes.get_recipe('cgd', 'demo', 'resnet18', lr=1e-3)['lr'] == 0.001\n"
@@ -99,3 +100,11 @@ def test_reading_the_declarations_and_the_schema_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=REPO_ROOT)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_the_command_lists_the_declared_methods(capsys):
+    from dml_core.methods.__main__ import main
+
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{name} " in out for name in SPECS) and "# Recipe keys" in out

@@ -125,3 +125,15 @@ def test_the_keys_document_is_generated_from_the_schema():
     assert all(f"| `{k}` |" in doc for k in KEYS)
     architecture = (REPO_ROOT / "docs" / "ARCHITECTURE.md").read_text()
     assert "docs/RECIPE_KEYS.md" in architecture and "dml_core/methods/schema.py" in architecture
+
+
+def test_the_names_spelled_in_the_schema_are_the_registries():
+    """The schema spells the backbone, transform and descriptor names (so that reading it does not
+    import torch); they are exactly the models' and transforms' registries."""
+    from dml_core.data.transforms import STYLES
+    from dml_core.models.backbones import BACKBONES
+    from dml_core.models.heads import GD_CONFIGS
+
+    assert set(KEYS["backbone"].choices) == set(BACKBONES)
+    assert KEYS["transform"].choices == tuple(STYLES)
+    assert KEYS["gd_config"].choices == tuple(GD_CONFIGS)

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for name, spec in SPECS.items():
         rows = len(list_recipes(method=name)) if spec.rows else 0
-        print(f"{name:<17} {spec.cls.__name__:<22} notebook {spec.notebook or '-':<20} "
+        print(f"{name:<17} {spec.path.rpartition(':')[2]:<22} notebook {spec.notebook or '-':<20} "
               f"{rows:>2} recipe(s)  loss keys: {', '.join(spec.loss_hparams) or '-'}")
     print()
     print(keys_markdown())

@@ -61,15 +61,15 @@ DEFAULTS: dict[str, Any] = {
     "proxy_weight_decay": True,
     "optimizer": "sgd",
 }
-REFACTORS = KEYS["refactor"].options  # the recipe schema's choices
-OPTIMIZERS = KEYS["optimizer"].options
+REFACTORS = KEYS["refactor"].choices  # the recipe schema's choices
+OPTIMIZERS = KEYS["optimizer"].choices
 
 
 class NormSoftmaxMethod(Method):
     """NormSoftmax (module docstring); declared as ``normsoftmax`` in :mod:`.recipes`."""
 
     def __init__(self, recipe: dict[str, Any], num_classes: int):
-        o = self.options = options(recipe, DEFAULTS, self.name)
+        o = self.choices = options(recipe, DEFAULTS, self.name)
         if o["refactor"] not in REFACTORS:
             raise ValueError(f"refactor must be one of {REFACTORS}, got {o['refactor']!r}")
         if o["optimizer"] not in OPTIMIZERS:

@@ -42,7 +42,7 @@ from dml_core.methods.base import Method
 from dml_core.methods.schema import KEYS
 from dml_core.models import ProxyHeadNet, set_batchnorm_eval
 
-LOSSES = KEYS["loss"].options  # the recipe schema's choices
+LOSSES = KEYS["loss"].choices  # the recipe schema's choices
 DEFAULTS: dict[str, Any] = {
     "loss": "proxy_anchor",
     "positive_proxy": False,
@@ -81,7 +81,7 @@ class PositiveProxyMethod(Method):
     """PP (module docstring); declared as ``positive_proxy`` in :mod:`.recipes`."""
 
     def __init__(self, recipe: dict[str, Any], num_classes: int):
-        o = self.options = options(recipe, DEFAULTS, self.name)
+        o = self.choices = options(recipe, DEFAULTS, self.name)
         dim = int(recipe["embedding_dim"])
         model = ProxyHeadNet(recipe["backbone"], dim, pretrained=bool(recipe["pretrained"]),
                              pooling="max")

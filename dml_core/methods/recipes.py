@@ -3,8 +3,8 @@ as plain data.
 
 A recipe is a flat ``dict``; its keys, with their types, ranges and meanings, are those of the
 recipe schema (:mod:`dml_core.methods.schema`; ``docs/RECIPE_KEYS.md`` is generated from it by
-``python -m dml_core.methods --write``). Every row is checked against the schema when
-this module is imported, and every override when it is applied.
+``python -m dml_core.methods --write``). Every row is checked against the schema by
+:func:`check_rows` (the tests run it), and every override when it is applied.
 
 Each section below builds one method's rows and declares the method once
 (:func:`dml_core.methods.registry.declare_method`: its class, notebook, label, loss
@@ -523,7 +523,7 @@ def get_recipe(method: str, dataset: str, backbone: str, crop: bool | None = Non
     variant_name = None
     if SPECS[method].variant is not None:
         key, default = SPECS[method].variant
-        allowed = KEYS[key].options
+        allowed = KEYS[key].choices
         variant = overrides.pop(key, default)
         if variant not in allowed:
             raise RecipeError(f"unknown {key} {variant!r} for {method!r}; valid: "
@@ -566,7 +566,7 @@ _KIND_TITLES = (("row", "The row (chosen by `get_recipe(method, dataset, backbon
 def keys_markdown() -> str:
     """docs/RECIPE_KEYS.md: every key of the schema with its type, what it accepts, its default
     and meaning, and which methods read it (from their declarations)."""
-    from dml_core.methods.schema import _show
+    from dml_core.methods.schema import as_text
 
     def cell(text: Any) -> str:
         return str(text).replace("|", "\\|")
@@ -597,7 +597,7 @@ def keys_markdown() -> str:
                 out.append(f"| `{k.name}` | {cell(accepts)} | {cell(k.meaning)} | "
                            f"{', '.join(users)} |")
             else:
-                default = f"`{_show(k.default)}`" if k.has_default else "per row"
+                default = f"`{as_text(k.default)}`" if k.has_default else "per row"
                 if kind == "record":
                     default = "—"
                 out.append(f"| `{k.name}` | {cell(accepts)} | {default} | {cell(k.meaning)} |")

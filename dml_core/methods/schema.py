@@ -7,7 +7,7 @@ keys. ``docs/RECIPE_KEYS.md`` is generated from it (``python -m dml_core.methods
 :func:`coerce` checks one value and returns it normalised (an int where a float is expected
 becomes a float, a tuple a list); a wrong type or range raises :class:`RecipeError` naming the
 key, what it expects and an example. Everything that sets a key goes through it: the recipe rows
-(when the registry is built), every override (``get_recipe``'s keyword arguments, a notebook's
+(:func:`dml_core.methods.recipes.check_rows`, which the tests run), every override (``get_recipe``'s keyword arguments, a notebook's
 ``overrides``, a profile's, ``--set``) and the notebook parameters named like a key (the toy's
 ``epochs``). Text (``--set KEY=VALUE``) is first read with YAML 1.2 rules
 (:func:`dml_core.core.io.load_yaml12`: ``1e-3`` is a float, ``yes`` is a string).
@@ -24,9 +24,9 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
-
 __all__ = ["RecipeError", "Key", "KEYS", "KEY_ALIASES", "NEUTRAL_KEYS", "SHORTENING_KEYS",
-           "RECORD_KEYS", "ROW_DEFAULTS", "coerce", "canonical", "check_recipe", "describe"]
+           "RECORD_KEYS", "ROW_DEFAULTS", "coerce", "canonical", "check_recipe", "describe",
+           "as_text"]
 
 
 class RecipeError(ValueError):
@@ -40,7 +40,12 @@ class RecipeError(ValueError):
 
 
 _NO_DEFAULT = object()
-_REGISTRIES: dict[str, tuple] = {}
+# The names the model and data registries define (dml_core.models.backbones.BACKBONES,
+# dml_core.data.transforms.STYLES, dml_core.models.heads.GD_CONFIGS), spelled here so that reading
+# the schema does not import torch; tests/test_methods_schema.py checks that they agree.
+BACKBONE_NAMES = ("resnet50", "bninception", "googlenet", "resnext50_32x4d", "resnet18")
+TRANSFORM_STYLES = ("squash_random_crop", "cgd", "random_resized_crop", "toy")
+GD_CONFIGS = ("S", "M", "G", "SM", "MS", "SG", "GS", "MG", "GM", "SMG", "MSG", "GSM")
 
 
 @dataclass(frozen=True)
@@ -49,9 +54,7 @@ class Key:
 
     type: ``int``, ``float``, ``bool``, ``str``, ``list[int]``, ``list[float]`` or ``dict``;
     alternatives joined by ``|`` (``int|None``: an integer or null). range: for numbers (each
-    element of a list) ``> 0``, ``>= 1``, ``[0, 1)``, ...; choices: the allowed strings, or
-    ``"module:NAME"`` of the registry that lists them (imported when first needed, so that reading
-    the schema does not import torch; :attr:`options`).
+    element of a list) ``> 0``, ``>= 1``, ``[0, 1)``, ...; choices: the allowed strings.
     default: the value every row has unless it sets its own (:data:`ROW_DEFAULTS`).
     """
 
@@ -59,7 +62,7 @@ class Key:
     type: str
     meaning: str
     range: str = ""
-    choices: tuple | str = ()
+    choices: tuple = ()
     kind: str = "method"
     default: Any = _NO_DEFAULT
     example: Any = None
@@ -67,18 +70,6 @@ class Key:
     neutral: bool = False      # overriding it cannot change a result (keeps ``reported``)
     shortening: bool = False   # overriding it shortens the training (marks ``shortened``)
     check: Callable[[Any], str | None] | None = None  # a rule across a list's elements
-
-    @property
-    def options(self) -> tuple:
-        """The allowed strings (a registry named in :attr:`choices` is imported here)."""
-        if not isinstance(self.choices, str):
-            return self.choices
-        if self.choices not in _REGISTRIES:
-            import importlib
-
-            module, _, name = self.choices.partition(":")
-            _REGISTRIES[self.choices] = tuple(getattr(importlib.import_module(module), name))
-        return _REGISTRIES[self.choices]
 
     @property
     def overridable(self) -> bool:
@@ -90,7 +81,9 @@ class Key:
 
     def sample(self) -> Any:
         """A valid value, for messages: the example, else the default."""
-        return self.example if self.example is not None or not self.has_default else self.default
+        if self.example is None and self.has_default:
+            return self.default
+        return self.example
 
 
 def _ascending(pair: list) -> str | None:
@@ -106,7 +99,7 @@ _KEYS: tuple[Key, ...] = (
     _K("method", "str", "the method (its registry name, `dml_core.methods.registry`)", kind="row",
        example="cgd"),
     _K("dataset", "str", "the data set it trains and is evaluated on", kind="row", example="cub"),
-    _K("backbone", "str", "the trunk network", choices="dml_core.models.backbones:BACKBONES", kind="row",
+    _K("backbone", "str", "the trunk network", choices=BACKBONE_NAMES, kind="row",
        example="resnet50"),
     _K("crop", "bool", "crop every image to its bounding box (car, cub, demo)", kind="row",
        default=False),
@@ -119,13 +112,13 @@ _KEYS: tuple[Key, ...] = (
     _K("embedding_dim", "int", "dimension D of the L2-normalised embedding", ">= 1", kind="data",
        example=512),
     _K("transform", "str", "image transform style (`dml_core.data.transforms`)",
-       choices="dml_core.data.transforms:STYLES", kind="data", example="random_resized_crop"),
+       choices=TRANSFORM_STYLES, kind="data", example="random_resized_crop"),
     _K("crop_size", "int", "side of the training crop and the test centre crop (px)", ">= 1",
        kind="data", example=224),
     _K("resize_size", "int", "side the image is resized to before the centre crop (px)", ">= 1",
        kind="data", example=256),
     _K("hflip", "bool", "random horizontal flips in training", kind="data", default=True),
-    _K("rrc_scale", "list[float]", "area range of RandomResizedCrop (torchvision's default as "
+    _K("rrc_scale", "list[float]", "area range of RandomResizedCrop (torchvision's default, as in "
        "every original code)", "(0, 1]", kind="data", default=[0.08, 1.0], length=2,
        check=_ascending),
     _K("sampler", "str", "how training batches are drawn", choices=("m_per_class", "shuffle"),
@@ -178,8 +171,7 @@ _KEYS: tuple[Key, ...] = (
        "the official code's", choices=("linear_bias", "official"), example="linear_bias"),
     _K("proxy_weight_decay", "bool", "NormSoftmax: weight decay on the proxies too", example=True),
     _K("gd_config", "str", "CGD's global descriptors, in order (S: sum/avg, M: max, G: GeM); "
-       "the first one feeds the auxiliary classifier", choices="dml_core.models.heads:GD_CONFIGS",
-       example="SG"),
+       "the first one feeds the auxiliary classifier", choices=GD_CONFIGS, example="SG"),
     _K("smoothing", "float", "CGD: label smoothing epsilon of the classification loss",
        "[0, 1)", example=0.1),
     _K("gem_clamp", "bool", "CGD: clamp GeM's input at 1e-6 (False: the original's NaN-prone "
@@ -277,7 +269,7 @@ def describe(key: Key) -> str:
         elif alt in ("int", "float") and key.range:
             parts.append(_with_range(_ARTICLE[alt], key.range))
         elif alt == "str" and key.choices:
-            parts.append("one of " + ", ".join(map(str, key.options)))
+            parts.append("one of " + ", ".join(map(str, key.choices)))
         else:
             parts.append(_ARTICLE[alt])
     return " or ".join(parts)
@@ -300,7 +292,7 @@ def _scalar(value: Any, alt: str, key: Key) -> tuple[bool, Any]:
             return False, value
         value = float(value)
     elif alt == "str":
-        return isinstance(value, str) and (not key.choices or value in key.options), value
+        return isinstance(value, str) and (not key.choices or value in key.choices), value
     elif alt == "dict":
         return isinstance(value, dict) and all(isinstance(k, str) for k in value), value
     else:
@@ -356,18 +348,18 @@ def coerce(name: str, value: Any) -> Any:
         return out
     expected = describe(key) + (f" ({rule})" if rule else "")
     raise RecipeError(f"{name}={value!r}: expected {expected} (e.g. {name}="
-                      f"{_show(key.sample())})", key=key.name, expected=expected,
+                      f"{as_text(key.sample())})", key=key.name, expected=expected,
                       example=key.sample())
 
 
-def _show(value: Any) -> str:
-    """A value as one would type it (YAML): null, true, [0.08, 1.0], 0.001."""
+def as_text(value: Any) -> str:
+    """A value as one types it (YAML, ``--set``): null, true, [0.08, 1.0], 0.001."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
+        return "[" + ", ".join(as_text(v) for v in value) + "]"
     return str(value)
 
 

@@ -44,6 +44,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterator
 
+from dml_core.methods.schema import BACKBONE_NAMES
+
 __all__ = [
     "ParameterError",
     "NOTEBOOK_PARAMETERS",
@@ -80,7 +82,7 @@ class ParameterError(ValueError):
 # What a parameters cell cannot say. tests/test_params.py compares the lists with the registries.
 DATASETS = ("car", "cub", "sop", "isc", "stl10", "demo")  # what 00_prepare_data can prepare
 TRAIN_DATASETS = ("car", "cub", "sop", "isc", "demo")  # what the retrieval notebooks train on
-BACKBONES = ("resnet50", "bninception", "googlenet", "resnext50_32x4d", "resnet18")
+BACKBONES = BACKBONE_NAMES  # the recipe schema's (dml_core.methods.schema)
 DEVICES = ("auto", "cpu", "cuda")
 TOY_SOURCES = ("auto", "stl10", "digits")
 

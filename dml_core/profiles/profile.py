@@ -307,7 +307,7 @@ def check_settings(settings: dict[str, Any], texts: dict[str, str] | None = None
     docs/RECIPE_KEYS.md). ``texts``: the values as typed, for the messages."""
     import difflib
 
-    from dml_core.methods.schema import KEY_ALIASES, KEYS, RecipeError, canonical, coerce
+    from dml_core.methods.schema import KEY_ALIASES, KEYS, RecipeError, as_text, canonical, coerce
     from dml_core.profiles import params as nbparams
 
     texts = texts or {}
@@ -329,7 +329,7 @@ def check_settings(settings: dict[str, Any], texts: dict[str, str] | None = None
                 value = coerce(key, value)
             except RecipeError as exc:
                 problems.append(f"{shown}: {key} expects {exc.expected} (e.g. --set {key}="
-                                f"{_typed(exc.example)}; see docs/RECIPE_KEYS.md)")
+                                f"{as_text(exc.example)}; see docs/RECIPE_KEYS.md)")
                 continue
         if key in parameters:
             value, found = nbparams.check_setting(key, value)
@@ -346,13 +346,6 @@ def check_settings(settings: dict[str, Any], texts: dict[str, str] | None = None
     if problems:
         raise BatchError("bad --set setting(s):\n" + "\n".join(f"  - {p}" for p in problems))
     return out
-
-
-def _typed(value: Any) -> str:
-    """A value as one types it after ``--set KEY=``."""
-    from dml_core.methods.schema import _show
-
-    return _show(value)
 
 
 def apply_settings(run: Run, params: dict[str, Any], settings: dict[str, Any] | None) -> dict[str, Any]:
