@@ -14,11 +14,66 @@ from dml_core.methods.recipes import get_recipe
 
 
 def test_parse_settings_reads_yaml_values_and_rejects_bad_items():
-    got = batch.parse_settings(["epochs=1", "rrc_scale=[0.5, 1.0]", "hflip=false", "x=null",
-                                "epochs=2"])
-    assert got == {"epochs": 2, "rrc_scale": [0.5, 1.0], "hflip": False, "x": None}
+    got = batch.parse_settings(["epochs=1", "rrc_scale=[0.5, 1.0]", "hflip=false",
+                                "max_steps_per_epoch=null", "epochs=2"])
+    assert got == {"epochs": 2, "rrc_scale": [0.5, 1.0], "hflip": False, "max_steps_per_epoch": None}
     with pytest.raises(batch.BatchError, match="KEY=VALUE"):
         batch.parse_settings(["epochs"])
+
+
+def test_set_values_follow_yaml_1_2_and_the_recipe_schema():
+    """YAML 1.1 read `1e-3` as a string, `010` as 8, `yes` as True and `12:30` as 750."""
+    got = batch.parse_settings(["lr=1e-3", "seed=010", "momentum=0", "pp_normaliser=C"])
+    assert got == {"lr": 0.001, "seed": 10, "momentum": 0.0, "pp_normaliser": "C"}
+    assert type(got["lr"]) is float and type(got["momentum"]) is float
+    from dml_core.core.io import load_yaml12
+
+    assert [load_yaml12(t) for t in ("1e-3", "010", "yes", "12:30", "True", "'1e-3'", "~")] == \
+        [0.001, 10, "yes", "12:30", True, "1e-3", None]
+    with pytest.raises(batch.BatchError, match=r"--set hflip=yes: hflip expects true or false"):
+        batch.parse_settings(["hflip=yes"])  # a string, not True
+    with pytest.raises(batch.BatchError, match=r"--set epochs=12:30: epochs expects an integer"):
+        batch.parse_settings(["epochs=12:30"])
+
+
+@pytest.mark.parametrize("item, expected", [
+    ("batch_size=-5", r"batch_size expects an integer >= 1 \(e.g. --set batch_size=32"),
+    ("batch_size=2.5", r"batch_size expects an integer >= 1"),
+    ("lr=abc", r"lr expects a number > 0 \(e.g. --set lr=0.001"),
+    ("lr=0", r"lr expects a number > 0"),
+    ("validation_fraction=1", r"expects a number in \[0, 1\)"),
+    ("rrc_scale=[1, 0.5]", r"the first value must not exceed the second"),
+    ("sampler=random", r"sampler expects one of m_per_class, shuffle"),
+    ("device=gpu", r"'gpu' is not one of: auto, cpu, cuda"),
+    ("lrr=0.1", r"unknown key 'lrr' \(did you mean 'lr'\?\)"),
+    ("name=x", r"refused: name names the row"),
+])
+def test_set_refuses_wrong_types_ranges_and_keys(item, expected):
+    with pytest.raises(batch.BatchError, match=expected):
+        batch.parse_settings([item])
+
+
+@pytest.mark.parametrize("key, hint", [("run_dir", "--runs-root"), ("data_root", "--data-root"),
+                                       ("output_dir", "run folder"), ("profile", "--profile"),
+                                       ("overrides", "its own --set")])
+def test_set_refuses_keys_that_move_outputs_instead_of_dropping_them(key, hint):
+    with pytest.raises(batch.BatchError, match=f"--set {key}=.*refused: .*{hint}"):
+        batch.parse_settings([f"{key}=../../outside"])
+    train = _run("01_normsoftmax.ipynb", dataset="demo")  # the Python API refuses them too
+    with pytest.raises(batch.BatchError, match=f"refused setting.*{key}"):
+        batch.apply_settings(train, dict(train.parameters), {key: "/elsewhere"})
+
+
+def test_a_profile_is_read_with_yaml_1_2_and_its_overrides_checked(tmp_path):
+    text = ("name: p\nruns:\n  - id: r\n    notebook: 01_normsoftmax.ipynb\n"
+            "    parameters: {overrides: {lr: 1e-3, OVERRIDE}}\n")
+    path = tmp_path / "p.yaml"
+    path.write_text(text.replace("OVERRIDE", "epochs: 2"))
+    prof = batch.load_profile(path, notebooks_dir=NOTEBOOKS_DIR)
+    assert prof.runs[0].parameters["overrides"] == {"lr": 0.001, "epochs": 2}  # 1.1: '1e-3'
+    path.write_text(text.replace("OVERRIDE", "batch_size: -5"))
+    with pytest.raises(batch.ProfileError, match=r"overrides: batch_size=-5: expected an integer"):
+        batch.load_profile(path, notebooks_dir=NOTEBOOKS_DIR)
 
 
 def _run(notebook: str, **params) -> batch.Run:
@@ -35,10 +90,10 @@ def test_settings_merge_into_training_overrides_and_notebook_parameters():
     assert batch.apply_settings(toy, dict(toy.parameters), settings) == {"epochs": 1, "device": "cpu"}
     figures = _run("08_figures.ipynb")
     assert batch.apply_settings(figures, {}, {"epochs": 1}) == {}
-    # 08's output_dir is no recipe key: it never reaches a recipe
-    p = batch.apply_settings(train, dict(train.parameters), {"output_dir": "/tmp/x"})
+    # 07's momenta is no recipe key: it never reaches a recipe
+    p = batch.apply_settings(train, dict(train.parameters), {"momenta": [0.5]})
     assert p["overrides"] == {"momentum": 0.3, "epochs": 9}
-    assert batch.apply_settings(figures, {}, {"output_dir": "/tmp/x"}) == {"output_dir": "/tmp/x"}
+    assert batch.apply_settings(toy, {}, {"momenta": [0.5]}) == {"momenta": [0.5]}
 
 
 def test_overridden_recipe_is_marked_and_never_compared_with_a_reported_number():

@@ -184,7 +184,7 @@ def test_normsoftmax_optimizer_switch():
     assert isinstance(seed.optimizer, torch.optim.SGD) and isinstance(seed.warmup_optimizer, torch.optim.SGD)
     assert isinstance(demo.optimizer, torch.optim.Adam) and isinstance(demo.warmup_optimizer, torch.optim.Adam)
     assert [g["weight_decay"] for g in demo.optimizer.param_groups] == [1e-4, 1e-4]
-    with pytest.raises(ValueError, match="optimizer must be one of"):
+    with pytest.raises(ValueError, match="optimizer=.lamb.: expected one of sgd, adam"):
         build_method(demo_recipe("normsoftmax", optimizer="lamb"), NUM_CLASSES)
 
 

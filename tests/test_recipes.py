@@ -196,19 +196,19 @@ def test_one_name_per_setting_and_the_readme_names_as_aliases():
 
 
 def test_demo_rows_start_from_the_named_full_rows():
-    from dml_core.methods.recipes import DEMO_BASE_ROWS, DEMO_CHANGES, recipe_by_name
+    from dml_core.methods.recipes import DEMO_SETTINGS, METHODS
+    from dml_core.methods.registry import SPECS
 
-    for method, base in DEMO_BASE_ROWS.items():
-        full, demo = recipe_by_name(base), get_recipe(method, "demo", "resnet18")
+    for method in METHODS:
+        demo_spec = SPECS[method].demo
+        full = recipe_by_name(f"{method}/{demo_spec.base}")
+        demo = get_recipe(method, "demo", "resnet18")
         assert full["method"] == method and set(demo) == set(full)
-        for key, value in DEMO_CHANGES[method].items():
+        for key, value in {**DEMO_SETTINGS, **demo_spec.changes}.items():
             assert demo[key] == value, (method, key)
-        # a method key the demo does not change keeps the full row's value
-        kept = [k for k in full if k not in DEMO_CHANGES[method] and k not in (
-            "name", "dataset", "backbone", "pretrained", "crop", "embedding_dim", "crop_size",
-            "resize_size", "eval_batch_size", "seed", "hflip", "rrc_scale", "reported", "epochs",
-            "batch_size", "cache")]
-        assert all(demo[k] == full[k] for k in kept), method
+        # a key the demo does not change keeps the full row's value
+        kept = [k for k in full if k not in {**DEMO_SETTINGS, **demo_spec.changes, "name": 0}]
+        assert kept and all(demo[k] == full[k] for k in kept), method
 
 
 # ------------------------------------------------------------------------------ validation

@@ -11,7 +11,7 @@ What a user with the real data sets and a GPU machine does, on CPU, in a tempora
    tensors of the Caffe port and no ``num_batches_tracked``) under the real file names into
    ``<work>/torch/hub/checkpoints`` and points ``TORCH_HOME`` there;
 3. runs the ``full`` profile through :func:`dml_core.batch.run_profile` with the profile-wide
-   override :data:`SETTINGS` (1 epoch of 2 steps, batch 8), CPU, the figures into ``<work>``;
+   override :data:`SETTINGS` (1 epoch of 2 steps, batch 8), CPU (every output in ``<work>/runs``);
 4. checks every training run folder: ``status: complete`` and the recipe marked ``shortened``;
 5. builds the report book from those run folders (``<work>/runs/full/report/index.html``).
 
@@ -309,7 +309,7 @@ def rehearse(work: str | os.PathLike, *, only: Sequence[str] | None = None, jobs
     t1 = time.time()
     write_weights(work / "torch")
     say(f"random weights in the published formats under {work / 'torch'} ({time.time() - t1:.0f} s)")
-    sets = {**SETTINGS, **(settings or {}), "output_dir": str(work / "figures")}
+    sets = {**SETTINGS, **(settings or {})}  # 08's figures stay in its run folder, under work
     result = batch.run_profile("full", jobs=jobs, only=list(only) if only else None,
                                runs_root=runs_root, data_root=data_root, settings=sets,
                                progress=False, quiet=quiet)

@@ -22,12 +22,7 @@ from typing import Any, Sequence
 
 from dml_core.core import paths
 
-__all__ = ["Check", "PreflightReport", "check_profile", "run_disk_bytes", "NOTEBOOK_METHOD"]
-
-#: The method a training notebook runs when its parameters name none.
-NOTEBOOK_METHOD = {"01_normsoftmax": "normsoftmax", "02_asymptotic_proxy": "asymptotic_proxy",
-                   "03_positive_proxy": "positive_proxy", "04_cgd": "cgd",
-                   "05_dynamic_margin": "dynamic_margin"}
+__all__ = ["Check", "PreflightReport", "check_profile", "run_disk_bytes"]
 _TEST_IMAGES = {"car": 8131, "cub": 5924, "sop": 60502, "isc": 14218 + 12612, "demo": 1500}
 _TRAIN_CLASSES = {"car": 98, "cub": 100, "sop": 11318, "isc": 3997, "demo": 50}
 
@@ -112,6 +107,7 @@ def check_profile(profile, *, only: str | Sequence[str] | None = None, data_root
     from dml_core.methods.recipes import get_recipe
 
     prof, runs_root, runs = _runs(profile, only, data_root, runs_root, profiles_dir, settings)
+    trains = nbparams.notebook_method_of()  # the methods each training notebook runs, default first
     checks: list[Check] = []
     recipes, to_prepare, toy_backbones, devices = [], set(), set(), set()
     for run, p in runs:
@@ -119,8 +115,8 @@ def check_profile(profile, *, only: str | Sequence[str] | None = None, data_root
         devices.add(str(p.get("device", "auto")))
         if stem == "00_prepare_data":
             to_prepare.update(p.get("datasets") or [])
-        elif stem in NOTEBOOK_METHOD:
-            method = p.get("method") or NOTEBOOK_METHOD[stem]
+        elif stem in trains:
+            method = p.get("method") or trains[stem][0]
             try:
                 recipes.append(get_recipe(method, p["dataset"], p["backbone"], crop=bool(p.get("crop")),
                                           **dict(p.get("overrides") or {})))

@@ -64,6 +64,63 @@ def read_yaml(path: str | os.PathLike) -> Any:
     return yaml.safe_load(Path(path).read_text())
 
 
+def load_yaml12(text: str) -> Any:
+    """``text`` read as YAML with the YAML 1.2 core schema's scalars (what a person typing a value
+    means), not PyYAML's YAML 1.1 ones: ``1e-3`` is the float 0.001 (1.1: a string), ``010`` is
+    10 (1.1: octal 8), ``yes``/``on`` and ``12:30`` are strings (1.1: True and 750), only
+    ``true``/``false`` (any case) are booleans and ``null``, ``~`` or nothing is None. Lists and
+    mappings as usual; quoted text is always a string."""
+    import yaml
+
+    return yaml.load(text, Loader=_yaml12_loader())  # noqa: S506 - a SafeLoader subclass
+
+
+_YAML12: dict[str, Any] = {}
+
+
+def _yaml12_loader() -> type:
+    """A ``yaml.SafeLoader`` with the YAML 1.2 core schema's implicit scalars (built once)."""
+    if "loader" in _YAML12:
+        return _YAML12["loader"]
+    import re
+
+    import yaml
+
+    class Yaml12Loader(yaml.SafeLoader):
+        pass
+
+    Yaml12Loader.yaml_implicit_resolvers = {}  # drop every YAML 1.1 rule (bool, int, timestamp...)
+    rules = [
+        ("tag:yaml.org,2002:null", r"~|null|Null|NULL|", list("~nN") + [""]),
+        ("tag:yaml.org,2002:bool", r"true|True|TRUE|false|False|FALSE", list("tTfF")),
+        ("tag:yaml.org,2002:int", r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", list("-+0123456789")),
+        ("tag:yaml.org,2002:float",
+         r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+         r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)", list("-+.0123456789")),
+    ]
+    for tag, pattern, first in rules:
+        Yaml12Loader.add_implicit_resolver(tag, re.compile(f"^(?:{pattern})$"), first)
+
+    def to_int(loader, node):
+        text = loader.construct_scalar(node)
+        if text.startswith(("0o", "0x")):
+            return int(text[2:], 8 if text[1] == "o" else 16)
+        return int(text, 10)  # "010" is ten
+
+    def to_float(loader, node):
+        text = loader.construct_scalar(node).lower()
+        if text.endswith(("inf", "nan")):
+            return float(text.replace(".", ""))
+        return float(text)
+
+    Yaml12Loader.add_constructor("tag:yaml.org,2002:int", to_int)
+    Yaml12Loader.add_constructor("tag:yaml.org,2002:float", to_float)
+    Yaml12Loader.add_constructor(
+        "tag:yaml.org,2002:bool", lambda loader, node: loader.construct_scalar(node).lower() == "true")
+    _YAML12["loader"] = Yaml12Loader
+    return Yaml12Loader
+
+
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` atomically. Load with ``torch.load(path, weights_only=True)``."""
     import torch

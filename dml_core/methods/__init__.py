@@ -1,61 +1,40 @@
 """The published methods as :class:`~dml_core.methods.base.Method` subclasses.
 
-``build_method(recipe, num_classes, device=None)`` dispatches on ``recipe["method"]``:
+Each method is declared once (:mod:`dml_core.methods.registry`; the declarations sit beside the
+recipe rows in :mod:`dml_core.methods.recipes`, imported here): its name (the recipe's
+``method``), class, notebook, loss hyper-parameters, rows and demo recipe. ``build_method(recipe,
+num_classes, device=None)`` dispatches on ``recipe["method"]``; :data:`METHODS` (name → class)
+is derived from the declarations. Each class's module documents its recipe keys; their types and
+ranges are in :mod:`dml_core.methods.schema` (``python -m dml_core.methods`` prints both).
 
-==================  =====================================  ==================================
-recipe["method"]    class                                  module (its docstring: the recipe)
-==================  =====================================  ==================================
-normsoftmax         :class:`NormSoftmaxMethod`             :mod:`.normsoftmax`
-cgd                 :class:`CGDMethod`                     :mod:`.cgd`
-asymptotic_proxy    :class:`AsymptoticProxyMethod`         :mod:`.asymptotic_proxy`
-positive_proxy      :class:`PositiveProxyMethod`           :mod:`.positive_proxy`
-dynamic_margin      :class:`DynamicMarginMethod`           :mod:`.dynamic_margin`
-proxy_anchor        :class:`ProxyAnchorMethod`             :mod:`.dynamic_margin`
-==================  =====================================  ==================================
-
-Recipes (the seeds' hyper-parameters as plain dicts) are in :mod:`dml_core.methods.recipes`.
+Importing this package does not import torch: a class is imported when it is first built.
 """
 from __future__ import annotations
 
 from typing import Any
 
-import torch
+from dml_core.methods import recipes  # declares every method (dml_core.methods.registry)
+from dml_core.methods.registry import SPECS
 
-from dml_core.methods.asymptotic_proxy import AsymptoticProxyMethod
-from dml_core.methods.base import Method, StepOutput
-from dml_core.methods.cgd import CGDLoss, CGDMethod
-from dml_core.methods.dynamic_margin import DynamicMarginMethod, ProxyAnchorMethod
-from dml_core.methods.normsoftmax import NormSoftmaxMethod
-from dml_core.methods.positive_proxy import PositiveProxyMethod
-from dml_core.methods.toy import ToyMethod
-
-METHODS: dict[str, type[Method]] = {
-    "normsoftmax": NormSoftmaxMethod,
-    "cgd": CGDMethod,
-    "asymptotic_proxy": AsymptoticProxyMethod,
-    "positive_proxy": PositiveProxyMethod,
-    "dynamic_margin": DynamicMarginMethod,
-    "proxy_anchor": ProxyAnchorMethod,
-    "toy": ToyMethod,
-}
+__all__ = ["METHODS", "build_method", "recipes"]
 
 
-def build_method(recipe: dict[str, Any], num_classes: int,
-                 device: torch.device | str | None = None) -> Method:
-    """The method of ``recipe["method"]`` for ``num_classes`` training classes, on ``device``."""
+def build_method(recipe: dict[str, Any], num_classes: int, device: Any = None):
+    """The :class:`~dml_core.methods.base.Method` of ``recipe["method"]`` for ``num_classes``
+    training classes, on ``device`` (a ``torch.device`` or its name)."""
     name = recipe.get("method")
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}")
+    if name not in SPECS:
+        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(SPECS)}")
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    method = METHODS[name](recipe, int(num_classes))
+    method = SPECS[name].load()(recipe, int(num_classes))
     if device is not None:
         method.to(device)
     return method
 
 
-__all__ = [
-    "METHODS", "Method", "StepOutput", "build_method", "NormSoftmaxMethod",
-    "CGDMethod", "CGDLoss", "AsymptoticProxyMethod", "PositiveProxyMethod",
-    "DynamicMarginMethod", "ProxyAnchorMethod",
-]
+def __getattr__(name: str) -> Any:
+    """``METHODS``: every declared method's class by name (the toy's included), imported now."""
+    if name == "METHODS":
+        return {n: spec.load() for n, spec in SPECS.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

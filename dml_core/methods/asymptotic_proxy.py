@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
 
 
 class AsymptoticProxyMethod(Method):
-    name = "asymptotic_proxy"
+    """Moving proxies (module docstring); declared as ``asymptotic_proxy`` in :mod:`.recipes`."""
 
     def __init__(self, recipe: dict[str, Any], num_classes: int):
         o = self.options = options(recipe, DEFAULTS, self.name)

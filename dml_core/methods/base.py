@@ -53,7 +53,7 @@ class Method:
     ``training_step``, which may call sub-modules of the model directly.
     """
 
-    name: str = "method"
+    name: str = "method"  # set from its declaration (dml_core.methods.registry) when loaded
     grad_clip_value: float | None = None
     freeze_bn: bool = False
     optimizer: torch.optim.Optimizer | None = None  # the single optimiser of most methods

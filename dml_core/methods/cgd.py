@@ -73,7 +73,7 @@ def cgd_milestones(epochs: int) -> list[int]:
 
 
 class CGDMethod(Method):
-    name = "cgd"
+    """CGD (module docstring); declared as ``cgd`` in :mod:`.recipes`."""
 
     def __init__(self, recipe: dict[str, Any], num_classes: int):
         o = self.options = options(recipe, DEFAULTS, self.name)

@@ -86,7 +86,6 @@ PA_DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "alpha": 32.0}
 class ProxyAnchorMethod(Method):
     """Proxy-Anchor baseline; :class:`DynamicMarginMethod` adds the margins and their optimiser."""
 
-    name = "proxy_anchor"
     defaults = PA_DEFAULTS
 
     def __init__(self, recipe: dict[str, Any], num_classes: int):
@@ -137,7 +136,6 @@ class ProxyAnchorMethod(Method):
 
 
 class DynamicMarginMethod(ProxyAnchorMethod):
-    name = "dynamic_margin"
     defaults = DM_DEFAULTS
 
     def __init__(self, recipe: dict[str, Any], num_classes: int):

@@ -32,6 +32,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from dml_core.methods.registry import SPECS, methods_of_notebook, published
+
 __all__ = ["Setting", "SETTINGS", "VARIANTS", "LOSS_HPARAMS", "DEVIATIONS", "fair_recipe",
            "shared_overrides", "protocol_table", "protocol_markdown", "profile_runs", "FairError"]
 
@@ -126,16 +128,9 @@ DEMO_SETTING_TRIALS: tuple[tuple[str, dict[str, float]], ...] = (
       "dynamic_margin": 0.380, "proxy_anchor": 0.410}),
 )
 
-#: The loss hyper-parameters each method keeps (its own; everything else is shared).
-LOSS_HPARAMS: dict[str, tuple[str, ...]] = {
-    "normsoftmax": ("temperature",),
-    "asymptotic_proxy": ("temperature", "momentum"),
-    "positive_proxy": ("loss", "positive_proxy", "alpha", "margin", "proxy_lr"),
-    "cgd": ("gd_config", "smoothing", "temperature", "margin"),
-    "dynamic_margin": ("alpha_p", "alpha_n", "margin", "delta", "lam", "mrg_lr",
-                       "proxy_lr_mult"),
-    "proxy_anchor": ("alpha", "margin", "proxy_lr_mult"),
-}
+#: The loss hyper-parameters each method keeps (its own; everything else is shared), from the
+#: methods' declarations (:mod:`dml_core.methods.registry`).
+LOSS_HPARAMS: dict[str, tuple[str, ...]] = {m: SPECS[m].loss_hparams for m in published()}
 
 #: The tuning grid of the GPU setting: one main loss hyper-parameter, 3 values per method.
 LOSS_GRID: dict[str, tuple[str, tuple]] = {
@@ -195,13 +190,6 @@ COMPARISONS: tuple[tuple[str, str, str], ...] = (
     ("PP − Proxy-Anchor", "pp_on", "proxy_anchor"),
 )
 
-# One shared setting, many recipe spellings: each entry lists the recipe keys that carry it (a
-# method sets the ones its recipe has). Kept tolerant of key renames in dml_core.methods.recipes.
-_BN_KEYS = ("freeze_bn", "bn_freeze", "bn_policy")
-_STEP_KEYS = ("lr_step", "lr_decay_step", "lr_step_size")
-_GAMMA_KEYS = ("lr_gamma", "lr_decay_gamma")
-
-
 def setting(name: str) -> Setting:
     if name not in SETTINGS:
         raise FairError(f"unknown fair setting {name!r}; valid: {', '.join(SETTINGS)}")
@@ -242,7 +230,6 @@ def shared_overrides(recipe: dict, s: Setting, seed: int) -> dict[str, Any]:
         eval_every=s.eval_every, eval_batch_size=s.eval_batch_size, seed=int(seed),
         num_workers=s.num_workers, validation_fraction=s.validation_fraction,
         max_steps_per_epoch=None, reported=None)
-    method = recipe["method"]
 
     def put(keys: tuple[str, ...], value: Any, what: str, required: bool = True) -> None:
         hit = [k for k in keys if k in recipe]
@@ -257,16 +244,14 @@ def shared_overrides(recipe: dict, s: Setting, seed: int) -> dict[str, Any]:
         o["refactor_lr"] = s.lr
     put(("weight_decay",), s.weight_decay, "weight decay", required=False)
     put(("warmup_epochs",), s.warmup_epochs, "warm-up", required=False)
-    if method == "normsoftmax":
+    if "optimizer" in recipe:  # NormSoftmax's switch (the other methods' optimiser is fixed)
         o["optimizer"] = s.optimizer.lower()
-    # BatchNorm policy: a bool key, or a string policy
-    put(_BN_KEYS, lambda k: ("frozen" if s.freeze_bn else "train") if k == "bn_policy"
-        else s.freeze_bn, "BatchNorm policy")
+    put(("freeze_bn",), s.freeze_bn, "BatchNorm policy")
     if "lr_milestones" in recipe:
         o["lr_milestones"] = [s.lr_decay_epoch]
     else:
-        put(_STEP_KEYS, s.lr_decay_epoch, "learning-rate schedule")
-    put(_GAMMA_KEYS, s.lr_gamma, "learning-rate decay factor")
+        put(("lr_step",), s.lr_decay_epoch, "learning-rate schedule")
+    put(("lr_gamma",), s.lr_gamma, "learning-rate decay factor")
     put(("grad_clip_value",), s.grad_clip_value, "gradient clipping", required=False)
     return {k: v for k, v in o.items() if k in recipe}
 
@@ -383,9 +368,8 @@ def protocol_markdown() -> str:
 
 
 # ------------------------------------------------------------------------------- profiles
-NOTEBOOK = {"normsoftmax": "01_normsoftmax.ipynb", "asymptotic_proxy": "02_asymptotic_proxy.ipynb",
-            "positive_proxy": "03_positive_proxy.ipynb", "cgd": "04_cgd.ipynb",
-            "dynamic_margin": "05_dynamic_margin.ipynb", "proxy_anchor": "05_dynamic_margin.ipynb"}
+#: The notebook file that trains each method, from the methods' declarations.
+NOTEBOOK = {m: f"{SPECS[m].notebook}.ipynb" for m in published()}
 
 
 def run_id(variant: str, seed: int, dataset: str | None = None) -> str:
@@ -409,7 +393,7 @@ def profile_runs(setting_name: str, variants: tuple[str, ...], seeds: tuple[int,
                     continue  # listed by unavailable()
                 row_ds, row_bb = _row(v.method, ds, s.backbone)  # a row get_recipe knows
                 params: dict[str, Any] = {"dataset": row_ds, "backbone": row_bb}
-                if v.method in ("positive_proxy", "dynamic_margin", "proxy_anchor"):
+                if len(methods_of_notebook(SPECS[v.method].notebook)) > 1:  # it names its method
                     params = {"method": v.method, **params}
                 params["overrides"] = recipe_overrides(variant, setting_name, ds, seed)
                 runs.append({"id": run_id(variant, seed, ds if len(datasets) > 1 else None),

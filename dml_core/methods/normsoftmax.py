@@ -45,6 +45,7 @@ from torch import nn
 from dml_core.losses import NormSoftmaxLoss
 from dml_core.methods._util import fused_adam, options, params_except, set_requires_grad
 from dml_core.methods.base import Method
+from dml_core.methods.schema import KEYS
 from dml_core.models import NormSoftmaxNet, feature_dim, set_batchnorm_eval
 
 DEFAULTS: dict[str, Any] = {
@@ -60,15 +61,15 @@ DEFAULTS: dict[str, Any] = {
     "proxy_weight_decay": True,
     "optimizer": "sgd",
 }
-REFACTORS = ("linear_bias", "official")
-OPTIMIZERS = ("sgd", "adam")
+REFACTORS = KEYS["refactor"].choices  # the recipe schema's choices
+OPTIMIZERS = KEYS["optimizer"].choices
 
 
 class NormSoftmaxMethod(Method):
-    name = "normsoftmax"
+    """NormSoftmax (module docstring); declared as ``normsoftmax`` in :mod:`.recipes`."""
 
     def __init__(self, recipe: dict[str, Any], num_classes: int):
-        o = self.options = options(recipe, DEFAULTS, self.name)
+        o = self.choices = options(recipe, DEFAULTS, self.name)
         if o["refactor"] not in REFACTORS:
             raise ValueError(f"refactor must be one of {REFACTORS}, got {o['refactor']!r}")
         if o["optimizer"] not in OPTIMIZERS:

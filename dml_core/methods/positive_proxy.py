@@ -39,9 +39,10 @@ from adamp import AdamP
 from dml_core.losses import NormSoftmaxLoss, PositiveProxyLoss, ProxyAnchorLoss
 from dml_core.methods._util import options, params_except, set_requires_grad
 from dml_core.methods.base import Method
+from dml_core.methods.schema import KEYS
 from dml_core.models import ProxyHeadNet, set_batchnorm_eval
 
-LOSSES = ("proxy_anchor", "normalized_softmax", "positive_only")
+LOSSES = KEYS["loss"].choices  # the recipe schema's choices
 DEFAULTS: dict[str, Any] = {
     "loss": "proxy_anchor",
     "positive_proxy": False,
@@ -77,10 +78,10 @@ def build_pp_loss(loss: str, num_classes: int, dim: int, o: dict[str, Any]) -> t
 
 
 class PositiveProxyMethod(Method):
-    name = "positive_proxy"
+    """PP (module docstring); declared as ``positive_proxy`` in :mod:`.recipes`."""
 
     def __init__(self, recipe: dict[str, Any], num_classes: int):
-        o = self.options = options(recipe, DEFAULTS, self.name)
+        o = self.choices = options(recipe, DEFAULTS, self.name)
         dim = int(recipe["embedding_dim"])
         model = ProxyHeadNet(recipe["backbone"], dim, pretrained=bool(recipe["pretrained"]),
                              pooling="max")

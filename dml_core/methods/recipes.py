@@ -1,12 +1,15 @@
-"""Every hyper-parameter set behind a row of the seed READMEs, as plain data.
+"""Every method's declaration and every hyper-parameter set behind a row of the seed READMEs,
+as plain data.
 
-A recipe is a flat ``dict`` with the keys of ``docs/ARCHITECTURE.md`` (``name``, ``method``,
-``dataset``, ``backbone``, ``pretrained``, ``crop``, ``embedding_dim``, ``epochs``, ``batch_size``,
-``sampler``, ``samples_per_class``, ``drop_last``, ``transform``, ``crop_size``, ``resize_size``,
-``eval_batch_size``, ``eval_every``, ``seed``, ``num_workers``, ``validation_fraction``,
-``max_steps_per_epoch``, ``hflip``, ``rrc_scale``, ``cache`` (decode once, :mod:`dml_core.data.cache`; the
-numbers do not change), ``reported``) plus the method's own keys, documented in
-``dml_core.methods.<method>``.
+A recipe is a flat ``dict``; its keys, with their types, ranges and meanings, are those of the
+recipe schema (:mod:`dml_core.methods.schema`; ``docs/RECIPE_KEYS.md`` is generated from it by
+``python -m dml_core.methods --write``). Every row is checked against the schema by
+:func:`check_rows` (the tests run it), and every override when it is applied.
+
+Each section below builds one method's rows and declares the method once
+(:func:`dml_core.methods.registry.declare_method`: its class, notebook, label, loss
+hyper-parameters, rows and demo recipe); every other map of method names is derived from those
+declarations.
 
     >>> r = get_recipe("cgd", "cub", "resnet50", crop=True)
     >>> r["name"], r["gd_config"]
@@ -39,22 +42,26 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from dml_core.methods.registry import SPECS, Demo, declare_method, published
+from dml_core.methods.schema import (KEY_ALIASES, KEYS, NEUTRAL_KEYS, RECORD_KEYS, ROW_DEFAULTS,
+                                     SHORTENING_KEYS, RecipeError, canonical, check_recipe,
+                                     coerce, describe)
+
 __all__ = [
     "METHODS",
     "DATASETS",
     "BACKBONE_ALIASES",
     "DATASET_ALIASES",
+    "DEMO_SETTINGS",
     "get_recipe",
     "list_recipes",
     "recipe_by_name",
     "demo_recipe",
     "RecipeError",
     "KEY_ALIASES",
+    "keys_markdown",
+    "check_rows",
 ]
-
-METHODS = ("normsoftmax", "cgd", "asymptotic_proxy", "positive_proxy", "dynamic_margin",
-           "proxy_anchor")
-DATASETS = ("car", "cub", "sop", "isc", "demo")
 
 # Spellings used by the seed CLIs, mapped to the registry names.
 BACKBONE_ALIASES = {
@@ -66,34 +73,13 @@ BACKBONE_ALIASES = {
 DATASET_ALIASES = {"cars": "car", "cars196": "car", "cub200": "cub", "SOP": "sop",
                    "Inshop": "isc", "inshop": "isc", "in-shop": "isc"}
 
-# Methods with a "variant" key that selects a row besides (dataset, backbone, crop).
-VARIANT_KEYS = {"positive_proxy": ("loss", "proxy_anchor", ("proxy_anchor", "normalized_softmax",
-                                                            "positive_only"))}
-
-
-#: The original command-line names (LDM / Proxy-Anchor ``train.py``: ``--bn-freeze``,
-#: ``--lr-decay-step``, ``--lr-decay-gamma``) accepted as override keys, e.g. in a profile's
-#: ``overrides``; they are recorded under the recipe's one name for the setting.
-KEY_ALIASES = {"bn_freeze": "freeze_bn", "lr_decay_step": "lr_step", "lr_decay_gamma": "lr_gamma"}
-
-
-class RecipeError(ValueError):
-    """An unknown method, data set, backbone, crop choice or override key."""
-
 
 # ------------------------------------------------------------------------------------ helpers
 def _common(**kw: Any) -> dict[str, Any]:
-    base = {
-        "pretrained": True,
-        "crop": False,
-        "eval_every": 1,
-        "num_workers": None,
-        "validation_fraction": 0.0,
-        "max_steps_per_epoch": None,
-        "hflip": True,
-        "rrc_scale": [0.08, 1.0],
-        "cache": False,
-    }
+    """A row: the schema's defaults (:data:`~dml_core.methods.schema.ROW_DEFAULTS`: pretrained,
+    uncropped, every epoch evaluated, no validation split, flips, torchvision's crop scale, no
+    cache), then ``kw``."""
+    base = copy.deepcopy(ROW_DEFAULTS)
     base.update(kw)
     return base
 
@@ -105,13 +91,13 @@ def _crop_tag(dataset: str, crop: bool) -> str:
 
 
 # --------------------------------------------------------------------------------- NormSoftmax
-def _normsoftmax_rows() -> list[dict[str, Any]]:
+def _normsoftmax_rows(method: str) -> list[dict[str, Any]]:
     rows = []
     for ds, crop in [("car", False), ("car", True), ("cub", False), ("cub", True), ("sop", False),
                      ("isc", False)]:
-        name = f"normsoftmax/{ds}/resnet50{_crop_tag(ds, crop)}"
+        name = f"{method}/{ds}/resnet50{_crop_tag(ds, crop)}"
         rows.append(_common(
-            name=name, method="normsoftmax", dataset=ds, backbone="resnet50", crop=crop,
+            name=name, method=method, dataset=ds, backbone="resnet50", crop=crop,
             embedding_dim=2048, epochs=31, batch_size=75, sampler="m_per_class",
             samples_per_class=25, drop_last=True, transform="squash_random_crop", crop_size=224,
             resize_size=256, eval_batch_size=75, seed=0, reported=name,
@@ -123,18 +109,26 @@ def _normsoftmax_rows() -> list[dict[str, Any]]:
     return rows
 
 
+declare_method(
+    "normsoftmax", "dml_core.methods.normsoftmax:NormSoftmaxMethod", label="NormSoftmax",
+    color="#0C5DA5", notebook="01_normsoftmax", loss_hparams=("temperature",),
+    rows=_normsoftmax_rows,
+    demo=Demo("car/resnet50/uncropped",
+              dict(samples_per_class=2, optimizer="adam", lr=1e-3, lr_step=6)))
+
+
 # ------------------------------------------------------------------------------------------ CGD
 CGD_GD_CONFIG = {"car": "SG", "cub": "MG", "sop": "SG", "isc": "GS"}
 
 
-def _cgd_rows() -> list[dict[str, Any]]:
+def _cgd_rows(method: str) -> list[dict[str, Any]]:
     rows = []
     for bb in ("resnet50", "resnext50_32x4d"):
         for ds, crop in [("car", False), ("car", True), ("cub", False), ("cub", True),
                          ("sop", False), ("isc", False)]:
-            name = f"cgd/{ds}/{bb}{_crop_tag(ds, crop)}"
+            name = f"{method}/{ds}/{bb}{_crop_tag(ds, crop)}"
             rows.append(_common(
-                name=name, method="cgd", dataset=ds, backbone=bb, crop=crop,
+                name=name, method=method, dataset=ds, backbone=bb, crop=crop,
                 embedding_dim=1536, epochs=20, batch_size=128, sampler="m_per_class",
                 samples_per_class=4, drop_last=True, transform="cgd", crop_size=224,
                 resize_size=252, eval_batch_size=128, seed=0, reported=name,
@@ -144,15 +138,22 @@ def _cgd_rows() -> list[dict[str, Any]]:
     return rows
 
 
+declare_method(
+    "cgd", "dml_core.methods.cgd:CGDMethod", label="CGD", color="#00B945", notebook="04_cgd",
+    loss_hparams=("gd_config", "smoothing", "temperature", "margin"), rows=_cgd_rows,
+    demo=Demo("car/resnet50/uncropped", dict(freeze_bn=False, samples_per_class=2, lr=1e-3,
+                                             gd_config="SG", lr_milestones=[6])))
+
+
 # ------------------------------------------------------------------------------ AsymptoticProxy
-def _asymptotic_rows() -> list[dict[str, Any]]:
+def _asymptotic_rows(method: str) -> list[dict[str, Any]]:
     rows = []
     for ds in ("car", "cub", "sop", "isc"):
         small = ds in ("car", "cub")
         for bb in ("resnet50", "bninception", "googlenet"):
-            name = f"asymptotic_proxy/{ds}/{bb}"
+            name = f"{method}/{ds}/{bb}"
             rows.append(_common(
-                name=name, method="asymptotic_proxy", dataset=ds, backbone=bb,
+                name=name, method=method, dataset=ds, backbone=bb,
                 embedding_dim=512, epochs=30, batch_size=128, sampler="shuffle",
                 samples_per_class=None, drop_last=False, transform="random_resized_crop",
                 crop_size=256, resize_size=292, eval_batch_size=128, seed=0, reported=name,
@@ -162,25 +163,43 @@ def _asymptotic_rows() -> list[dict[str, Any]]:
     return rows
 
 
+declare_method(
+    "asymptotic_proxy", "dml_core.methods.asymptotic_proxy:AsymptoticProxyMethod",
+    label="AsymptoticProxy", color="#FF9500", notebook="02_asymptotic_proxy",
+    loss_hparams=("temperature", "momentum"), rows=_asymptotic_rows,
+    demo=Demo("car/resnet50", dict(freeze_bn=False, lr=1e-3, temperature=0.05, momentum=0.1,
+                                   lr_step=6)))
+
+
 # --------------------------------------------------------------------------- PP (positive proxy)
-def _pp_rows() -> list[dict[str, Any]]:
+def _pp_rows(method: str) -> list[dict[str, Any]]:
     rows = []
     for ds in ("car", "cub"):
         for bb in ("resnet50", "bninception", "googlenet"):
             for loss in ("proxy_anchor", "normalized_softmax"):
-                name = f"positive_proxy/{ds}/{bb}/{loss}"
+                name = f"{method}/{ds}/{bb}/{loss}"
                 rows.append(_common(
-                    name=name, method="positive_proxy", dataset=ds, backbone=bb,
+                    name=name, method=method, dataset=ds, backbone=bb,
                     embedding_dim=512, epochs=20, batch_size=64, sampler="shuffle",
                     samples_per_class=None, drop_last=False, transform="random_resized_crop",
                     crop_size=224, resize_size=256, eval_batch_size=64, seed=1,
                     # the README table (AsymptoticProxy's, carried over) belongs to the default loss
-                    reported=f"positive_proxy/{ds}/{bb}" if loss == "proxy_anchor" else None,
+                    reported=f"{method}/{ds}/{bb}" if loss == "proxy_anchor" else None,
                     loss=loss, positive_proxy=False, alpha=32.0, margin=0.1, scale=32.0,
                     lr=1e-4, refactor_lr=1e-4, proxy_lr=1e-2, weight_decay=0.0, lr_step=5,
                     lr_gamma=0.5, warmup_epochs=2, freeze_bn=True,
                 ))
     return rows
+
+
+declare_method(
+    "positive_proxy", "dml_core.methods.positive_proxy:PositiveProxyMethod",
+    label="PP (positive proxy)", color="#FF2C00", notebook="03_positive_proxy",
+    loss_hparams=("loss", "positive_proxy", "alpha", "margin", "proxy_lr"), rows=_pp_rows,
+    # `loss` selects the row; "positive_only" (ebad4cb) is the proxy_anchor row's ablation
+    variant=("loss", "proxy_anchor"),
+    demo=Demo("car/resnet50/proxy_anchor", dict(freeze_bn=False, lr=1e-3, refactor_lr=1e-3,
+                                                proxy_lr=1e-2, warmup_epochs=1, lr_step=6)))
 
 
 # ------------------------------------------------------------- Dynamic margin and Proxy-Anchor
@@ -211,8 +230,7 @@ def _ldm_like(method: str, dataset: str, backbone: str, *, batch_size: int, lr: 
     )
 
 
-def _dynamic_margin_rows() -> list[dict[str, Any]]:
-    m = "dynamic_margin"
+def _dynamic_margin_rows(m: str) -> list[dict[str, Any]]:
     return [
         _ldm_like(m, "cub", "bninception", batch_size=180, lr=1e-4, warmup_epochs=1,
                   freeze_bn=True, lr_step=20, lr_gamma=0.5, epochs=40, alpha=48),
@@ -235,8 +253,8 @@ def _dynamic_margin_rows() -> list[dict[str, Any]]:
     ]
 
 
-def _proxy_anchor_rows() -> list[dict[str, Any]]:
-    m = "proxy_anchor"  # official PA README commands; PA defaults 60 epochs, alpha 32, delta 0.1
+def _proxy_anchor_rows(m: str) -> list[dict[str, Any]]:
+    # official PA README commands; PA defaults 60 epochs, alpha 32, delta 0.1
     return [
         _ldm_like(m, "cub", "bninception", batch_size=180, lr=1e-4, warmup_epochs=1,
                   freeze_bn=True, lr_step=10, lr_gamma=0.5, epochs=60, alpha=32),
@@ -253,33 +271,39 @@ def _proxy_anchor_rows() -> list[dict[str, Any]]:
     ]
 
 
+declare_method(
+    "dynamic_margin", "dml_core.methods.dynamic_margin:DynamicMarginMethod",
+    label="Dynamic margin (LDM)", color="#845B97", notebook="05_dynamic_margin",
+    loss_hparams=("alpha_p", "alpha_n", "margin", "delta", "lam", "mrg_lr", "proxy_lr_mult"),
+    rows=_dynamic_margin_rows,
+    demo=Demo("cub/resnet50", dict(freeze_bn=False, lr=1e-3, warmup_epochs=1, lr_step=6,
+                                   mrg_lr=1e-3, alpha_p=32, alpha_n=32)))
+declare_method(
+    "proxy_anchor", "dml_core.methods.dynamic_margin:ProxyAnchorMethod", label="Proxy-Anchor",
+    color="#8C564B", notebook="05_dynamic_margin", loss_hparams=("alpha", "margin", "proxy_lr_mult"),
+    rows=_proxy_anchor_rows,
+    demo=Demo("cub/resnet50", dict(freeze_bn=False, lr=1e-3, warmup_epochs=1, lr_step=6)))
+# The STL-10 toy (notebook 07 calls dml_core.study.toy): a method without recipe rows.
+declare_method("toy", "dml_core.methods.toy:ToyMethod", label="Toy (moving vs learnable proxies)",
+               notebook="07_toy_proxies")
+
+#: The methods with recipes (the papers'), in declaration order.
+METHODS: tuple[str, ...] = published()
+
+
 # ------------------------------------------------------------------------------------- demo
-#: The full-size row each demo recipe starts from (its method keys; the data keys are replaced).
-DEMO_BASE_ROWS = {
-    "normsoftmax": "normsoftmax/car/resnet50/uncropped",
-    "cgd": "cgd/car/resnet50/uncropped",
-    "asymptotic_proxy": "asymptotic_proxy/car/resnet50",
-    "positive_proxy": "positive_proxy/car/resnet50/proxy_anchor",
-    "dynamic_margin": "dynamic_margin/cub/resnet50",
-    "proxy_anchor": "proxy_anchor/cub/resnet50",
-}
-#: What the demo changes per method (on top of the shared demo settings, see :func:`_demo_rows`).
-DEMO_CHANGES: dict[str, dict[str, Any]] = {
-    "normsoftmax": dict(samples_per_class=2, optimizer="adam", lr=1e-3, lr_step=6),
-    "cgd": dict(freeze_bn=False, samples_per_class=2, lr=1e-3, gd_config="SG", lr_milestones=[6]),
-    "asymptotic_proxy": dict(freeze_bn=False, lr=1e-3, temperature=0.05, momentum=0.1, lr_step=6),
-    "positive_proxy": dict(freeze_bn=False, lr=1e-3, refactor_lr=1e-3, proxy_lr=1e-2,
-                           warmup_epochs=1, lr_step=6),
-    "dynamic_margin": dict(freeze_bn=False, lr=1e-3, warmup_epochs=1, lr_step=6, mrg_lr=1e-3,
-                           alpha_p=32, alpha_n=32),
-    "proxy_anchor": dict(freeze_bn=False, lr=1e-3, warmup_epochs=1, lr_step=6),
-}
+#: What every demo recipe shares (see :func:`_demo_rows`).
+DEMO_SETTINGS: dict[str, Any] = dict(
+    dataset="demo", backbone="resnet18", pretrained=False, crop=False, embedding_dim=64,
+    crop_size=24, resize_size=27, eval_batch_size=250, seed=0, hflip=False, rrc_scale=[0.7, 1.0],
+    reported=None, epochs=8, batch_size=32, cache=True)
 
 
 def _demo_rows(full_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every method on the embedded demo data (two-digit numbers, 50 train classes) from scratch
-    on CPU: what ``make report`` runs. Each starts from the full-size row
-    :data:`DEMO_BASE_ROWS` names, with the shared settings below and :data:`DEMO_CHANGES`.
+    on CPU: what ``make report`` runs. Each starts from the full-size row its declaration's
+    :class:`~dml_core.methods.registry.Demo` names, with :data:`DEMO_SETTINGS` and the demo's
+    changes.
 
     resnet18 without pretrained weights, 24-px crops of 27-px images, a 64-d embedding, batch 32,
     8 epochs (~370 optimiser steps; a step costs ~0.17 s on 2 CPU cores), the lr cut after epoch
@@ -297,15 +321,12 @@ def _demo_rows(full_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     learning rates (the freezing itself is exercised by tests/test_methods.py). Warm-up epochs are
     kept (one), as each method defines them.
     """
-    common = dict(dataset="demo", backbone="resnet18", pretrained=False, crop=False,
-                  embedding_dim=64, crop_size=24, resize_size=27, eval_batch_size=250, seed=0,
-                  hflip=False, rrc_scale=[0.7, 1.0], reported=None, epochs=8, batch_size=32,
-                  cache=True)
     by_name = {r["name"]: r for r in full_rows}
     rows = []
-    for method, base in DEMO_BASE_ROWS.items():
-        r = copy.deepcopy(by_name[base])
-        r.update(common, **DEMO_CHANGES[method])
+    for method in METHODS:
+        demo = SPECS[method].demo
+        r = copy.deepcopy(by_name[f"{method}/{demo.base}"])
+        r.update(copy.deepcopy(DEMO_SETTINGS), **copy.deepcopy(demo.changes))
         r["name"] = f"{method}/demo/resnet18"
         rows.append(r)
     return rows
@@ -313,17 +334,47 @@ def _demo_rows(full_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------------- registry
 def _build_registry() -> dict[str, dict[str, Any]]:
-    full = (_normsoftmax_rows() + _cgd_rows() + _asymptotic_rows() + _pp_rows()
-            + _dynamic_margin_rows() + _proxy_anchor_rows())
-    rows = full + _demo_rows(full)
+    """Every row of every declared method, then the demo rows, by name (in that order).
+    :func:`check_rows` checks them against the schema (tests/test_recipe_schema.py)."""
+    full = [r for m in METHODS for r in SPECS[m].rows(m)]
     reg: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        assert r["name"] not in reg, r["name"]
+    for r in full + _demo_rows(full):
+        if r["name"] in reg:
+            raise RecipeError(f"two recipe rows are called {r['name']!r}")
         reg[r["name"]] = r
     return reg
 
 
 _REGISTRY = _build_registry()
+
+
+def check_rows() -> list[str]:
+    """Every problem of the rows, as messages ([] when every row is valid): a key or value the
+    schema refuses, a method that is not declared with recipes, or a row that lacks one of its
+    method's keys (the class's defaults: every key must be in the row to be overridable by name).
+    Imports the methods' classes."""
+    import sys
+
+    problems = []
+    for name, r in _REGISTRY.items():
+        found = check_recipe(r)
+        spec = SPECS.get(r.get("method"))
+        if spec is None or spec.rows is None:
+            found.append(f"method {r.get('method')!r} is not declared with recipes")
+        else:
+            cls = spec.load()
+            defaults = getattr(cls, "defaults", None) or sys.modules[cls.__module__].DEFAULTS
+            missing = sorted(set(defaults) - set(r))
+            if missing:
+                found.append(f"lacks its method's keys {missing}")
+            foreign = sorted(k for k in r if k in KEYS and KEYS[k].kind == "method"
+                             and k not in defaults)
+            if foreign:
+                found.append(f"has keys its method does not read: {foreign}")
+        problems += [f"recipe row {name!r}: {p}" for p in found]
+    return problems
+#: The data sets with recipes, in row order.
+DATASETS: tuple[str, ...] = tuple(dict.fromkeys(r["dataset"] for r in _REGISTRY.values()))
 
 
 def list_recipes(method: str | None = None, dataset: str | None = None,
@@ -345,23 +396,55 @@ def _choices(values) -> str:
     return ", ".join(sorted({str(v) for v in values}))
 
 
-#: Override keys that cannot change a result (a run overriding only these keeps its ``reported``).
-NEUTRAL_KEYS = frozenset({"num_workers", "eval_batch_size", "cache"})
-#: Override keys that shorten the training: a run overriding one of them is marked ``shortened``.
-SHORTENING_KEYS = frozenset({"epochs", "max_steps_per_epoch"})
 #: Keys added to a recipe whose overrides changed it (never valid as overrides themselves).
-OVERRIDE_RECORD_KEYS = ("overrides", "base_name", "base_reported", "shortened")
+OVERRIDE_RECORD_KEYS = RECORD_KEYS
 
 
 def _canonical_keys(overrides: dict[str, Any]) -> dict[str, Any]:
     """``overrides`` with the :data:`KEY_ALIASES` replaced by the recipe's names."""
     out: dict[str, Any] = {}
     for key, value in overrides.items():
-        name = KEY_ALIASES.get(key, key)
+        name = canonical(key)
         if name in out:
             raise RecipeError(f"override keys {key!r} and {name!r} name the same setting "
                               f"({name!r}); give it once")
         out[name] = value
+    return out
+
+
+def _checked_overrides(recipe: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` with canonical key names and values checked and normalised by the schema.
+
+    Raises :class:`RecipeError` naming every key the recipe does not have, every key that cannot
+    be overridden (the row's identity, chosen by :func:`get_recipe`'s arguments) and every value
+    of the wrong type or range, at once."""
+    original, overrides = overrides, _canonical_keys(overrides)
+    unknown = sorted(set(overrides) - (set(recipe) - set(OVERRIDE_RECORD_KEYS)))
+    if unknown:
+        import difflib
+
+        valid = [k for k in recipe if k not in OVERRIDE_RECORD_KEYS]
+        hints = [f"{k!r} -> did you mean {close[0]!r}?" for k in unknown
+                 for close in [difflib.get_close_matches(k, valid, n=1)] if close]
+        raise RecipeError(
+            f"unknown recipe key(s) {unknown} for {recipe['name']!r}"
+            f"{' (' + '; '.join(hints) + ')' if hints else ''}; valid keys: {_choices(valid)}")
+    fixed = sorted(k for k in overrides if not KEYS[k].overridable)
+    if fixed:
+        raise RecipeError(f"{fixed} cannot be overridden: they name the row, which "
+                          "get_recipe(method, dataset, backbone, crop=...) chooses; pick another "
+                          "row instead")
+    given = {canonical(k): k for k in original}  # the user's spelling, for the messages
+    out, problems, first = {}, [], None
+    for key, value in overrides.items():
+        try:
+            out[key] = coerce(given[key], value)
+        except RecipeError as exc:
+            problems.append(str(exc))
+            first = first or exc
+    if problems:
+        raise RecipeError(f"bad override value(s) for {recipe['name']!r}: " + "; ".join(problems),
+                          key=first.key, expected=first.expected, example=first.example)
     return out
 
 
@@ -374,21 +457,7 @@ def _apply_overrides(recipe: dict[str, Any], overrides: dict[str, Any]) -> dict[
     ``max_steps_per_epoch`` changed, and ``reported`` becomes None unless every changed key is in
     :data:`NEUTRAL_KEYS`: a run with changed settings is never compared with a published number.
     """
-    overrides = _canonical_keys(overrides)
-    unknown = sorted(set(overrides) - (set(recipe) - set(OVERRIDE_RECORD_KEYS)))
-    if unknown:
-        import difflib
-
-        valid = [k for k in recipe if k not in OVERRIDE_RECORD_KEYS]
-        hints = [f"{k!r} -> did you mean {close[0]!r}?" for k in unknown
-                 for close in [difflib.get_close_matches(k, valid, n=1)] if close]
-        raise RecipeError(
-            f"unknown recipe key(s) {unknown} for {recipe['name']!r}"
-            f"{' (' + '; '.join(hints) + ')' if hints else ''}; valid keys: {_choices(valid)}")
-    for key in ("epochs", "crop_size"):  # 0 would train nothing / fail inside a convolution
-        value = overrides.get(key)
-        if key in overrides and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-            raise RecipeError(f"{key} must be a positive integer, got {value!r}")
+    overrides = _checked_overrides(recipe, overrides)
     out = copy.deepcopy(recipe)
     changed = {k: copy.deepcopy(v) for k, v in overrides.items() if out[k] != v}
     out.update(copy.deepcopy(overrides))
@@ -452,8 +521,9 @@ def get_recipe(method: str, dataset: str, backbone: str, crop: bool | None = Non
                           f"{backbone!r}; valid: crop in {sorted(crops)}")
     rows = [r for r in rows if r["crop"] == bool(crop)]
     variant_name = None
-    if method in VARIANT_KEYS:
-        key, default, allowed = VARIANT_KEYS[method]
+    if SPECS[method].variant is not None:
+        key, default = SPECS[method].variant
+        allowed = KEYS[key].choices
         variant = overrides.pop(key, default)
         if variant not in allowed:
             raise RecipeError(f"unknown {key} {variant!r} for {method!r}; valid: "
@@ -462,8 +532,9 @@ def get_recipe(method: str, dataset: str, backbone: str, crop: bool | None = Non
             if variant != default:
                 variant_name = (key, variant)
         else:
-            # positive_only is the ebad4cb ablation of the proxy_anchor row
-            base_variant = "proxy_anchor" if variant == "positive_only" else variant
+            # a variant without rows of its own (PP's positive_only, the ebad4cb ablation) is a
+            # variant of the default row
+            base_variant = variant if variant in {r[key] for r in rows} else default
             rows = [r for r in rows if r[key] == base_variant]
             if variant != base_variant:
                 variant_name = (key, variant)
@@ -482,3 +553,65 @@ def get_recipe(method: str, dataset: str, backbone: str, crop: bool | None = Non
 def demo_recipe(method: str, **overrides: Any) -> dict[str, Any]:
     """The CPU demo profile of ``method`` (= ``get_recipe(method, "demo", "resnet18")``)."""
     return get_recipe(method, "demo", "resnet18", **overrides)
+
+
+# ------------------------------------------------------------------------------- documentation
+_KIND_TITLES = (("row", "The row (chosen by `get_recipe(method, dataset, backbone, crop)`)"),
+                ("data", "Data (read by the training code; every recipe has them)"),
+                ("training", "Training (read by the training loop; every recipe has them)"),
+                ("method", "The methods' own keys (each method's module documents its use)"),
+                ("record", "Written by the overrides (never set by hand)"))
+
+
+def keys_markdown() -> str:
+    """docs/RECIPE_KEYS.md: every key of the schema with its type, what it accepts, its default
+    and meaning, and which methods read it (from their declarations)."""
+    from dml_core.methods.schema import as_text
+
+    def cell(text: Any) -> str:
+        return str(text).replace("|", "\\|")
+
+    out = ["# Recipe keys", "",
+           "<!-- GENERATED by `python -m dml_core.methods --write` from "
+           "dml_core/methods/schema.py (the one source); edit that module. -->", "",
+           "A recipe is a flat mapping with these keys. Every row of `dml_core/methods/recipes.py` "
+           "and every override (`get_recipe(..., key=value)`, a notebook's or a profile's "
+           "`overrides`, `--set key=value`) is checked against this table: a key it does not "
+           "list, a value of another type or outside its range is refused with the expected "
+           "type and an example. `--set` values are read as YAML 1.2 (`1e-3` is a number, "
+           "`yes` a string). The original command-line names "
+           + ", ".join(f"`{a}`" for a in KEY_ALIASES) + " are accepted for "
+           + ", ".join(f"`{n}`" for n in KEY_ALIASES.values()) + ".", ""]
+    for kind, title in _KIND_TITLES:
+        keys = [k for k in KEYS.values() if k.kind == kind]
+        out += [f"## {title}", ""]
+        cols = "| key | accepts | default | meaning |" if kind != "method" else \
+            "| key | accepts | meaning | methods |"
+        out += [cols, "|---|---|---|---|"]
+        for k in keys:
+            accepts = describe(k) + (" (shortens the run)" if k.shortening else "") + \
+                (" (changes no number)" if k.neutral else "")
+            if kind == "method":
+                users = [m for m in METHODS if any(k.name in r for r in _REGISTRY.values()
+                                                    if r["method"] == m)]
+                out.append(f"| `{k.name}` | {cell(accepts)} | {cell(k.meaning)} | "
+                           f"{', '.join(users)} |")
+            else:
+                default = f"`{as_text(k.default)}`" if k.has_default else "per row"
+                if kind == "record":
+                    default = "—"
+                out.append(f"| `{k.name}` | {cell(accepts)} | {default} | {cell(k.meaning)} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_keys_document(root=None) -> str:
+    """Write docs/RECIPE_KEYS.md (:func:`keys_markdown`); returns its path."""
+    from pathlib import Path
+
+    from dml_core.core import io, paths
+
+    path = Path(root or paths.REPO_ROOT) / "docs" / "RECIPE_KEYS.md"
+    io.write_text(path, keys_markdown())
+    return str(path)
+

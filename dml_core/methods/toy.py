@@ -51,8 +51,6 @@ DEFAULTS: dict[str, Any] = {
 class ToyMethod(Method):
     """Moving (buffer + update) or learnable (Parameter + Adam) proxies on a 2-/3-D ToyNet."""
 
-    name = "toy"
-
     def __init__(self, recipe: dict[str, Any], num_classes: int):
         o = self.options = options(recipe, DEFAULTS, self.name)
         dim = int(recipe.get("feature_dim", recipe.get("embedding_dim", 2)))

@@ -17,8 +17,12 @@ The names, defaults and help texts are read from the ``parameters`` cell itself
 (``papermill.inspect_notebook``): a parameter is added, renamed or given a new default there and
 nowhere else. The type of a parameter is the type of its default (a list's element type from its
 elements; an int is accepted where the default is a float). What a cell cannot say is kept here:
-the allowed values (:data:`CHOICES`, :data:`NOTEBOOK_CHOICES`) and the type of a parameter whose
-default is ``None`` (:data:`NONE_DEFAULT_TYPES`).
+the allowed values (:data:`CHOICES`; a training notebook's ``method`` choices are the methods
+declared with that notebook, :func:`notebook_choices`) and the type of a parameter whose default
+is ``None`` (:data:`NONE_DEFAULT_TYPES`). A parameter that is also a recipe key (the toy's
+``epochs``, ``batch_size``) and every entry of ``overrides`` are checked by the recipe schema
+(:mod:`dml_core.methods.schema`: type and range); a relative ``output_dir`` must stay inside
+the run folder.
 
 ``validate_parameters`` accepts a plain dict or the notebook's ``globals()`` (it ignores names
 starting with ``_``, IPython's ``In``/``Out``/``exit``/``quit``/``get_ipython``, modules, functions
@@ -40,11 +44,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterator
 
+from dml_core.methods.schema import BACKBONE_NAMES
+
 __all__ = [
     "ParameterError",
     "NOTEBOOK_PARAMETERS",
     "CHOICES",
-    "NOTEBOOK_CHOICES",
+    "notebook_choices",
+    "notebook_method_of",
+    "check_setting",
     "NONE_DEFAULT_TYPES",
     "DATASETS",
     "TRAIN_DATASETS",
@@ -74,7 +82,7 @@ class ParameterError(ValueError):
 # What a parameters cell cannot say. tests/test_params.py compares the lists with the registries.
 DATASETS = ("car", "cub", "sop", "isc", "stl10", "demo")  # what 00_prepare_data can prepare
 TRAIN_DATASETS = ("car", "cub", "sop", "isc", "demo")  # what the retrieval notebooks train on
-BACKBONES = ("resnet50", "bninception", "googlenet", "resnext50_32x4d", "resnet18")
+BACKBONES = BACKBONE_NAMES  # the recipe schema's (dml_core.methods.schema)
 DEVICES = ("auto", "cpu", "cuda")
 TOY_SOURCES = ("auto", "stl10", "digits")
 
@@ -88,19 +96,21 @@ CHOICES: dict[str, tuple] = {
     "source": TOY_SOURCES,
     "feature_dim": (2, 3),
 }
-#: Allowed values that differ between notebooks: the method variants a notebook can run.
-NOTEBOOK_CHOICES: dict[str, dict[str, tuple]] = {
-    "03_positive_proxy": {"method": ("positive_proxy",)},
-    "05_dynamic_margin": {"method": ("dynamic_margin", "proxy_anchor")},
-}
-#: The method each retrieval notebook trains (used by check_registries).
-NOTEBOOK_METHOD_OF = {
-    "01_normsoftmax": ("normsoftmax",),
-    "02_asymptotic_proxy": ("asymptotic_proxy",),
-    "03_positive_proxy": NOTEBOOK_CHOICES["03_positive_proxy"]["method"],
-    "04_cgd": ("cgd",),
-    "05_dynamic_margin": NOTEBOOK_CHOICES["05_dynamic_margin"]["method"],
-}
+
+
+def notebook_method_of() -> dict[str, tuple[str, ...]]:
+    """``{training notebook stem: the methods it trains}``, from the methods' declarations
+    (:mod:`dml_core.methods.registry`; imported here, when first needed: it imports torch)."""
+    from dml_core.methods.registry import notebook_methods
+
+    return notebook_methods()
+
+
+def notebook_choices(stem: str) -> dict[str, tuple]:
+    """Allowed values that differ between notebooks: a training notebook's ``method`` parameter
+    takes the methods declared with it (the first is its default)."""
+    methods = notebook_method_of().get(stem)
+    return {"method": methods} if methods else {}
 #: The type of every parameter whose default is None (the default alone does not say it).
 NONE_DEFAULT_TYPES: dict[str, str] = {
     "run_dir": "str|None",
@@ -153,7 +163,8 @@ def notebook_schema(path: str | Path) -> dict[str, tuple]:
     """``{name: (type, default, choices or None, help)}`` read from the notebook's parameters cell.
 
     The default is the cell's literal, the help its trailing comment, the type that of the
-    default (see the module docstring), the choices from :data:`CHOICES`/:data:`NOTEBOOK_CHOICES`.
+    default (see the module docstring), the choices from :data:`CHOICES` and
+    :func:`notebook_choices`.
     """
     import papermill
 
@@ -163,9 +174,10 @@ def notebook_schema(path: str | Path) -> dict[str, tuple]:
     if cached and cached[0] == mtime:
         return cached[1]
     stem = notebook_stem(path)
-    choices = {**CHOICES, **NOTEBOOK_CHOICES.get(stem, {})}
+    found = papermill.inspect_notebook(str(path))
+    choices = {**CHOICES, **(notebook_choices(stem) if "method" in found else {})}
     schema = {}
-    for name, info in papermill.inspect_notebook(str(path)).items():
+    for name, info in found.items():
         default = ast.literal_eval(info["default"])
         schema[name] = (_type_of_default(name, default), default, choices.get(name),
                         info.get("help") or "")
@@ -305,16 +317,80 @@ def validate_parameters(notebook: str | Path, params: Mapping[str, Any], *,
             continue
         if choices is not None and value is not None:
             values = value if type_spec.startswith("list[") else [value]
-            for v in values:
-                if v not in choices:
-                    problems.append(f"{name}: {v!r} is not one of: "
-                                    + ", ".join(map(str, choices)) + _closest(v, choices))
+            bad = [v for v in values if v not in choices]
+            for v in bad:
+                problems.append(f"{name}: {v!r} is not one of: "
+                                + ", ".join(map(str, choices)) + _closest(v, choices))
+            if bad:
+                continue
+        value = _recipe_checked(name, value, problems)
         out[name] = value
     if problems:
         raise ParameterError(stem, problems)
     if resolve:
         _resolve(stem, out)
     return out
+
+
+def check_setting(name: str, value: Any) -> tuple[Any, list[str]]:
+    """A profile-wide value (``--set``) for the parameter ``name``, checked against its type and
+    choices in every study notebook that has it (and by the recipe schema when ``name`` is also
+    a recipe key). Returns (the value normalised, the problems)."""
+    problems: list[str] = []
+    for stem in NOTEBOOK_PARAMETERS:
+        spec = NOTEBOOK_PARAMETERS[stem].get(name)
+        if spec is None:
+            continue
+        type_spec, _default, choices, _help = spec
+        ok, normalised = _check_type(value, type_spec)
+        if not ok:
+            problems.append(f"{name}={value!r} must be of type {type_spec} ({stem}), got "
+                            f"{_type_name(value)}")
+            break
+        values = normalised if type_spec.startswith("list[") else [normalised]
+        bad = [v for v in values if choices is not None and v is not None and v not in choices]
+        if bad:
+            problems.append(f"{name}: {bad[0]!r} is not one of: " + ", ".join(map(str, choices))
+                            + f" ({stem})" + _closest(bad[0], choices))
+            break
+        value = normalised
+    if not problems:
+        value = _recipe_checked(name, value, problems)
+    return value, problems
+
+
+def _recipe_checked(name: str, value: Any, problems: list[str]) -> Any:
+    """``value`` checked by the recipe schema where it names recipe keys: every entry of
+    ``overrides``, and a parameter that is itself a recipe key (the toy's ``epochs``); a relative
+    ``output_dir`` must not leave the run folder. Problems are appended; returns the value
+    normalised (``1`` → ``1.0`` for a float key)."""
+    import os
+
+    if name == "output_dir" and isinstance(value, str) and not os.path.isabs(value):
+        if os.path.normpath(value).split(os.sep)[0] == "..":
+            problems.append(f"output_dir={value!r} leaves the run folder: give a path inside it "
+                            "(e.g. 'figures') or an absolute path")
+        return value
+    from dml_core.methods.schema import KEYS, RecipeError, canonical, coerce
+
+    if name == "overrides" and isinstance(value, dict):
+        out = {}
+        for key, v in value.items():
+            try:
+                out[key] = coerce(key, v)
+            except RecipeError as exc:
+                problems.append(f"overrides: {exc}")
+                continue
+            if not KEYS[canonical(key)].overridable:
+                problems.append(f"overrides: {key!r} cannot be overridden: it names the row "
+                                "(set the notebook's method, dataset, backbone or crop)")
+        return out
+    if name in KEYS and value is not None:
+        try:
+            return coerce(name, value)
+        except RecipeError as exc:
+            problems.append(str(exc))
+    return value
 
 
 def _resolve(stem: str, p: dict[str, Any]) -> None:
@@ -333,7 +409,8 @@ def check_registries() -> list[str]:
 
     Raises ImportError when a registry is not importable yet. Checked: every backbone choice is in
     ``dml_core.models.backbones.BACKBONES``; every training data set is in
-    ``dml_core.methods.recipes.DATASETS``; every method a notebook runs has at least one recipe.
+    ``dml_core.methods.recipes.DATASETS``; every notebook a method is declared with exists, and
+    the default of its ``method`` parameter is the first method declared with it.
     """
     from dml_core.methods import recipes
     from dml_core.models import backbones
@@ -345,8 +422,14 @@ def check_registries() -> list[str]:
     missing = [d for d in TRAIN_DATASETS if d not in recipes.DATASETS]
     if missing:
         problems.append(f"data sets not in dml_core.methods.recipes.DATASETS: {missing}")
-    for stem, methods in NOTEBOOK_METHOD_OF.items():
-        for method in methods:
-            if not recipes.list_recipes(method=method):
-                problems.append(f"{stem}: no recipe at all for method {method!r}")
+    for stem, methods in notebook_method_of().items():
+        if stem not in NOTEBOOK_PARAMETERS:
+            problems.append(f"{methods} are declared with notebook {stem!r}, which does not exist")
+            continue
+        spec = NOTEBOOK_PARAMETERS[stem].get("method")
+        if spec is not None and spec[1] != methods[0]:
+            problems.append(f"{stem}: its method parameter defaults to {spec[1]!r}, but the first "
+                            f"method declared with it is {methods[0]!r}")
+        if spec is None and len(methods) > 1:
+            problems.append(f"{stem} trains {methods} but has no method parameter")
     return problems

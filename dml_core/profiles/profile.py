@@ -30,7 +30,8 @@ if "rfc3987_syntax" not in sys.modules and "jsonschema" not in sys.modules:
 
 __all__ = ["BatchError", "ProfileError", "Run", "Profile", "load_profile",
            "resolve_profile_path", "list_profiles", "default_stage", "select_runs", "run_dir_of",
-           "effective_parameters", "parse_settings", "apply_settings"]
+           "effective_parameters", "parse_settings", "check_settings", "apply_settings",
+           "NOT_SETTABLE"]
 
 # Default stage by the notebook's two-digit prefix; any other notebook is stage DEFAULT_STAGE.
 DEFAULT_STAGE_BY_PREFIX = {"00": 0, "06": 2, "08": 2}
@@ -38,7 +39,6 @@ DEFAULT_STAGE = 1
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PROFILE_KEYS = {"name", "description", "runs", "parameters", "notebooks_dir", "slurm"}
 _RUN_KEYS = {"id", "notebook", "parameters", "stage", "description"}
-_INJECTED = ("profile", "run_dir", "data_root")
 
 
 class BatchError(Exception):
@@ -120,9 +120,9 @@ def load_profile(profile: str | os.PathLike, profiles_dir: Path | None = None,
     import yaml
 
     path = resolve_profile_path(profile, profiles_dir)
-    try:
-        data = io.read_yaml(path)
-    except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable, not text, not YAML
+    try:  # YAML 1.2 rules, as --set: `lr: 1e-3` is a number, `yes` is text
+        data = io.load_yaml12(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:  # unreadable, not text, not YAML
         raise ProfileError(f"{path}: not valid YAML: {exc}") from exc
     where = str(path)
     if not isinstance(data, dict):
@@ -254,24 +254,99 @@ def effective_parameters(run: Run, profile: str, run_dir: Path, data_root) -> di
     return params
 
 
-def parse_settings(items: Sequence[str] | None) -> dict[str, Any]:
-    """``["epochs=1", "rrc_scale=[0.5, 1]"]`` → ``{"epochs": 1, "rrc_scale": [0.5, 1]}``.
+#: Keys ``--set`` refuses, with the way to do what was meant: they say where a run writes or
+#: reads (the batch sets them for every run) or replace a whole structure.
+NOT_SETTABLE: dict[str, str] = {
+    "profile": "the profile is chosen with --profile NAME",
+    "run_dir": "every run writes into <runs root>/<profile>/<run id>: choose the root with "
+               "--runs-root DIR",
+    "data_root": "choose the data root with --data-root DIR (or $DML_DATA_ROOT)",
+    "output_dir": "a notebook's outputs stay in its run folder: set output_dir (relative to the "
+                  "run folder) in the profile instead",
+    "overrides": "give each recipe key as its own --set KEY=VALUE",
+}
 
-    Each value is read as YAML (numbers, booleans, ``null``, lists); a later KEY wins. Raises
-    :class:`BatchError` for an item without ``=`` or with an empty key.
+
+def parse_settings(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["epochs=1", "lr=1e-3", "rrc_scale=[0.5, 1]"]`` → ``{"epochs": 1, "lr": 0.001,
+    "rrc_scale": [0.5, 1.0]}``: the ``--set KEY=VALUE`` items, typed and checked.
+
+    Each value is read with YAML 1.2 rules (:func:`dml_core.core.io.load_yaml12`: ``1e-3`` is a
+    number, ``010`` is 10, ``yes`` and ``12:30`` are strings; quote a value to keep it text), then
+    checked by :func:`check_settings`; a later KEY wins. Raises :class:`BatchError` naming every
+    bad item at once.
     """
     import yaml
 
+    from dml_core.core.io import load_yaml12
+
     out: dict[str, Any] = {}
+    texts: dict[str, str] = {}
+    problems = []
     for item in items or ():
         key, sep, value = str(item).partition("=")
         key = key.strip()
         if not sep or not key:
-            raise BatchError(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=1")
+            problems.append(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=1")
+            continue
         try:
-            out[key] = yaml.safe_load(value) if value.strip() else None
+            out[key] = load_yaml12(value) if value.strip() else None
+            texts[key] = value
         except yaml.YAMLError as exc:
-            raise BatchError(f"--set {item!r}: the value is not valid YAML: {exc}") from exc
+            problems.append(f"--set {item!r}: the value is not valid YAML: {exc}")
+    if problems:
+        raise BatchError("\n".join(problems))
+    return check_settings(out, texts)
+
+
+def check_settings(settings: dict[str, Any], texts: dict[str, str] | None = None
+                   ) -> dict[str, Any]:
+    """The profile-wide settings checked and normalised, or :class:`BatchError` naming every
+    problem: a key of :data:`NOT_SETTABLE` (what to do instead), a key that is neither a notebook
+    parameter nor a recipe key (with the closest one), a value of the wrong type or outside its
+    range (what is expected, and an example). A notebook parameter is checked against every
+    study notebook that has it; a recipe key by the recipe schema (:mod:`dml_core.methods.schema`,
+    docs/RECIPE_KEYS.md). ``texts``: the values as typed, for the messages."""
+    import difflib
+
+    from dml_core.methods.schema import KEY_ALIASES, KEYS, RecipeError, as_text, canonical, coerce
+    from dml_core.profiles import params as nbparams
+
+    texts = texts or {}
+    parameters = {k for stem in nbparams.NOTEBOOK_PARAMETERS
+                  for k in nbparams.NOTEBOOK_PARAMETERS[stem]}
+    out, problems = {}, []
+    for key, value in settings.items():
+        shown = f"--set {key}={texts.get(key, value)}"
+        if key in NOT_SETTABLE:
+            problems.append(f"{shown}: refused: {NOT_SETTABLE[key]}")
+            continue
+        recipe_key = KEYS.get(canonical(key))
+        if recipe_key is not None and not (recipe_key.overridable or key in parameters):
+            problems.append(f"{shown}: refused: {key} names the row of each run (its method, "
+                            "data set, backbone), which the profile chooses")
+            continue
+        if recipe_key is not None:
+            try:
+                value = coerce(key, value)
+            except RecipeError as exc:
+                problems.append(f"{shown}: {key} expects {exc.expected} (e.g. --set {key}="
+                                f"{as_text(exc.example)}; see docs/RECIPE_KEYS.md)")
+                continue
+        if key in parameters:
+            value, found = nbparams.check_setting(key, value)
+            problems += [f"{shown}: {p}" for p in found]
+        elif recipe_key is None:
+            valid = sorted(parameters | {k for k, v in KEYS.items() if v.overridable}
+                           | set(KEY_ALIASES))
+            close = difflib.get_close_matches(key, valid, n=1)
+            problems.append(f"{shown}: unknown key {key!r}"
+                            + (f" (did you mean {close[0]!r}?)" if close else "")
+                            + "; a setting is a notebook parameter or a recipe key "
+                              "(docs/RECIPE_KEYS.md)")
+        out[key] = value
+    if problems:
+        raise BatchError("bad --set setting(s):\n" + "\n".join(f"  - {p}" for p in problems))
     return out
 
 
@@ -280,12 +355,17 @@ def apply_settings(run: Run, params: dict[str, Any], settings: dict[str, Any] | 
 
     A setting that is a parameter of the run's notebook (``device``, the toy's ``epochs``) sets
     that parameter. Notebooks with an ``overrides`` parameter (the training notebooks) get every
-    other setting merged into ``overrides`` (the settings win), so the recipe code checks the keys
-    and records them (``overrides``, ``shortened``, ``reported: None`` in the run's config and
-    summary). Other settings leave other notebooks unchanged.
+    other setting that is a recipe key merged into ``overrides`` (the settings win), so the recipe
+    code checks the keys and records them (``overrides``, ``shortened``, ``reported: None`` in the
+    run's ``config.yaml`` and ``summary.json``). Other settings leave other notebooks unchanged.
+    A key of :data:`NOT_SETTABLE` raises :class:`BatchError` (it is never silently dropped).
     """
     if not settings:
         return params
+    refused = sorted(set(settings) & set(NOT_SETTABLE))
+    if refused:
+        raise BatchError("refused setting(s): " + "; ".join(f"{k}: {NOT_SETTABLE[k]}"
+                                                             for k in refused))
     from dml_core.profiles import params as nbparams
 
     try:
@@ -293,14 +373,14 @@ def apply_settings(run: Run, params: dict[str, Any], settings: dict[str, Any] | 
     except nbparams.ParameterError:
         schema = {}
     out = dict(params)
-    own = {k: v for k, v in settings.items() if k in schema and k not in _INJECTED + ("overrides",)}
+    own = {k: v for k, v in settings.items() if k in schema}
     out.update(own)
     if "overrides" in schema:
-        from dml_core.methods.recipes import list_recipes, recipe_by_name
+        from dml_core.methods.schema import KEYS, canonical
 
-        # a parameter of another notebook (e.g. 08's output_dir) that is no recipe key: not ours
-        recipe_keys = {k for name in list_recipes() for k in recipe_by_name(name)}
-        others = {k for sch in nbparams.NOTEBOOK_PARAMETERS.values() for k in sch} - recipe_keys
+        # a parameter of another notebook (e.g. 07's momenta) that is no recipe key: not ours
+        others = {k for sch in nbparams.NOTEBOOK_PARAMETERS.values() for k in sch
+                  if canonical(k) not in KEYS}
         rest = {k: v for k, v in settings.items() if k not in own and k not in others}
         if rest:
             out["overrides"] = {**dict(params.get("overrides") or {}), **rest}

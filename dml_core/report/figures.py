@@ -19,6 +19,7 @@ import pandas as pd  # noqa: E402
 
 from dml_core.core.io import atomic_path  # noqa: E402
 from dml_core.core.run_folder import RunFolder  # noqa: E402
+from dml_core.methods.registry import SPECS  # noqa: E402
 
 from .reported import (BACKBONE_NAMES, DATASET_NAMES, METHOD_NAMES, MOMENTUM_SENSITIVITY,  # noqa: E402
                        MOMENTUM_SERIES, MOMENTUM_VALUES, PROTOCOL_KS)
@@ -82,9 +83,8 @@ def _title(*parts) -> str:
     return " — ".join(p for p in parts if p)
 
 
-_METHOD_COLORS = {"normsoftmax": "#0C5DA5", "cgd": "#00B945", "asymptotic_proxy": "#FF9500",
-                  "positive_proxy": "#FF2C00", "dynamic_margin": "#845B97",
-                  "proxy_anchor": "#8C564B"}
+# one colour per method, from its declaration (dml_core.methods.registry)
+_METHOD_COLORS = {name: spec.color for name, spec in SPECS.items() if spec.color}
 _EXTRA_COLORS = ["#9e9e00", "#17becf", "#e377c2", "#1f77b4"]
 
 

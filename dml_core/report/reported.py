@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
+from dml_core.methods.registry import SPECS, published
+
 # The Ks of each data set's protocol (the seeds' README columns). Mirrors dml_core.evaluation.
 PROTOCOL_KS: dict[str, tuple[int, ...]] = {
     "car": (1, 2, 4, 8),
@@ -36,9 +38,8 @@ PROTOCOL_KS: dict[str, tuple[int, ...]] = {
 
 DATASET_NAMES = {"car": "CARS196", "cub": "CUB200-2011", "sop": "SOP", "isc": "In-shop",
                  "demo": "demo (numbers)", "stl10": "STL-10", "toy": "STL-10 toy"}
-METHOD_NAMES = {"normsoftmax": "NormSoftmax", "cgd": "CGD", "asymptotic_proxy": "AsymptoticProxy",
-                "positive_proxy": "PP (positive proxy)", "dynamic_margin": "Dynamic margin (LDM)",
-                "proxy_anchor": "Proxy-Anchor"}
+#: How the report names each method (its declaration's label, :mod:`dml_core.methods.registry`).
+METHOD_NAMES = {name: SPECS[name].label for name in published()}
 BACKBONE_NAMES = {"resnet50": "ResNet50", "bninception": "BN-Inception", "googlenet": "GoogLeNet",
                   "resnext50_32x4d": "ResNeXt50", "resnet18": "ResNet18"}
 

@@ -301,14 +301,20 @@ def retrieval_runs(runs: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
 
 
 def resolve_output_dir(output_dir: str | os.PathLike | None, run_dir: str | os.PathLike) -> Path:
-    """``None`` → the run's figures folder (:attr:`RunFolder.figures`); a relative path →
-    inside ``run_dir``; an absolute path as is. A profile's figures stay in its run folder: the repository's ``figures/`` (the
-    README's) change only through ``make figures`` (:func:`dml_core.report.figures.
-    refresh_readme_figures`)."""
+    """``None`` → the run's figures folder (:attr:`RunFolder.figures`); a relative path → inside
+    ``run_dir`` (one that leaves it, ``../x`` or through a link, raises ValueError); an absolute path as is. A profile's figures
+    stay in its run folder: the repository's ``figures/`` (the README's) change only through
+    ``make figures`` (:func:`dml_core.report.figures.refresh_readme_figures`)."""
     if output_dir is None:
         return RunFolder(run_dir).figures
     out = Path(output_dir).expanduser()
-    return out if out.is_absolute() else Path(run_dir) / out
+    if out.is_absolute():
+        return out
+    inside = Path(run_dir) / out
+    if not inside.resolve().is_relative_to(Path(run_dir).resolve()):
+        raise ValueError(f"output_dir {str(output_dir)!r} leaves the run folder {run_dir}: give a "
+                         "path inside it (e.g. 'figures') or an absolute path")
+    return inside
 
 
 def benchmark_report(profiles: Iterable[str], run_dir: str | os.PathLike,

@@ -2,7 +2,7 @@
 
 :func:`code_fingerprint` is the SHA-256 of every ``.py`` file of the ``dml_core`` parts that
 training runs (:data:`TRAINING_CODE`: the run folder's writers and checkpoint format in core/, data,
-evaluation, losses, methods (its recipes and fair setting aside), models, training; not the report,
+evaluation, losses, methods (its recipes, declarations, schema and fair setting aside), models, training; not the report,
 the batch runner, notebook helpers or the toy). :func:`dml_core.training.train` records it with the
 data fingerprints (``v<prepare version>:<SHA-256 of index.csv>`` per prepared data set read) and
 :func:`git_commit` (informational only: a dirty tree has the same commit); the run folder
@@ -25,9 +25,11 @@ from dml_core.core.paths import PACKAGE_DIR, REPO_ROOT
 #: The parts of ``dml_core`` (relative to the package) whose source a training run depends on.
 TRAINING_CODE = ("core/io.py", "core/checkpoint.py", "core/run_folder.py", "data", "evaluation",
                  "losses", "methods", "models", "training")
-#: Inside those, the recipes and the fair setting are data, not code: a change there that matters
+#: Inside those, the recipes (with the methods' declarations), the fair setting and the recipe schema
+#: are data and checks, not code: a change there that matters
 #: to a run changes its resolved recipe, which the run folder compares on its own.
-NOT_TRAINING_CODE = ("methods/recipes.py", "methods/fair.py")
+NOT_TRAINING_CODE = ("methods/recipes.py", "methods/fair.py", "methods/registry.py",
+                     "methods/schema.py", "methods/__main__.py")
 
 _PACKAGE = PACKAGE_DIR
 
