@@ -27,6 +27,7 @@ from dml_core.methods.cgd import CGDLoss, CGDMethod
 from dml_core.methods.dynamic_margin import DynamicMarginMethod, ProxyAnchorMethod
 from dml_core.methods.normsoftmax import NormSoftmaxMethod
 from dml_core.methods.positive_proxy import PositiveProxyMethod
+from dml_core.methods.shared import SharedMethod, check_paper_recipe, setup_of
 from dml_core.methods.toy import ToyMethod
 
 METHODS: dict[str, type[Method]] = {
@@ -48,7 +49,17 @@ def build_method(recipe: dict[str, Any], num_classes: int,
         raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}")
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    method = METHODS[name](recipe, int(num_classes))
+    cls = METHODS[name]
+    if setup_of(recipe) == "shared":
+        spec = getattr(cls, "loss_spec", None)
+        if spec is None:
+            raise ValueError(f"{name} has no shared build (setup 'shared'); use setup 'paper'")
+        method = SharedMethod(recipe, int(num_classes), name, spec,
+                              paper_only=getattr(cls, "paper_only", ()))
+    else:
+        if hasattr(cls, "paper_reads"):
+            check_paper_recipe(recipe, cls.paper_reads)
+        method = cls(recipe, int(num_classes))
     if device is not None:
         method.to(device)
     return method
@@ -57,5 +68,5 @@ def build_method(recipe: dict[str, Any], num_classes: int,
 __all__ = [
     "METHODS", "Method", "StepOutput", "build_method", "NormSoftmaxMethod",
     "CGDMethod", "CGDLoss", "AsymptoticProxyMethod", "PositiveProxyMethod",
-    "DynamicMarginMethod", "ProxyAnchorMethod",
+    "DynamicMarginMethod", "ProxyAnchorMethod", "SharedMethod",
 ]

@@ -45,6 +45,7 @@ from torch import nn
 from dml_core.losses import NormSoftmaxLoss
 from dml_core.methods._util import fused_adam, options, params_except, set_requires_grad
 from dml_core.methods.base import Method
+from dml_core.methods.shared import LossSpec
 from dml_core.models import NormSoftmaxNet, feature_dim, set_batchnorm_eval
 
 DEFAULTS: dict[str, Any] = {
@@ -64,8 +65,21 @@ REFACTORS = ("linear_bias", "official")
 OPTIMIZERS = ("sgd", "adam")
 
 
+def build_loss(o: dict[str, Any], num_classes: int, dim: int,
+               proxy_init: str = "kaiming_uniform") -> NormSoftmaxLoss:
+    """The temperature softmax over cosines to learnable proxies (``o["temperature"]``)."""
+    return NormSoftmaxLoss(num_classes, dim, temperature=float(o["temperature"]),
+                           proxy_init=proxy_init)
+
+
 class NormSoftmaxMethod(Method):
     name = "normsoftmax"
+    #: Under the fair protocol (:mod:`dml_core.methods.shared`): only the loss is the method's.
+    loss_spec = LossSpec(keys=("temperature",), defaults={"temperature": DEFAULTS["temperature"]},
+                         build=build_loss)
+    #: The shared keys the paper build reads, and the keys only the paper build reads.
+    paper_reads = ("weight_decay", "lr_step", "warmup_epochs")
+    paper_only = ("momentum", "refactor", "proxy_weight_decay", "optimizer")
 
     def __init__(self, recipe: dict[str, Any], num_classes: int):
         o = self.options = options(recipe, DEFAULTS, self.name)
@@ -78,8 +92,7 @@ class NormSoftmaxMethod(Method):
         if o["refactor"] == "official":
             width = feature_dim(recipe["backbone"])
             model.embedding = nn.Identity() if dim == width else nn.Linear(width, dim, bias=False)
-        criterion = NormSoftmaxLoss(num_classes, dim, temperature=float(o["temperature"]),
-                                    proxy_init="kaiming_uniform")
+        criterion = build_loss(o, num_classes, dim)
         super().__init__(model, criterion)
         self.warmup_epochs = int(o["warmup_epochs"])
         lr, mom, wd = float(o["lr"]), float(o["momentum"]), float(o["weight_decay"])

@@ -93,6 +93,16 @@ def _common(**kw: Any) -> dict[str, Any]:
         "hflip": True,
         "rrc_scale": [0.08, 1.0],
         "cache": False,
+        # the build (dml_core.methods.shared): "paper" = the authors'; the fair protocol sets
+        # "shared". Every row carries every shared key; where the authors' build of a method has
+        # no such setting the row holds the neutral value (shared.PAPER_NEUTRAL).
+        "setup": "paper",
+        "weight_decay": 0.0,
+        "lr_step": None,
+        "warmup_epochs": 0,
+        "grad_clip_value": None,
+        "proxy_lr_mult": None,
+        "proxy_init": None,
     }
     base.update(kw)
     return base
