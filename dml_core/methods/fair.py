@@ -36,6 +36,7 @@ ablations of the study (AsymptoticProxy's momentum sweep).
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,7 +97,7 @@ SETTINGS: dict[str, Setting] = {
         epochs=5, eval_every=2, optimizer="Adam", lr=1e-3, weight_decay=0.0, lr_decay_epoch=4,
         lr_gamma=0.5, warmup_epochs=0, freeze_bn=False, grad_clip_value=None,
         validation_fraction=0.2, seeds=(0, 1, 2), device="cpu", eval_batch_size=250,
-        num_workers=0,
+        num_workers=0, tuning_trials=8,
         tuning=("a seeded search (Optuna TPE, dml_core.study.tuning) over each method's search "
                 "space; a trial's value is the mean over the tuning seeds of the validation R@1 "
                 "at the validation-selected epoch; the test split is never evaluated during the "
@@ -257,19 +258,38 @@ def tuning_file(setting_name: str, root=None):
         f"{setting_name}.json"
 
 
-def tuned_values(setting_name: str, root=None) -> dict[str, dict[str, Any]]:
-    """``{variant: {key: value}}`` chosen by the committed search of ``setting_name`` ({} when
-    none was run). Every key must be in the variant's search space."""
+def tuning_result(setting_name: str, root=None) -> dict | None:
+    """The committed search of ``setting_name`` (:func:`tuning_file`), checked: one budget for
+    every headline variant, a full (not shortened) training, values inside the search space;
+    None when no search was committed."""
     import json
 
     path = tuning_file(setting_name, root)
     if not path.is_file():
-        return {}
+        return None
     try:
-        chosen = json.loads(path.read_text())["chosen"]
-    except (ValueError, KeyError) as exc:
+        doc = json.loads(path.read_text())
+        chosen, best = doc["chosen"], doc["best"]
+    except (ValueError, KeyError, TypeError) as exc:
         raise FairError(f"{path} is not a tuning result (no 'chosen' values): {exc}; rerun "
                         "`python -m dml_core.study.tuning`") from exc
+    if doc.get("setting") != setting_name:
+        raise FairError(f"{path} holds the search of setting {doc.get('setting')!r}, not "
+                        f"{setting_name!r}")
+    if doc.get("shortened"):
+        raise FairError(f"{path} comes from a shortened search ({doc.get('overrides')}): it "
+                        "tests the machinery and cannot choose the study's values; rerun "
+                        "`python -m dml_core.study.tuning` without --set, or delete the file")
+    headline = {v for v, x in VARIANTS.items() if x.headline}
+    if set(chosen) != headline:
+        raise FairError(f"{path} tuned {sorted(chosen)}, not every headline variant "
+                        f"{sorted(headline)}: every method gets the same budget; rerun the "
+                        "search for all")
+    counts = {v: (b.get("trials"), tuple(doc.get("budget", {}).get("seeds", ())))
+              for v, b in best.items()}
+    if len(set(counts.values())) != 1 or set(chosen) != set(best):
+        raise FairError(f"{path}: unequal budgets {counts}; every method gets the same number "
+                        "of trials and seeds")
     for variant, values in chosen.items():
         if variant not in VARIANTS:
             raise FairError(f"{path}: unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
@@ -278,7 +298,14 @@ def tuned_values(setting_name: str, root=None) -> dict[str, dict[str, Any]]:
         if bad:
             raise FairError(f"{path}: {variant} has values for {bad}, outside its search space "
                             f"{sorted(space)}")
-    return chosen
+    return doc
+
+
+def tuned_values(setting_name: str, root=None) -> dict[str, dict[str, Any]]:
+    """``{variant: {key: value}}`` chosen by the committed search of ``setting_name`` ({} when
+    none was committed); see :func:`tuning_result`."""
+    doc = tuning_result(setting_name, root)
+    return doc["chosen"] if doc else {}
 
 
 def variant_loss(variant: str, setting_name: str = "demo", root=None) -> dict[str, Any]:
@@ -444,8 +471,12 @@ def _cell(s: Setting, label: str, key: str | None) -> str:
     if label.startswith("Loss hyper-parameter tuning"):
         budget = (f"{s.tuning_trials} trials per method, each over seeds "
                   f"{', '.join(map(str, s.tuning_seeds))}" if s.tuning_trials else
-                  "0 trials (no search committed)")
-        return f"{budget}: {s.tuning}"
+                  "no search declared")
+        doc = tuning_result(s.name) if s.tuning_trials else None
+        done = (f"committed: results/tuning/{s.name}.json ({doc['budget']['trials']} trials, "
+                f"seeds {', '.join(map(str, doc['budget']['seeds']))})" if doc else
+                "no search committed yet: every loss keeps its untuned values")
+        return f"{budget} ({done}): {s.tuning}"
     raise KeyError(label)
 
 
@@ -481,13 +512,18 @@ def protocol_markdown(setting_name: str = "demo") -> str:
         g = LOSS_GRID[m]
         out.append(f"| {m} | {', '.join(keys)} | {_space(m)} | "
                    f"{g[0]} ∈ {{{', '.join(map(str, g[1]))}}} | {DEVIATIONS.get(m, '—')} |")
-    tuned = tuned_values(setting_name)
+    doc = tuning_result(setting_name) or {"chosen": {}, "best": {}, "budget": {}}
+    tuned = doc["chosen"]
     out += ["", f"| variant | method | loss hyper-parameters ({setting_name}) | tuned | headline |",
             "|---|---|---|---|---|"]
     for v in VARIANTS.values():
         loss = ", ".join(f"{k} = {_fmt(val)}" for k, val in variant_loss(v.id, setting_name).items())
         src = v.tuned_as or v.id
-        how = f"yes (search of `{src}`)" if src in tuned else "no (untuned values)"
+        b = doc["best"].get(src, {})
+        how = (f"yes: search of `{src}`, {b.get('trials')} trials × seeds "
+               f"{', '.join(map(str, doc['budget'].get('seeds', [])))}, best mean validation "
+               f"R@1 {100 * b.get('value', math.nan):.1f}" if src in tuned
+               else "no (untuned values)")
         if v.fixed:
             how += f"; fixed: {', '.join(v.fixed)}"
         out.append(f"| `{v.id}` | {v.method} | {loss} | {how} | "
