@@ -26,6 +26,7 @@ def demo_root(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # 4 short trainings (~1.5 min on 2 busy cores)
 def test_a_smoke_search_never_loads_the_test_split(demo_root, tmp_path, monkeypatch):
     import dml_core.data
     import dml_core.data.cache

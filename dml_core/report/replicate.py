@@ -107,12 +107,13 @@ def per_seed_values(profile: str, runs_root: Path | None = None) -> pd.DataFrame
 def environment(profile: str, runs_root: Path | None = None) -> dict:
     """The machine and library versions of the profile's seeded runs (from their summary.json):
     ``{key: value}`` for :data:`ENVIRONMENT_KEYS`; a key whose runs disagree reads "mixed"."""
+    from dml_core.core.run_folder import RunFolder
+
     runs = _profile_runs(profile, runs_root)
     seen: dict[str, set] = {k: set() for k in ENVIRONMENT_KEYS}
     for run_dir in runs.get("run_dir", pd.Series(dtype=object)):
-        try:
-            summary = json.loads((Path(run_dir) / "summary.json").read_text())
-        except (OSError, ValueError):
+        summary = RunFolder(run_dir).read_summary()
+        if summary is None:
             continue
         hw, ver = summary.get("hardware") or {}, summary.get("versions") or {}
         for k in ENVIRONMENT_KEYS:

@@ -140,7 +140,7 @@ def _seed_value(result: dict) -> float:
 
 
 def _environment() -> dict:
-    from dml_core.training.run_folder import git_commit, hardware_info, library_versions
+    from dml_core.training import git_commit, hardware_info, library_versions
 
     return {"hardware": hardware_info("cpu"), "versions": library_versions(),
             "git_commit": git_commit()}
