@@ -115,3 +115,131 @@ def test_every_run_of_the_gpu_profile_resolves():
         recipe = get_recipe(method, p["dataset"], p["backbone"], **p["overrides"])
         assert recipe["backbone"] == "resnet50" and recipe["embedding_dim"] == 512
         assert recipe["validation_fraction"] > 0
+
+
+# ------------------------------------------------------------- only the loss differs (issue 20)
+BOOKKEEPING = {"name", "method", "overrides", "base_name", "base_reported", "shortened"}
+
+
+def _built(variant, seed=0, num_classes=12):
+    from dml_core.methods import build_method
+
+    recipe = fair.fair_recipe(variant, "demo", seed=seed)
+    torch.manual_seed(seed)
+    return recipe, build_method(recipe, num_classes)
+
+
+def _group_settings(group):
+    return {k: v for k, v in group.items() if k != "params"}
+
+
+def test_compared_methods_build_the_same_network_and_trunk_optimiser():
+    """Every headline method: the same network (architecture and, for one seed, the same initial
+    weights), the same optimiser and schedule; CGD, the declared exception, keeps its own network
+    but gets the same optimiser settings and schedule."""
+    headline = [v for v, x in fair.VARIANTS.items() if x.headline]
+    built = {v: _built(v)[1] for v in headline}
+    ref = built["proxy_anchor"]
+    for v, m in built.items():
+        assert type(m.optimizer) is type(ref.optimizer) is torch.optim.Adam, v
+        assert _group_settings(m.optimizer.defaults) == _group_settings(ref.optimizer.defaults)
+        for g, g_ref in zip(m.optimizer.param_groups[:2], ref.optimizer.param_groups[:2]):
+            assert _group_settings(g) == _group_settings(g_ref), v  # trunk, head
+        assert type(m.scheduler) is type(ref.scheduler)
+        sched, sched_ref = m.scheduler.state_dict(), ref.scheduler.state_dict()
+        for key in ("step_size", "gamma", "last_epoch"):
+            assert sched[key] == sched_ref[key], (v, key)
+        assert sched["base_lrs"][:2] == sched_ref["base_lrs"][:2], v  # trunk, head
+        assert (m.freeze_bn, m.grad_clip_value, m.warmup_epochs) == \
+            (ref.freeze_bn, ref.grad_clip_value, ref.warmup_epochs), v
+        if v in fair.DEVIATIONS and "own network" in fair.DEVIATIONS[v]:
+            assert v == "cgd"  # the one declared exception
+            continue
+        assert repr(m.model) == repr(ref.model), v
+        mine, theirs = m.model.state_dict(), ref.model.state_dict()
+        assert mine.keys() == theirs.keys()
+        assert all(torch.equal(mine[k], theirs[k]) for k in mine), v  # same seed, same weights
+        trunk = [p.shape for p in m.optimizer.param_groups[0]["params"]]
+        assert trunk == [p.shape for p in ref.optimizer.param_groups[0]["params"]]
+        proxies = getattr(m.criterion, "proxies", None)
+        if isinstance(proxies, torch.nn.Parameter):  # one proxy rule: init and learning rate
+            assert torch.equal(proxies, ref.criterion.proxies), v
+            lr = [g["lr"] for g in m.optimizer.param_groups if any(p is proxies for p in g["params"])]
+            assert lr == [ref.optimizer.param_groups[2]["lr"]], v
+    assert repr(built["cgd"].model) != repr(ref.model)
+
+
+@pytest.mark.parametrize("name", list(fair.SETTINGS))
+def test_resolved_recipes_differ_only_in_declared_loss_keys(name):
+    s = fair.SETTINGS[name]
+    for ds in s.datasets:
+        recipes = {v: fair.fair_recipe(v, name, ds, seed=1) for v in fair.VARIANTS
+                   if fair.available(fair.VARIANTS[v].method, ds, s.backbone)}
+        for a, ra in recipes.items():
+            for b, rb in recipes.items():
+                own = set(fair.LOSS_HPARAMS[ra["method"]]) | set(fair.LOSS_HPARAMS[rb["method"]])
+                differ = {k for k in set(ra) | set(rb) - BOOKKEEPING
+                          if ra.get(k) != rb.get(k)} - BOOKKEEPING
+                assert differ <= own, (name, ds, a, b, sorted(differ - own))
+        for r in recipes.values():
+            assert r["setup"] == "shared"
+            from dml_core.methods import METHODS
+            assert all(r[k] is None for k in METHODS[r["method"]].paper_only)
+
+
+def test_pp_is_proxy_anchor_plus_the_positive_proxy_gradient():
+    """Under the shared build, PP's recipe is Proxy-Anchor's plus ``positive_proxy``; with the
+    gradient off it trains exactly as Proxy-Anchor (bit for bit), with it on the step differs."""
+    pp, pa = fair.fair_recipe("pp_on", "demo", seed=0), fair.fair_recipe("proxy_anchor", "demo", seed=0)
+    differ = {k for k in set(pp) | set(pa) if pp.get(k) != pa.get(k)} - BOOKKEEPING
+    assert differ <= {"positive_proxy", "loss", "scale"}, differ
+    assert pp["positive_proxy"] is True and pp["loss"] == "proxy_anchor"
+
+    from dml_core.methods import build_method
+
+    def two_steps(recipe):
+        torch.manual_seed(0)
+        m = build_method(recipe, 6)
+        g = torch.Generator().manual_seed(1)
+        images, labels = torch.randn(8, 3, 24, 24, generator=g), torch.arange(8) % 6
+        m.model.train()
+        m.on_epoch_start(1)
+        losses = []
+        for _ in range(2):
+            m.zero_grad()
+            out = m.training_step(images, labels)
+            out.loss.backward()
+            m.clip_gradients()
+            m.optimizer_step(1)
+            losses.append(float(out.loss.detach()))
+        return losses, m.model.state_dict(), m.criterion.proxies.detach().clone()
+
+    off = dict(pp, positive_proxy=False)
+    l_off, w_off, p_off = two_steps(off)
+    l_pa, w_pa, p_pa = two_steps(pa)
+    assert l_off == l_pa and torch.equal(p_off, p_pa)
+    assert all(torch.equal(w_off[k], w_pa[k]) for k in w_pa)
+    l_on, w_on, _ = two_steps(pp)
+    assert l_on[0] == l_pa[0] and l_on[1] != l_pa[1]  # same start, another gradient
+
+
+def test_no_setting_is_silently_ignored():
+    from dml_core.methods import METHODS, build_method
+    from dml_core.methods.recipes import get_recipe
+    from dml_core.methods.shared import SHARED_KEYS
+
+    with pytest.raises(ValueError, match="does not have"):
+        build_method(get_recipe("cgd", "demo", "resnet18", weight_decay=1e-4), 4)
+    stray = dict(fair.fair_recipe("pp_on", "demo"), proxy_lr=0.01)
+    with pytest.raises(ValueError, match="not read under setup 'shared'"):
+        build_method(stray, 4)
+    # every key a method reads is shared, its own (loss) key, or read by its paper build only
+    import sys
+    for name, cls in METHODS.items():
+        if not hasattr(cls, "loss_spec"):
+            continue
+        mod = sys.modules[cls.__module__]
+        defaults = getattr(cls, "defaults", None) or mod.DEFAULTS
+        unclassified = set(defaults) - set(SHARED_KEYS) - set(cls.loss_spec.keys) \
+            - set(cls.paper_only)
+        assert not unclassified, (name, unclassified)

@@ -108,3 +108,13 @@ def test_the_command_lists_the_declared_methods(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
     assert all(f"{name} " in out for name in SPECS) and "# Recipe keys" in out
+
+
+def test_the_declared_loss_hyper_parameters_are_the_shared_builds_loss_keys():
+    """A method's declared loss hyper-parameters (what the fair protocol lets it keep, and tunes)
+    are exactly the keys of its ``loss_spec``, the only keys its shared build reads from the loss."""
+    from dml_core.methods import METHODS
+    from dml_core.methods.registry import SPECS, published
+
+    for m in published():
+        assert tuple(SPECS[m].loss_hparams) == tuple(METHODS[m].loss_spec.keys), m

@@ -23,13 +23,15 @@ class MovingProxyLoss(nn.Module):
 
     ``learnable=False`` (the seed): ``.proxies`` is a persistent BUFFER (C, D) drawn N(0,1), not
     normalised; it gets no gradient, and the method calls :meth:`update` after the optimiser step.
+    ``proxy_init`` (:func:`~dml_core.losses.functional.init_proxies`) draws the initial proxies
+    (the seed: ``randn``; only their directions matter, the update and the logits normalise them).
     ``learnable=True`` (toy ``--with_learnable_proxy``): ``.proxies`` is an ``nn.Parameter`` (randn,
     normalised in forward) trained by the optimiser; :meth:`update` is then a no-op.
     Embeddings (B, D) are used as given (the model L2-normalises them).
     """
 
     def __init__(self, num_classes: int, embedding_dim: int, temperature: float = 0.03,
-                 momentum: float = 0.5, learnable: bool = False):
+                 momentum: float = 0.5, learnable: bool = False, proxy_init: str = "randn"):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -38,7 +40,8 @@ class MovingProxyLoss(nn.Module):
         self.num_classes, self.embedding_dim = int(num_classes), int(embedding_dim)
         self.temperature, self.momentum = float(temperature), float(momentum)
         self.learnable = bool(learnable)
-        w = init_proxies(torch.empty(num_classes, embedding_dim), "randn")
+        self.proxy_init = proxy_init
+        w = init_proxies(torch.empty(num_classes, embedding_dim), proxy_init)
         if self.learnable:
             self.proxies = nn.Parameter(w)
         else:

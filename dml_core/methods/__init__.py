@@ -27,7 +27,19 @@ def build_method(recipe: dict[str, Any], num_classes: int, device: Any = None):
         raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(SPECS)}")
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    method = SPECS[name].load()(recipe, int(num_classes))
+    from dml_core.methods.shared import SharedMethod, check_paper_recipe, setup_of  # imports torch
+
+    cls = SPECS[name].load()
+    if setup_of(recipe) == "shared":  # the fair protocol: one network and optimiser, the method's loss
+        spec = getattr(cls, "loss_spec", None)
+        if spec is None:
+            raise ValueError(f"{name} has no shared build (setup 'shared'); use setup 'paper'")
+        method = SharedMethod(recipe, int(num_classes), name, spec,
+                              paper_only=getattr(cls, "paper_only", ()))
+    else:
+        if hasattr(cls, "paper_reads"):
+            check_paper_recipe(recipe, cls.paper_reads)
+        method = cls(recipe, int(num_classes))
     if device is not None:
         method.to(device)
     return method

@@ -33,6 +33,7 @@ import torch
 from dml_core.losses import MovingProxyLoss
 from dml_core.methods._util import fused_adam, options
 from dml_core.methods.base import Method, StepOutput
+from dml_core.methods.shared import LossSpec
 from dml_core.models import ProxyHeadNet
 
 DEFAULTS: dict[str, Any] = {
@@ -45,16 +46,33 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def build_loss(o: dict[str, Any], num_classes: int, dim: int,
+               proxy_init: str = "randn") -> MovingProxyLoss:
+    """Moving proxies (a buffer, no optimiser) with ``o["temperature"]`` and ``o["momentum"]``."""
+    return MovingProxyLoss(num_classes, dim, temperature=float(o["temperature"]),
+                           momentum=float(o["momentum"]), learnable=False, proxy_init=proxy_init)
+
+
+def _move_proxies(method: Method, out: StepOutput, labels: torch.Tensor) -> None:
+    """The moving-proxy update with the same forward pass's detached embeddings."""
+    method.criterion.update(out.embeddings, labels)
+
+
 class AsymptoticProxyMethod(Method):
     """Moving proxies (module docstring); declared as ``asymptotic_proxy`` in :mod:`.recipes`."""
+    #: Under the fair protocol: the moving proxies and their update are the method.
+    loss_spec = LossSpec(keys=("temperature", "momentum"),
+                         defaults={k: DEFAULTS[k] for k in ("temperature", "momentum")},
+                         build=build_loss, after_step=_move_proxies)
+    paper_reads = ("lr_step",)
+    paper_only = ()
 
     def __init__(self, recipe: dict[str, Any], num_classes: int):
         o = self.options = options(recipe, DEFAULTS, self.name)
         dim = int(recipe["embedding_dim"])
         model = ProxyHeadNet(recipe["backbone"], dim, pretrained=bool(recipe["pretrained"]),
                              pooling="max")
-        criterion = MovingProxyLoss(num_classes, dim, temperature=float(o["temperature"]),
-                                    momentum=float(o["momentum"]), learnable=False)
+        criterion = build_loss(o, num_classes, dim)
         super().__init__(model, criterion)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=float(o["lr"]), **fused_adam())
         step = o["lr_step"] if o["lr_step"] is not None else max(int(recipe["epochs"]) // 2, 1)
@@ -63,6 +81,5 @@ class AsymptoticProxyMethod(Method):
         self.freeze_bn = bool(o["freeze_bn"])
 
     def after_optimizer_step(self, out: StepOutput, labels: torch.Tensor) -> None:
-        """The moving-proxy update with the same forward pass's detached embeddings."""
-        self.criterion.update(out.embeddings, labels)
+        _move_proxies(self, out, labels)
 

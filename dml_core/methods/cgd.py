@@ -34,6 +34,7 @@ from torch import nn
 from dml_core.losses import BatchHardTripletLoss, LabelSmoothingCrossEntropy
 from dml_core.methods._util import fused_adam, options
 from dml_core.methods.base import Method, StepOutput
+from dml_core.methods.shared import LossSpec
 from dml_core.models import CGDNet
 
 DEFAULTS: dict[str, Any] = {
@@ -72,15 +73,43 @@ def cgd_milestones(epochs: int) -> list[int]:
     return [int(math.floor(0.6 * epochs)), int(math.floor(0.8 * epochs))]
 
 
+CGD_OWN_KEYS = ("gd_config", "gem_clamp", "smoothing", "temperature", "margin")
+
+
+def build_network(recipe: dict[str, Any], o: dict[str, Any], num_classes: int) -> CGDNet:
+    """CGD's network: the global descriptors of ``o["gd_config"]`` and the auxiliary classifier."""
+    return CGDNet(recipe["backbone"], o["gd_config"], int(recipe["embedding_dim"]),
+                  num_classes=num_classes, pretrained=bool(recipe["pretrained"]),
+                  gem_clamp=bool(o["gem_clamp"]))
+
+
+def build_loss(o: dict[str, Any], num_classes: int = 0, dim: int = 0,
+               proxy_init: str | None = None) -> "CGDLoss":
+    """Label-smoothed classification of the auxiliary logits + batch-hard triplet (no proxies)."""
+    return CGDLoss(float(o["smoothing"]), float(o["temperature"]), float(o["margin"]))
+
+
+def cgd_step(method: Method, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
+    """One step: the descriptors and the auxiliary logits, both terms of the loss."""
+    emb, logits = method.model.forward_with_aux(images)
+    loss, cls, tri = method.criterion(emb, logits, labels)
+    return StepOutput(loss=loss, logits=logits.detach(), embeddings=emb.detach(),
+                      parts={"cls": float(cls.detach()), "triplet": float(tri.detach())})
+
+
 class CGDMethod(Method):
     """CGD (module docstring); declared as ``cgd`` in :mod:`.recipes`."""
+    #: Under the fair protocol CGD keeps its own network (the descriptors and the auxiliary
+    #: classifier are the method) and loss; the optimiser and schedule are the shared ones.
+    loss_spec = LossSpec(keys=CGD_OWN_KEYS, defaults={k: DEFAULTS[k] for k in CGD_OWN_KEYS},
+                         build=build_loss, network=build_network, training_step=cgd_step)
+    paper_reads = ()
+    paper_only = ("lr_milestones",)
 
     def __init__(self, recipe: dict[str, Any], num_classes: int):
         o = self.options = options(recipe, DEFAULTS, self.name)
-        model = CGDNet(recipe["backbone"], o["gd_config"], int(recipe["embedding_dim"]),
-                       num_classes=num_classes, pretrained=bool(recipe["pretrained"]),
-                       gem_clamp=bool(o["gem_clamp"]))
-        criterion = CGDLoss(float(o["smoothing"]), float(o["temperature"]), float(o["margin"]))
+        model = build_network(recipe, o, num_classes)
+        criterion = build_loss(o)
         super().__init__(model, criterion)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=float(o["lr"]), **fused_adam())
         milestones = (list(o["lr_milestones"]) if o["lr_milestones"] is not None
@@ -90,8 +119,5 @@ class CGDMethod(Method):
         self.freeze_bn = bool(o["freeze_bn"])
 
     def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
-        emb, logits = self.model.forward_with_aux(images)
-        loss, cls, tri = self.criterion(emb, logits, labels)
-        return StepOutput(loss=loss, logits=logits.detach(), embeddings=emb.detach(),
-                          parts={"cls": float(cls.detach()), "triplet": float(tri.detach())})
+        return cgd_step(self, images, labels)
 

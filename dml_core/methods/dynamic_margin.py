@@ -47,6 +47,7 @@ import torch
 from dml_core.losses import DynamicMarginLoss, ProxyAnchorLoss, make_margin_optimizer
 from dml_core.methods._util import fused_adam, options, params_except, set_requires_grad
 from dml_core.methods.base import Method
+from dml_core.methods.shared import LossSpec
 from dml_core.models import (
     ProxyAnchorNet,
     batchnorm_modules,
@@ -83,10 +84,45 @@ DM_DEFAULTS: dict[str, Any] = {
 PA_DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "alpha": 32.0}
 
 
+PA_LOSS_KEYS = ("alpha", "margin")
+DM_LOSS_KEYS = ("alpha_p", "alpha_n", "margin", "delta", "lam", "mrg_lr",
+                "neg_uses_learnable_margin", "pp_scale", "pp_normaliser")
+
+
+def build_pa_loss(o: dict[str, Any], num_classes: int, dim: int,
+                  proxy_init: str = "kaiming_normal_fan_out") -> ProxyAnchorLoss:
+    """Proxy-Anchor with scale ``o["alpha"]`` and margin ``o["margin"]``."""
+    return ProxyAnchorLoss(num_classes, dim, margin=float(o["margin"]), alpha=float(o["alpha"]),
+                           proxy_init=proxy_init)
+
+
+def build_dm_loss(o: dict[str, Any], num_classes: int, dim: int,
+                  proxy_init: str = "kaiming_normal_fan_out") -> DynamicMarginLoss:
+    """AMLoss (learnable per-class margins) from ``o``'s loss keys."""
+    return DynamicMarginLoss(
+        num_classes, dim, alpha_p=float(o["alpha_p"]), alpha_n=float(o["alpha_n"]),
+        margin=float(o["margin"]), delta=float(o["delta"]), lam=float(o["lam"]),
+        neg_uses_learnable_margin=bool(o["neg_uses_learnable_margin"]),
+        pp_scale=float(o["pp_scale"]), pp_normaliser=o["pp_normaliser"], proxy_init=proxy_init)
+
+
+def _dm_groups(criterion: DynamicMarginLoss, o: dict[str, Any], proxy_lr: float) -> list[dict]:
+    """Proxies at the shared proxy learning rate; the margins at AMLoss's own ``mrg_lr``."""
+    return [{"params": criterion.proxy_parameters(), "lr": proxy_lr, "weight_decay": 0.0},
+            {"params": criterion.margin_parameters(), "lr": float(o["mrg_lr"]),
+             "weight_decay": 0.0}]
+
+
 class ProxyAnchorMethod(Method):
     """Proxy-Anchor baseline; :class:`DynamicMarginMethod` adds the margins and their optimiser."""
 
     defaults = PA_DEFAULTS
+    #: Under the fair protocol (:mod:`dml_core.methods.shared`) only the loss is the method's.
+    loss_spec = LossSpec(keys=PA_LOSS_KEYS, defaults={k: PA_DEFAULTS[k] for k in PA_LOSS_KEYS},
+                         build=build_pa_loss)
+    paper_reads = ("weight_decay", "lr_step", "warmup_epochs", "grad_clip_value",
+                   "proxy_lr_mult")
+    paper_only = ("unfreeze_bn_affine_after_warmup", "bn_momentum")
 
     def __init__(self, recipe: dict[str, Any], num_classes: int):
         o = self.options = options(recipe, self.defaults, self.name)
@@ -112,8 +148,7 @@ class ProxyAnchorMethod(Method):
             self.optimizer, step_size=int(o["lr_step"]), gamma=float(o["lr_gamma"]))
 
     def _build_loss(self, num_classes: int, dim: int, o: dict[str, Any]) -> torch.nn.Module:
-        return ProxyAnchorLoss(num_classes, dim, margin=float(o["margin"]),
-                               alpha=float(o["alpha"]), proxy_init="kaiming_normal_fan_out")
+        return build_pa_loss(o, num_classes, dim)
 
     # ------------------------------------------------------------------------ step
     # ------------------------------------------------------------------------ epochs
@@ -137,6 +172,10 @@ class ProxyAnchorMethod(Method):
 
 class DynamicMarginMethod(ProxyAnchorMethod):
     defaults = DM_DEFAULTS
+    #: Under the fair protocol: the loss, its margins and their learning rate ``mrg_lr``.
+    loss_spec = LossSpec(keys=DM_LOSS_KEYS, defaults={k: DM_DEFAULTS[k] for k in DM_LOSS_KEYS},
+                         build=build_dm_loss, param_groups=_dm_groups)
+    paper_only = ProxyAnchorMethod.paper_only + ("mrg_lr_step", "mrg_lr_gamma")
 
     def __init__(self, recipe: dict[str, Any], num_classes: int):
         super().__init__(recipe, num_classes)
@@ -146,12 +185,7 @@ class DynamicMarginMethod(ProxyAnchorMethod):
             step=int(o["mrg_lr_step"]), gamma=float(o["mrg_lr_gamma"]))
 
     def _build_loss(self, num_classes: int, dim: int, o: dict[str, Any]) -> torch.nn.Module:
-        return DynamicMarginLoss(
-            num_classes, dim, alpha_p=float(o["alpha_p"]), alpha_n=float(o["alpha_n"]),
-            margin=float(o["margin"]), delta=float(o["delta"]), lam=float(o["lam"]),
-            neg_uses_learnable_margin=bool(o["neg_uses_learnable_margin"]),
-            pp_scale=float(o["pp_scale"]), pp_normaliser=o["pp_normaliser"],
-            proxy_init="kaiming_normal_fan_out")
+        return build_dm_loss(o, num_classes, dim)
 
     def optimizers_for_epoch(self, epoch: int) -> list[torch.optim.Optimizer]:
         return [self.optimizer, self.margin_optimizer]

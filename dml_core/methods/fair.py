@@ -1,41 +1,50 @@
 """The fair protocol: one shared training setting for every method, declared as data.
 
-The per-paper ("faithful") recipes of :mod:`dml_core.methods.recipes` reproduce each paper; they differ in
-optimiser, learning rate, schedule, BatchNorm policy, sampler and image size, so a difference
-between two of them does not say which *loss* is better. Following the Metric Learning Reality
-Check (Musgrave et al., ECCV 2020), the fair protocol fixes everything that is not the loss:
+The per-paper ("faithful") recipes of :mod:`dml_core.methods.recipes` reproduce each paper; they
+differ in network head, optimiser, learning rates, schedule, BatchNorm policy, sampler and image
+size, so a difference between two of them does not say which *loss* is better. Following the
+Metric Learning Reality Check (Musgrave et al., ECCV 2020), the fair protocol fixes everything that
+is not the loss:
 
 * backbone, pretraining, embedding dimension, input size and augmentation;
+* the network head (:data:`dml_core.methods.shared.HEAD`, Proxy-Anchor's), built by one function
+  for every method (``setup = "shared"``, :mod:`dml_core.methods.shared`);
 * batch size and sampler, epoch budget;
-* the trunk optimiser, its learning rate, weight decay and schedule; no warm-up;
+* the optimiser (one Adam), its learning rate, weight decay and schedule; no warm-up;
+* the proxies: one initialisation rule and one learning-rate rule (``proxy_lr_mult`` × ``lr``);
 * the BatchNorm policy;
 * model selection on a class-disjoint **validation** split carved from the training classes
   (``validation_fraction``), never on the test set; test metrics are read at the epoch the
   validation R@1 chose (summary key ``best``) and at the last epoch.
 
-Each method keeps only its own loss hyper-parameters (:data:`LOSS_HPARAMS`: temperature, margins,
-scales, the proxies' own learning rate, momentum, ...), set by the same declared tuning budget
-(:attr:`Setting.tuning`). A recipe is built by calling :func:`dml_core.methods.recipes.get_recipe` with
-overrides (:func:`fair_recipe`), so every key is validated by the recipe code.
+Each method keeps only its own loss hyper-parameters (:data:`LOSS_HPARAMS`, read from each
+method's ``loss_spec``), set by the same declared tuning budget on the validation classes
+(:attr:`Setting.tuning_trials` trials of :data:`SEARCH_SPACE`, :mod:`dml_core.study.tuning`; the
+chosen values are read from :func:`tuning_file`). What truly is a method besides its loss is
+declared in :data:`DEVIATIONS` with why (CGD's own network). A recipe is built by calling
+:func:`dml_core.methods.recipes.get_recipe` with overrides (:func:`fair_recipe`), so every key is
+validated by the recipe code.
 
-Settings (:data:`SETTINGS`): ``demo`` (CPU, embedded digits, ResNet-18 from scratch; what
-``make report`` and ``make study`` run) and ``fair`` (GPU: ResNet-50 pretrained, 512-d, car, cub,
-sop, isc). :func:`protocol_table` renders the declaration (docs/PROTOCOL.md and notebook
-``06_benchmarks`` show it); :func:`profile_runs` generates the profiles' run lists.
+Settings (:data:`SETTINGS`): ``demo`` (CPU, embedded digits, ResNet-18; what ``make report`` and
+``make study`` run) and ``fair`` (GPU: ResNet-50 pretrained, 512-d, car, cub, sop, isc).
+:func:`protocol_table` renders the declaration (docs/PROTOCOL.md and notebook ``06_benchmarks``
+show it); :func:`profile_runs` generates the profiles' run lists.
 
 Variants (:data:`VARIANTS`) are the configurations compared: one per method, plus the option
-ablations of the study (PP's positive-proxy gradient off; AsymptoticProxy's momentum sweep).
+ablations of the study (AsymptoticProxy's momentum sweep).
 """
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from dml_core.methods.registry import SPECS, methods_of_notebook, published
 
-__all__ = ["Setting", "SETTINGS", "VARIANTS", "LOSS_HPARAMS", "DEVIATIONS", "fair_recipe",
-           "shared_overrides", "protocol_table", "protocol_markdown", "profile_runs", "FairError"]
+__all__ = ["Setting", "SETTINGS", "VARIANTS", "LOSS_HPARAMS", "DEVIATIONS", "SEARCH_SPACE",
+           "COMPARISONS", "fair_recipe", "shared_overrides", "variant_loss", "tuned_values",
+           "tuning_file", "protocol_table", "protocol_markdown", "profile_runs", "FairError"]
 
 
 class FairError(ValueError):
@@ -72,10 +81,14 @@ class Setting:
     validation_fraction: float
     seeds: tuple[int, ...]     # the seeds of the headline comparison
     device: str
-    tuning: str                # the declared tuning budget of the loss hyper-parameters
+    tuning: str                # how the loss hyper-parameters are set, in words
     notes: str = ""
     eval_batch_size: int = 250
     num_workers: int | None = None
+    proxy_lr_mult: float = 100.0   # learnable proxies: lr × this (Proxy-Anchor's and the MLRC's)
+    proxy_init: str = "kaiming_normal_fan_out"  # every method's proxies (losses.init_proxies)
+    tuning_trials: int = 0         # the search budget: trials per method (the same for all)
+    tuning_seeds: tuple[int, ...] = (100, 101)  # each trial trains once per seed (own val classes)
 
 
 SETTINGS: dict[str, Setting] = {
@@ -86,10 +99,11 @@ SETTINGS: dict[str, Setting] = {
         epochs=5, eval_every=2, optimizer="Adam", lr=1e-3, weight_decay=0.0, lr_decay_epoch=4,
         lr_gamma=0.5, warmup_epochs=0, freeze_bn=False, grad_clip_value=None,
         validation_fraction=0.2, seeds=(0, 1, 2), device="cpu", eval_batch_size=250,
-        num_workers=0,
-        tuning=("none (0 trials per method): every loss hyper-parameter keeps its recipe value "
-                "(the paper's default; AsymptoticProxy's momentum 0.1 of the demo recipe); the "
-                "study's momentum sweep and positive-proxy ablation are reported, not selected"),
+        num_workers=0, tuning_trials=8,
+        tuning=("a seeded search (Optuna TPE, dml_core.study.tuning) over each method's search "
+                "space; a trial's value is the mean over the tuning seeds of the validation R@1 "
+                "at the validation-selected epoch; the test split is never evaluated during the "
+                "search. Without a committed search every loss keeps the papers' values"),
         notes=("from scratch on CPU: BatchNorm trains (frozen statistics of a random network "
                "are meaningless); no horizontal flip (a mirrored number is another number). "
                "The shared sampler was chosen once for all methods on validation R@1 (seed 0; "
@@ -132,6 +146,21 @@ DEMO_SETTING_TRIALS: tuple[tuple[str, dict[str, float]], ...] = (
 #: methods' declarations (:mod:`dml_core.methods.registry`).
 LOSS_HPARAMS: dict[str, tuple[str, ...]] = {m: SPECS[m].loss_hparams for m in published()}
 
+#: The search space of the tuning (:mod:`dml_core.study.tuning`), per method: ``key: (scale, low,
+#: high)`` with scale "log" or "uniform". Ranges bracket the papers' values on both sides; a
+#: variant's ``fixed`` keys are never searched. The same budget (trials × seeds) for every method.
+SEARCH_SPACE: dict[str, dict[str, tuple[str, float, float]]] = {
+    "normsoftmax": {"temperature": ("log", 0.01, 0.2)},
+    "asymptotic_proxy": {"temperature": ("log", 0.01, 0.2), "momentum": ("uniform", 0.01, 0.99)},
+    "positive_proxy": {"alpha": ("log", 4.0, 64.0), "margin": ("uniform", 0.0, 0.4)},
+    "cgd": {"temperature": ("log", 0.05, 1.0), "margin": ("uniform", 0.0, 0.4),
+            "smoothing": ("uniform", 0.0, 0.3)},
+    "dynamic_margin": {"alpha_p": ("log", 4.0, 64.0), "alpha_n": ("log", 4.0, 64.0),
+                       "margin": ("uniform", 0.0, 0.4), "lam": ("uniform", 0.0, 2.0),
+                       "mrg_lr": ("log", 1e-5, 1e-2)},
+    "proxy_anchor": {"alpha": ("log", 4.0, 64.0), "margin": ("uniform", 0.0, 0.4)},
+}
+
 #: The tuning grid of the GPU setting: one main loss hyper-parameter, 3 values per method.
 LOSS_GRID: dict[str, tuple[str, tuple]] = {
     "normsoftmax": ("temperature", (0.03, 0.05, 0.1)),
@@ -142,53 +171,145 @@ LOSS_GRID: dict[str, tuple[str, tuple]] = {
     "proxy_anchor": ("margin", (0.05, 0.1, 0.2)),
 }
 
-#: Where a method cannot follow the shared setting (its module has no switch), stated.
+#: What is a method's own besides its loss hyper-parameters under the shared build, and why.
 DEVIATIONS: dict[str, str] = {
-    "positive_proxy": "trunk optimiser AdamP (the PP module's only optimiser): Adam plus a "
-                      "projection of scale-invariant weights' updates, weight decay 0",
-    "cgd": "its own head (SPoC/MAC/GeM descriptors + auxiliary classifier): part of the method",
+    "cgd": "its own network (a stride-1 layer3 for a larger feature map, SPoC/MAC/GeM "
+           "descriptors, each projected, and an auxiliary BatchNorm + linear classifier on the "
+           "first) and loss (label-smoothed classification + batch-hard triplet): the "
+           "combination of descriptors is the method, so CGD is "
+           "compared as a whole recipe, not as a loss; its classifier trains at the trunk's "
+           "learning rate (it has no proxies). Optimiser, schedule and data are the shared ones",
+    "asymptotic_proxy": "moving proxies: a buffer moved towards the batch's features after every "
+                        "step (momentum), never stepped by the optimiser: that update is the "
+                        "method",
+    "dynamic_margin": "learnable per-class margins, stepped by the shared optimiser at their own "
+                      "learning rate mrg_lr (a loss hyper-parameter: the authors set it per data "
+                      "set), following the shared schedule",
+    "positive_proxy": "none: Proxy-Anchor's build and loss; positive_proxy changes only which "
+                      "part of the gradient reaches the embeddings",
 }
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One compared configuration: a method plus its own loss hyper-parameters."""
+    """One compared configuration: a method plus its own loss hyper-parameters.
+
+    ``loss``: the values before tuning (the papers'); ``fixed``: the keys that define the
+    variant (never searched, never replaced by tuned values); ``tuned_as``: the variant whose
+    tuned values this one takes (an ablation takes its headline variant's; default itself)."""
 
     id: str
     method: str
     label: str
     loss: dict[str, Any] = field(default_factory=dict)
     headline: bool = True      # in the demo's headline comparison (else: a study ablation)
+    fixed: tuple[str, ...] = ()
+    tuned_as: str | None = None
 
 
 VARIANTS: dict[str, Variant] = {v.id: v for v in (
     Variant("normsoftmax", "normsoftmax", "NormSoftmax", {"temperature": 0.05}),
-    Variant("asymptotic_proxy", "asymptotic_proxy", "AsymptoticProxy (m = 0.1)",
+    Variant("asymptotic_proxy", "asymptotic_proxy", "AsymptoticProxy",
             {"temperature": 0.05, "momentum": 0.1}),
     Variant("pp_on", "positive_proxy", "PP (Proxy-Anchor + positive-proxy gradient)",
-            {"positive_proxy": True, "alpha": 32.0, "margin": 0.1, "proxy_lr": 1e-2}),
-    Variant("cgd", "cgd", "CGD (SG)", {"gd_config": "SG", "temperature": 0.5, "margin": 0.1}),
+            {"positive_proxy": True, "alpha": 32.0, "margin": 0.1}, fixed=("positive_proxy",)),
+    Variant("cgd", "cgd", "CGD (SG)", {"gd_config": "SG", "temperature": 0.5, "margin": 0.1},
+            fixed=("gd_config",)),
     Variant("dynamic_margin", "dynamic_margin", "Dynamic margin (AMLoss)",
             {"alpha_p": 32.0, "alpha_n": 32.0, "mrg_lr": 1e-3}),
     Variant("proxy_anchor", "proxy_anchor", "Proxy-Anchor", {"alpha": 32.0, "margin": 0.1}),
-    # the study's option ablations (paired with a headline variant by seed)
-    Variant("pp_off", "positive_proxy", "PP recipe, positive-proxy gradient off",
-            {"positive_proxy": False, "alpha": 32.0, "margin": 0.1, "proxy_lr": 1e-2},
-            headline=False),
+    # the study's option ablations (paired with a headline variant by seed). PP with the
+    # positive-proxy gradient off is Proxy-Anchor itself under the shared build (a test shows
+    # the two train identically), so that ablation is the comparison PP − Proxy-Anchor.
     Variant("asymptotic_proxy_m0.5", "asymptotic_proxy", "AsymptoticProxy (m = 0.5, the paper's)",
-            {"temperature": 0.05, "momentum": 0.5}, headline=False),
+            {"temperature": 0.05, "momentum": 0.5}, headline=False, fixed=("momentum",),
+            tuned_as="asymptotic_proxy"),
     Variant("asymptotic_proxy_m0.9", "asymptotic_proxy", "AsymptoticProxy (m = 0.9)",
-            {"temperature": 0.05, "momentum": 0.9}, headline=False),
+            {"temperature": 0.05, "momentum": 0.9}, headline=False, fixed=("momentum",),
+            tuned_as="asymptotic_proxy"),
 )}
 
-#: The paired comparisons the study reports: (label, variant A, variant B) -> A − B.
+#: The paired comparisons the study reports: (label, variant A, variant B) -> A − B. They are
+#: the family the report tests (Holm-adjusted together, per metric set of the report).
 COMPARISONS: tuple[tuple[str, str, str], ...] = (
-    ("positive-proxy gradient: on − off", "pp_on", "pp_off"),
-    ("momentum: 0.1 − 0.5", "asymptotic_proxy", "asymptotic_proxy_m0.5"),
-    ("momentum: 0.9 − 0.5", "asymptotic_proxy_m0.9", "asymptotic_proxy_m0.5"),
+    ("positive-proxy gradient: PP − Proxy-Anchor", "pp_on", "proxy_anchor"),
     ("AMLoss − Proxy-Anchor", "dynamic_margin", "proxy_anchor"),
-    ("PP − Proxy-Anchor", "pp_on", "proxy_anchor"),
+    ("momentum: tuned − 0.5 (the paper's)", "asymptotic_proxy", "asymptotic_proxy_m0.5"),
+    ("momentum: 0.9 − 0.5", "asymptotic_proxy_m0.9", "asymptotic_proxy_m0.5"),
 )
+
+
+# ------------------------------------------------------------------------------ tuned values
+def tuning_file(setting_name: str, root=None):
+    """``results/tuning/<setting>.json``: the committed trials and chosen values of the search
+    (written by ``python -m dml_core.study.tuning``; read here, so every profile uses them)."""
+    from pathlib import Path
+
+    from dml_core.core import paths
+
+    return (Path(root) if root is not None else paths.REPO_ROOT) / "results" / "tuning" / \
+        f"{setting_name}.json"
+
+
+def tuning_result(setting_name: str, root=None) -> dict | None:
+    """The committed search of ``setting_name`` (:func:`tuning_file`), checked: one budget for
+    every headline variant, a full (not shortened) training, values inside the search space;
+    None when no search was committed."""
+    import json
+
+    path = tuning_file(setting_name, root)
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        chosen, best = doc["chosen"], doc["best"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FairError(f"{path} is not a tuning result (no 'chosen' values): {exc}; rerun "
+                        "`python -m dml_core.study.tuning`") from exc
+    if doc.get("setting") != setting_name:
+        raise FairError(f"{path} holds the search of setting {doc.get('setting')!r}, not "
+                        f"{setting_name!r}")
+    if doc.get("shortened"):
+        raise FairError(f"{path} comes from a shortened search ({doc.get('overrides')}): it "
+                        "tests the machinery and cannot choose the study's values; rerun "
+                        "`python -m dml_core.study.tuning` without --set, or delete the file")
+    headline = {v for v, x in VARIANTS.items() if x.headline}
+    if set(chosen) != headline:
+        raise FairError(f"{path} tuned {sorted(chosen)}, not every headline variant "
+                        f"{sorted(headline)}: every method gets the same budget; rerun the "
+                        "search for all")
+    counts = {v: (b.get("trials"), tuple(doc.get("budget", {}).get("seeds", ())))
+              for v, b in best.items()}
+    if len(set(counts.values())) != 1 or set(chosen) != set(best):
+        raise FairError(f"{path}: unequal budgets {counts}; every method gets the same number "
+                        "of trials and seeds")
+    for variant, values in chosen.items():
+        if variant not in VARIANTS:
+            raise FairError(f"{path}: unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
+        space = SEARCH_SPACE[VARIANTS[variant].method]
+        bad = sorted(set(values) - set(space))
+        if bad:
+            raise FairError(f"{path}: {variant} has values for {bad}, outside its search space "
+                            f"{sorted(space)}")
+    return doc
+
+
+def tuned_values(setting_name: str, root=None) -> dict[str, dict[str, Any]]:
+    """``{variant: {key: value}}`` chosen by the committed search of ``setting_name`` ({} when
+    none was committed); see :func:`tuning_result`."""
+    doc = tuning_result(setting_name, root)
+    return doc["chosen"] if doc else {}
+
+
+def variant_loss(variant: str, setting_name: str = "demo", root=None) -> dict[str, Any]:
+    """The loss hyper-parameters of ``variant`` under ``setting_name``: its untuned values, with
+    the committed tuned values of ``tuned_as`` (or itself) on every key it does not fix."""
+    v = VARIANTS[variant]
+    tuned = tuned_values(setting_name, root).get(v.tuned_as or v.id, {})
+    out = copy.deepcopy(v.loss)
+    out.update({k: val for k, val in tuned.items() if k not in v.fixed})
+    return out
+
 
 def setting(name: str) -> Setting:
     if name not in SETTINGS:
@@ -219,9 +340,18 @@ def available(method: str, dataset: str, backbone: str) -> bool:
 
 
 def shared_overrides(recipe: dict, s: Setting, seed: int) -> dict[str, Any]:
-    """The overrides that put ``recipe`` (one method's faithful recipe) under setting ``s``.
+    """The overrides that put ``recipe`` (one method's faithful recipe) under setting ``s``: the
+    shared data, batches and epochs, ``setup = "shared"`` with the shared optimiser, schedule,
+    BatchNorm policy and proxy rules (:mod:`dml_core.methods.shared`), and None for every key
+    only the method's paper build reads.
 
-    Raises :class:`FairError` when the recipe has no key for a shared setting (a renamed key)."""
+    Raises :class:`FairError` when the recipe lacks a shared key (a renamed key)."""
+    from dml_core.methods import METHODS
+    from dml_core.methods import shared
+
+    if s.optimizer != shared.OPTIMIZER:
+        raise FairError(f"setting {s.name!r} asks for optimiser {s.optimizer!r}; the shared "
+                        f"build implements {shared.OPTIMIZER!r} (dml_core.methods.shared)")
     o: dict[str, Any] = dict(
         pretrained=s.pretrained, crop=False, embedding_dim=s.embedding_dim,
         crop_size=s.crop_size, resize_size=s.resize_size, transform=s.transform, hflip=s.hflip,
@@ -229,31 +359,18 @@ def shared_overrides(recipe: dict, s: Setting, seed: int) -> dict[str, Any]:
         samples_per_class=s.samples_per_class, drop_last=True, epochs=s.epochs,
         eval_every=s.eval_every, eval_batch_size=s.eval_batch_size, seed=int(seed),
         num_workers=s.num_workers, validation_fraction=s.validation_fraction,
-        max_steps_per_epoch=None, reported=None)
-
-    def put(keys: tuple[str, ...], value: Any, what: str, required: bool = True) -> None:
-        hit = [k for k in keys if k in recipe]
-        if not hit and required:
-            raise FairError(f"recipe {recipe['name']!r} has none of the keys {keys} for the "
-                            f"shared {what}; update dml_core.methods.fair for the renamed key")
-        for k in hit:
-            o[k] = value(k) if callable(value) else value
-
-    put(("lr",), s.lr, "learning rate")
-    if "refactor_lr" in recipe:  # PP's embedding layer is part of the trunk
-        o["refactor_lr"] = s.lr
-    put(("weight_decay",), s.weight_decay, "weight decay", required=False)
-    put(("warmup_epochs",), s.warmup_epochs, "warm-up", required=False)
-    if "optimizer" in recipe:  # NormSoftmax's switch (the other methods' optimiser is fixed)
-        o["optimizer"] = s.optimizer.lower()
-    put(("freeze_bn",), s.freeze_bn, "BatchNorm policy")
-    if "lr_milestones" in recipe:
-        o["lr_milestones"] = [s.lr_decay_epoch]
-    else:
-        put(("lr_step",), s.lr_decay_epoch, "learning-rate schedule")
-    put(("lr_gamma",), s.lr_gamma, "learning-rate decay factor")
-    put(("grad_clip_value",), s.grad_clip_value, "gradient clipping", required=False)
-    return {k: v for k, v in o.items() if k in recipe}
+        max_steps_per_epoch=None, reported=None,
+        # the shared build (dml_core.methods.shared.SHARED_KEYS)
+        setup="shared", lr=s.lr, weight_decay=s.weight_decay, lr_step=s.lr_decay_epoch,
+        lr_gamma=s.lr_gamma, warmup_epochs=s.warmup_epochs, freeze_bn=s.freeze_bn,
+        grad_clip_value=s.grad_clip_value, proxy_lr_mult=s.proxy_lr_mult,
+        proxy_init=s.proxy_init)
+    missing = sorted(k for k in o if k not in recipe)
+    if missing:
+        raise FairError(f"recipe {recipe['name']!r} has no key {missing} for the shared setting; "
+                        "update dml_core.methods.fair for the renamed key")
+    o.update({k: None for k in METHODS[recipe["method"]].paper_only})
+    return o
 
 
 def fair_recipe(variant: str, setting_name: str = "demo", dataset: str | None = None,
@@ -279,7 +396,7 @@ def fair_recipe(variant: str, setting_name: str = "demo", dataset: str | None = 
     row = _row(v.method, dataset, s.backbone)
     base = get_recipe(v.method, *row)
     over = shared_overrides(base, s, seed)
-    over.update(copy.deepcopy(v.loss))
+    over.update(variant_loss(variant, s.name))
     over.update(loss_overrides)
     recipe = get_recipe(v.method, *row, **over)
     recipe["name"] = f"fair/{s.name}/{dataset}/{variant}/seed{seed}"
@@ -296,28 +413,33 @@ def recipe_overrides(variant: str, setting_name: str = "demo", dataset: str | No
     dataset = dataset or s.datasets[0]
     base = get_recipe(v.method, *_row(v.method, dataset, s.backbone))
     over = shared_overrides(base, s, seed)
-    over.update(copy.deepcopy(v.loss))
+    over.update(variant_loss(variant, s.name))
     return {k: val for k, val in over.items() if base.get(k) != val}
 
 
 # ----------------------------------------------------------------------------- documentation
 _ROWS = (
     ("Data sets", "datasets"), ("Backbone", "backbone"), ("Pretrained", "pretrained"),
-    ("Embedding dimension", "embedding_dim"), ("Input: resize, crop (px)", None),
+    ("Network after the backbone", None), ("Embedding dimension", "embedding_dim"),
+    ("Input: resize, crop (px)", None),
     ("Augmentation", None), ("Batch size, sampler", None), ("Epoch budget", "epochs"),
-    ("Evaluation every (epochs)", "eval_every"), ("Trunk optimiser", None),
-    ("Schedule", None), ("Warm-up epochs", "warmup_epochs"), ("BatchNorm", None),
-    ("Gradient clipping", "grad_clip_value"), ("Model selection", None),
-    ("Seeds (headline)", "seeds"), ("Loss hyper-parameter tuning", "tuning"), ("Notes", "notes"),
+    ("Evaluation every (epochs)", "eval_every"), ("Optimiser", None),
+    ("Schedule", None), ("Proxies", None), ("Warm-up epochs", "warmup_epochs"),
+    ("BatchNorm", None), ("Gradient clipping", "grad_clip_value"), ("Model selection", None),
+    ("Seeds (headline)", "seeds"), ("Loss hyper-parameter tuning", None), ("Notes", "notes"),
 )
 
 
 def _cell(s: Setting, label: str, key: str | None) -> str:
+    from dml_core.methods import shared
+
     if key is not None:
         val = getattr(s, key)
         if isinstance(val, tuple):
             return ", ".join(str(x) for x in val)
         return "none" if val is None else str(val)
+    if label.startswith("Network"):
+        return shared.HEAD
     if label.startswith("Input"):
         return f"{s.resize_size}, {s.crop_size}"
     if label == "Augmentation":
@@ -326,15 +448,28 @@ def _cell(s: Setting, label: str, key: str | None) -> str:
     if label.startswith("Batch size"):
         per = f", {s.samples_per_class} per class" if s.sampler == "m_per_class" else ""
         return f"{s.batch_size}, {s.sampler}{per}"
-    if label == "Trunk optimiser":
-        return f"{s.optimizer}, lr {s.lr:g}, weight decay {s.weight_decay:g}"
+    if label == "Optimiser":
+        return (f"one {s.optimizer} (fused) for trunk, head and loss parameters; lr {s.lr:g}, "
+                f"weight decay {s.weight_decay:g} (trunk and head)")
     if label == "Schedule":
-        return f"lr × {s.lr_gamma:g} after epoch {s.lr_decay_epoch}"
+        return f"StepLR: every group's lr × {s.lr_gamma:g} every {s.lr_decay_epoch} epochs"
+    if label == "Proxies":
+        return (f"initialised {s.proxy_init}; learning rate {s.proxy_lr_mult:g} × lr, no weight "
+                "decay (moving proxies: not stepped)")
     if label == "BatchNorm":
         return "statistics frozen (eval mode)" if s.freeze_bn else "trains (not frozen)"
     if label == "Model selection":
         return (f"best validation R@1 over evaluated epochs; validation = {s.validation_fraction:.0%}"
                 " of the training classes (class-disjoint, drawn per seed); test read at that epoch")
+    if label.startswith("Loss hyper-parameter tuning"):
+        budget = (f"{s.tuning_trials} trials per method, each over seeds "
+                  f"{', '.join(map(str, s.tuning_seeds))}" if s.tuning_trials else
+                  "no search declared")
+        doc = tuning_result(s.name) if s.tuning_trials else None
+        done = (f"committed: results/tuning/{s.name}.json ({doc['budget']['trials']} trials, "
+                f"seeds {', '.join(map(str, doc['budget']['seeds']))})" if doc else
+                "no search committed yet: every loss keeps its untuned values")
+        return f"{budget} ({done}): {s.tuning}"
     raise KeyError(label)
 
 
@@ -347,23 +482,45 @@ def protocol_table(names: tuple[str, ...] = tuple(SETTINGS)) -> "pd.DataFrame": 
     return pd.DataFrame(rows)
 
 
-def protocol_markdown() -> str:
-    """docs/PROTOCOL.md's tables (shared setting; each method's own keys; variants)."""
+def _space(method: str) -> str:
+    return "; ".join(f"{k} ∈ [{lo:g}, {hi:g}]{' (log)' if scale == 'log' else ''}"
+                     for k, (scale, lo, hi) in SEARCH_SPACE[method].items())
+
+
+def _fmt(val: Any) -> str:
+    return f"{val:.3g}" if isinstance(val, float) else str(val)
+
+
+def protocol_markdown(setting_name: str = "demo") -> str:
+    """docs/PROTOCOL.md's tables: the shared setting; each method's own keys, search space and
+    what else is its own; the variants with the loss values ``setting_name`` uses."""
     t = protocol_table()
     cols = list(t.columns)
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     out += ["| " + " | ".join(str(r[c]).replace("|", "/") for c in cols) + " |"
             for _, r in t.iterrows()]
-    out += ["", "| method | its own loss hyper-parameters | GPU tuning grid | deviation |",
-            "|---|---|---|---|"]
+    out += ["", "| method | its own keys (the only ones that differ) | search space | "
+            "GPU tuning grid | what else is its own, and why |", "|---|---|---|---|---|"]
     for m, keys in LOSS_HPARAMS.items():
         g = LOSS_GRID[m]
-        out.append(f"| {m} | {', '.join(keys)} | {g[0]} ∈ {{{', '.join(map(str, g[1]))}}} | "
-                   f"{DEVIATIONS.get(m, '—')} |")
-    out += ["", "| variant | method | loss hyper-parameters | headline |", "|---|---|---|---|"]
+        out.append(f"| {m} | {', '.join(keys)} | {_space(m)} | "
+                   f"{g[0]} ∈ {{{', '.join(map(str, g[1]))}}} | {DEVIATIONS.get(m, '—')} |")
+    doc = tuning_result(setting_name) or {"chosen": {}, "best": {}, "budget": {}}
+    tuned = doc["chosen"]
+    out += ["", f"| variant | method | loss hyper-parameters ({setting_name}) | tuned | headline |",
+            "|---|---|---|---|---|"]
     for v in VARIANTS.values():
-        loss = ", ".join(f"{k} = {val}" for k, val in v.loss.items())
-        out.append(f"| `{v.id}` | {v.method} | {loss} | {'yes' if v.headline else 'ablation'} |")
+        loss = ", ".join(f"{k} = {_fmt(val)}" for k, val in variant_loss(v.id, setting_name).items())
+        src = v.tuned_as or v.id
+        b = doc["best"].get(src, {})
+        how = (f"yes: search of `{src}`, {b.get('trials')} trials × seeds "
+               f"{', '.join(map(str, doc['budget'].get('seeds', [])))}, best mean validation "
+               f"R@1 {100 * b.get('value', math.nan):.1f}" if src in tuned
+               else "no (untuned values)")
+        if v.fixed:
+            how += f"; fixed: {', '.join(v.fixed)}"
+        out.append(f"| `{v.id}` | {v.method} | {loss} | {how} | "
+                   f"{'yes' if v.headline else 'ablation'} |")
     return "\n".join(out) + "\n"
 
 
@@ -523,17 +680,32 @@ def protocol_document() -> str:
         "<!-- GENERATED by `python -m dml_core.methods.fair --write` from dml_core/methods/fair.py; edit that "
         "module. -->\n\n"
         "The per-paper recipes (`dml_core/methods/recipes.py`) reproduce each paper with its own "
-        "optimiser, schedule, BatchNorm policy, sampler and image size: they are the "
-        "**reproduction**. To **compare** the losses, every method is trained under one shared "
-        "setting (after the Metric Learning Reality Check, Musgrave et al., ECCV 2020); each "
-        "method keeps only its own loss hyper-parameters. Recipes are built by "
-        "`dml_core.methods.fair.fair_recipe(variant, setting, dataset, seed)`, which calls "
-        "`dml_core.methods.recipes.get_recipe` with overrides.\n\n"
-        "Model selection uses a class-disjoint validation split carved from the training "
-        "classes (drawn per seed); the test set is never used to choose an epoch or a "
-        "hyper-parameter. Numbers are means over seeds with 95% t-intervals; comparisons are "
-        "paired by seed (`dml_core.report.stats`). A seed changes the initialisation, the "
-        "sampling order, the augmentation and the validation classes.\n\n"
+        "network head, optimiser, learning rates, schedule, BatchNorm policy, sampler and image "
+        "size: they are the **reproduction**. To **compare** the losses, every method is "
+        "trained under one shared setting (after the Metric Learning Reality Check, Musgrave "
+        "et al., ECCV 2020): **only the loss differs**. Every compared method builds the same "
+        "network (backbone and head) and is stepped by the same optimiser with the same "
+        "schedule (`setup: shared`, `dml_core/methods/shared.py`); learnable proxies share one "
+        "initialisation and one learning-rate rule; the resolved recipes of two methods differ "
+        "only in the method's own keys listed below, and `tests/test_fair.py` builds every "
+        "method and checks it. CGD is the declared exception: its descriptors and auxiliary "
+        "classifier are its method, so it keeps its own network (and is compared as a whole "
+        "recipe). PP under the shared setting is Proxy-Anchor's configuration plus the "
+        "positive-proxy gradient: with the gradient off it trains exactly as Proxy-Anchor (a "
+        "test checks it), so that ablation is the comparison PP − Proxy-Anchor. Recipes are "
+        "built by `dml_core.methods.fair.fair_recipe(variant, setting, dataset, seed)`, which "
+        "calls `dml_core.methods.recipes.get_recipe` with overrides.\n\n"
+        "**The test set chooses nothing.** Model selection uses a class-disjoint validation "
+        "split carved from the training classes (drawn per seed); each method's own loss "
+        "hyper-parameters are searched with the same budget (the same number of trials, each "
+        "trained with the same tuning seeds) on the validation classes only: the search "
+        "(`python -m dml_core.study.tuning`, Optuna's seeded TPE sampler) never evaluates the "
+        "test split, and its trials and chosen values are committed in "
+        "`results/tuning/<setting>.json`, which every profile reads. Numbers are means over "
+        "seeds with 95% t-intervals; comparisons are paired by seed, with Holm-adjusted "
+        "p-values over the comparisons the report makes (`dml_core.report.stats`). A seed "
+        "changes the initialisation, the sampling order, the augmentation and the validation "
+        "classes.\n\n"
         "## Shared setting\n\n" + protocol_markdown() +
         "\nNot available under the GPU setting (no faithful row with ResNet-50 to start from): "
         + (", ".join(gone) if gone else "none") + ".\n\n"

@@ -46,6 +46,7 @@ from dml_core.losses import NormSoftmaxLoss
 from dml_core.methods._util import fused_adam, options, params_except, set_requires_grad
 from dml_core.methods.base import Method
 from dml_core.methods.schema import KEYS
+from dml_core.methods.shared import LossSpec
 from dml_core.models import NormSoftmaxNet, feature_dim, set_batchnorm_eval
 
 DEFAULTS: dict[str, Any] = {
@@ -65,11 +66,24 @@ REFACTORS = KEYS["refactor"].choices  # the recipe schema's choices
 OPTIMIZERS = KEYS["optimizer"].choices
 
 
+def build_loss(o: dict[str, Any], num_classes: int, dim: int,
+               proxy_init: str = "kaiming_uniform") -> NormSoftmaxLoss:
+    """The temperature softmax over cosines to learnable proxies (``o["temperature"]``)."""
+    return NormSoftmaxLoss(num_classes, dim, temperature=float(o["temperature"]),
+                           proxy_init=proxy_init)
+
+
 class NormSoftmaxMethod(Method):
     """NormSoftmax (module docstring); declared as ``normsoftmax`` in :mod:`.recipes`."""
+    #: Under the fair protocol (:mod:`dml_core.methods.shared`): only the loss is the method's.
+    loss_spec = LossSpec(keys=("temperature",), defaults={"temperature": DEFAULTS["temperature"]},
+                         build=build_loss)
+    #: The shared keys the paper build reads, and the keys only the paper build reads.
+    paper_reads = ("weight_decay", "lr_step", "warmup_epochs")
+    paper_only = ("momentum", "refactor", "proxy_weight_decay", "optimizer")
 
     def __init__(self, recipe: dict[str, Any], num_classes: int):
-        o = self.choices = options(recipe, DEFAULTS, self.name)
+        o = self.options = options(recipe, DEFAULTS, self.name)
         if o["refactor"] not in REFACTORS:
             raise ValueError(f"refactor must be one of {REFACTORS}, got {o['refactor']!r}")
         if o["optimizer"] not in OPTIMIZERS:
@@ -79,8 +93,7 @@ class NormSoftmaxMethod(Method):
         if o["refactor"] == "official":
             width = feature_dim(recipe["backbone"])
             model.embedding = nn.Identity() if dim == width else nn.Linear(width, dim, bias=False)
-        criterion = NormSoftmaxLoss(num_classes, dim, temperature=float(o["temperature"]),
-                                    proxy_init="kaiming_uniform")
+        criterion = build_loss(o, num_classes, dim)
         super().__init__(model, criterion)
         self.warmup_epochs = int(o["warmup_epochs"])
         lr, mom, wd = float(o["lr"]), float(o["momentum"]), float(o["weight_decay"])

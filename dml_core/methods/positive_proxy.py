@@ -40,6 +40,7 @@ from dml_core.losses import NormSoftmaxLoss, PositiveProxyLoss, ProxyAnchorLoss
 from dml_core.methods._util import options, params_except, set_requires_grad
 from dml_core.methods.base import Method
 from dml_core.methods.schema import KEYS
+from dml_core.methods.shared import LossSpec
 from dml_core.models import ProxyHeadNet, set_batchnorm_eval
 
 LOSSES = KEYS["loss"].choices  # the recipe schema's choices
@@ -60,28 +61,41 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def build_pp_loss(loss: str, num_classes: int, dim: int, o: dict[str, Any]) -> torch.nn.Module:
-    """The PP criterion named ``loss`` with proxies initialised as unit random vectors."""
+def build_pp_loss(loss: str, num_classes: int, dim: int, o: dict[str, Any],
+                  proxy_init: str = "unit_randn") -> torch.nn.Module:
+    """The PP criterion named ``loss`` (proxies: unit random vectors, the seed's, by default)."""
     pp = o["positive_proxy"]
     if loss == "proxy_anchor":
         return ProxyAnchorLoss(num_classes, dim, margin=float(o["margin"]), alpha=float(o["alpha"]),
-                               positive_proxy=pp, proxy_init="unit_randn")
+                               positive_proxy=pp, proxy_init=proxy_init)
     if loss == "normalized_softmax":
         return NormSoftmaxLoss(num_classes, dim, temperature=1.0 / float(o["scale"]),
-                               positive_proxy=pp, proxy_init="unit_randn")
+                               positive_proxy=pp, proxy_init=proxy_init)
     if loss == "positive_only":
         if pp:
             raise ValueError("positive_proxy has no meaning for loss='positive_only' (it has no "
                              "negative term); set positive_proxy=False")
-        return PositiveProxyLoss(num_classes, dim, alpha=float(o["alpha"]))
+        return PositiveProxyLoss(num_classes, dim, alpha=float(o["alpha"]), proxy_init=proxy_init)
     raise ValueError(f"unknown PP loss {loss!r}; expected one of {LOSSES}")
+
+
+def _shared_loss(o: dict[str, Any], num_classes: int, dim: int, proxy_init: str):
+    return build_pp_loss(o["loss"], num_classes, dim, o, proxy_init)
 
 
 class PositiveProxyMethod(Method):
     """PP (module docstring); declared as ``positive_proxy`` in :mod:`.recipes`."""
+    #: Under the fair protocol PP is Proxy-Anchor's build (the same network, optimiser, proxy
+    #: initialisation and learning rate) with the positive-proxy gradient option.
+    loss_spec = LossSpec(keys=("loss", "positive_proxy", "alpha", "margin", "scale"),
+                         defaults={k: DEFAULTS[k] for k in ("loss", "positive_proxy", "alpha",
+                                                            "margin", "scale")},
+                         build=_shared_loss)
+    paper_reads = ("weight_decay", "lr_step", "warmup_epochs")
+    paper_only = ("refactor_lr", "proxy_lr")
 
     def __init__(self, recipe: dict[str, Any], num_classes: int):
-        o = self.choices = options(recipe, DEFAULTS, self.name)
+        o = self.options = options(recipe, DEFAULTS, self.name)
         dim = int(recipe["embedding_dim"])
         model = ProxyHeadNet(recipe["backbone"], dim, pretrained=bool(recipe["pretrained"]),
                              pooling="max")

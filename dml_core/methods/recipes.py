@@ -45,7 +45,7 @@ from typing import Any
 from dml_core.methods.registry import SPECS, Demo, declare_method, published
 from dml_core.methods.schema import (KEY_ALIASES, KEYS, NEUTRAL_KEYS, RECORD_KEYS, ROW_DEFAULTS,
                                      SHORTENING_KEYS, RecipeError, canonical, check_recipe,
-                                     coerce, describe)
+                                     coerce, describe, unread_by_shared_build)
 
 __all__ = [
     "METHODS",
@@ -140,7 +140,7 @@ def _cgd_rows(method: str) -> list[dict[str, Any]]:
 
 declare_method(
     "cgd", "dml_core.methods.cgd:CGDMethod", label="CGD", color="#00B945", notebook="04_cgd",
-    loss_hparams=("gd_config", "smoothing", "temperature", "margin"), rows=_cgd_rows,
+    loss_hparams=("gd_config", "gem_clamp", "smoothing", "temperature", "margin"), rows=_cgd_rows,
     demo=Demo("car/resnet50/uncropped", dict(freeze_bn=False, samples_per_class=2, lr=1e-3,
                                              gd_config="SG", lr_milestones=[6])))
 
@@ -195,7 +195,7 @@ def _pp_rows(method: str) -> list[dict[str, Any]]:
 declare_method(
     "positive_proxy", "dml_core.methods.positive_proxy:PositiveProxyMethod",
     label="PP (positive proxy)", color="#FF2C00", notebook="03_positive_proxy",
-    loss_hparams=("loss", "positive_proxy", "alpha", "margin", "proxy_lr"), rows=_pp_rows,
+    loss_hparams=("loss", "positive_proxy", "alpha", "margin", "scale"), rows=_pp_rows,
     # `loss` selects the row; "positive_only" (ebad4cb) is the proxy_anchor row's ablation
     variant=("loss", "proxy_anchor"),
     demo=Demo("car/resnet50/proxy_anchor", dict(freeze_bn=False, lr=1e-3, refactor_lr=1e-3,
@@ -274,13 +274,14 @@ def _proxy_anchor_rows(m: str) -> list[dict[str, Any]]:
 declare_method(
     "dynamic_margin", "dml_core.methods.dynamic_margin:DynamicMarginMethod",
     label="Dynamic margin (LDM)", color="#845B97", notebook="05_dynamic_margin",
-    loss_hparams=("alpha_p", "alpha_n", "margin", "delta", "lam", "mrg_lr", "proxy_lr_mult"),
+    loss_hparams=("alpha_p", "alpha_n", "margin", "delta", "lam", "mrg_lr",
+                  "neg_uses_learnable_margin", "pp_scale", "pp_normaliser"),
     rows=_dynamic_margin_rows,
     demo=Demo("cub/resnet50", dict(freeze_bn=False, lr=1e-3, warmup_epochs=1, lr_step=6,
                                    mrg_lr=1e-3, alpha_p=32, alpha_n=32)))
 declare_method(
     "proxy_anchor", "dml_core.methods.dynamic_margin:ProxyAnchorMethod", label="Proxy-Anchor",
-    color="#8C564B", notebook="05_dynamic_margin", loss_hparams=("alpha", "margin", "proxy_lr_mult"),
+    color="#8C564B", notebook="05_dynamic_margin", loss_hparams=("alpha", "margin"),
     rows=_proxy_anchor_rows,
     demo=Demo("cub/resnet50", dict(freeze_bn=False, lr=1e-3, warmup_epochs=1, lr_step=6)))
 # The STL-10 toy (notebook 07 calls dml_core.study.toy): a method without recipe rows.
@@ -355,6 +356,8 @@ def check_rows() -> list[str]:
     Imports the methods' classes."""
     import sys
 
+    from dml_core.methods.shared import SHARED_KEYS  # read by the fair protocol's shared build
+
     problems = []
     for name, r in _REGISTRY.items():
         found = check_recipe(r)
@@ -368,7 +371,7 @@ def check_rows() -> list[str]:
             if missing:
                 found.append(f"lacks its method's keys {missing}")
             foreign = sorted(k for k in r if k in KEYS and KEYS[k].kind == "method"
-                             and k not in defaults)
+                             and k not in defaults and k not in SHARED_KEYS)
             if foreign:
                 found.append(f"has keys its method does not read: {foreign}")
         problems += [f"recipe row {name!r}: {p}" for p in found]
@@ -436,7 +439,11 @@ def _checked_overrides(recipe: dict[str, Any], overrides: dict[str, Any]) -> dic
                           "row instead")
     given = {canonical(k): k for k in original}  # the user's spelling, for the messages
     out, problems, first = {}, [], None
+    after = {**recipe, **overrides}
     for key, value in overrides.items():
+        if unread_by_shared_build(after, key, value):
+            out[key] = None
+            continue
         try:
             out[key] = coerce(given[key], value)
         except RecipeError as exc:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 __all__ = ["RecipeError", "Key", "KEYS", "KEY_ALIASES", "NEUTRAL_KEYS", "SHORTENING_KEYS",
-           "RECORD_KEYS", "ROW_DEFAULTS", "coerce", "canonical", "check_recipe", "describe",
+           "RECORD_KEYS", "ROW_DEFAULTS", "coerce", "unread_by_shared_build", "canonical", "check_recipe", "describe",
            "as_text"]
 
 
@@ -148,15 +148,19 @@ _KEYS: tuple[Key, ...] = (
     # ---- the methods' own keys (dml_core.methods.<method> documents each) ----------------------
     _K("lr", "float", "learning rate of the trunk (of every parameter, unless the method has "
        "its own rates)", "> 0", example=0.001),
-    _K("weight_decay", "float", "weight decay", ">= 0", example=0.0001),
+    _K("setup", "str", "the build: `paper` (the authors' network and optimiser) or `shared` (the "
+       "fair protocol's one network and optimiser, `dml_core.methods.shared`)",
+       choices=("paper", "shared"), kind="training", default="paper"),
+    _K("weight_decay", "float", "weight decay (0 where the authors' build has none)", ">= 0",
+       default=0.0, example=0.0001),
     _K("momentum", "float", "NormSoftmax: SGD momentum; AsymptoticProxy: weight m of the new "
        "features in the moving-proxy update", "[0, 1]", example=0.5),
     _K("optimizer", "str", "NormSoftmax's optimiser (`sgd` as the original; `adam`)",
        choices=("sgd", "adam"), example="sgd"),
     _K("warmup_epochs", "int", "epochs that train only the head and the proxies", ">= 0",
-       example=1),
+       default=0, example=1),
     _K("lr_step", "int|None", "StepLR step (epochs); null: half the (post-warm-up) epochs",
-       ">= 1", example=10),
+       ">= 1", default=None, example=10),
     _K("lr_gamma", "float", "learning-rate decay factor of the schedule", "(0, 1]",
        example=0.5),
     _K("lr_milestones", "list[int]|None", "CGD's MultiStepLR epochs; null: [0.6 E, 0.8 E]",
@@ -186,15 +190,19 @@ _KEYS: tuple[Key, ...] = (
     _K("scale", "float", "PP's normalized-softmax scale (1 / temperature)", "> 0", example=32.0),
     _K("refactor_lr", "float", "PP: learning rate of the embedding layer", "> 0", example=1e-4),
     _K("proxy_lr", "float", "PP: learning rate of the proxies", "> 0", example=1e-2),
-    _K("proxy_lr_mult", "float", "Proxy-Anchor / AMLoss: proxies' learning rate = this x lr",
-       "> 0", example=100.0),
+    _K("proxy_lr_mult", "float|None", "proxies' learning rate = this x lr (Proxy-Anchor, AMLoss "
+       "and the shared build; null where the authors' build has none)", "> 0", default=None,
+       example=100.0),
+    _K("proxy_init", "str|None", "how the proxies are drawn (`dml_core.losses.functional."
+       "init_proxies`; null: the method's own)", choices=("kaiming_uniform", "kaiming_normal_fan_out",
+       "randn", "unit_randn"), default=None, example="kaiming_normal_fan_out"),
     _K("unfreeze_bn_affine_after_warmup", "bool", "Proxy-Anchor / AMLoss: the original's "
        "unfreezing of BatchNorm's affine parameters after the warm-up", example=True),
     _K("bn_momentum", "float|str|None", "Proxy-Anchor / AMLoss: momentum of every BatchNorm2d "
        "(`seed`: the original BN-Inception port's 0.9; null: torch's default)", "(0, 1]",
        choices=("seed",), example="seed"),
     _K("grad_clip_value", "float|None", "clip every gradient to +-this before the step (null: "
-       "no clipping)", "> 0", example=10.0),
+       "no clipping)", "> 0", default=None, example=10.0),
     _K("alpha_p", "float", "AMLoss: scale of the positive term", "> 0", example=32.0),
     _K("alpha_n", "float", "AMLoss: scale of the negative term", "> 0", example=32.0),
     _K("delta", "float", "AMLoss: delta of the proxy-proxy regulariser", ">= 0", example=0.1),
@@ -363,10 +371,21 @@ def as_text(value: Any) -> str:
     return str(value)
 
 
+def unread_by_shared_build(recipe: dict[str, Any], name: str, value: Any) -> bool:
+    """True for a method key set to None in a ``setup: shared`` recipe: the fair protocol's shared
+    build does not read that key of the authors' build (``dml_core.methods.shared``), and None
+    says so."""
+    key = KEYS.get(canonical(name))
+    return (value is None and key is not None and key.kind == "method"
+            and recipe.get("setup") == "shared")
+
+
 def check_recipe(recipe: dict[str, Any]) -> list[str]:
     """Every problem of a whole recipe (unknown keys, bad values), as messages; [] when valid."""
     problems = []
     for name, value in recipe.items():
+        if unread_by_shared_build(recipe, name, value):
+            continue
         try:
             coerce(name, value)
         except RecipeError as exc:

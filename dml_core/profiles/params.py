@@ -371,11 +371,14 @@ def _recipe_checked(name: str, value: Any, problems: list[str]) -> Any:
             problems.append(f"output_dir={value!r} leaves the run folder: give a path inside it "
                             "(e.g. 'figures') or an absolute path")
         return value
-    from dml_core.methods.schema import KEYS, RecipeError, canonical, coerce
+    from dml_core.methods.schema import KEYS, RecipeError, canonical, coerce, unread_by_shared_build
 
     if name == "overrides" and isinstance(value, dict):
         out = {}
         for key, v in value.items():
+            if unread_by_shared_build(value, key, v):
+                out[key] = None
+                continue
             try:
                 out[key] = coerce(key, v)
             except RecipeError as exc:

@@ -394,13 +394,19 @@ def _seed_statistics(runs_df, selection: str) -> str:
         res = summarise(runs, selection=selection)
     except Exception as exc:  # noqa: BLE001 - the rest of the page still builds
         return f"(The seeds' statistics could not be computed: {_md_escape(str(exc))})\n"
+    from .stats import metric_name
+
+    names = [metric_name(m) for m in res["metrics"]]
     out = ["## Seeds: means, intervals and paired differences\n",
-           f"Metric `{res['metric']}`; mean ± the half-width of the 95 % t-interval over seeds. "
-           "A difference is called only when its paired 95 % interval excludes 0.\n"]
-    summary = res["summary"]
-    if len(summary):
-        keep = [c for c in ("label", "n", "seeds", "mean ± CI (%)") if c in summary]
-        out.append(_raw(_table_html(summary[keep])))
+           f"Test {' and '.join(names)} (%) at the `{selection}` epoch: mean [95 % t-interval] "
+           "over seeds (P@1 equals R@1 here: one label per image). Paired by seed, A − B; "
+           f"the {res['family']} paired tests are one family: a difference is called only when "
+           "its Holm-adjusted p-value is at most 0.05, otherwise there is no detectable "
+           "difference at that many seeds.\n"]
+    head = res["headline"]
+    if len(head):
+        keep = ["label", "n", "seeds"] + [f"{n} (%)" for n in names if f"{n} (%)" in head]
+        out.append(_raw(_table_html(head[keep])))
     paired = res["paired"]
     if len(paired):
         out.extend(f"- {_md_escape(str(v))}" for v in paired["verdict"])

@@ -530,11 +530,15 @@ def plot_seed_values(stats: dict, path=None, *, profile=None, title: str | None 
 
 
 def plot_paired_differences(stats: dict, path=None, *, profile=None, title: str | None = None):
-    """Paired differences A − B by seed (dots) and their mean with its 95% interval; a
-    comparison whose interval excludes 0 is drawn solid, otherwise hollow (no detectable
-    difference)."""
+    """Paired differences A − B by seed (dots) and their mean with its 95% interval, in the
+    primary metric; a comparison whose Holm-adjusted p-value is at most 0.05 is drawn solid,
+    otherwise hollow (no detectable difference)."""
+    from .stats import metric_name
+
     p = stats["paired"]
     p = p[p["n"] > 0] if len(p) else p
+    if len(p) and "metric" in p:
+        p = p[p["metric"] == metric_name(stats.get("metric", ""))]
     per_seed = stats["per_seed"]
     with figure_style():
         fig, ax = plt.subplots(figsize=(6.4, 0.5 * max(len(p), 2) + 1.0), constrained_layout=True)
@@ -545,14 +549,15 @@ def plot_paired_differences(stats: dict, path=None, *, profile=None, title: str 
             d = (a - b).dropna()
             ax.scatter(100 * d.values, np.full(len(d), y), s=14, color="0.45", zorder=2,
                        label="one seed" if y == 0 else None)
-            solid = bool(r["excludes 0"])
+            solid = bool(r["significant"] if "significant" in r else r["excludes 0"])
             ax.errorbar(100 * r["mean"], y, xerr=[[100 * (r["mean"] - r["lo"])],
                                                   [100 * (r["hi"] - r["mean"])]],
                         fmt="o", ms=6, capsize=3, lw=1.6, color="C3" if solid else "C0",
                         mfc="C3" if solid else "white", zorder=3)
         ax.set_yticks(range(len(p)), [f"{c} (n={n})" for c, n in zip(p["comparison"], p["n"])])
-        ax.set_xlabel("difference A − B, paired by seed (points of R@1); filled: 95% CI "
-                      "excludes 0")
+        ax.set_xlabel(f"difference A − B, paired by seed (points of "
+                      f"{metric_name(stats.get('metric', 'R@1'))}); filled: Holm-adjusted "
+                      f"p ≤ 0.05 (family of {stats.get('family', len(p))})")
         ax.set_title(title or _title("Paired differences", _profile_text(profile)))
         ax.grid(axis="x", alpha=0.3)
     return _finish(fig, path)

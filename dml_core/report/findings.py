@@ -10,7 +10,8 @@
 - :func:`show_findings`: :func:`run_findings` as a notebook display (IPython Markdown).
 
 Values are percentages with one decimal. A claim that one setting beats another is made only
-when at least two seeds per side exist and the 95 % interval of the difference excludes 0.
+when at least two seeds per side exist and the Holm-adjusted p-value of the paired difference
+(over the comparisons the page makes) is at most 0.05.
 """
 from __future__ import annotations
 
@@ -135,31 +136,35 @@ def show_findings(run_dir: str | os.PathLike):
     return Markdown(run_findings(run_dir))
 
 
-def _paired_sentence(g: pd.DataFrame, key: str, va: str, vb: str, col: str) -> str:
-    """The verdict on the best two values of ``key`` (paired by seed,
-    :func:`dml_core.report.stats.paired_difference`); a direction only if the interval
-    excludes 0."""
-    from .stats import SeedMismatchError, paired_difference, verdict
+def _paired(g: pd.DataFrame, key: str, va: str, vb: str, col: str):
+    """The best two values of ``key`` paired by seed (:func:`dml_core.report.stats.
+    paired_difference`), or the reason they cannot be paired (a seed missing on one side or
+    repeated: an error, never an overwrite)."""
+    from .stats import SeedMismatchError, paired_difference
 
     def by_seed(v):
         sub = g[g["_setting"] == f"{key} = {v}"]
-        return {int(r.get("seed", 0)) if isinstance(r, dict) else i: float(x)
-                for i, (r, x) in enumerate(zip(sub["recipe"], sub[col]))}
+        return [(int(r.get("seed", 0)) if isinstance(r, dict) else i, float(x))
+                for i, (r, x) in enumerate(zip(sub["recipe"], sub[col]))]
 
     try:
-        p = paired_difference(by_seed(va), by_seed(vb))
+        return paired_difference(by_seed(va), by_seed(vb))
     except (SeedMismatchError, ValueError) as exc:
         return f"Not paired by seed ({exc}): no ranking is claimed"
-    return verdict(f"{key} = {va}", f"{key} = {vb}", p)
 
 
 def comparison_findings(runs: pd.DataFrame, selection: str = "auto") -> list[str]:
-    """One sentence per group of runs that differ in exactly one recipe key."""
+    """One sentence per group of runs that differ in exactly one recipe key. The paired
+    comparisons of all groups are one family: a direction is claimed only when its
+    Holm-adjusted p-value is at most 0.05 (:func:`dml_core.report.stats.holm`)."""
+    from .stats import holm, verdict
+
     out: list[str] = []
     if not len(runs):
         return out
     runs = runs[runs["status"].isin(["complete", "done"]) & runs["method"].notna()]
     runs = runs.assign(_setting=run_settings(runs), _crop=runs["crop"].astype(str))
+    pending = []  # (line, paired or reason, labels)
     for (m, ds, bb, _c), g in runs.groupby(["method", "dataset", "backbone", "_crop"],
                                            sort=False):
         settings = [s for s in g["_setting"].unique() if s]
@@ -179,10 +184,19 @@ def comparison_findings(runs: pd.DataFrame, selection: str = "auto") -> list[str
         name = METHOD_NAMES.get(m, m)
         line = f"**{name}, {key}** ({DATASET_NAMES.get(ds, ds)}): R@1 {vals}."
         if min(n for *_x, n in stats) < 2:
-            line += " One seed per setting: no ranking is claimed."
+            pending.append((line + " One seed per setting: no ranking is claimed.", None, None))
         else:
-            line += " " + _paired_sentence(g, key, stats[0][0], stats[1][0], col) + "."
-        out.append(line)
+            pending.append((line, _paired(g, key, stats[0][0], stats[1][0], col),
+                            (f"{key} = {stats[0][0]}", f"{key} = {stats[1][0]}")))
+    tests = [p for _, p, _ in pending if p is not None and not isinstance(p, str)]
+    adjusted = iter(holm([p.p_value for p in tests]) if tests else [])
+    for line, p, labels in pending:
+        if p is None:
+            out.append(line)
+        elif isinstance(p, str):
+            out.append(f"{line} {p}.")
+        else:
+            out.append(f"{line} {verdict(*labels, p, p_adjusted=next(adjusted))}.")
     return out
 
 

@@ -43,7 +43,7 @@ class DataBundle:
 
 def train(recipe: dict, run_dir: str | os.PathLike, data_root: str | os.PathLike | None = None,
           device: str | torch.device | None = None, resume: bool = True,
-          progress: bool = True) -> dict:
+          progress: bool = True, evaluate_test: bool = True) -> dict:
     """Train ``recipe`` into ``run_dir`` and return the summary (see docs/ARCHITECTURE.md).
 
     A finished run (summary status ``complete``, all epochs) returns at once and an interrupted
@@ -53,12 +53,19 @@ def train(recipe: dict, run_dir: str | os.PathLike, data_root: str | os.PathLike
     resume point cannot be read, every file of the old run is moved aside and deleted and
     training starts from scratch, saying why. One process at a time trains into a folder (its
     lock; a second one waits, then reuses or resumes the result): :meth:`RunFolder.open`.
+
+    ``evaluate_test=False`` (the tuning, :mod:`dml_core.study.tuning`): the test split is never
+    loaded nor evaluated; the run evaluates and selects on its validation split only (the recipe
+    must carve one: ``validation_fraction`` > 0), and no features are saved.
     """
     missing = [k for k in REQUIRED_KEYS if k not in recipe]
     if missing:
         raise KeyError(f"recipe {recipe.get('name')!r} lacks the keys {missing}")
     recipe = dict(recipe)
     check_recipe_values(recipe)
+    if not evaluate_test and not float(recipe["validation_fraction"] or 0) > 0:
+        raise ValueError(f"recipe {recipe.get('name')!r}: evaluate_test=False needs a validation "
+                         "split (validation_fraction > 0) to evaluate and select on")
     run = RunFolder(run_dir)
     epochs = int(recipe["epochs"])
     data_files = data_fingerprints(recipe, data_root)
@@ -66,6 +73,8 @@ def train(recipe: dict, run_dir: str | os.PathLike, data_root: str | os.PathLike
                   "data": {ds: fp for ds, (fp, _) in data_files.items()},
                   "data_index": {ds: path for ds, (_, path) in data_files.items()},
                   "git_commit": git_commit()}
+    if not evaluate_test:
+        provenance["evaluated"] = "validation only"
     with run.open(recipe, provenance, epochs, resume) as resume:
         if resume and run.is_complete(epochs):
             return run.read_summary()
@@ -73,7 +82,7 @@ def train(recipe: dict, run_dir: str | os.PathLike, data_root: str | os.PathLike
         device = resolve_device(device)
         if recipe["seed"] is not None:
             seed_everything(int(recipe["seed"]), bool(recipe.get("deterministic", False)))
-        data = build_data(recipe, data_root)
+        data = build_data(recipe, data_root, test=evaluate_test)
         method = _build_method(recipe, data.num_classes, device)
         evaluator = build_evaluator(data.test_loader, data.protocol, device, data.gallery_loader,
                                     data.val_loader, data.val_protocol, progress=progress)
@@ -128,8 +137,10 @@ def protocol_of(recipe: dict) -> str:
     return recipe.get("protocol") or {"stl10": "toy"}.get(recipe["dataset"], recipe["dataset"])
 
 
-def build_data(recipe: dict, data_root: str | os.PathLike | None = None) -> DataBundle:
-    """Datasets, transforms, the (deterministic per epoch) batch sampler and the loaders."""
+def build_data(recipe: dict, data_root: str | os.PathLike | None = None,
+               test: bool = True) -> DataBundle:
+    """Datasets, transforms, the (deterministic per epoch) batch sampler and the loaders
+    (``test=False``: no test loader; the test split is not even read)."""
     from dml_core.data import RetrievalDataset, make_eval_loader, make_train_loader
     from dml_core.data import samplers as samplers_mod
     from dml_core.data.transforms import build_transform
@@ -175,6 +186,9 @@ def build_data(recipe: dict, data_root: str | os.PathLike | None = None) -> Data
     train_loader = make_train_loader(train_set, batch_sampler, num_workers=workers)
 
     eval_bs = recipe["eval_batch_size"]
+    if not test:
+        return DataBundle(train_loader, None, None, val_loader, train_set.num_classes,
+                          protocol_of(recipe), val_protocol, info)
     if get_protocol(protocol_of(recipe)).mode == "query_gallery":
         test_loader = make_eval_loader(split("query", False), eval_bs, num_workers=workers)
         gallery_loader = make_eval_loader(split("gallery", False), eval_bs, num_workers=workers)
@@ -200,7 +214,8 @@ def build_evaluator(test_loader, protocol: str, device: torch.device | str,
     """``evaluator(model, epoch) -> Evaluation`` over the test (query/gallery) and validation sets.
 
     Metric keys are ``test/<key>`` and ``val/<key>`` for every key of ``evaluate(...)``; the test
-    features (and gallery features) come back for the run folder's saved features.
+    features (and gallery features) come back for the run folder's saved features. Without
+    a ``test_loader`` only the validation split is evaluated (and no features come back).
     """
     from dml_core.evaluation import evaluate, extract_features
 
@@ -208,6 +223,10 @@ def build_evaluator(test_loader, protocol: str, device: torch.device | str,
         return extract_features(model, loader, device, progress=progress)
 
     def evaluator(model: torch.nn.Module, epoch: int) -> Evaluation:
+        if test_loader is None:
+            val = features_of(model, val_loader)
+            return Evaluation({f"val/{k}": float(v) for k, v in
+                               evaluate(val.features, val.labels, val_protocol).items()}, None)
         test = features_of(model, test_loader)
         features = {"features": _tensor(test.features), "labels": _tensor(test.labels),
                     "paths": [str(p) for p in test.paths]}
