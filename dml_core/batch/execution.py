@@ -39,6 +39,7 @@ from typing import Any, Iterable
 
 from dml_core.core import io, paths
 from dml_core.profiles import Profile, Run, run_dir_of
+from dml_core.profiles.status import read_status  # status.json, checked (re-exported)
 
 __all__ = [
     "RUN_FILES",
@@ -202,13 +203,6 @@ def stale_readers(plans: list, prof: Profile, runs_root: Path) -> list:
     return out
 
 
-def read_status(run_dir: Path) -> dict[str, Any]:
-    """The run folder's ``status.json``, or ``{}`` when it has none (or it is unreadable)."""
-    with contextlib.suppress(Exception):
-        return io.read_json(run_dir / RUN_FILES["status"])
-    return {}
-
-
 def now() -> str:
     """The local time with its offset, to the second (ISO 8601), as status files record it."""
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -259,11 +253,57 @@ class _CellProgress(logging.Filter):
         return False
 
 
+#: nbconvert's lab page without what it would fetch from a CDN (require.js, MathJax 2, mermaid,
+#: widgets): MathJax 3 comes from the profile's own copy (:func:`page_mathjax`), or not at all.
+_OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}
+{%- if resources.dml_mathjax_url -%}
+<script>window.MathJax = {tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']], processEscapes: true},
+options: {enableMenu: false}, loader: {load: ['ui/safe']}};</script>
+<script src="{{ resources.dml_mathjax_url | escape_html }}"></script>
+{%- endif -%}
+{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+"""
+#: Where a profile's run pages find MathJax: ``runs/<profile>/_static/mathjax/``.
+PAGE_MATHJAX = ("_static", "mathjax")
+
+
+def page_mathjax(profile_dir: Path) -> str | None:
+    """The MathJax script of the run pages of ``profile_dir``, as a URL relative to a run folder:
+    copied (once) from the offline package the book uses into ``<profile_dir>/_static/mathjax/``.
+    None when that package is missing: the pages then show formulas as TeX source."""
+    import shutil
+
+    from dml_core.report.book import MATHJAX_FILE, BookError, mathjax_dir
+
+    try:
+        src = mathjax_dir()
+    except BookError:
+        return None
+    dst = Path(profile_dir).joinpath(*PAGE_MATHJAX)
+    for rel in (MATHJAX_FILE, "ui/safe.js"):
+        target = dst / rel
+        if not target.is_file() or target.stat().st_size != (src / rel).stat().st_size:
+            with io.atomic_path(target) as tmp:
+                shutil.copyfile(src / rel, tmp)
+    return "../" + "/".join(PAGE_MATHJAX) + f"/{MATHJAX_FILE}"
+
+
 def render_html(nb, html_path: Path) -> None:
-    """Render a notebook node to HTML, atomically."""
+    """Render a notebook node to HTML, atomically: a page that opens offline (nothing from a
+    CDN; formulas by the profile's MathJax copy, :func:`page_mathjax`)."""
+    import jinja2
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_notebook_node(nb)
+    html_path = Path(html_path)
+    exporter = HTMLExporter(extra_loaders=[jinja2.DictLoader({"dml_offline.html.j2":
+                                                              _OFFLINE_TEMPLATE})],
+                            template_file="dml_offline.html.j2")
+    body, _ = exporter.from_notebook_node(
+        nb, resources={"dml_mathjax_url": page_mathjax(html_path.parent.parent)})
     io.write_text(html_path, body)
 
 
@@ -277,6 +317,9 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
     out_nb, running = run_dir / RUN_FILES["notebook"], run_dir / RUN_FILES["running"]
     log_path, html_path = run_dir / RUN_FILES["log"], run_dir / RUN_FILES["html"]
     (run_dir / RUN_FILES["done"]).unlink(missing_ok=True)  # not done until it succeeds again
+    # what a killed run left: temporaries of atomic writes anywhere in its folder (this run's
+    # own: the batch's lock keeps any other batch out of the profile's folders)
+    io.remove_temporaries(run_dir, recursive=True)
     started, t0 = now(), time.time()
     status: dict[str, Any] = {"id": task["id"], "notebook": task["notebook"], "status": "running",
                               "started_at": started, "finished_at": None, "elapsed_s": None,

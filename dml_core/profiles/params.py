@@ -40,6 +40,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterator
 
+from dml_core.core import paths
+
 __all__ = [
     "ParameterError",
     "NOTEBOOK_PARAMETERS",
@@ -120,11 +122,13 @@ def notebook_stem(notebook: str | Path) -> str:
     return name[: -len(".ipynb")] if name.endswith(".ipynb") else name
 
 
+#: Parameters whose values are profile names (folders under the runs root).
+_NAME_PARAMETERS = ("profile", "profiles")
+
+
 def default_run_dir(profile: str, notebook: str | Path) -> Path:
     """The one default run folder of a notebook: ``runs_root()/<profile>/<notebook stem>``."""
-    from dml_core.core import paths
-
-    return paths.runs_root() / profile / notebook_stem(notebook)
+    return paths.runs_root() / paths.check_name(profile, "profile name") / notebook_stem(notebook)
 
 
 def _type_of_default(name: str, default: Any) -> str:
@@ -177,8 +181,6 @@ class _NotebookSchemas(Mapping):
     """``{notebook stem: schema}`` of the study notebooks (``notebooks/NN_*.ipynb``), read lazily."""
 
     def _paths(self) -> dict[str, Path]:
-        from dml_core.core import paths
-
         return {p.stem: p for p in sorted(paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))}
 
     def __getitem__(self, stem: str) -> dict[str, tuple]:
@@ -309,6 +311,10 @@ def validate_parameters(notebook: str | Path, params: Mapping[str, Any], *,
                 if v not in choices:
                     problems.append(f"{name}: {v!r} is not one of: "
                                     + ", ".join(map(str, choices)) + _closest(v, choices))
+        if name in _NAME_PARAMETERS and value is not None:  # they name folders under runs/
+            names = value if isinstance(value, (list, tuple)) else [value]
+            problems += [f"{name}: {v!r} must be letters, digits, '_', '.', '-' (a profile name)"
+                         for v in names if not paths.is_valid_name(v)]
         out[name] = value
     if problems:
         raise ParameterError(stem, problems)
@@ -318,8 +324,6 @@ def validate_parameters(notebook: str | Path, params: Mapping[str, Any], *,
 
 
 def _resolve(stem: str, p: dict[str, Any]) -> None:
-    from dml_core.core import paths
-
     if "run_dir" in p and p["run_dir"] is None:
         p["run_dir"] = str(default_run_dir(p.get("profile", "interactive"), stem))
     if "profiles" in p and p["profiles"] is None:

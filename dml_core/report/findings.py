@@ -9,6 +9,7 @@
   difference, and whether seeds allow a claim.
 - :func:`show_findings`: :func:`run_findings` as a notebook display (IPython Markdown).
 
+Free text in them (names, errors, recipe values, hardware) is escaped (:mod:`.escape`).
 Values are percentages with one decimal. A claim that one setting beats another is made only
 when at least two seeds per side exist and the 95 % interval of the difference excludes 0.
 """
@@ -20,6 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from dml_core.profiles.status import MALFORMED, read_status
+
+from .escape import markdown_code, markdown_text
 from .reported import DATASET_NAMES, METHOD_NAMES
 from .runs import load_runs, read_run
 from .tables import _fmt_time, mean_interval, run_settings, selected_values
@@ -42,12 +46,13 @@ def _run_sentences(row: dict | pd.Series, label: str | None = None,
     """The findings of one run (a row of :func:`load_runs`) at ``selection`` (default: the
     validation-selected epoch when the run has one, else the best epoch on test)."""
     get = row.get
-    who = label or f"{METHOD_NAMES.get(get('method'), get('method'))} on " \
-                   f"{DATASET_NAMES.get(get('dataset'), get('dataset'))}"
+    who = markdown_text(label or f"{METHOD_NAMES.get(get('method'), get('method'))} on "
+                               f"{DATASET_NAMES.get(get('dataset'), get('dataset'))}")
     status = get("status")
     if status not in ("complete", "done"):
         err = get("error")
-        return f"**{who}** did not finish (status {status})" + (f": {err}" if err else "") + "."
+        return (f"**{who}** did not finish (status {markdown_text(status)})"
+                + (f": {markdown_text(err)}" if err else "") + ".")
     sel = selection or ("val_sel" if not math.isnan(_pct(get("val_sel/dense/R@1")))
                         else "test_sel")
     u, b, last = (_pct(get(f"{s}/dense/R@1")) for s in ("untrained", sel, "last"))
@@ -91,7 +96,7 @@ def _run_sentences(row: dict | pd.Series, label: str | None = None,
         if ips is not None and not (isinstance(ips, float) and math.isnan(ips)):
             text += f" ({float(ips):.0f} images/s)"
         hw = get("hardware")
-        text += f" on {hw}." if hw else "."
+        text += f" on {markdown_text(hw)}." if hw else "."
     return text
 
 
@@ -103,16 +108,11 @@ def run_findings(run_dir: str | os.PathLike) -> str:
     else:
         found = sorted(p.parent for p in run_dir.rglob("summary.json"))
         if not found:
-            import json
-
-            try:
-                st = json.loads((run_dir / "status.json").read_text())
-            except (OSError, ValueError):
-                st = {}
-            if st.get("status") == "failed":
-                return f"This run failed: {st.get('error') or 'see its log'}."
-            return (f"No finished run in `{run_dir.name}` (no summary.json): nothing to report "
-                    "yet.")
+            st = read_status(run_dir)
+            if st.get("status") in ("failed", MALFORMED):
+                return f"This run failed: {markdown_text(st.get('error') or 'see its log')}."
+            return (f"No finished run in {markdown_code(run_dir.name)} (no summary.json): "
+                    "nothing to report yet.")
         rows = [(read_run(p), p.relative_to(run_dir).as_posix()) for p in found]
     out = []
     for row, sub in rows:
@@ -184,13 +184,13 @@ def comparison_findings(runs: pd.DataFrame, selection: str = "auto") -> list[str
             mean, half, n = mean_interval([_pct(v) for v in g.loc[g["_setting"] == s, col]])
             stats.append((s.split(" = ", 1)[1], mean, half, n))
         stats.sort(key=lambda t: -t[1] if not math.isnan(t[1]) else math.inf)
-        vals = ", ".join(f"{v}: {_f(mu)}" for v, mu, _h, _n in stats)
-        name = METHOD_NAMES.get(m, m)
-        line = f"**{name}, {key}** ({DATASET_NAMES.get(ds, ds)}): R@1 {vals}."
+        vals = ", ".join(f"{markdown_text(v)}: {_f(mu)}" for v, mu, _h, _n in stats)
+        name = markdown_text(f"{METHOD_NAMES.get(m, m)}, {key}")
+        line = f"**{name}** ({markdown_text(DATASET_NAMES.get(ds, ds))}): R@1 {vals}."
         if min(n for *_x, n in stats) < 2:
             line += " One seed per setting: no ranking is claimed."
         else:
-            line += " " + _paired_sentence(g, key, stats[0][0], stats[1][0], col) + "."
+            line += " " + markdown_text(_paired_sentence(g, key, stats[0][0], stats[1][0], col)) + "."
         out.append(line)
     return out
 
@@ -208,11 +208,11 @@ def study_findings(profile_dir: str | os.PathLike, selection: str = "auto") -> s
     for _, r in done.iterrows():
         if r["method"] == "toy":
             continue
-        lines.append(f"- `{r['run_id']}`: " + _run_sentences(
+        lines.append(f"- {markdown_code(r['run_id'])}: " + _run_sentences(
             r, selection=None if selection == "auto" else selection).split(": ", 1)[-1])
     toy = done[done["method"] == "toy"]
     if len(toy):
-        parts = [f"{Path(r['run_id']).name} "
+        parts = [f"{markdown_text(Path(r['run_id']).name)} "
                  f"{_f(_pct(selected_values(pd.DataFrame([r]), 'dense/R@1', selection)[0].iloc[0]))}"
                  f" (untrained {_f(_pct(r.get('untrained/dense/R@1')))})"
                  for _, r in toy.iterrows()]
@@ -231,7 +231,8 @@ def study_findings(profile_dir: str | os.PathLike, selection: str = "auto") -> s
                 lines.append(f"- Binary codes keep {keep.min():.0f}–{keep.max():.0f} % of the "
                              f"dense R@1 across the {len(keep)} training runs.")
     for _, r in failed.iterrows():
-        lines.append(f"- `{r['run_id']}` did not finish (status {r['status']}).")
+        lines.append(f"- {markdown_code(r['run_id'])} did not finish (status "
+                     f"{markdown_text(r['status'])}).")
     return "\n".join(lines)
 
 

@@ -34,7 +34,9 @@ KEY = ["variant", "metric"]
 
 
 def results_dir(profile: str, root: Path | None = None) -> Path:
-    return (Path(root) if root is not None else paths.REPO_ROOT) / "results" / profile
+    """``results/<profile>`` (``profile`` must be a folder name: ValueError otherwise)."""
+    return ((Path(root) if root is not None else paths.REPO_ROOT) / "results"
+            / paths.check_name(profile, "profile name"))
 
 
 def per_seed_values(profile: str, runs_root: Path | None = None) -> pd.DataFrame:
@@ -44,7 +46,7 @@ def per_seed_values(profile: str, runs_root: Path | None = None) -> pd.DataFrame
     from dml_core.report.runs import with_configs
 
     root = Path(runs_root) if runs_root is not None else paths.runs_root()
-    runs = with_configs(load_runs(root, profiles=[profile]))
+    runs = with_configs(load_runs(root, profiles=[paths.check_name(profile, "profile name")]))
     if not len(runs):
         return pd.DataFrame(columns=["variant", "label", "config", "seed", "metric", "value"])
     runs = runs[(runs["status"] == "complete") & runs["seed"].notna()
@@ -210,6 +212,8 @@ def main(argv=None) -> int:
                     help="the committed per_seed.csv (default results/<profile>/per_seed.csv)")
     ap.add_argument("--alpha", type=float, default=0.05)
     a = ap.parse_args(argv)
+    if not paths.is_valid_name(a.profile):
+        ap.error(f"--profile {a.profile!r} must be a profile name: letters, digits, '_', '.', '-'")
     if a.save:
         for p in save(a.profile, a.runs_root, readme=a.readme):
             print("wrote", p)
