@@ -659,5 +659,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except io.DiskFullError as exc:  # the driver's own files (report, summary): one clear line
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return result.exit_code
 
