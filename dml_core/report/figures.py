@@ -614,7 +614,7 @@ def write_seed_figures(runs: pd.DataFrame, out: Path, *, profile=None,
     from .stats import summarise
 
     runs = runs if "config" in runs else with_configs(runs)
-    seeded = runs[runs["run_id"].astype(str).str.match(r".*_s\d+$")] if len(runs) else runs
+    seeded = runs[runs["run_id"].astype(str).str.fullmatch(r".*_s\d+")] if len(runs) else runs
     if not len(seeded):
         return []
     try:

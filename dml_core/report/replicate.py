@@ -50,7 +50,7 @@ def per_seed_values(profile: str, runs_root: Path | None = None) -> pd.DataFrame
     if not len(runs):
         return pd.DataFrame(columns=["variant", "label", "config", "seed", "metric", "value"])
     runs = runs[(runs["status"] == "complete") & runs["seed"].notna()
-                & runs["run_id"].astype(str).str.match(r".*_s\d+$")]
+                & runs["run_id"].astype(str).str.fullmatch(r".*_s\d+")]
     rows = []
     for _, r in runs.iterrows():
         for m in METRICS:
@@ -78,11 +78,12 @@ def save(profile: str, runs_root: Path | None = None, root: Path | None = None,
     out = results_dir(profile, root)
     runs = with_configs(load_runs(Path(runs_root) if runs_root else paths.runs_root(),
                                   profiles=[profile]))
-    stats = summarise(runs[runs["run_id"].astype(str).str.match(r".*_s\d+$")])
+    stats = summarise(runs[runs["run_id"].astype(str).str.fullmatch(r".*_s\d+")])
     files = {"per_seed.csv": values.to_csv(index=False, float_format="%.6f"),
              "summary.csv": stats["summary"].to_csv(index=False, float_format="%.6f"),
              "paired.csv": stats["paired"].to_csv(index=False, float_format="%.6f"),
              "summary.md": summary_markdown(stats, profile)}
+    io.remove_temporaries(out)  # what a killed save left (a tracked folder: keep it clean)
     for name, text in files.items():
         io.write_text(out / name, text)
     written = [str(out / n) for n in files]
