@@ -4,9 +4,11 @@
 into ``<run_dir>/notebook.ipynb`` — while it runs, papermill saves progress into
 ``notebook.running.ipynb`` beside it; the final file is written atomically at the end, failed or
 not — streams the cell outputs into ``log.txt``, renders ``notebook.html`` (also when the
-notebook failed, so the traceback is readable), writes ``status.json`` and, only after success,
-``done.json`` (:data:`RUN_FILES`). It never raises and takes plain data, so the same function
-runs in the batch's process, in its worker processes and in a Slurm job (:mod:`dml_core.batch.cluster`).
+notebook failed, so the traceback is readable; a page that opens offline, :func:`render_html`),
+writes ``status.json`` and, only after success, ``done.json`` (:data:`RUN_FILES`). It first
+removes what a killed execution of the same run left (``.*.tmp`` files of its folder). It never
+raises and takes plain data, so the same function runs in the batch's process, in its worker
+processes and in a Slurm job (:mod:`dml_core.batch.cluster`).
 
 Fingerprint (``done.json``): SHA-256 over (a) the notebook's *code* cells (markdown and outputs are
 ignored, as jupyter-cache does; use ``--force`` to re-render after a prose edit), (b) the run's

@@ -238,9 +238,9 @@ class ImageCache:
             return arr if arr.ndim == 3 else np.repeat(arr[..., None], 3, axis=2)
 
         data = folder / "images.u8"
+        pool = cf.ThreadPoolExecutor(workers)
         try:
-            with atomic_path(data) as tmp, open(tmp, "wb") as f, \
-                    cf.ThreadPoolExecutor(workers) as pool:
+            with atomic_path(data) as tmp, open(tmp, "wb") as f:
                 for i, arr in enumerate(pool.map(one, range(n), chunksize=16) if workers > 1
                                         else map(one, range(n))):
                     h, w = arr.shape[:2]
@@ -251,6 +251,8 @@ class ImageCache:
         except DiskFullError as exc:  # say what the whole cache needs, not the part written
             need = offset * n // max(done, 1)
             raise DiskFullError(data, max(need, offset), exc.free, exc.written) from exc
+        finally:  # on an error, the images not decoded yet are not decoded at all
+            pool.shutdown(wait=True, cancel_futures=True)
         with atomic_path(folder / "index.npy") as tmp, open(tmp, "wb") as f:
             np.save(f, index)
         write_json(folder / "meta.json", {"key": key, "images": n, "bytes": offset,
