@@ -351,7 +351,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
         batch_lock.acquire()
     except LockError as exc:  # held by another batch, or no working flock here
         raise BatchError(str(exc)) from None
-    io.remove_temporaries(runs_root / prof.name)  # of index.html, batch_summary.json: a killed batch
+    io.remove_temporaries(runs_root / prof.name)  # a killed batch's index.html, summary temps
     monitor = None
     if progress and not quiet and to_run:
         from dml_core.batch.progress import BatchProgress

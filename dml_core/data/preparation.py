@@ -115,7 +115,7 @@ def _prepare(dataset: str, data_root, *, force: bool, box_convention: str, verif
     index_file, report_file = folder / INDEX_FILE, folder / REPORT_FILE
     has_boxes = dataset in ("car", "cub", "demo")
 
-    io.remove_temporaries(folder)  # what a killed preparation left (atomic writes, dml_core.core.io)
+    io.remove_temporaries(folder)  # what a killed preparation left (dml_core.core.io)
     removed = remove_stale_demo(folder) if dataset == "demo" else None
     if removed:
         say(f"demo: removed {removed} in {folder}; writing it anew")

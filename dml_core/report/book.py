@@ -12,7 +12,8 @@ The book:
   from the numbers (:mod:`.findings`), the comparisons that belong together side by side
   (:func:`.tables.side_by_side`), the key figures, and downloadable CSVs;
 - **one chapter per notebook** in reading order (a notebook with several runs gets a chapter
-  page listing them, each run its own page); a page per failed run with its error and log;
+  page listing them, each run its own page); a page per failed run with its error and the end of
+  its log, each an escaped ``<pre>`` block;
 - **the methods** (``docs/methods/*.md``) and a page with every number (:func:`.tables.details_table`);
 - sidebar and full-text search (Sphinx's own, offline).
 
@@ -21,6 +22,9 @@ It reads offline: MathJax 3 (the SVG build, no web fonts) is copied from the pip
 (widgets' JavaScript is switched off). Progress-bar lines (tqdm, carriage returns) are removed
 from the stderr outputs of the copies; any other stderr text (a warning) is kept, so that it shows
 and the tests catch it.
+
+Every free text (errors, logs, class and file names, recipe values, descriptions) reaches a
+page through :mod:`.escape` only, so it shows as text and never acts.
 
 The Sphinx sources are written to ``runs/<profile>/.book/`` (regenerated on every build).
 """
@@ -438,7 +442,8 @@ def _tables_page(book: Book, runs_df) -> str:
                 for e in entries))
             lines.append(f"- **{markdown_text(METHOD_NAMES.get(method, method))}**, "
                          f"{markdown_text(source)}; hardware: {markdown_text(hw)}; rows: "
-                         f"{markdown_text(rows)}." + "".join(f"\n  - {markdown_text(c)}" for c in cav))
+                         f"{markdown_text(rows)}."
+                         + "".join(f"\n  - {markdown_text(c)}" for c in cav))
         lines.append("")
     except Exception as exc:  # noqa: BLE001 - the page still builds
         lines.append(f"(the authors' table could not be built: {exc})\n")

@@ -190,7 +190,8 @@ def comparison_findings(runs: pd.DataFrame, selection: str = "auto") -> list[str
         if min(n for *_x, n in stats) < 2:
             line += " One seed per setting: no ranking is claimed."
         else:
-            line += " " + markdown_text(_paired_sentence(g, key, stats[0][0], stats[1][0], col)) + "."
+            sentence = _paired_sentence(g, key, stats[0][0], stats[1][0], col)
+            line += f" {markdown_text(sentence)}."
         out.append(line)
     return out
 
