@@ -47,7 +47,7 @@ def test_a_misspelled_recipe_key_gets_the_nearest_suggested():
 def test_non_positive_epochs_or_crop_size_are_recipe_errors(key, value):
     from dml_core.methods.recipes import RecipeError, get_recipe
 
-    with pytest.raises(RecipeError, match=f"{key} must be a positive integer"):
+    with pytest.raises(RecipeError, match=f"{key}={value}: expected an integer >= 1"):
         get_recipe("normsoftmax", "demo", "resnet18", **{key: value})
 
 

@@ -33,12 +33,14 @@ def test_metrics_come_back_typed_with_nan_for_empty_cells(tmp_path):
     assert len(run.read_metrics()) == 1
 
 
-def test_unreadable_json_and_yaml_read_as_missing(tmp_path):
+def test_unreadable_json_and_yaml_read_as_missing_and_a_bad_status_as_malformed(tmp_path):
     run = RunFolder(tmp_path)
     run.summary.write_text("{not json")
     run.status.write_text("[1, 2")
     run.config.write_text("a: [unclosed")
-    assert run.read_summary() is None and run.read_status() == {} and run.read_config() is None
+    assert run.read_summary() is None and run.read_config() is None
+    # a damaged status.json is reported for its run (the batch and the book say so), not hidden
+    assert run.read_status()["status"] == "malformed" and "not JSON" in run.read_status()["error"]
     assert run.recipe_changes(RECIPE) == ["<unreadable config.yaml>"]
 
 

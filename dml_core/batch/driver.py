@@ -64,6 +64,7 @@ from dml_core.core.run_folder import RunFolder
 from dml_core.profiles import (BatchError, Profile, ProfileError, Run, apply_settings,
                                default_stage, effective_parameters, list_profiles, load_profile,
                                parse_settings, resolve_profile_path, run_dir_of, select_runs)
+from dml_core.core.run_folder import MALFORMED
 
 __all__ = ["RunResult", "BatchResult", "BatchOptions", "run_profile", "plan_runs", "gpu_for_slot",
            "main",
@@ -325,14 +326,15 @@ BATCH_LOCK = ".batch.lock"
 @contextlib.contextmanager
 def _batch_lock(prof: Profile, runs_root: Path) -> Iterator[None]:
     """Hold the profile's batch lock; a second batch on the same profile is refused."""
-    from dml_core.core.locks import FileLock, LockHeldError
+    from dml_core.core.locks import FileLock, LockError
 
     lock = FileLock(runs_root / prof.name / BATCH_LOCK, timeout=0,
                     what=f"the batch of profile {prof.name!r} ({runs_root / prof.name})")
     try:
         lock.acquire()
-    except LockHeldError as exc:
+    except LockError as exc:  # held by another batch, or no working flock here
         raise BatchError(str(exc)) from None
+    io.remove_temporaries(runs_root / prof.name)  # a killed batch's index.html, summary temps
     try:
         yield
     finally:
@@ -553,7 +555,7 @@ def format_table(batch: BatchResult, dry_run: bool = False) -> str:
 
 
 _STATUS_COLOURS = {"done": "#1a7f37", "skipped": "#1a7f37", "failed": "#cf222e",
-                   "running": "#9a6700", "not run": "#6e7781"}
+                   "running": "#9a6700", "not run": "#6e7781", "malformed": "#cf222e"}
 
 
 def write_index(prof: Profile, runs_root: Path, results: dict[str, RunResult]) -> Path:
@@ -575,6 +577,9 @@ def write_index(prof: Profile, runs_root: Path, results: dict[str, RunResult]) -
                 status = "done (earlier batch)"
         else:
             status, elapsed, finished = "not run", None, None
+        why = ""  # a malformed status.json is reported on its row; the others are unaffected
+        if res is None and st.get("status") == MALFORMED:
+            status, why = "malformed status.json", st["error"]
         colour = next((c for k, c in _STATUS_COLOURS.items() if status.startswith(k)), "#000")
         has_html = folder.html.is_file()
         link = (f'<a href="{html.escape(run.id)}/{folder.html.name}">{html.escape(run.id)}</a>'
@@ -586,7 +591,8 @@ def write_index(prof: Profile, runs_root: Path, results: dict[str, RunResult]) -
               else html.escape(run.notebook.name))
         rows.append(
             f"<tr><td>{i}</td><td>{link}</td><td>{nb}</td><td>{html.escape(run.description)}</td>"
-            f"<td>{run.stage}</td><td style=\"color:{colour}\">{html.escape(status)}</td>"
+            f"<td>{run.stage}</td><td style=\"color:{colour}\" title=\"{html.escape(why)}\">"
+            f"{html.escape(status)}</td>"
             f"<td>{fmt_time(elapsed) if elapsed is not None else '-'}</td>"
             f"<td>{html.escape(finished or '')}</td><td>{log}</td></tr>")
     page = f"""<!DOCTYPE html>
@@ -656,6 +662,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra sbatch flag, repeatable: --slurm-sbatch account=abc")
     g.add_argument("--slurm-executor", choices=("slurm", "local", "debug"),
                    help="submitit executor; local/debug run the jobs on this machine (tests)")
+    p.add_argument("--allow-unlocked", action="store_true",
+                   help="run even where the file system has no working file locks (some NFS/"
+                        "Lustre mounts; sets DML_ALLOW_UNLOCKED=1): at your risk, make sure only "
+                        "one process writes each run folder and data set")
     p.add_argument("--profiles-dir", help=argparse.SUPPRESS)
     return p
 
@@ -693,6 +703,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.profile:
         print("error: --profile NAME is required (see --list-profiles)", file=sys.stderr)
         return 2
+    if args.allow_unlocked:  # the workers, kernels and Slurm jobs inherit it
+        from dml_core.core.locks import ALLOW_UNLOCKED_ENV
+
+        os.environ[ALLOW_UNLOCKED_ENV] = "1"
     try:
         settings = parse_settings(args.settings)
         if args.check:
@@ -712,5 +726,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except io.DiskFullError as exc:  # the driver's own files (report, summary): one clear line
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return result.exit_code
 

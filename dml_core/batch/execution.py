@@ -4,8 +4,9 @@
 into the run folder's executed notebook (:class:`dml_core.core.run_folder.RunFolder`) — while it
 runs, papermill saves progress into a "running" copy beside it; the final file is written
 atomically at the end, failed or not — streams the cell outputs into its log, renders its HTML
-(also when the notebook failed, so the traceback is readable), writes its status and, only after
-success, its done marker. It never raises and takes plain data, so the same function runs in the
+(also when the notebook failed, so the traceback is readable; a page that opens offline,
+:func:`render_html`), writes its status and, only after success, its done marker. It first
+removes what a killed execution of the same run left (the ``.*.tmp`` files of its folder). It never raises and takes plain data, so the same function runs in the
 batch's process, in its worker processes and in a Slurm job (:mod:`dml_core.batch.cluster`).
 
 Fingerprint (the done marker): SHA-256 over (a) the notebook's *code* cells (markdown and outputs
@@ -43,6 +44,7 @@ from dml_core.core import io, paths
 from dml_core.core.clock import now
 from dml_core.core.run_folder import RunFolder
 from dml_core.profiles import Profile, Run, run_dir_of
+from dml_core.core.run_folder import read_status  # status.json, checked (re-exported)
 
 __all__ = [
     "Plan",
@@ -248,11 +250,57 @@ class _CellProgress(logging.Filter):
         return False
 
 
+#: nbconvert's lab page without what it would fetch from a CDN (require.js, MathJax 2, mermaid,
+#: widgets): MathJax 3 comes from the profile's own copy (:func:`page_mathjax`), or not at all.
+_OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}
+{%- if resources.dml_mathjax_url -%}
+<script>window.MathJax = {tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']], processEscapes: true},
+options: {enableMenu: false}, loader: {load: ['ui/safe']}};</script>
+<script src="{{ resources.dml_mathjax_url | escape_html }}"></script>
+{%- endif -%}
+{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+"""
+#: Where a profile's run pages find MathJax: ``runs/<profile>/_static/mathjax/``.
+PAGE_MATHJAX = ("_static", "mathjax")
+
+
+def page_mathjax(profile_dir: Path) -> str | None:
+    """The MathJax script of the run pages of ``profile_dir``, as a URL relative to a run folder:
+    copied (once) from the offline package the book uses into ``<profile_dir>/_static/mathjax/``.
+    None when that package is missing: the pages then show formulas as TeX source."""
+    import shutil
+
+    from dml_core.report.book import MATHJAX_FILE, BookError, mathjax_dir
+
+    try:
+        src = mathjax_dir()
+    except BookError:
+        return None
+    dst = Path(profile_dir).joinpath(*PAGE_MATHJAX)
+    for rel in (MATHJAX_FILE, "ui/safe.js"):
+        target = dst / rel
+        if not target.is_file() or target.stat().st_size != (src / rel).stat().st_size:
+            with io.atomic_path(target) as tmp:
+                shutil.copyfile(src / rel, tmp)
+    return "../" + "/".join(PAGE_MATHJAX) + f"/{MATHJAX_FILE}"
+
+
 def render_html(nb, html_path: Path) -> None:
-    """Render a notebook node to HTML, atomically."""
+    """Render a notebook node to HTML, atomically: a page that opens offline (nothing from a
+    CDN; formulas by the profile's MathJax copy, :func:`page_mathjax`)."""
+    import jinja2
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_notebook_node(nb)
+    html_path = Path(html_path)
+    exporter = HTMLExporter(extra_loaders=[jinja2.DictLoader({"dml_offline.html.j2":
+                                                              _OFFLINE_TEMPLATE})],
+                            template_file="dml_offline.html.j2")
+    body, _ = exporter.from_notebook_node(
+        nb, resources={"dml_mathjax_url": page_mathjax(html_path.parent.parent)})
     io.write_text(html_path, body)
 
 
@@ -264,6 +312,9 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
     run = RunFolder(task["run_dir"])
     run.root.mkdir(parents=True, exist_ok=True)
     run.forget_done()  # not done until it succeeds again
+    # what a killed run left: temporaries of atomic writes anywhere in its folder (this run's
+    # own: the batch's lock keeps any other batch out of the profile's folders)
+    io.remove_temporaries(run.root, recursive=True)
     started, t0 = now(), time.time()
     status: dict[str, Any] = {"id": task["id"], "notebook": task["notebook"], "status": "running",
                               "started_at": started, "finished_at": None, "elapsed_s": None,

@@ -11,12 +11,14 @@ Checks, one line each, all reported together (exit code 1 when any fails):
 - **weights**: every pretrained backbone's checkpoint is present in ``$TORCH_HOME/hub/checkpoints``
   AND loads into the backbone (:func:`dml_core.models.backbones.build_backbone`);
 - **cuda**: when a run asks for ``device: cuda``, CUDA is available and a tensor op runs on it;
-- **disk**: free space under the runs root against :func:`run_disk_bytes` summed over the runs.
+- **disk**: free space under the runs root against :func:`run_disk_bytes` summed over the runs,
+  and under the data root against the decoded-image caches that ``cache: true`` recipes build
+  (:func:`dml_core.data.cache.estimate_cache_bytes`); one check per file system.
 """
 from __future__ import annotations
 
 import dataclasses
-import shutil
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -103,6 +105,7 @@ def check_profile(profile, *, only: str | Sequence[str] | None = None, data_root
                   settings: dict[str, Any] | None = None) -> PreflightReport:
     """Run every check for ``profile`` (name, path or :class:`dml_core.profiles.Profile`)."""
     from dml_core.profiles import params as nbparams
+    from dml_core.data.cache import estimate_cache_bytes
     from dml_core.data.preparation import dataset_dir, is_prepared
     from dml_core.methods.recipes import get_recipe
 
@@ -171,14 +174,51 @@ def check_profile(profile, *, only: str | Sequence[str] | None = None, data_root
             except Exception:  # noqa: BLE001 - e.g. pretrainedmodels missing; weights check says so
                 counts[r["backbone"]] = 25_000_000
         need += run_disk_bytes(r, counts[r["backbone"]])
-    probe = runs_root
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    checks.append(Check("disk", str(runs_root), free >= need,
-                        f"{free / 1e9:.1f} GB free, the runs write about {need / 1e9:.1f} GB "
-                        "(checkpoints + saved features)"))
+    cache_need, seen = 0, set()
+    for r in recipes:  # a cache serves every run with the same data and prefix (seeds share it)
+        sig = tuple(str(r.get(k)) for k in ("dataset", "crop", "transform", "crop_size",
+                                            "resize_size", "backbone", "validation_fraction"))
+        if r.get("cache") and not r.get("toy") and sig not in seen:
+            seen.add(sig)
+            try:
+                cache_need += estimate_cache_bytes(r, data_root)
+            except Exception:  # noqa: BLE001 - an estimate; the data check reports the data
+                pass
+    checks.extend(_disk_checks(runs_root, need, Path(data_root) if data_root is not None
+                               else paths.data_root(), cache_need))
     return PreflightReport(prof.name, checks)
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _disk_checks(runs_root: Path, runs_need: int, data_root: Path, cache_need: int) -> list[Check]:
+    """Free space against what the runs write under the runs root and what the decoded-image
+    caches add under the data root: one check per file system (both summed when they share one)."""
+    from dml_core.core.io import fmt_bytes, free_bytes
+
+    runs_dev = os.stat(_existing(runs_root)).st_dev
+    data_dev = os.stat(_existing(data_root)).st_dev
+    what = "checkpoints + saved features"
+    if cache_need and runs_dev == data_dev:
+        free = free_bytes(runs_root) or 0
+        need = runs_need + cache_need
+        return [Check("disk", str(runs_root), free >= need,
+                      f"{fmt_bytes(free)} free, the runs write about {fmt_bytes(need)} ({what}: "
+                      f"{fmt_bytes(runs_need)}; image caches under {data_root}: "
+                      f"{fmt_bytes(cache_need)})")]
+    free = free_bytes(runs_root) or 0
+    out = [Check("disk", str(runs_root), free >= runs_need,
+                 f"{fmt_bytes(free)} free, the runs write about {fmt_bytes(runs_need)} ({what})")]
+    if cache_need:
+        free = free_bytes(data_root) or 0
+        out.append(Check("disk", str(data_root), free >= cache_need,
+                         f"{fmt_bytes(free)} free, the decoded-image caches (cache: true) add "
+                         f"about {fmt_bytes(cache_need)}"))
+    return out
 
 
 def _check_weights(backbone: str) -> Check:

@@ -9,13 +9,23 @@ saying once whom it waits for; ``timeout=s``: at most ``s`` seconds) or is refus
 (``timeout=0``) with a :class:`LockHeldError` that names the holder.
 
 Used for: the batch (``runs/<profile>/.batch.lock``), each training run folder
-(``<run_dir>/.lock``) and each prepared data set (``<data_root>/<ds>/.prepare.lock``).
-Within one process a lock is re-entrant (a nested ``with`` on the same path is a no-op). POSIX
-only (Linux, macOS); on a file system without flock (some NFS setups) locking is best effort.
+(``<run_dir>/.lock``), each prepared data set (``<data_root>/<ds>/.prepare.lock``) and each
+image cache. Within one process a lock is re-entrant (a nested ``with`` on the same path is a
+no-op). POSIX only (Linux, macOS).
+
+The lock file is opened with ``O_NOFOLLOW``: a symbolic link in its place is refused
+(:class:`LockError`), never followed (writing the holder would overwrite the link's target).
+On a file system without a working ``flock`` (``ENOLCK``, ``ENOSYS``, ``EOPNOTSUPP``: some NFS
+and Lustre mounts) two processes could both "hold" the lock, so the lock is refused with a
+:class:`NoFlockError` that says how to proceed; setting ``DML_ALLOW_UNLOCKED=1`` (the batch's
+``--allow-unlocked``) accepts the risk: the lock is then skipped with a warning, and making sure
+that one process at a time writes each folder is up to you. A mount with node-local locks only
+(Lustre ``-o localflock``) cannot be detected: there, locks do not see other nodes.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 import socket
@@ -32,7 +42,35 @@ except ImportError:  # pragma: no cover - Windows
 _HELD: dict[str, list] = {}  # resolved path -> [fd, depth] for locks held by this process
 
 
-class LockHeldError(RuntimeError):
+#: Set to 1 to run without locks on a file system whose flock does not work (at your risk).
+ALLOW_UNLOCKED_ENV = "DML_ALLOW_UNLOCKED"
+#: flock errors that mean "this file system has no working flock".
+NO_FLOCK_ERRNOS = frozenset(e for e in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP,
+                                        getattr(errno, "ENOTSUP", errno.EOPNOTSUPP), errno.EINVAL))
+_WARNED_UNLOCKED: set[str] = set()
+
+
+class LockError(RuntimeError):
+    """The lock cannot be taken (base class); the message says why and what to do."""
+
+
+class NoFlockError(LockError):
+    """The lock file's file system has no working ``flock``; the message says how to proceed."""
+
+    def __init__(self, path: Path, what: str, exc: OSError):
+        self.path = Path(path)
+        name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        super().__init__(
+            f"cannot lock {what}: the file system of {path} does not support file locks "
+            f"(flock: {name}, {exc.strerror}; some NFS and Lustre mounts). Without them two "
+            "processes could write the same folder at once and corrupt it, so nothing was run. "
+            "Put the runs root and the data root (DML_RUNS_ROOT, DML_DATA_ROOT) on a file system "
+            "with working locks (a local disk, NFSv4, Lustre mounted with -o flock), or accept "
+            f"the risk with {ALLOW_UNLOCKED_ENV}=1 (python -m dml_core.batch --allow-unlocked) "
+            "and make sure yourself that only one process writes each folder.")
+
+
+class LockHeldError(LockError):
     """Another process holds the lock; ``holder`` is what it wrote (pid, host, started, what)."""
 
     def __init__(self, path: Path, what: str, holder: dict, waited: float | None = None):
@@ -96,7 +134,16 @@ class FileLock:
             _HELD[key][1] += 1
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP or self.path.is_symlink():
+                raise LockError(
+                    f"cannot lock {self.what}: the lock file {self.path} is a symbolic link (to "
+                    f"{os.readlink(self.path)}); a lock file must be a plain file, and following "
+                    "the link would overwrite its target. Remove the link and run again.") from None
+            raise
         if fcntl is None:  # pragma: no cover
             _HELD[key] = [fd, 1]
             return self
@@ -115,7 +162,19 @@ class FileLock:
                     self.say(f"waiting for {self.what}: in use by {describe(holder)}")
                     announced = True
                 time.sleep(self.poll)
-            except OSError:  # no flock on this file system: best effort, proceed unlocked
+            except OSError as exc:
+                if exc.errno not in NO_FLOCK_ERRNOS:
+                    os.close(fd)
+                    raise
+                if os.environ.get(ALLOW_UNLOCKED_ENV, "").strip().lower() not in (
+                        "1", "true", "yes"):
+                    os.close(fd)
+                    raise NoFlockError(self.path, self.what, exc) from None
+                folder = str(self.path.parent)
+                if folder not in _WARNED_UNLOCKED:  # accepted risk: say so once per folder
+                    _WARNED_UNLOCKED.add(folder)
+                    self.say(f"warning: {self.what}: no file locks on this file system "
+                             f"({ALLOW_UNLOCKED_ENV}=1): proceeding UNLOCKED")
                 break
         previous = read_holder(self.path)
         if previous.get("pid") and previous.get("host") == socket.gethostname() \

@@ -7,10 +7,15 @@ fast disk without editing code:
 - ``DML_RUNS_ROOT``: run folders and executed notebooks (default ``<repo>/runs``).
 - ``TORCH_HOME``: the standard torch cache; pretrained weights are read from
   ``$TORCH_HOME/hub/checkpoints`` (default ``~/.cache/torch``).
+
+Names that become folders (profile names, run ids) are checked by :func:`check_name`: letters,
+digits, ``_``, ``.``, ``-``, starting with a letter or digit, matched in full (no ``/``, no
+``..``, no trailing newline).
 """
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the dml_core folder
@@ -37,3 +42,20 @@ def torch_checkpoint_dir() -> Path:
         os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch"),
     )
     return Path(torch_home).expanduser() / "hub" / "checkpoints"
+
+
+#: What a profile name or a run id may be (matched in full: :func:`re.fullmatch`).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def is_valid_name(value: object) -> bool:
+    """True when ``value`` is a string usable as one folder name (:data:`NAME_PATTERN`)."""
+    return isinstance(value, str) and NAME_PATTERN.fullmatch(value) is not None
+
+
+def check_name(value: object, what: str = "name") -> str:
+    """``value`` when :func:`is_valid_name`, else a ValueError saying what a name may hold."""
+    if not is_valid_name(value):
+        raise ValueError(f"{what} {value!r} must be letters, digits, '_', '.', '-' (starting with "
+                         "a letter or digit; it names a folder)")
+    return value

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import math
 import os
 import shutil
@@ -50,7 +51,7 @@ from dml_core.core import io as dio
 if TYPE_CHECKING:  # the checkpoint format needs torch: imported where a .pt file is touched
     from dml_core.core.checkpoint import SavedFeatures
 
-__all__ = ["RunFolder", "find_runs", "metrics_csv", "metric_columns", "plain", "BASE_COLUMNS",
+__all__ = ["RunFolder", "read_status", "MALFORMED", "STATUS_FIELDS", "find_runs", "metrics_csv", "metric_columns", "plain", "BASE_COLUMNS",
            "CHECKPOINTS", "FIGURES", "OUTPUTS", "RESULTS", "PROVENANCE_INFO", "Summary", "Status"]
 
 #: The leading columns of metrics.csv, in this order; then test/*, val/*, then the method's own.
@@ -404,9 +405,29 @@ class RunFolder:
         dio.write_json(self.status, status)
 
     def read_status(self) -> Status | dict:
-        """``status.json`` of the last execution; ``{}`` when there is none (or unreadable)."""
-        value = _tolerant(dio.read_json, self.status)
-        return value if isinstance(value, dict) else {}
+        """``status.json`` of the last execution: ``{}`` when there is none; its contents when
+        every field of :data:`STATUS_FIELDS` has its type (or is null); else ``{"status":
+        "malformed", "error": why}`` (a hand edit, a disk error): the readers (the batch's index,
+        its progress, the book, the findings) report that run and go on with the others."""
+        try:
+            text = self.status.read_text(errors="replace")
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            why = f"it cannot be read ({exc.strerror or exc})"
+        else:
+            try:
+                data = json.loads(text)
+            except ValueError as exc:
+                why = f"it is not JSON ({exc})"
+            else:
+                why = _status_problem(data)
+                if why is None:
+                    return data
+        return {"status": MALFORMED,
+                "error": f"{self.status} is malformed: {why}. Run it again (python -m "
+                         f"dml_core.batch --profile PROFILE --only {self.root.name} --force) or "
+                         "delete the file"}
 
     def write_done(self, done: dict) -> None:
         dio.write_json(self.done, done)
@@ -445,6 +466,35 @@ def _which(which: str) -> str:
     if which not in CHECKPOINTS:
         raise ValueError(f"which must be one of {CHECKPOINTS}, got {which!r}")
     return which
+
+
+#: The fields of status.json and their types (each may also be null).
+STATUS_FIELDS: dict[str, tuple[type, ...]] = {
+    "id": (str,), "notebook": (str,), "status": (str,), "started_at": (str,),
+    "finished_at": (str,), "elapsed_s": (int, float), "error": (str,), "fingerprint": (str,)}
+#: The status of a run whose status.json cannot be used.
+MALFORMED = "malformed"
+
+
+def _status_problem(data: Any) -> str | None:
+    """What is wrong with a status.json's contents, or None."""
+    if not isinstance(data, dict):
+        return f"it holds a {type(data).__name__}, not an object"
+    for key, types in STATUS_FIELDS.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            return (f"its field {key!r} is {value!r}, not "
+                    + " or ".join("a number" if t in (int, float) else "a string" for t in types))
+        if key == "elapsed_s" and not math.isfinite(value):
+            return f"its field 'elapsed_s' is {value!r}, not a finite number"
+    return None
+
+
+def read_status(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """:meth:`RunFolder.read_status` of ``run_dir``."""
+    return RunFolder(run_dir).read_status()
 
 
 def _tolerant(read, path: Path, errors: tuple = ()) -> Any:

@@ -56,13 +56,15 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
+from dml_core.core.io import DiskFullError, atomic_path, remove_temporaries, write_json
 from dml_core.models.conventions import input_convention
 
 from .transforms import STYLES, SwapRGBtoBGR, ToRGB
 
 CACHE_VERSION = 1
 __all__ = ["CACHE_VERSION", "ImageCache", "CachedDataset", "DeviceNormalize", "prefix_steps",
-           "random_steps", "cached_split", "cache_bytes"]
+           "random_steps", "cached_split", "cache_bytes", "sweep_caches",
+           "estimate_cache_bytes"]
 
 
 class CapShorterSide:
@@ -202,51 +204,98 @@ class ImageCache:
               prefix: Callable[[Image.Image], Image.Image], key: dict,
               workers: int | None = None) -> "ImageCache":
         """Run ``prefix(load(i))`` for i < n (threads: PIL releases the GIL) and write the cache;
-        an existing complete cache with the same ``key`` is reused."""
+        an existing complete cache with the same ``key`` is reused. Every file is written
+        atomically (:func:`dml_core.core.io.atomic_path`): a failure leaves no partial file, what
+        a killed build left is removed by the next one, and a full disk is ONE
+        :class:`~dml_core.core.io.DiskFullError` with the space the whole cache needs."""
         from dml_core.core.locks import FileLock
 
         folder = Path(folder)
         meta = folder / "meta.json"
-        if meta.is_file() and json.loads(meta.read_text()).get("key") == key:
+        if _complete(folder, key):
             return cls(folder)
         folder.mkdir(parents=True, exist_ok=True)
         # one builder at a time (two notebooks of a batch may need the same cache); the others
         # wait, then find it complete
-        with FileLock(folder / ".lock", what=f"the image cache {folder}"):
-            if meta.is_file() and json.loads(meta.read_text()).get("key") == key:
+        with FileLock(folder / LOCK_FILE, what=f"the image cache {folder}"):
+            if _complete(folder, key):
                 return cls(folder)
+            meta.unlink(missing_ok=True)
+            remove_temporaries(folder, ("*.tmp",))  # a killed build's (and older versions')
             return cls._build(folder, n, load, prefix, key, workers)
 
     @classmethod
     def _build(cls, folder: Path, n: int, load, prefix, key: dict, workers: int | None) -> "ImageCache":
-        meta = folder / "meta.json"
-        meta.unlink(missing_ok=True)
         if not workers:
             from .loaders import available_cpus
 
             workers = available_cpus()
         index = np.zeros((n, 3), dtype=np.int64)
-        offset = 0
+        offset, done = 0, 0
 
         def one(i: int) -> np.ndarray:
             arr = np.asarray(prefix(load(i)), dtype=np.uint8)
             return arr if arr.ndim == 3 else np.repeat(arr[..., None], 3, axis=2)
 
-        tmp = folder / f"images.u8.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f, cf.ThreadPoolExecutor(workers) as pool:
-            for i, arr in enumerate(pool.map(one, range(n), chunksize=16) if workers > 1
-                                    else map(one, range(n))):
-                h, w = arr.shape[:2]
-                index[i] = (offset, h, w)
-                f.write(np.ascontiguousarray(arr).tobytes())
-                offset += h * w * 3
-        os.replace(tmp, folder / "images.u8")
-        np.save(folder / "index.npy", index)
-        tmp_meta = folder / f"meta.json.{os.getpid()}.tmp"
-        tmp_meta.write_text(json.dumps({"key": key, "images": n, "bytes": offset,
-                                        "version": CACHE_VERSION}, indent=1) + "\n")
-        os.replace(tmp_meta, meta)  # last: the build is complete
+        data = folder / "images.u8"
+        pool = cf.ThreadPoolExecutor(workers)
+        try:
+            with atomic_path(data) as tmp, open(tmp, "wb") as f:
+                for i, arr in enumerate(pool.map(one, range(n), chunksize=16) if workers > 1
+                                        else map(one, range(n))):
+                    h, w = arr.shape[:2]
+                    index[i] = (offset, h, w)
+                    f.write(np.ascontiguousarray(arr).tobytes())
+                    offset += h * w * 3
+                    done = i + 1
+        except DiskFullError as exc:  # say what the whole cache needs, not the part written
+            need = offset * n // max(done, 1)
+            raise DiskFullError(data, max(need, offset), exc.free, exc.written) from exc
+        finally:  # on an error, the images not decoded yet are not decoded at all
+            pool.shutdown(wait=True, cancel_futures=True)
+        with atomic_path(folder / "index.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, index)
+        write_json(folder / "meta.json", {"key": key, "images": n, "bytes": offset,
+                                          "version": CACHE_VERSION})  # last: complete
         return cls(folder)
+
+
+def _complete(folder: Path, key: dict) -> bool:
+    """True when ``folder`` holds a complete cache (``meta.json``) made for ``key``."""
+    try:
+        return json.loads((folder / "meta.json").read_text()).get("key") == key
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+#: The lock file of a cache folder (held while it is built).
+LOCK_FILE = ".lock"
+
+
+def sweep_caches(cache_root: str | os.PathLike, keep: Path | None = None) -> list[Path]:
+    """Remove the leftovers under ``<data_root>/<ds>/cache/``: every cache folder that nobody
+    is building (its lock is free) and that holds no complete cache (no ``meta.json``: a build
+    that failed or was killed) is deleted, and the temporary files of the others. ``keep``: a
+    folder to leave alone. Returns what was removed."""
+    import shutil
+
+    from dml_core.core.locks import FileLock, LockError
+
+    removed: list[Path] = []
+    root = Path(cache_root)
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        if keep is not None and folder.resolve() == Path(keep).resolve():
+            continue
+        try:
+            with FileLock(folder / LOCK_FILE, what=f"the image cache {folder}", timeout=0):
+                if (folder / "meta.json").is_file():
+                    removed += remove_temporaries(folder, ("*.tmp",))
+                else:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+        except LockError:  # being built by another process, or no locks here: leave it
+            continue
+    return removed
 
 
 class CachedDataset(Dataset):
@@ -285,6 +334,12 @@ def cache_key(index_fp: str, split: str, crop: bool, prefix: list) -> dict:
             "prefix": [repr(s) for s in prefix]}
 
 
+def cache_folder(dataset_dir: Path, split: str, key: dict) -> Path:
+    """``<data_root>/<ds>/cache/<split>-<16 hex digits of the key's hash>``."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(dataset_dir) / "cache" / f"{split}-{digest}"
+
+
 def cached_split(recipe: dict, split: str, train: bool, data_root=None, *, cap: int | None = None,
                  device_normalize: bool | None = None, workers: int | None = None) -> CachedDataset:
     """``split`` of ``recipe["dataset"]`` through the cache (built on first use).
@@ -300,8 +355,9 @@ def cached_split(recipe: dict, split: str, train: bool, data_root=None, *, cap: 
     style, c, r, bb = recipe["transform"], int(recipe["crop_size"]), int(recipe["resize_size"]), recipe["backbone"]
     prefix = prefix_steps(style, train, c, r, bb, cap)
     key = cache_key(index_fingerprint(index_path(recipe["dataset"], data_root)), split, src.crop, prefix)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    folder = dataset_dir(recipe["dataset"], data_root) / "cache" / f"{split}-{digest}"
+    folder = cache_folder(dataset_dir(recipe["dataset"], data_root), split, key)
+    if not _complete(folder, key):  # about to build: first clear what failed builds left
+        sweep_caches(folder.parent, keep=folder)
     cache = ImageCache.build(folder, len(src), src.load_image, T.Compose(prefix), key, workers)
     rnd = random_steps(style, train, c, recipe.get("hflip", True), tuple(recipe.get("rrc_scale", (0.08, 1.0))))
     return CachedDataset(cache, src.labels, rnd, bb, train if device_normalize is None else device_normalize,
@@ -325,4 +381,68 @@ def cache_bytes(sizes: Sequence[tuple[int, int]], style: str, train: bool, crop_
             f = 1.0 if limit <= 0 or s <= limit else limit / s
             ww, hh = (round(w * f), round(h * f)) if f < 1 else (w, h)
         total += ww * hh * 3
+    return total
+
+
+#: Typical image size (W, H) per data set (see the module docstring), for estimates made before
+#: a data set is prepared.
+TYPICAL_SIZE = {"cub": (500, 375), "car": (700, 470), "sop": (400, 400), "isc": (256, 256),
+                "demo": (48, 48), "stl10": (96, 96)}
+
+
+def _image_size(folder: Path, record, crop: bool, dataset: str) -> tuple[int, int]:
+    """(W, H) of a record's image as the cache's prefix sees it: its box when cropping, else
+    the file's header; the data set's typical size when the header cannot be read."""
+    if crop and record.box is not None:
+        x1, y1, x2, y2 = record.box
+        return max(1, x2 - x1), max(1, y2 - y1)
+    try:
+        if ".bin#" in record.path:
+            return TYPICAL_SIZE["stl10"]
+        with Image.open(folder / record.path) as img:
+            return img.size
+    except Exception:  # noqa: BLE001 - an estimate: a typical size stands in
+        return TYPICAL_SIZE.get(dataset, (500, 375))
+
+
+def estimate_cache_bytes(recipe: dict, data_root=None, sample: int = 64) -> int:
+    """Bytes that training ``recipe`` with ``cache: true`` adds under ``<data_root>/<ds>/cache/``
+    (0 without it): every split it caches (train; train again for validation; test, or query and
+    gallery) whose cache is not complete yet, at :func:`cache_bytes` of the image sizes read from
+    the headers of ``sample`` images spread over the split (scaled to the split), or, before the
+    data set is prepared, its standard split sizes at its :data:`TYPICAL_SIZE`. An estimate."""
+    from .index import index_fingerprint, read_index
+    from .layout import EXPECTED_SIZES
+    from .preparation import dataset_dir, index_path
+
+    if not recipe.get("cache"):
+        return 0
+    ds, crop = recipe["dataset"], bool(recipe.get("crop"))
+    style, c, r, bb = (recipe["transform"], int(recipe["crop_size"]), int(recipe["resize_size"]),
+                       recipe["backbone"])
+    folder, index = dataset_dir(ds, data_root), index_path(ds, data_root)
+    try:
+        records = read_index(index) if index.is_file() else None
+    except (OSError, ValueError):
+        records = None
+    splits = (sorted({x.split for x in records}) if records
+              else list(EXPECTED_SIZES.get(ds, {"train": 0, "test": 0})))
+    parts = [("train", True)] + ([("train", False)]
+                                 if float(recipe.get("validation_fraction") or 0) > 0 else [])
+    parts += [(s, False) for s in splits if s != "train"]
+    total = 0
+    for split, train in parts:
+        if records is None:
+            n = EXPECTED_SIZES.get(ds, {}).get(split, 0)
+            total += n * cache_bytes([TYPICAL_SIZE.get(ds, (500, 375))], style, train, c, r)
+            continue
+        members = [x for x in records if x.split == split]
+        if not members:
+            continue
+        key = cache_key(index_fingerprint(index), split, crop, prefix_steps(style, train, c, r, bb))
+        if _complete(cache_folder(folder, split, key), key):
+            continue
+        picked = members[:: max(1, len(members) // sample)][:sample]
+        sizes = [_image_size(folder, x, crop, ds) for x in picked]
+        total += cache_bytes(sizes, style, train, c, r) * len(members) // len(picked)
     return total

@@ -15,20 +15,30 @@ from .preparation import dataset_dir
 
 
 class ImageLoadError(OSError):
-    """An image listed in a prepared index cannot be read; names the file and the fix."""
+    """An image cannot be read (missing, truncated, not an image, a decompression bomb, ...);
+    the message names the file, the cause and the fix."""
 
 
-def load_image(path: str) -> Image.Image:
+def load_image(path: str | os.PathLike) -> Image.Image:
     """Open an image file as RGB (greyscale/palette/CMYK → RGB). ``<file>.bin#<k>`` reads STL-10
-    record ``k`` from a binary file."""
-    if ".bin#" in path:
-        from .stl10 import RECORD_BYTES, decode_records
+    record ``k`` from a binary file. EVERY failure — a missing or truncated file, a format PIL
+    does not know, PIL's ``DecompressionBombError`` (more pixels than ``Image.MAX_IMAGE_PIXELS``
+    × 2), any decoder error — raises :class:`ImageLoadError` naming the file and the cause."""
+    path = str(path)
+    try:
+        if ".bin#" in path:
+            from .stl10 import RECORD_BYTES, decode_records
 
-        file, record = path.rsplit("#", 1)
-        raw = np.fromfile(file, dtype=np.uint8, count=RECORD_BYTES, offset=int(record) * RECORD_BYTES)
-        return Image.fromarray(decode_records(raw)[0])
-    with Image.open(path) as img:
-        return img.convert("RGB")
+            file, record = path.rsplit("#", 1)
+            raw = np.fromfile(file, dtype=np.uint8, count=RECORD_BYTES,
+                              offset=int(record) * RECORD_BYTES)
+            return Image.fromarray(decode_records(raw)[0])
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - OSError, ValueError, DecompressionBombError, ...
+        raise ImageLoadError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from exc
 
 
 class RetrievalDataset(Dataset):
@@ -81,12 +91,11 @@ class RetrievalDataset(Dataset):
         A file that cannot be read raises :class:`ImageLoadError` naming it and the fix."""
         try:
             img = load_image(self.paths[i])
-        except Exception as exc:  # noqa: BLE001 - truncated, missing, not an image, ...
+        except ImageLoadError as exc:
             raise ImageLoadError(
-                f"cannot read image {self.paths[i]} ({type(exc).__name__}: {exc}), listed in the "
-                f"prepared {self.dataset!r} index ({self.split}); check every image and exclude "
-                f"the bad ones with `python -m dml_core.data {self.dataset}{self._root_arg} "
-                "--force --verify-images full`") from exc
+                f"{exc}; it is listed in the prepared {self.dataset!r} index ({self.split}): "
+                "check every image and exclude the bad ones with `python -m dml_core.data "
+                f"{self.dataset}{self._root_arg} --force --verify-images full`") from exc.__cause__
         if self.crop:
             img = img.crop(clip_box(self.boxes[i], *img.size))
         return img

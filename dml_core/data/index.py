@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from dml_core.core.io import atomic_path
+from dml_core.core.io import write_bytes
 
 from .boxes import Box
 from .layout import INDEX_COLUMNS, INDEX_FILE, REPORT_FILE
@@ -109,9 +109,25 @@ def integrity_record(data: bytes, records: list[Record]) -> dict:
 def write_index(path: str | os.PathLike, records: list[Record], data: bytes | None = None) -> None:
     """Write ``records`` as ``index.csv`` atomically (this file is the completeness marker).
     ``data``: the bytes from :func:`index_bytes` when the caller has them already."""
-    data = index_bytes(records) if data is None else data
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    write_bytes(path, index_bytes(records) if data is None else data)
+
+
+def unsafe_path(relpath: str) -> bool:
+    """True when ``relpath`` (a path from an annotation file or an index, relative to the
+    data-set folder) is empty, absolute (``/x``) or climbs out of the folder with ``..`` (``\\``
+    counts as a separator too); such an entry would read a file outside the data root."""
+    text = str(relpath).replace("\\", "/")
+    if not text or text.startswith("/") or "\0" in text:
+        return True
+    depth = 0
+    for part in text.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", "."):
+            depth += 1
+    return depth <= 0
 
 
 def _fix(path: Path) -> str:
@@ -119,14 +135,26 @@ def _fix(path: Path) -> str:
 
 
 def _parse(path: Path, data: bytes) -> list[Record]:
-    """Records from the index bytes; a malformed line is an IndexIntegrityError naming it."""
+    """Records from the index bytes; a malformed line (wrong fields, a CSV error such as an
+    over-long field, a path that is absolute or leaves the data-set folder) is an
+    IndexIntegrityError naming it."""
     reader = csv.DictReader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
+    try:
+        return _parse_rows(path, reader)
+    except csv.Error as exc:
+        raise IndexIntegrityError(f"{path}, line {reader.line_num}: not readable as CSV ({exc}); "
+                                  f"the file is damaged or edited; {_fix(path)}") from None
+
+
+def _parse_rows(path: Path, reader: csv.DictReader) -> list[Record]:
     if tuple(reader.fieldnames or ()) != INDEX_COLUMNS:
         raise IndexIntegrityError(
             f"{path} has columns {reader.fieldnames}, expected {list(INDEX_COLUMNS)}; {_fix(path)}")
     records = []
     for row in reader:
         try:
+            if row.get("path") is not None and unsafe_path(row["path"]):
+                raise ValueError(f"path {row['path']!r} is absolute or leaves the data-set folder")
             if None in row or any(row[k] is None for k in INDEX_COLUMNS):
                 raise ValueError("too few or too many fields")
             box = None

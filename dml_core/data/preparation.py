@@ -115,8 +115,7 @@ def _prepare(dataset: str, data_root, *, force: bool, box_convention: str, verif
     index_file, report_file = folder / INDEX_FILE, folder / REPORT_FILE
     has_boxes = dataset in ("car", "cub", "demo")
 
-    for tmp in folder.glob(".*.tmp"):  # left by a killed preparation (atomic writes, dml_core.core.io)
-        tmp.unlink(missing_ok=True)
+    io.remove_temporaries(folder)  # what a killed preparation left (dml_core.core.io)
     removed = remove_stale_demo(folder) if dataset == "demo" else None
     if removed:
         say(f"demo: removed {removed} in {folder}; writing it anew")
@@ -147,6 +146,7 @@ def _prepare(dataset: str, data_root, *, force: bool, box_convention: str, verif
     records = read_raw(dataset, folder, box_convention)
     if not records:
         raise ValueError(f"{dataset}: the annotation files in {folder} list no images")
+    raw.refuse_unsafe_paths(dataset, folder, records)  # before any file is opened
 
     bad: list[dict] = []
     boxes_outside = 0

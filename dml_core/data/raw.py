@@ -2,7 +2,8 @@
 
 Each reader returns :class:`~dml_core.data.index.Record` s (labels not yet assigned) with paths
 relative to the data-set folder. Missing annotation files raise ONE :class:`MissingRawDataError`
-that lists them all and shows the expected layout. Nothing here opens an image.
+that lists them all and shows the expected layout; a path that is absolute or leaves the folder
+is refused (:func:`refuse_unsafe_paths`). Nothing here opens an image.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .boxes import mat_box, xywh_box
-from .index import Record
+from .index import Record, unsafe_path
 from .layout import EXPECTED_LAYOUT
 
 
@@ -53,6 +54,27 @@ def layout_hint(dataset: str, folder: Path) -> str | None:
     if dataset == "isc" and (folder / "img").is_dir() and not (folder / "Img").is_dir():
         return "found img/ at the top: it belongs inside Img/ (Img/img/...)"
     return None
+
+
+#: The annotation files whose image paths a reader returns (for messages).
+ANNOTATION_FILES = {"car": "cars_annos.mat", "cub": "images.txt", "demo": "images.txt",
+                    "sop": "Ebay_train.txt / Ebay_test.txt", "isc": "Eval/list_eval_partition.txt",
+                    "stl10": "stl10_binary/"}
+
+
+def refuse_unsafe_paths(dataset: str, folder: Path, records: Iterable[Record]) -> None:
+    """Raise ONE ValueError listing every image path read from the annotations that is absolute
+    or leaves the data-set folder (:func:`~dml_core.data.index.unsafe_path`): preparation reads
+    only files inside ``<data_root>/<ds>/``."""
+    bad = [r.path for r in records if unsafe_path(r.path)]
+    if bad:
+        shown = ", ".join(repr(b) for b in bad[:10]) + (f" and {len(bad) - 10} more"
+                                                        if len(bad) > 10 else "")
+        raise ValueError(
+            f"raw data of {dataset!r}: {len(bad)} image path(s) in "
+            f"{Path(folder) / ANNOTATION_FILES.get(dataset, '')} are absolute or leave the "
+            f"folder {folder} ({shown}); every image must lie inside it, under a relative path. "
+            "Fix the annotation file (or copy the images into the folder) and prepare again")
 
 
 def require_files(dataset: str, folder: Path, relpaths: Iterable[str]) -> None:

@@ -39,12 +39,17 @@ def top_k(query_indices: Sequence[int], features, k: int, gallery_features=None)
 
 
 def _load(path, size: int) -> np.ndarray:
+    """The image at ``path`` as a ``size`` × ``size`` RGB tile; a grey tile when it cannot be
+    read (any :class:`~dml_core.data.datasets.ImageLoadError`: missing, truncated, a
+    decompression bomb, ...)."""
+    from PIL import Image
+
+    from dml_core.data.datasets import ImageLoadError, load_image
+
     try:
-        from PIL import Image
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
-    except (OSError, ValueError, TypeError):
-        return np.full((size, size, 3), 200, dtype=np.uint8)  # missing image: grey tile
+        return np.asarray(load_image(path).resize((size, size), Image.BILINEAR))
+    except (ImageLoadError, TypeError):
+        return np.full((size, size, 3), 200, dtype=np.uint8)  # unreadable image: grey tile
 
 
 def _frame(ax, color: str, width: float, style: str = "solid"):

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from dml_core.methods.schema import BACKBONE_NAMES
+from dml_core.core import paths
 
 __all__ = [
     "ParameterError",
@@ -130,11 +131,13 @@ def notebook_stem(notebook: str | Path) -> str:
     return name[: -len(".ipynb")] if name.endswith(".ipynb") else name
 
 
+#: Parameters whose values are profile names (folders under the runs root).
+_NAME_PARAMETERS = ("profile", "profiles")
+
+
 def default_run_dir(profile: str, notebook: str | Path) -> Path:
     """The one default run folder of a notebook: ``runs_root()/<profile>/<notebook stem>``."""
-    from dml_core.core import paths
-
-    return paths.runs_root() / profile / notebook_stem(notebook)
+    return paths.runs_root() / paths.check_name(profile, "profile name") / notebook_stem(notebook)
 
 
 def _type_of_default(name: str, default: Any) -> str:
@@ -189,8 +192,6 @@ class _NotebookSchemas(Mapping):
     """``{notebook stem: schema}`` of the study notebooks (``notebooks/NN_*.ipynb``), read lazily."""
 
     def _paths(self) -> dict[str, Path]:
-        from dml_core.core import paths
-
         return {p.stem: p for p in sorted(paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))}
 
     def __getitem__(self, stem: str) -> dict[str, tuple]:
@@ -323,6 +324,10 @@ def validate_parameters(notebook: str | Path, params: Mapping[str, Any], *,
                                 + ", ".join(map(str, choices)) + _closest(v, choices))
             if bad:
                 continue
+        if name in _NAME_PARAMETERS and value is not None:  # they name folders under runs/
+            names = value if isinstance(value, (list, tuple)) else [value]
+            problems += [f"{name}: {v!r} must be letters, digits, '_', '.', '-' (a profile name)"
+                         for v in names if not paths.is_valid_name(v)]
         value = _recipe_checked(name, value, problems)
         out[name] = value
     if problems:

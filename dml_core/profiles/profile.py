@@ -36,7 +36,6 @@ __all__ = ["BatchError", "ProfileError", "Run", "Profile", "load_profile",
 # Default stage by the notebook's two-digit prefix; any other notebook is stage DEFAULT_STAGE.
 DEFAULT_STAGE_BY_PREFIX = {"00": 0, "06": 2, "08": 2}
 DEFAULT_STAGE = 1
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PROFILE_KEYS = {"name", "description", "runs", "parameters", "notebooks_dir", "slurm"}
 _RUN_KEYS = {"id", "notebook", "parameters", "stage", "description"}
 
@@ -129,7 +128,7 @@ def load_profile(profile: str | os.PathLike, profiles_dir: Path | None = None,
         raise ProfileError(f"{where}: a profile is a mapping with keys name, description, runs")
     problems: list[str] = _key_problems(data, ("name", "runs"), _PROFILE_KEYS, "top-level")
     name = data.get("name")
-    if "name" in data and (not isinstance(name, str) or not _ID_RE.match(name)):
+    if "name" in data and not paths.is_valid_name(name):
         problems.append(f"name {name!r} must be a string of letters, digits, '_', '.', '-'")
     elif isinstance(name, str) and name != path.stem:
         problems.append(f"name {name!r} must equal the file name {path.stem!r}")
@@ -160,7 +159,7 @@ def load_profile(profile: str | os.PathLike, profiles_dir: Path | None = None,
             label = f"runs[{i}] (id {run_id!r})"
         problems += [f"{label}: {p}" for p in _key_problems(entry, ("id", "notebook"), _RUN_KEYS)]
         if "id" in entry:
-            if not isinstance(run_id, str) or not _ID_RE.match(run_id):
+            if not paths.is_valid_name(run_id):
                 problems.append(f"{label}: id {run_id!r} must be letters, digits, '_', '.', '-'")
             elif run_id in seen:
                 problems.append(f"{label}: duplicate id {run_id!r} (also runs[{seen[run_id]}])")
@@ -239,8 +238,14 @@ def select_runs(runs: list[Run], only: str | Sequence[str] | None) -> list[Run]:
 
 
 def run_dir_of(runs_root: Path, profile: str, run_id: str) -> Path:
-    """The run folder of run ``run_id``: ``<runs_root>/<profile>/<run_id>``, absolute."""
-    return (runs_root / profile / run_id).resolve()
+    """The run folder of run ``run_id``: ``<runs_root>/<profile>/<run_id>``, absolute. Both names
+    must be folder names (:func:`dml_core.core.paths.check_name`), else :class:`ProfileError`."""
+    try:
+        paths.check_name(profile, "profile name")
+        paths.check_name(run_id, "run id")
+    except ValueError as exc:
+        raise ProfileError(str(exc)) from None
+    return (Path(runs_root) / profile / run_id).resolve()
 
 
 def effective_parameters(run: Run, profile: str, run_dir: Path, data_root) -> dict[str, Any]:

@@ -4,10 +4,15 @@
 (``profiles/README.md``); :func:`validate_slurm_block` checks it when the profile loads
 (:func:`dml_core.profiles.load_profile`), and :func:`slurm_options` puts the command line's
 ``--slurm-*`` options on top. The jobs themselves are :mod:`dml_core.batch.cluster`'s.
+
+Everything here ends up in a job script: an extra ``sbatch`` flag's name must match
+``[A-Za-z0-9_-]+`` in full, and no value (flags, partition, setup lines) may hold a line break
+or another control character, which would add a line of its own to the script.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Sequence
 
 __all__ = ["SlurmOptions", "slurm_options", "validate_slurm_block", "parse_sbatch_flags",
@@ -51,6 +56,35 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "poll_s": (int, float)}
 
 
+#: An extra sbatch flag's name (``account``, ``qos``, ``gres``), matched in full.
+SBATCH_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def text_problem(what: str, value: Any) -> str | None:
+    """Why ``value`` cannot go into a line of the job script (a newline or another control
+    character would start a line of its own), or None."""
+    m = _CONTROL.search(str(value))
+    if m:
+        return (f"{what}: {value!r} holds the control character {m.group()!r} (a line break would "
+                "add its own line to the job script); remove it")
+    return None
+
+
+def sbatch_problems(flags: dict) -> list[str]:
+    """Problems of extra sbatch flags ``{key: value}`` (empty list: valid)."""
+    problems = []
+    for key, value in flags.items():
+        if not isinstance(key, str) or not SBATCH_KEY.fullmatch(key):
+            problems.append(f"slurm.sbatch: flag name {key!r} must be letters, digits, '_', '-' "
+                            "(e.g. account, qos, gres)")
+        elif isinstance(value, (dict, list)) or value is None:
+            problems.append(f"slurm.sbatch.{key}: {value!r} must be a string, a number or true")
+        elif (why := text_problem(f"slurm.sbatch.{key}", value)) is not None:
+            problems.append(why)
+    return problems
+
+
 def validate_slurm_block(block: Any) -> list[str]:
     """Problems of a profile's ``slurm:`` mapping (empty list: valid)."""
     if block is None:
@@ -74,6 +108,12 @@ def validate_slurm_block(block: Any) -> list[str]:
             problems.append(f"slurm.executor: {value!r} must be one of {list(EXECUTORS)}")
         elif key == "setup" and not all(isinstance(x, str) for x in value):
             problems.append("slurm.setup must be a list of shell lines (strings)")
+        elif key == "setup":
+            problems += [w for x in value if (w := text_problem("slurm.setup", x))]
+        elif key == "sbatch":
+            problems += sbatch_problems(value)
+        elif isinstance(value, str) and (why := text_problem(f"slurm.{key}", value)):
+            problems.append(why)
     return problems
 
 
@@ -83,8 +123,11 @@ def parse_sbatch_flags(items: Sequence[str] | None) -> dict[str, str]:
     out: dict[str, Any] = {}
     for item in items or []:
         key, eq, value = item.lstrip("-").partition("=")
-        if not key.strip():
-            raise ValueError(f"--slurm-sbatch {item!r}: expected KEY=VALUE, e.g. account=abc")
+        if not SBATCH_KEY.fullmatch(key.strip()):
+            raise ValueError(f"--slurm-sbatch {item!r}: expected KEY=VALUE with a KEY of letters, "
+                             "digits, '_', '-', e.g. account=abc")
+        if (why := text_problem(f"--slurm-sbatch {key.strip()}", value)) is not None:
+            raise ValueError(why)
         out[key.strip()] = value if eq else True
     return out
 

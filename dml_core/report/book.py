@@ -13,7 +13,8 @@ The book:
   from the numbers (:mod:`.findings`), the comparisons that belong together side by side
   (:func:`.tables.side_by_side`), the key figures, and downloadable CSVs;
 - **one chapter per notebook** in reading order (a notebook with several runs gets a chapter
-  page listing them, each run its own page); a page per failed run with its error and log;
+  page listing them, each run its own page); a page per failed run with its error and the end of
+  its log, each an escaped ``<pre>`` block;
 - **the methods** (``docs/methods/*.md``) and a page with every number (:func:`.tables.details_table`);
 - sidebar and full-text search (Sphinx's own, offline).
 
@@ -23,13 +24,15 @@ It reads offline: MathJax 3 (the SVG build, no web fonts) is copied from the pip
 from the stderr outputs of the copies; any other stderr text (a warning) is kept, so that it shows
 and the tests catch it.
 
+Every free text (errors, logs, class and file names, recipe values, descriptions) reaches a
+page through :mod:`.escape` only, so it shows as text and never acts.
+
 The Sphinx sources are written to ``runs/<profile>/.book/`` (regenerated on every build).
 """
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import html
 import os
 import re
 import shutil
@@ -43,6 +46,9 @@ import nbformat
 
 from dml_core.core import paths
 from dml_core.core.run_folder import RunFolder
+from dml_core.core.run_folder import MALFORMED, read_status
+
+from .escape import html_text, markdown_code, markdown_text, pre_block, raw_html
 
 BOOK_DIR = "report"          # runs/<profile>/report/index.html
 SOURCE_DIR = ".book"         # runs/<profile>/.book/{src,doctrees}
@@ -59,7 +65,7 @@ KEY_FIGURES = (("seeds.png", "R@1 of every seed (dots) with the mean and its 95 
                ("toy_embeddings.png", "The toy: the unit circle after training; arrows are "
                                       "the proxies."))
 _PROGRESS_RE = re.compile(r"\d+%\||\|\s*\d+/\d+\s*\[|\d+/\d+ \[\d|it/s\]|s/it\]|batch/s\]")
-_MATHJAX_FILE = "tex-svg-full.js"
+MATHJAX_FILE = "tex-svg-full.js"
 
 
 class BookError(RuntimeError):
@@ -171,12 +177,15 @@ def _status(run_dir: Path) -> dict:
 
 def collect_runs(prof, profile_dir: Path) -> list[RunPage]:
     """The runs of ``prof`` (:class:`dml_core.profiles.Profile`) in profile order, each with its
-    status (:meth:`RunFolder.read_status`)."""
+    status (:meth:`RunFolder.read_status`; a malformed status.json makes a failed run that
+    says so)."""
     out = []
     for run in prof.runs:
         rdir = profile_dir / run.id
-        st = _status(rdir)
+        st = read_status(rdir)
         status = st.get("status") or "not run"
+        if status == MALFORMED:
+            status = "failed"
         if status == "done" and not RunFolder(rdir).notebook.is_file():
             status = "not run"
         out.append(RunPage(id=run.id, notebook=run.notebook.stem, description=run.description,
@@ -256,26 +265,18 @@ def _table_html(df, caption: str | None = None, wrap: Sequence[str] = ()) -> str
     cols = [str(c) for c in df.columns]
     out = ['<div class="dml-table-wrap"><table class="dml-benchmark">']
     if caption:
-        out.append(f"<caption>{html.escape(caption)}</caption>")
-    out.append("<thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+        out.append(f"<caption>{html_text(caption)}</caption>")
+    out.append("<thead><tr>" + "".join(f"<th>{html_text(c)}</th>" for c in cols)
                + "</tr></thead><tbody>")
     for _, row in df.iterrows():
         cells = []
         for c, v in zip(cols, row.values):
             text = "" if v is None or (isinstance(v, float) and v != v) else str(v)
             cls = ' class="wrap"' if c in wrap else ""
-            cells.append(f"<td{cls}>{html.escape(text)}</td>")
+            cells.append(f"<td{cls}>{html_text(text)}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table></div>")
     return "\n".join(out)
-
-
-def _raw(html_text: str) -> str:
-    return "```{raw} html\n" + html_text + "\n```\n"
-
-
-def _md_escape(text: str) -> str:
-    return text.replace("*", "\\*").replace("_", "\\_") if text else ""
 
 
 def _hardware(runs_df) -> str:
@@ -296,11 +297,11 @@ def _front_page(book: Book, runs_df, chapters: list[tuple[str, str]], failed: li
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["---\nhtml_theme.sidebar_secondary.remove: true\n---\n",  # room for the table
              f"# Proxy-based deep metric learning, reproduced: profile `{book.profile}`\n",
-             f"{_md_escape(book.description)}\n",
+             f"{markdown_text(book.description)}\n",
              f"Built {now} from the executed notebooks of `runs/{book.profile}/`: "
              f"{counts['done']} run(s) done, {counts['failed']} failed, {counts['not run']} not run"
              + (f", {other} running" if other else "") + f". Hardware of the runs: "
-             f"{_md_escape(_hardware(runs_df))}.\n"]
+             f"{markdown_text(_hardware(runs_df))}.\n"]
 
     lines.append("## Headline results\n")
     import yaml
@@ -320,7 +321,7 @@ def _front_page(book: Book, runs_df, chapters: list[tuple[str, str]], failed: li
     if len(head):
         shown = head.loc[:, [c for c in head.columns
                              if c not in ("Crop", "Setting") or (head[c] != "—").any()]]
-        lines.append(_raw(_table_html(shown)))
+        lines.append(raw_html(_table_html(shown)))
         lines.append(
             "Values in %. **reported** is the authors' number (their README; † = a column whose "
             "K is ambiguous, see the caveats in {doc}`tables`), **reproduced** is this profile's "
@@ -350,7 +351,7 @@ def _front_page(book: Book, runs_df, chapters: list[tuple[str, str]], failed: li
                      "mean ± 95 % half-width over seeds when there are several.\n")
         for key, title in sbs:
             lines.append(f"### {title}\n")
-            lines.append(_raw(_table_html(tables.side_by_side(
+            lines.append(raw_html(_table_html(tables.side_by_side(
                 runs_df, key, profiles=[book.profile], selection=sel))))
 
     if figures:
@@ -362,7 +363,7 @@ def _front_page(book: Book, runs_df, chapters: list[tuple[str, str]], failed: li
         lines.append("## Failed runs\n")
         for r in failed:
             first = (r.error or "see its log").splitlines()[0]
-            lines.append(f"- {{doc}}`{r.docname}`: {_md_escape(first)}")
+            lines.append(f"- {{doc}}`{r.docname}`: {markdown_text(first)}")
         lines.append("")
 
     lines.append("```{toctree}\n:caption: Notebooks\n:maxdepth: 1\n\n"
@@ -393,7 +394,7 @@ def _seed_statistics(runs_df, selection: str) -> str:
             return ""
         res = summarise(runs, selection=selection)
     except Exception as exc:  # noqa: BLE001 - the rest of the page still builds
-        return f"(The seeds' statistics could not be computed: {_md_escape(str(exc))})\n"
+        return f"(The seeds' statistics could not be computed: {markdown_text(str(exc))})\n"
     from .stats import metric_name
 
     names = [metric_name(m) for m in res["metrics"]]
@@ -406,10 +407,10 @@ def _seed_statistics(runs_df, selection: str) -> str:
     head = res["headline"]
     if len(head):
         keep = ["label", "n", "seeds"] + [f"{n} (%)" for n in names if f"{n} (%)" in head]
-        out.append(_raw(_table_html(head[keep])))
+        out.append(raw_html(_table_html(head[keep])))
     paired = res["paired"]
     if len(paired):
-        out.extend(f"- {_md_escape(str(v))}" for v in paired["verdict"])
+        out.extend(f"- {markdown_text(str(v))}" for v in paired["verdict"])
         out.append("")
     return "\n".join(out)
 
@@ -428,7 +429,7 @@ def _tables_page(book: Book, runs_df) -> str:
     det.to_csv(book.src_dir / "details.csv", index=False)
     if len(det):
         long_text = ["Source", "Caveats", "Hardware (authors)"]
-        lines.append(_raw(_table_html(det.drop(columns=long_text, errors="ignore"))))
+        lines.append(raw_html(_table_html(det.drop(columns=long_text, errors="ignore"))))
         lines.append("The authors' hardware, sources and caveats of these rows are listed "
                      "under *Caveats and sources* below.\n")
     else:
@@ -442,7 +443,7 @@ def _tables_page(book: Book, runs_df) -> str:
     try:
         rep = reported_compact()
         rep.to_csv(book.src_dir / "reported.csv", index=False)
-        lines.append(_raw(_table_html(rep.drop(columns=["Source", "Caveats", "Hardware"]))))
+        lines.append(raw_html(_table_html(rep.drop(columns=["Source", "Caveats", "Hardware"]))))
         lines.append("## Caveats and sources\n")
         from .reported import BACKBONE_NAMES, DATASET_NAMES, METHOD_NAMES, reported_entries
 
@@ -454,9 +455,10 @@ def _tables_page(book: Book, runs_df) -> str:
             rows = ", ".join(dict.fromkeys(
                 f"{DATASET_NAMES.get(e.dataset, e.dataset)} {BACKBONE_NAMES.get(e.backbone, e.backbone)}"
                 for e in entries))
-            lines.append(f"- **{_md_escape(METHOD_NAMES.get(method, method))}**, "
-                         f"{_md_escape(source)}; hardware: {_md_escape(hw)}; rows: "
-                         f"{_md_escape(rows)}." + "".join(f"\n  - {_md_escape(c)}" for c in cav))
+            lines.append(f"- **{markdown_text(METHOD_NAMES.get(method, method))}**, "
+                         f"{markdown_text(source)}; hardware: {markdown_text(hw)}; rows: "
+                         f"{markdown_text(rows)}."
+                         + "".join(f"\n  - {markdown_text(c)}" for c in cav))
         lines.append("")
     except Exception as exc:  # noqa: BLE001 - the page still builds
         lines.append(f"(the authors' table could not be built: {exc})\n")
@@ -479,7 +481,7 @@ def _chapter_page(stem: str, title: str, pages: list[RunPage], runs_df) -> str:
                     r1 = f"{100 * float(v):.1f}"
         rows.append({"run": r.id, "setting": r.description, "status": r.status,
                      "R@1 best-test (%)": r1})
-    lines.append(_raw(_table_html(pd.DataFrame(rows))))
+    lines.append(raw_html(_table_html(pd.DataFrame(rows))))
     done = [r for r in pages if r.status == "done"]
     for r in pages:
         if r.status == "failed":
@@ -492,24 +494,27 @@ def _chapter_page(stem: str, title: str, pages: list[RunPage], runs_df) -> str:
 
 
 def _failed_page(r: RunPage) -> str:
+    """The page of a failed run: its error and the end of its log, each an escaped ``<pre>``
+    block (:func:`.escape.pre_block`), never Markdown, so no text in them can act."""
     st = _status(r.run_dir)
     log = RunFolder(r.run_dir).log
     try:
         tail = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
     except OSError:
         tail = ["(no log)"]
-    fence = "````" if any(ln.startswith("```") for ln in tail) else "```"
     return "\n".join([
-        f"# Failed: {r.id}\n",
-        f"Notebook `{r.notebook}.ipynb`, {_md_escape(r.description)}. Started "
-        f"{st.get('started_at', '?')}, failed {st.get('finished_at', '?')}.\n",
-        "**Error**\n", "```text", r.error or "(no error recorded)", "```\n",
-        f"**The last {len(tail)} lines of its log** (`runs/<profile>/{r.id}/{log.name}`)\n",
-        fence + "text", *tail, fence, ""])
+        f"# Failed: {markdown_text(r.id)}\n",
+        f"Notebook {markdown_code(r.notebook + '.ipynb')}, {markdown_text(r.description)}. "
+        f"Started {markdown_text(st.get('started_at') or '?')}, failed "
+        f"{markdown_text(st.get('finished_at') or '?')}.\n",
+        "**Error**\n", pre_block(r.error or "(no error recorded)"),
+        f"**The last {len(tail)} lines of its log** "
+        f"({markdown_code(f'runs/<profile>/{r.id}/{log.name}')})\n",
+        pre_block("\n".join(tail)), ""])
 
 
 # ------------------------------------------------------------------------------------------
-def _mathjax_dir() -> Path:
+def mathjax_dir() -> Path:
     from importlib import metadata
 
     try:
@@ -519,16 +524,16 @@ def _mathjax_dir() -> Path:
                         "offline reading): run `make install` or `.venv/bin/pip install -e .`"
                         ) from exc
     path = Path(dist.locate_file("sphinx-mathjax-offline/static/mathjax"))
-    if not (path / _MATHJAX_FILE).is_file():
-        raise BookError(f"{path / _MATHJAX_FILE} is missing: reinstall sphinx-mathjax-offline")
+    if not (path / MATHJAX_FILE).is_file():
+        raise BookError(f"{path / MATHJAX_FILE} is missing: reinstall sphinx-mathjax-offline")
     return path
 
 
 def _copy_mathjax(static: Path) -> None:
-    src = _mathjax_dir()
+    src = mathjax_dir()
     dst = static / "mathjax"
     dst.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src / _MATHJAX_FILE, dst / _MATHJAX_FILE)
+    shutil.copy2(src / MATHJAX_FILE, dst / MATHJAX_FILE)
     for sub in ("input/tex/extensions", "ui", "a11y", "adaptors"):
         if (src / sub).is_dir():
             shutil.copytree(src / sub, dst / sub, dirs_exist_ok=True)
@@ -588,7 +593,7 @@ def write_sources(profile: str | os.PathLike, runs_root: str | os.PathLike | Non
                 clean_notebook(nb)
                 _link_methods(nb, methods_pages)
                 if len(pages) > 1:
-                    _retitle(nb, f"{r.id}: {r.description or title}")
+                    _retitle(nb, f"{r.id}: {markdown_text(r.description) or title}")
                 r.docname = f"runs/{r.id}"
                 nbformat.write(nb, str(src / f"{r.docname}.ipynb"))
             elif r.status == "failed":
@@ -615,7 +620,7 @@ def write_sources(profile: str | os.PathLike, runs_root: str | os.PathLike | Non
     (src / "tables.md").write_text(_tables_page(book, runs_df))
     (src / "index.md").write_text(_front_page(book, runs_df, chapters, failed, figures))
     title = f"dml_core report: {profile}"
-    (src / "conf.py").write_text(_CONF.format(title=title, mathjax=_MATHJAX_FILE))
+    (src / "conf.py").write_text(_CONF.format(title=title, mathjax=MATHJAX_FILE))
     return book
 
 

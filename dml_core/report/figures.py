@@ -601,7 +601,7 @@ def write_seed_figures(runs: pd.DataFrame, out: Path, *, profile=None,
     from .stats import summarise
 
     runs = runs if "config" in runs else with_configs(runs)
-    seeded = runs[runs["run_id"].astype(str).str.match(r".*_s\d+$")] if len(runs) else runs
+    seeded = runs[runs["run_id"].astype(str).str.fullmatch(r".*_s\d+")] if len(runs) else runs
     if not len(seeded):
         return []
     try:
@@ -644,7 +644,7 @@ def refresh_readme_figures(profile: str = "study", runs_root=None, dest=None) ->
     from dml_core.core import paths
 
     root = Path(runs_root) if runs_root is not None else paths.runs_root()
-    src = RunFolder(root / profile / "08_figures").figures
+    src = RunFolder(root / paths.check_name(profile, "profile name") / "08_figures").figures
     dest = Path(dest) if dest is not None else paths.FIGURES_DIR
     names = [n.format(profile=profile) for n in README_FIGURES]
     missing = [n for n in names if not (src / n).is_file()]
@@ -677,5 +677,9 @@ if __name__ == "__main__":
     ap.add_argument("--refresh", action="store_true", required=True)
     ap.add_argument("--profile", default="study")
     a = ap.parse_args()
+    from dml_core.core.paths import is_valid_name
+
+    if not is_valid_name(a.profile):
+        ap.error(f"--profile {a.profile!r} must be a profile name: letters, digits, '_', '.', '-'")
     for p in refresh_readme_figures(a.profile):
         print("wrote", p)

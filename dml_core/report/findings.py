@@ -9,6 +9,7 @@
   difference, and whether seeds allow a claim.
 - :func:`show_findings`: :func:`run_findings` as a notebook display (IPython Markdown).
 
+Free text in them (names, errors, recipe values, hardware) is escaped (:mod:`.escape`).
 Values are percentages with one decimal. A claim that one setting beats another is made only
 when at least two seeds per side exist and the Holm-adjusted p-value of the paired difference
 (over the comparisons the page makes) is at most 0.05.
@@ -22,8 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from dml_core.core.clock import fmt_time
-from dml_core.core.run_folder import RunFolder, find_runs
+from dml_core.core.run_folder import MALFORMED, RunFolder, find_runs
 
+from .escape import markdown_code, markdown_text
 from .reported import DATASET_NAMES, METHOD_NAMES
 from .runs import load_runs, read_run
 from .tables import mean_interval, run_settings, selected_values
@@ -46,12 +48,13 @@ def _run_sentences(row: dict | pd.Series, label: str | None = None,
     """The findings of one run (a row of :func:`load_runs`) at ``selection`` (default: the
     validation-selected epoch when the run has one, else the best epoch on test)."""
     get = row.get
-    who = label or f"{METHOD_NAMES.get(get('method'), get('method'))} on " \
-                   f"{DATASET_NAMES.get(get('dataset'), get('dataset'))}"
+    who = markdown_text(label or f"{METHOD_NAMES.get(get('method'), get('method'))} on "
+                               f"{DATASET_NAMES.get(get('dataset'), get('dataset'))}")
     status = get("status")
     if status not in ("complete", "done"):
         err = get("error")
-        return f"**{who}** did not finish (status {status})" + (f": {err}" if err else "") + "."
+        return (f"**{who}** did not finish (status {markdown_text(status)})"
+                + (f": {markdown_text(err)}" if err else "") + ".")
     sel = selection or ("val_sel" if not math.isnan(_pct(get("val_sel/dense/R@1")))
                         else "test_sel")
     u, b, last = (_pct(get(f"{s}/dense/R@1")) for s in ("untrained", sel, "last"))
@@ -95,7 +98,7 @@ def _run_sentences(row: dict | pd.Series, label: str | None = None,
         if ips is not None and not (isinstance(ips, float) and math.isnan(ips)):
             text += f" ({float(ips):.0f} images/s)"
         hw = get("hardware")
-        text += f" on {hw}." if hw else "."
+        text += f" on {markdown_text(hw)}." if hw else "."
     return text
 
 
@@ -108,10 +111,10 @@ def run_findings(run_dir: str | os.PathLike) -> str:
         found = find_runs(run.root)
         if not found:
             st = run.read_status()
-            if st.get("status") == "failed":
-                return f"This run failed: {st.get('error') or 'see its log'}."
-            return (f"No finished run in `{run.root.name}` (no training summary): nothing to "
-                    "report yet.")
+            if st.get("status") in ("failed", MALFORMED):
+                return f"This run failed: {markdown_text(st.get('error') or 'see its log')}."
+            return (f"No finished run in {markdown_code(run.root.name)} (no training summary): "
+                    "nothing to report yet.")
         rows = [(read_run(r.root), r.root.relative_to(run.root).as_posix()) for r in found]
     out = []
     for row, sub in rows:
@@ -180,9 +183,9 @@ def comparison_findings(runs: pd.DataFrame, selection: str = "auto") -> list[str
             mean, half, n = mean_interval([_pct(v) for v in g.loc[g["_setting"] == s, col]])
             stats.append((s.split(" = ", 1)[1], mean, half, n))
         stats.sort(key=lambda t: -t[1] if not math.isnan(t[1]) else math.inf)
-        vals = ", ".join(f"{v}: {_f(mu)}" for v, mu, _h, _n in stats)
-        name = METHOD_NAMES.get(m, m)
-        line = f"**{name}, {key}** ({DATASET_NAMES.get(ds, ds)}): R@1 {vals}."
+        vals = ", ".join(f"{markdown_text(v)}: {_f(mu)}" for v, mu, _h, _n in stats)
+        name = markdown_text(f"{METHOD_NAMES.get(m, m)}, {key}")
+        line = f"**{name}** ({markdown_text(DATASET_NAMES.get(ds, ds))}): R@1 {vals}."
         if min(n for *_x, n in stats) < 2:
             pending.append((line + " One seed per setting: no ranking is claimed.", None, None))
         else:
@@ -194,9 +197,9 @@ def comparison_findings(runs: pd.DataFrame, selection: str = "auto") -> list[str
         if p is None:
             out.append(line)
         elif isinstance(p, str):
-            out.append(f"{line} {p}.")
+            out.append(f"{line} {markdown_text(p)}.")
         else:
-            out.append(f"{line} {verdict(*labels, p, p_adjusted=next(adjusted))}.")
+            out.append(f"{line} {markdown_text(verdict(*labels, p, p_adjusted=next(adjusted)))}.")
     return out
 
 
@@ -213,11 +216,11 @@ def study_findings(profile_dir: str | os.PathLike, selection: str = "auto") -> s
     for _, r in done.iterrows():
         if r["method"] == "toy":
             continue
-        lines.append(f"- `{r['run_id']}`: " + _run_sentences(
+        lines.append(f"- {markdown_code(r['run_id'])}: " + _run_sentences(
             r, selection=None if selection == "auto" else selection).split(": ", 1)[-1])
     toy = done[done["method"] == "toy"]
     if len(toy):
-        parts = [f"{Path(r['run_id']).name} "
+        parts = [f"{markdown_text(Path(r['run_id']).name)} "
                  f"{_f(_pct(selected_values(pd.DataFrame([r]), 'dense/R@1', selection)[0].iloc[0]))}"
                  f" (untrained {_f(_pct(r.get('untrained/dense/R@1')))})"
                  for _, r in toy.iterrows()]
@@ -236,7 +239,8 @@ def study_findings(profile_dir: str | os.PathLike, selection: str = "auto") -> s
                 lines.append(f"- Binary codes keep {keep.min():.0f}–{keep.max():.0f} % of the "
                              f"dense R@1 across the {len(keep)} training runs.")
     for _, r in failed.iterrows():
-        lines.append(f"- `{r['run_id']}` did not finish (status {r['status']}).")
+        lines.append(f"- {markdown_code(r['run_id'])} did not finish (status "
+                     f"{markdown_text(r['status'])}).")
     return "\n".join(lines)
 
 

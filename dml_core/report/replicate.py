@@ -71,7 +71,9 @@ ENVIRONMENT_KEYS = ("device", "cpu", "gpu", "torch", "torchvision", "numpy", "py
 
 
 def results_dir(profile: str, root: Path | None = None) -> Path:
-    return (Path(root) if root is not None else paths.REPO_ROOT) / "results" / profile
+    """``results/<profile>`` (``profile`` must be a folder name: ValueError otherwise)."""
+    return ((Path(root) if root is not None else paths.REPO_ROOT) / "results"
+            / paths.check_name(profile, "profile name"))
 
 
 def _profile_runs(profile: str, runs_root: Path | None = None) -> pd.DataFrame:
@@ -79,11 +81,11 @@ def _profile_runs(profile: str, runs_root: Path | None = None) -> pd.DataFrame:
     from dml_core.report.runs import with_configs
 
     root = Path(runs_root) if runs_root is not None else paths.runs_root()
-    runs = with_configs(load_runs(root, profiles=[profile]))
+    runs = with_configs(load_runs(root, profiles=[paths.check_name(profile, "profile name")]))
     if not len(runs):
         return runs
     return runs[(runs["status"] == "complete") & runs["seed"].notna()
-                & runs["run_id"].astype(str).str.match(r".*_s\d+$")]
+                & runs["run_id"].astype(str).str.fullmatch(r".*_s\d+")]
 
 
 def per_seed_values(profile: str, runs_root: Path | None = None) -> pd.DataFrame:
@@ -148,6 +150,7 @@ def save(profile: str, runs_root: Path | None = None, root: Path | None = None,
              "paired.csv": stats["paired"].to_csv(index=False, float_format="%.6g"),
              "summary.md": summary_markdown(stats, profile),
              "environment.json": json.dumps(environment(profile, runs_root), indent=1) + "\n"}
+    io.remove_temporaries(out)  # what a killed save left (a tracked folder: keep it clean)
     for name, text in files.items():
         io.write_text(out / name, text)
     written = [str(out / n) for n in files]
@@ -615,6 +618,8 @@ def main(argv=None) -> int:
     ap.add_argument("--studies", type=int, default=2000,
                     help="simulated pairs of studies for the false-alarm rate (0: skip)")
     a = ap.parse_args(argv)
+    if not paths.is_valid_name(a.profile):
+        ap.error(f"--profile {a.profile!r} must be a profile name: letters, digits, '_', '.', '-'")
     if a.save:
         for p in save(a.profile, a.runs_root, readme=a.readme):
             print("wrote", p)

@@ -217,7 +217,7 @@ def load_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
 #: input pipeline is bit-identical to the PIL path).
 NON_CONFIG_KEYS = frozenset({"seed", "name", "overrides", "base_name", "base_reported",
                              "shortened", "num_workers", "eval_batch_size", "reported", "cache"})
-_SEEDED_ID = re.compile(r"^(?P<stem>.+)_s(?P<seed>\d+)$")
+_SEEDED_ID = re.compile(r"(?P<stem>.+)_s(?P<seed>\d+)")  # fullmatch: no "$"
 
 
 def config_key(recipe: dict) -> str:
@@ -257,7 +257,7 @@ def with_configs(runs: pd.DataFrame) -> pd.DataFrame:
     out["config"] = [config_key(r if isinstance(r, dict) else {}) for r in recipes]
     variants = []
     for rid in out["run_id"].astype(str):
-        m = _SEEDED_ID.match(rid.split("/")[0])
+        m = _SEEDED_ID.fullmatch(rid.split("/")[0])
         stem = m.group("stem") if m else rid
         variants.append(stem[len("fair_"):] if stem.startswith("fair_") else stem)
     out["variant"] = variants

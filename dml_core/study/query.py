@@ -43,9 +43,12 @@ class Retrieval:
                 f"checkpoint={self.checkpoint!r}, top {len(self.table)} of {self.gallery_size})")
 
     def _repr_html_(self) -> str:  # a notebook shows the table under the figure
+        from dml_core.report.escape import html_text
+
         return (f"<p>Top {len(self.table)} of {self.gallery_size} gallery images for "
-                f"<code>{Path(self.query).name}</code> (run <code>{self.run_dir.name}</code>, "
-                f"{self.checkpoint} weights)</p>" + self.table.to_html(index=False))
+                f"<code>{html_text(Path(self.query).name)}</code> (run "
+                f"<code>{html_text(self.run_dir.name)}</code>, {html_text(self.checkpoint)} "
+                "weights)</p>" + self.table.to_html(index=False, escape=True))
 
 
 def load_run_model(run_dir: str | os.PathLike, checkpoint: str = "best",
@@ -94,14 +97,12 @@ def embed_image(model, transform, image, device: str | torch.device = "cpu") -> 
     from PIL import Image
 
     if not isinstance(image, Image.Image):
+        from dml_core.data.datasets import load_image
+
         path = Path(image)
         if not path.is_file():
             raise RetrievalError(f"no image file {path}")
-        try:
-            image = Image.open(path)
-            image.load()
-        except OSError as exc:
-            raise RetrievalError(f"{path} is not a readable image ({exc})") from exc
+        image = load_image(path)  # ImageLoadError for any decoding problem (a bomb included)
     out = model(transform(image).unsqueeze(0).to(device))
     if isinstance(out, (tuple, list)):
         out = out[0]
