@@ -22,7 +22,8 @@ CenterCrop 256). No warm-up. BN: every backbone BatchNorm2d in eval mode at ever
 (``freeze_bn`` True); the affine parameters train.
 
 Method keys: ``temperature``, ``momentum``, ``lr``, ``lr_step`` (None = epochs // 2),
-``lr_gamma`` 0.1, ``freeze_bn`` True.
+``lr_gamma`` 0.1, ``freeze_bn`` True; ``optimizer`` ``"adam"`` and ``weight_decay`` 0 (the seed's;
+only the ViT track's recipes have these keys: ``"adamw"`` with its weight decay, docs/PROTOCOL.md).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 
 from dml_core.losses import MovingProxyLoss
-from dml_core.methods._util import fused_adam, options
+from dml_core.methods._util import adam_family, options
 from dml_core.methods.base import Method, StepOutput
 from dml_core.models import ProxyHeadNet
 
@@ -42,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     "lr_step": None,
     "lr_gamma": 0.1,
     "freeze_bn": True,
+    "optimizer": "adam",
+    "weight_decay": 0.0,
 }
 
 
@@ -56,7 +59,8 @@ class AsymptoticProxyMethod(Method):
         criterion = MovingProxyLoss(num_classes, dim, temperature=float(o["temperature"]),
                                     momentum=float(o["momentum"]), learnable=False)
         super().__init__(model, criterion)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=float(o["lr"]), **fused_adam())
+        self.optimizer = adam_family(o["optimizer"], model.parameters(), float(o["lr"]),
+                                     float(o["weight_decay"]))
         step = o["lr_step"] if o["lr_step"] is not None else max(int(recipe["epochs"]) // 2, 1)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=int(step),
                                                          gamma=float(o["lr_gamma"]))

@@ -86,6 +86,23 @@ def _run(model: nn.Module, input_size, forward: str | None):
         model.train(was_training)
 
 
+def _sdpa_cpu_mapping() -> dict:
+    """FlopCounterMode counts the CUDA kernels of ``scaled_dot_product_attention`` (flash,
+    efficient, cuDNN) but not the CPU one, which timm's ViT attention dispatches to on a CPU: it
+    gets the same formula (QKᵀ and AV, 2·B·heads·N²·d MACs), so the count does not depend on the
+    device."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    def cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return {op: cpu_sdpa} if op is not None else {}
+
+
+_SDPA_CPU = _sdpa_cpu_mapping()
+
+
 def thop_macs(model: nn.Module, input_size=(1, 3, 224, 224), forward: str | None = None) -> int:
     """MACs as the seeds' thop counted them (rules in the module docstring)."""
     total = [0]
@@ -140,7 +157,8 @@ def count_macs(model: nn.Module, input_size=(1, 3, 224, 224), *, convention: str
         return thop_macs(model, input_size, forward)
     if convention != "torch":
         raise ValueError(f"unknown convention {convention!r}; expected 'torch' or 'thop'")
-    with _run(model, input_size, forward) as (fn, x), FlopCounterMode(display=False) as counter:
+    with _run(model, input_size, forward) as (fn, x), \
+            FlopCounterMode(display=False, custom_mapping=_SDPA_CPU) as counter:
         fn(x)
     return int(counter.get_total_flops()) // 2
 

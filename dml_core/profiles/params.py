@@ -74,7 +74,8 @@ class ParameterError(ValueError):
 # What a parameters cell cannot say. tests/test_params.py compares the lists with the registries.
 DATASETS = ("car", "cub", "sop", "isc", "stl10", "demo")  # what 00_prepare_data can prepare
 TRAIN_DATASETS = ("car", "cub", "sop", "isc", "demo")  # what the retrieval notebooks train on
-BACKBONES = ("resnet50", "bninception", "googlenet", "resnext50_32x4d", "resnet18")
+BACKBONES = ("resnet50", "bninception", "googlenet", "resnext50_32x4d", "resnet18", "vit_s16_dino",
+             "vit_s14_dinov2")
 DEVICES = ("auto", "cpu", "cuda")
 TOY_SOURCES = ("auto", "stl10", "digits")
 
