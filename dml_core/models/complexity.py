@@ -21,6 +21,11 @@ Measured at 224×224, batch 1 (torch | thop; G = 1e9):
   NormSoftmax R50 (D 2048)          4.091 | 4.118
   CGD R50  SG, D 1536, 98 classes  10.603 | 10.644
   CGD X50  SG, D 1536, 98 classes  10.788 | 10.840
+  ViT-S/16 trunk (DINO; 21.67 M parameters, timm's count)        4.598 | 8.416
+  ViT-S/14 trunk (DINOv2; 16×16 patches, 21.63 M parameters)     6.124 | 10.961
+The ViT counts include the attention products QKᵀ and AV (0.36 G of ViT-S/16's 4.60 G), counted
+alike on the CPU and on CUDA (:func:`_sdpa_cpu_mapping`); the thop rules miss them and count each
+Linear twice.
 The proxy logits e·P̂ᵀ (C × D MACs per image; 0.2 M for CARS, 23 M for SOP at D 2048) are not
 part of the network; :func:`complexity_report` adds them when given the proxies (``proxy_macs``).
 """
