@@ -186,7 +186,7 @@ def vit_section(device, dry: bool, warmup: int, steps: int, res: dict, guarded, 
                 print(f"vit backbone {key}: {r:.1f} images/s", flush=True)
             save()
         variants = [v for v, x in fair.VARIANTS.items() if x.headline]
-        if dry:  # CPU bf16 is slow: each trunk steps half the methods (tests/test_vit_methods.py steps all)
+        if dry:  # CPU bf16 is slow: each trunk steps half the methods (the tests step them all)
             variants = variants[VIT_TRUNKS.index((bb, setting))::len(VIT_TRUNKS)]
         for variant in variants:
             method = fair.VARIANTS[variant].method

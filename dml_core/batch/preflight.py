@@ -186,7 +186,8 @@ def check_profile(profile, *, only: str | Sequence[str] | None = None, data_root
 
 def _check_weights(backbone: str) -> Check:
     """Present and loading, or the file name(s) expected, the folder and the download URL."""
-    from dml_core.models.backbones import BACKBONES, MissingWeightsError, build_backbone, find_weights
+    from dml_core.models.backbones import (BACKBONES, MissingWeightsError, build_backbone,
+                                           find_weights)
 
     try:
         path = find_weights(backbone)

@@ -22,8 +22,8 @@ Settings (:data:`SETTINGS`): ``demo`` (CPU, embedded digits, ResNet-18 from scra
 ``make report`` and ``make study`` run) and ``fair`` (GPU: ResNet-50 pretrained, 512-d, car, cub,
 sop, isc); the ViT track's (:data:`VIT_SETTINGS`: DINO ViT-S/16 and DINOv2 ViT-S/14, 384-d and
 128-d, the hyperbolic-ViT protocol's image size, optimiser and learning rate, everything else the
-``fair`` setting's; profile ``fair_vit``). :func:`protocol_table` renders the declaration (docs/PROTOCOL.md and notebook
-``06_benchmarks`` show it); :func:`profile_runs` generates the profiles' run lists.
+``fair`` setting's; profile ``fair_vit``). :func:`protocol_table` renders the declaration
+(docs/PROTOCOL.md and notebook ``06_benchmarks`` show it); :func:`profile_runs` generates the profiles' run lists.
 
 Variants (:data:`VARIANTS`) are the configurations compared: one per method, plus the option
 ablations of the study (PP's positive-proxy gradient off; AsymptoticProxy's momentum sweep).
@@ -115,7 +115,7 @@ SETTINGS: dict[str, Setting] = {
 VIT_SOURCE = ("Ermolov, Mirvakhabova, Khrulkov, Sebe, Oseledets, \"Hyperbolic Vision Transformers: "
               "Combining Improvements in Metric Learning\", CVPR 2022 (arXiv:2203.10833), and the "
               "authors' code, github.com/htdt/hyp_metric (README \"Configs\"; train.py)")
-#: The ViT track's trunks: (setting stem, backbone, trunk label, learning rate, where the lr is from).
+#: The ViT track's trunks: (setting stem, backbone, label, learning rate, where the lr is from).
 VIT_TRUNKS = (
     ("vit_dino", "vit_s16_dino", "DINO ViT-S/16", 1e-5,
      "the authors' README: `--model dino_vits16 --lr 1e-5` on all four data sets"),
