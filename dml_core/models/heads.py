@@ -38,8 +38,8 @@ from dml_core.models.conventions import input_convention
 from dml_core.models.pooling import GeM, build_pooling
 
 __all__ = [
-    "head_pooling", "EmbeddingNet", "NormSoftmaxNet", "CGDNet", "ProxyHeadNet", "ProxyAnchorNet", "ToyNet",
-    "GD_CONFIGS", "MODELS", "build_model", "list_models", "l2_normalize",
+    "EmbeddingNet", "NormSoftmaxNet", "CGDNet", "ProxyHeadNet", "ProxyAnchorNet", "ToyNet",
+    "GD_CONFIGS", "MODELS", "build_model", "list_models", "l2_normalize", "head_pooling",
 ]
 
 # CGD's 12 global-descriptor configurations (S = SPoC/avg, M = MAC/max, G = GeM p=3).
