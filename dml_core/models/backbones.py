@@ -22,8 +22,9 @@ vit_s16_dino        384   1×1 / 14×14  dino_deitsmall16_pretrain.pth (DINO ViT
 vit_s14_dinov2      384   1×1 / 16×16  dinov2_vits14_pretrain.pth (DINOv2 ViT-S/14)
 =================  =====  ===========  ==========================================
 
-The two ViT files are the authors' torch-hub checkpoints (``torch.hub.load("facebookresearch/dino:main",
-"dino_vits16")`` / ``("facebookresearch/dinov2", "dinov2_vits14")`` cache them under these names).
+The two ViT files are the authors' torch-hub checkpoints (``torch.hub.load`` of
+``"facebookresearch/dino:main", "dino_vits16"`` and of ``"facebookresearch/dinov2",
+"dinov2_vits14"`` caches them under these names).
 DINO's layout is timm's ``vit_small_patch16_224``; DINOv2's differs from timm's
 ``vit_small_patch14_dinov2`` by its ``mask_token`` (unused at inference, dropped) and its
 37×37 position embeddings (trained last at 518 px), resampled (bicubic, antialiased) to the
@@ -179,7 +180,7 @@ def _bninception_class():
 
 
 class ViTTrunk(nn.Module):
-    """A timm ``VisionTransformer`` without its head, as a feature map (keys: timm's, under ``vit.``).
+    """A timm ``VisionTransformer`` without its head, as a feature map (timm's keys under ``vit.``).
 
     tokens="cls": ``(B,3,H,W) -> (B, C, 1, 1)``, the class token after the final LayerNorm (what
     DINO's and DINOv2's own ``forward`` return, and what the hyperbolic-ViT protocol embeds).
