@@ -47,9 +47,10 @@ figures: $(STAMP)
 replicate: $(STAMP)
 	$(BIN)/python -m dml_core.report.replicate --profile study
 
-## make rehearsal: the whole full profile on stand-ins (real raw layouts, random weights in the published formats), 1 epoch of 2 steps per run, CPU, then its tables, figures and book; keeps its folder (printed; 19 GB); 12 min on 2 cores (up to ~25 when they are busy)
+## make rehearsal: the whole full profile on stand-ins (real raw layouts, random weights in the published formats), 1 epoch of 2 steps per run, CPU, then its tables, figures and book; keeps its folder (printed; 19 GB); 12 min on 2 cores (up to ~25 when they are busy); then the ViT track's runs (tools.rehearsal --vit: every ViT trunk x method x data set of fair_vit, 40 runs) in a second folder (15 GB; 51 min on 2 busy cores)
 rehearsal: $(STAMP)
 	$(BIN)/python -m tools.rehearsal --jobs $(JOBS)
+	$(BIN)/python -m tools.rehearsal --vit --jobs $(JOBS)
 
 ## make lab: JupyterLab on the notebooks with the project's kernel
 lab: $(STAMP)

@@ -18,18 +18,23 @@ installs, ~10 minutes of use): ``python benchmarks/gpu_check.py`` (≈ 4–6 min
   normalised on the device), against the resident-batch step (goal ≥ 0.95), and the cache's
   build time;
 - ``evaluation``: SOP scale (60,502 × 512 unit vectors, classes of 2–12) Recall@{1,10,100,1000}
-  and MAP@R on the GPU, seconds.
+  and MAP@R on the GPU, seconds;
+- ``vit``: the ViT track (``dml_core.methods.fair``, settings ``vit_dino`` and ``vit_dinov2``:
+  batch 128, 224 px): images/s of the bare DINO ViT-S/16 and DINOv2 ViT-S/14 trunks and each
+  method's full training step on them, each in bf16 autocast and in fp32 (TF32 off), the step's
+  ratio to the bare trunk in the same precision, and each method's bf16-vs-fp32 loss agreement.
 
-Every section is timed against a budget (``--budget-s``, default 420 s) and skipped with a note
+Every section is timed against a budget (``--budget-s``, default 540 s) and skipped with a note
 when the budget is spent; the JSON is rewritten after every section, so a run that is cut short
 still returns what it measured. ``--dry-run`` runs every section on the CPU in tiny sizes (the
 test suite's check that the script works; its numbers mean nothing).
 
 Imports: only ``dml_core.models``, ``dml_core.methods``, ``dml_core.methods.recipes``,
-``dml_core.evaluation`` and ``dml_core.data`` (torch, torchvision, numpy, PIL). BN-Inception needs
-the pure-Python ``pretrainedmodels`` (+ ``munch``, ``tqdm``): when they are not installed, copy them from
-the venv into ``benchmarks/_vendor/`` (the README says how); without them the BN-Inception rows
-are skipped with a note.
+``dml_core.methods.fair``, ``dml_core.evaluation`` and ``dml_core.data`` (torch, torchvision,
+numpy, PIL). BN-Inception needs the pure-Python ``pretrainedmodels`` (+ ``munch``, ``tqdm``) and
+the ViTs the pure-Python ``timm`` (it imports with torch and torchvision alone): when they are
+not installed, copy them from the venv into ``benchmarks/_vendor/`` (the README says how);
+without them the BN-Inception rows, or the ``vit`` section, are skipped with a note.
 """
 from __future__ import annotations
 
@@ -65,6 +70,8 @@ METHOD_RECIPES = [
     ("proxy_anchor", "cub", "bninception"),
 ]
 NUM_CLASSES = {"sop": 11318, "cub": 100, "car": 98, "isc": 3997}
+#: The ViT track's trunks and the fair setting each is measured under (its batch and input).
+VIT_TRUNKS = (("vit_s16_dino", "vit_dino"), ("vit_s14_dinov2", "vit_dinov2"))
 SOP_TEST = 60502
 
 
@@ -156,6 +163,64 @@ def method_step_fn(m, x, y, device, bf16, epoch):
         m.after_optimizer_step(out, y)
 
     return step
+
+
+def vit_section(device, dry: bool, warmup: int, steps: int, res: dict, guarded, save) -> None:
+    """The ``vit`` section: per ViT trunk, the bare trunk and every headline variant's step (on
+    SOP where the method has a row there, else CUB), bf16 and fp32, plus the loss agreement."""
+    from dml_core.methods import fair
+    from dml_core.models.conventions import input_convention
+
+    out = res.setdefault("vit", {"backbone": {}, "methods": {}, "loss_agreement": {}})
+    for bb, setting in VIT_TRUNKS:
+        s = fair.setting(setting)
+        size = 2 * input_convention(bb).patch_size if dry else s.crop_size
+        bs = 8 if dry else s.batch_size
+        base = {}
+        for mode, bf16 in (("bf16_channels_last", True), ("fp32", False)):
+            key = f"{bb}/bs{bs}/{size}px/{mode}"
+            r = guarded(f"vit backbone {key}", lambda: backbone_rate(bb, bs, size, device, bf16, warmup, steps))
+            if r is not None:
+                out["backbone"][key] = round(r, 1)
+                base[bf16] = r
+                print(f"vit backbone {key}: {r:.1f} images/s", flush=True)
+            save()
+        variants = [v for v, x in fair.VARIANTS.items() if x.headline]
+        if dry:  # CPU bf16 is slow: each trunk steps half the methods (the tests step them all)
+            variants = variants[VIT_TRUNKS.index((bb, setting))::len(VIT_TRUNKS)]
+        for variant in variants:
+            method = fair.VARIANTS[variant].method
+            ds = "sop" if fair.available(method, "sop", bb) else "cub"
+            name = f"{variant}/{ds}/{bb}"
+
+            def one():
+                recipe = fair.fair_recipe(variant, setting, ds, seed=0)
+                recipe.update(pretrained=False, crop_size=size, batch_size=bs)
+                classes = 8 if dry else NUM_CLASSES[ds]
+                from dml_core.methods import build_method
+
+                m = build_method(recipe, classes)
+                m.to(device)
+                if device.type == "cuda":
+                    m.model.to(memory_format=torch.channels_last)
+                m_per = 2 if dry else int(recipe.get("samples_per_class") or 2)
+                x, y = _batch(bs, size, device, device.type == "cuda", classes, m_per)
+                epoch = _epoch_after_warmup(recipe)
+                out["loss_agreement"][name] = loss_agreement(m, x, y, device, epoch)
+                for mode, bf16 in (("bf16", True), ("fp32", False)):
+                    rate = bs / _time(method_step_fn(m, x, y, device, bf16, epoch), warmup, steps, device)
+                    b = base.get(bf16)
+                    out["methods"][f"{name}/{mode}"] = {
+                        "batch_size": bs, "crop_size": size, "embedding_dim": recipe["embedding_dim"],
+                        "images_per_s": round(rate, 1), "backbone_images_per_s": round(b, 1) if b else None,
+                        "ratio": round(rate / b, 3) if b else None, "goal": 0.85, "epoch": epoch,
+                        "optimizers": [type(o).__name__ for o in m.optimizers_for_epoch(epoch)]}
+                    print(f"vit method {name}/{mode}: {rate:.1f} images/s"
+                          + (f" = {rate / b:.2f} of the bare trunk" if b else ""), flush=True)
+                del m
+
+            guarded(f"vit method {name}", one)
+            save()
 
 
 def _epoch_after_warmup(recipe) -> int:
@@ -270,9 +335,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(REPO / "benchmarks" / "gpu_check.json"))
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, seconds (for the tests)")
-    p.add_argument("--budget-s", type=float, default=420.0)
+    p.add_argument("--budget-s", type=float, default=540.0)
     p.add_argument("--steps", type=int, default=15, help="timed steps per measurement")
-    p.add_argument("--sections", default="backbone,methods,loss_agreement,loader_loop,evaluation")
+    p.add_argument("--sections", default="backbone,methods,loss_agreement,loader_loop,evaluation,vit")
     args = p.parse_args(argv)
     dry = args.dry_run
     device = torch.device("cpu" if dry or not torch.cuda.is_available() else "cuda")
@@ -303,6 +368,14 @@ def main(argv=None) -> int:
         has_bni = False
         res["notes"].append(f"pretrainedmodels missing ({exc!r}): BN-Inception rows skipped; copy "
                             "pretrainedmodels, munch and tqdm into benchmarks/_vendor/")
+    try:
+        import timm
+        has_timm = True
+        res["timm"] = timm.__version__
+    except Exception as exc:  # noqa: BLE001
+        has_timm = False
+        res["notes"].append(f"timm missing ({exc!r}): the vit section is skipped; copy timm into "
+                            "benchmarks/_vendor/")
 
     def save():
         res["elapsed_s"] = round(time.perf_counter() - budget.t0, 1)
@@ -395,6 +468,9 @@ def main(argv=None) -> int:
             res["evaluation"] = r
             print(f"evaluation: {r['n']} x {r['dim']} in {r['seconds']:.2f} s", flush=True)
         save()
+
+    if "vit" in sections and has_timm:
+        vit_section(device, dry, warmup, steps, res, guarded, save)
     save()
     print(f"wrote {out} ({res['elapsed_s']} s; errors: {list(res['errors']) or 'none'})")
     return 1 if res["errors"] else 0

@@ -152,3 +152,27 @@ def test_run_disk_estimate_matches_a_resnet50_adam_run():
     r = get_recipe("normsoftmax", "sop", "resnet50")
     est = preflight.run_disk_bytes(r, params=23_508_032)
     assert 1.6e9 <= est < 2.0e9  # measured: 407 + 204 MB of checkpoints, 2 x 499 MB of features
+
+
+def test_preflight_names_the_vit_weight_files_and_where(tmp_path, monkeypatch):
+    """``--check`` of the ViT profile: both hub files, expected in the torch cache, then loading."""
+    from tools.rehearsal import write_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    report = preflight.check_profile(
+        "fair_vit", only=["fair_vit_dino_cgd_car_temperature0.5_s0",
+                          "fair_vit_dinov2_d128_cgd_car_temperature0.5_s0"],
+        data_root=tmp_path / "data", runs_root=tmp_path / "runs")
+    weights = {c.name: c for c in report.checks if c.kind == "weights"}
+    assert set(weights) == {"vit_s16_dino", "vit_s14_dinov2"}
+    for name, fname in (("vit_s16_dino", "dino_deitsmall16_pretrain.pth"),
+                        ("vit_s14_dinov2", "dinov2_vits14_pretrain.pth")):
+        assert not weights[name].ok
+        assert f"expected {fname} in {folder}" in weights[name].detail
+        assert "https://dl.fbaipublicfiles.com/" in weights[name].detail
+    write_weights(tmp_path / "torch", ["vit_s16_dino", "vit_s14_dinov2"])
+    for name, fname in (("vit_s16_dino", "dino_deitsmall16_pretrain.pth"),
+                        ("vit_s14_dinov2", "dinov2_vits14_pretrain.pth")):
+        check = preflight._check_weights(name)
+        assert check.ok and check.detail == f"{folder / fname} loads"

@@ -229,7 +229,7 @@ def test_no_setting_is_silently_ignored():
     from dml_core.methods.shared import SHARED_KEYS
 
     with pytest.raises(ValueError, match="does not have"):
-        build_method(get_recipe("cgd", "demo", "resnet18", weight_decay=1e-4), 4)
+        build_method(get_recipe("cgd", "demo", "resnet18", warmup_epochs=1), 4)
     stray = dict(fair.fair_recipe("pp_on", "demo"), proxy_lr=0.01)
     with pytest.raises(ValueError, match="not read under setup 'shared'"):
         build_method(stray, 4)
@@ -243,3 +243,63 @@ def test_no_setting_is_silently_ignored():
         unclassified = set(defaults) - set(SHARED_KEYS) - set(cls.loss_spec.keys) \
             - set(cls.paper_only)
         assert not unclassified, (name, unclassified)
+# ------------------------------------------------------------------------------ the ViT track
+def test_vit_settings_are_the_fair_setting_with_the_vit_protocols_trunk_choices():
+    """Same seeds, tuning budget, validation selection, batch, epochs and schedule as the ResNet
+    track; the trunk, the embedding size (384 / 128), the 224-px input and AdamW at the
+    hyperbolic-ViT protocol's lr are the ViT settings' own."""
+    import dataclasses
+
+    from dml_core.models.conventions import input_convention
+
+    own = {"name", "backbone", "embedding_dim", "crop_size", "resize_size", "optimizer", "lr",
+           "weight_decay", "notes"}
+    base = dataclasses.asdict(fair.SETTINGS["fair"])
+    assert fair.VIT_SETTINGS == ("vit_dino", "vit_dino_d128", "vit_dinov2", "vit_dinov2_d128")
+    lrs = {bb: lr for _, bb, _, lr, _ in fair.VIT_TRUNKS}
+    for name in fair.VIT_SETTINGS:
+        s = fair.SETTINGS[name]
+        d = dataclasses.asdict(s)
+        assert {k: v for k, v in d.items() if k not in own} == \
+            {k: v for k, v in base.items() if k not in own}, name
+        assert s.embedding_dim == (128 if name.endswith("_d128") else 384)
+        assert (s.optimizer, s.weight_decay, s.lr, s.crop_size) == ("AdamW", 0.01, lrs[s.backbone], 224)
+        assert s.crop_size % input_convention(s.backbone).patch_size == 0
+    assert lrs == {"vit_s16_dino": 1e-5, "vit_s14_dinov2": 1e-5}
+
+
+def test_every_run_of_the_vit_profile_resolves_with_the_fair_profiles_grid():
+    from dml_core.methods.recipes import get_recipe
+
+    doc = fair.profile_document("fair_vit")
+    ids = [r["id"] for r in doc["runs"]]
+    assert len(ids) == len(set(ids)) == 720 + 3  # + preparation, tables, figures
+    # per setting, the fair profile's runs: same variants, data sets, loss values and seeds
+    resnet = {r["id"][len("fair_"):] for r in fair.profile_document("fair")["runs"]
+              if r["id"].startswith("fair_")}
+    for name in fair.VIT_SETTINGS:
+        mine = {i[len(f"fair_{name}_"):] for i in ids if i.startswith(f"fair_{name}_")
+                and not any(i.startswith(f"fair_{o}_") for o in fair.VIT_SETTINGS
+                            if o != name and o.startswith(name))}
+        assert mine == resnet, name
+    by_id = {r["id"]: r for r in doc["runs"]}
+    for name in fair.VIT_SETTINGS:
+        s = fair.SETTINGS[name]
+        for rest in sorted(resnet)[::9]:  # every method and data set, a few seeds and values
+            r = by_id[f"fair_{name}_{rest}"]
+            p = r["parameters"]
+            method = p.get("method") or {v: k for k, v in fair.NOTEBOOK.items()}[r["notebook"]]
+            recipe = get_recipe(method, p["dataset"], p["backbone"], **p["overrides"])
+            assert recipe["backbone"] == s.backbone and recipe["embedding_dim"] == s.embedding_dim
+            assert recipe["validation_fraction"] == 0.2 and recipe["lr"] == s.lr
+            assert recipe["shared_optimizer"] == "adamw" and recipe["weight_decay"] == 0.01
+
+
+def test_protocol_doc_carries_the_vit_setting_and_its_sources():
+    doc = (paths.REPO_ROOT / "docs" / "PROTOCOL.md").read_text()
+    section = doc[doc.index("## The ViT track"):doc.index("## Profiles")]
+    for text in ("Hyperbolic Vision Transformers", "CVPR 2022", "github.com/htdt/hyp_metric",
+                 "class token", "CGD pools the patch tokens", "vit_s16_dino", "vit_s14_dinov2",
+                 "384 and 128", "AdamW", "--lr 1e-5", "has no ViT entry"):
+        assert text in section, text
+    assert "`fair_vit`" in doc[doc.index("## Profiles"):]

@@ -68,3 +68,38 @@ def test_cgd_matches_readme(backbone, params, gmacs):
     rep = complexity_report(net)  # picks forward_with_aux
     assert rep["params"] == count_parameters(net)
     assert 10.6e9 < rep["macs"] < rep["macs_thop"]
+
+
+def _vit_macs(patches: int, patch: int, width: int = 384, depth: int = 12, mlp: int = 4) -> int:
+    """ViT-S forward MACs by hand: patch embedding (a patch x patch conv, stride patch) and per
+    block qkv, the attention products QK^T and AV over N = patches + 1 tokens, proj, the MLP."""
+    n = patches + 1
+    block = n * width * 3 * width + 2 * n * n * width + n * width * width + 2 * n * width * mlp * width
+    return patches * 3 * patch * patch * width + depth * block
+
+
+@pytest.mark.parametrize("name, arch, patch", [("vit_s16_dino", "vit_small_patch16_224", 16),
+                                               ("vit_s14_dinov2", "vit_small_patch14_dinov2", 14)])
+def test_vit_trunk_counts_match_timm_and_torch(name, arch, patch):
+    """Parameters: timm's own model (no head; DINOv2 at 224 px: 257 position embeddings, not the
+    1370 of its 518-px file). MACs: the closed form above, and torch's FlopCounterMode on timm's
+    model with the attention written out as matmuls (the fused CPU kernel is counted alike)."""
+    import timm
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dml_core.models import build_backbone
+
+    with torch.device("meta"):
+        trunk = build_backbone(name, False)
+        ref = timm.create_model(arch, pretrained=False, num_classes=0, img_size=224)
+    assert count_parameters(trunk) == sum(p.numel() for p in ref.parameters())
+    assert count_parameters(trunk) == {"vit_s16_dino": 21_665_664, "vit_s14_dinov2": 21_628_800}[name]
+    macs = count_macs(trunk)
+    assert macs == _vit_macs((224 // patch) ** 2, patch)
+    for m in ref.modules():
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = False
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        ref.eval()(torch.empty(1, 3, 224, 224, device="meta"))
+    assert macs == counter.get_total_flops() // 2
+    assert _g(macs) == {"vit_s16_dino": 4.60, "vit_s14_dinov2": 6.12}[name]

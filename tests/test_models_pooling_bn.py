@@ -64,3 +64,13 @@ def test_freeze_batchnorm_affine():
     assert net[4].weight.requires_grad and net[0].weight.requires_grad
     freeze_batchnorm_affine(net, frozen=False)
     assert net[1].weight.requires_grad
+
+
+def test_class_token_pooling_reads_a_one_by_one_map_only():
+    from dml_core.models.pooling import build_pooling
+
+    tok = build_pooling("token")
+    x = torch.randn(2, 5, 1, 1)
+    assert torch.equal(tok(x), x[:, :, 0, 0])
+    with pytest.raises(ValueError, match="tokens='cls'"):
+        tok(torch.randn(2, 5, 2, 2))  # a patch grid is not a class token

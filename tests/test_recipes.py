@@ -284,3 +284,42 @@ def test_full_recipes_have_the_seed_parameter_counts(method, backbone, table):
     if method == "normsoftmax":  # car and cub share the figure (98 vs 100 classes, 27.91 both)
         m = build_method(get_recipe(method, "cub", backbone, pretrained=False), CLASSES["cub"])
         assert round(count_parameters(m.model, m.criterion) / 1e6, 2) == 27.91
+
+
+def test_vit_rows_are_the_resnet50_rows_with_the_trunk_swapped():
+    """Derived rows (no paper published one): each uncropped ResNet-50 row per ViT, its method
+    keys unchanged, the ViTs' 224-px input, no reported number; not among the seeds' rows."""
+    from dml_core.methods.recipes import VIT_BACKBONES
+
+    vit = [n for n in list_recipes() if any(f"/{bb}" in n for bb in VIT_BACKBONES)]
+    base = [n for n in list_recipes(include_demo=False)
+            if "/resnet50" in n and "/cropped" not in n]
+    assert len(vit) == len(VIT_BACKBONES) * len(base) == 44
+    assert not set(vit) & set(list_recipes(include_demo=False))
+    for name in base:
+        r = recipe_by_name(name)
+        for bb in VIT_BACKBONES:
+            v = recipe_by_name(name.replace("/resnet50", f"/{bb}").replace("/uncropped", ""))
+            assert (v["backbone"], v["crop_size"], v["resize_size"], v["reported"]) == (bb, 224, 256, None)
+            same = {k for k in r if k not in ("name", "backbone", "crop_size", "resize_size", "reported")}
+            assert {k: v[k] for k in same} == {k: r[k] for k in same}, name
+    r = get_recipe("positive_proxy", "cub", "vit_s14_dinov2", loss="normalized_softmax")
+    assert r["name"] == "positive_proxy/cub/vit_s14_dinov2/normalized_softmax"
+    with pytest.raises(RecipeError, match="valid backbones"):
+        get_recipe("proxy_anchor", "sop", "vit_s16_dino")  # no ResNet-50 row to derive from
+
+
+def test_adam_family_optimizer_keys_keep_the_seeds_adam():
+    """AsymptoticProxy and CGD build Adam without weight decay, as the original code, unless a
+    recipe asks for AdamW (the ViT track)."""
+    for method in ("asymptotic_proxy", "cgd"):
+        r = get_recipe(method, "car", "resnet50", pretrained=False, embedding_dim=8)
+        assert (r["optimizer"], r["weight_decay"]) == ("adam", 0.0)
+        with torch.device("meta"):
+            m = build_method(r, 3)
+        assert type(m.optimizer) is torch.optim.Adam and m.optimizer.defaults["weight_decay"] == 0.0
+        with torch.device("meta"):
+            m = build_method(dict(r, optimizer="adamw", weight_decay=0.01), 3)
+        assert type(m.optimizer) is torch.optim.AdamW and m.optimizer.defaults["weight_decay"] == 0.01
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        build_method(dict(r, optimizer="sgd", pretrained=False), 3)

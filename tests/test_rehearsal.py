@@ -26,7 +26,48 @@ def test_published_formats_load_into_every_backbone(tmp_path, monkeypatch):
                                               else "conv1.conv.weight"],
                            bn["conv1_7x7_s2_bn.running_var"][0] if name == "bninception"
                            else torch.load(written[1], weights_only=True)["conv1.conv.weight"])
-    assert set(BACKBONES) == {"resnet50", "resnext50_32x4d", "googlenet", "resnet18", "bninception"}
+    assert set(BACKBONES) == {"resnet50", "resnext50_32x4d", "googlenet", "resnet18", "bninception",
+                              "vit_s16_dino", "vit_s14_dinov2"}
+
+
+def test_vit_hub_formats_load_into_the_vit_trunks(tmp_path, monkeypatch):
+    """DINO's file is timm's ViT-S/16 layout without a head; DINOv2's adds mask_token and keeps
+    its 518-px (37 x 37) position embeddings: both load through the same path as the others."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    written = rehearsal.write_weights(tmp_path, ["vit_s16_dino", "vit_s14_dinov2"])
+    assert [p.name for p in written] == ["dino_deitsmall16_pretrain.pth", "dinov2_vits14_pretrain.pth"]
+    dino, dinov2 = (torch.load(p, weights_only=True) for p in written)
+    assert dino["pos_embed"].shape == (1, 197, 384) and "mask_token" not in dino
+    assert dinov2["pos_embed"].shape == (1, 1370, 384) and dinov2["mask_token"].shape == (1, 384)
+    assert not any(k.startswith(("vit.", "head")) for k in list(dino) + list(dinov2))
+    for name, state in (("vit_s16_dino", dino), ("vit_s14_dinov2", dinov2)):
+        own = build_backbone(name, True).state_dict()
+        assert torch.equal(own["vit.blocks.5.mlp.fc2.weight"], state["blocks.5.mlp.fc2.weight"])
+        assert torch.equal(own["vit.cls_token"], state["cls_token"])
+
+
+def test_vit_rehearsal_covers_every_trunk_method_and_data_set():
+    from dml_core.methods import fair
+
+    runs = rehearsal.vit_runs()
+    training = [r for r in runs if r.startswith("fair_")]
+    assert runs[0] == "00_prepare_data" and runs[-2:] == ["06_benchmarks", "08_figures"]
+    assert len(training) == len(set(training)) == 40 and all(r.endswith("_s0") for r in training)
+    per_trunk = {bb: set() for _, bb, *_ in fair.VIT_TRUNKS}
+    settings_methods = set()
+    for r in training:
+        name = max((n for n in fair.VIT_SETTINGS if r.startswith(f"fair_{n}_")), key=len)
+        rest = r[len(f"fair_{name}_"):]
+        variant = next(v for v in fair.VARIANTS if rest.startswith(f"{v}_"))
+        ds = rest[len(variant) + 1:].split("_")[0]
+        per_trunk[fair.SETTINGS[name].backbone].add((variant, ds))
+        settings_methods.add((name, variant))
+    every = {(v, d) for v, x in fair.VARIANTS.items() if x.headline
+             for d in fair.SETTINGS["vit_dino"].datasets
+             if fair.available(x.method, d, "vit_s16_dino")}
+    assert all(pairs == every for pairs in per_trunk.values())
+    assert {n for n, _ in settings_methods} == set(fair.VIT_SETTINGS)
+    assert len(settings_methods) == len(fair.VIT_SETTINGS) * len({v for v, _ in every})
 
 
 def test_standins_have_the_real_layouts_and_sizes(tmp_path):

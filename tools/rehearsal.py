@@ -8,10 +8,12 @@ What a user with the real data sets and a GPU machine does, on CPU, in a tempora
    (:data:`IMAGE_SIZES`), the STL-10 binaries; small splits (:data:`STANDINS`);
 2. :func:`write_weights` writes random weights in every published checkpoint's format (the full
    torchvision ``state_dict`` with its classifier; Cadene's BN-Inception with the (1, C) BatchNorm
-   tensors of the Caffe port and no ``num_batches_tracked``) under the real file names into
-   ``<work>/torch/hub/checkpoints`` and points ``TORCH_HOME`` there;
-3. runs the ``full`` profile through :func:`dml_core.batch.run_profile` with the profile-wide
-   override :data:`SETTINGS` (1 epoch of 2 steps, batch 8), CPU (every output in ``<work>/runs``);
+   tensors of the Caffe port and no ``num_batches_tracked``; DINO's ViT-S/16 hub file; DINOv2's
+   ViT-S/14 hub file with its ``mask_token`` and 37×37 position embeddings) under the real file
+   names into ``<work>/torch/hub/checkpoints`` and points ``TORCH_HOME`` there;
+3. runs the ``full`` profile (``--vit``: the ViT runs of ``fair_vit``, :func:`vit_runs`)
+   through :func:`dml_core.batch.run_profile` with the profile-wide override :data:`SETTINGS`
+   (1 epoch of 2 steps, batch 8), CPU (every output in ``<work>/runs``);
 4. checks every training run folder: ``status: complete`` and the recipe marked ``shortened``;
 5. builds the report book from those run folders (``<work>/runs/full/report/index.html``).
 
@@ -31,7 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-__all__ = ["IMAGE_SIZES", "STANDINS", "SETTINGS", "SUBSET", "photo", "write_image", "make_car_raw",
+__all__ = ["IMAGE_SIZES", "STANDINS", "SETTINGS", "SUBSET", "VIT_PROFILE", "vit_runs", "photo", "write_image", "make_car_raw",
            "make_cub_raw", "make_sop_raw", "make_isc_raw", "make_stl10_raw", "write_standins",
            "published_state_dict", "write_weights", "rehearse", "main"]
 
@@ -51,6 +53,40 @@ SETTINGS = {"epochs": 1, "max_steps_per_epoch": 2, "batch_size": 8, "samples_per
 SUBSET = ("00_prepare_data", "01_normsoftmax_isc_resnet50", "02_asymptotic_proxy_sop_googlenet",
           "04_cgd_car_resnext50_32x4d_uncropped", "05_dynamic_margin_cub_bninception",
           "07_toy_proxies", "06_benchmarks", "08_figures")
+#: The ViT track's profile (dml_core.methods.fair), rehearsed by ``--vit``.
+VIT_PROFILE = "fair_vit"
+
+
+def vit_runs() -> list[str]:
+    """The runs of :data:`VIT_PROFILE` that ``--vit`` rehearses (and ``make rehearsal``): every
+    (ViT trunk, method, data set) once, at the first seed and the middle value of its loss grid,
+    the embedding size alternating between the data sets (384, 128, 384, ...; the second trunk
+    starts at 128), so every (setting, method) and every (embedding size, method, data set) runs
+    as well; plus the preparation, the tables and the figures. The other
+    runs of the profile differ from these in the seed, one loss value or the embedding size only;
+    ``--profile fair_vit`` rehearses all 720."""
+    from dml_core.methods import fair
+
+    seed = fair.PROFILES[VIT_PROFILE]["seeds"][0]
+    chosen = []
+    for t, (stem, *_) in enumerate(fair.VIT_TRUNKS):
+        names = [stem if d == fair.VIT_EMBEDDING_DIMS[0] else f"{stem}_d{d}"
+                 for d in fair.VIT_EMBEDDING_DIMS]
+        for variant, v in fair.VARIANTS.items():
+            if not v.headline:
+                continue
+            key, values = fair.LOSS_GRID[v.method]
+            datasets = [d for d in fair.setting(names[0]).datasets
+                        if fair.available(v.method, d, fair.setting(names[0]).backbone)]
+            for i, ds in enumerate(datasets):
+                name = names[(i + t) % len(names)]  # trunks start apart: every (size, data set)
+                chosen.append(f"fair_{name}_{variant}_{ds}_{key}{values[len(values) // 2]}_s{seed}")
+    runs = [r["id"] for r in fair.profile_document(VIT_PROFILE)["runs"]]
+    missing = sorted(set(chosen) - set(runs))
+    assert not missing, f"not in {VIT_PROFILE}: {missing}"
+    return [r for r in runs if not r.startswith("fair_") or r in set(chosen)]
+
+
 SOP_SUPER = ("bicycle", "cabinet", "chair", "coffee_maker", "fan", "kettle", "lamp", "mug", "sofa",
              "stapler", "table", "toaster")
 
@@ -265,6 +301,18 @@ def published_state_dict(backbone: str) -> dict:
             is_bn = "_bn." in k or k.endswith(("_bn.weight", "_bn.bias"))
             out[k] = v.unsqueeze(0) if is_bn and v.dim() == 1 else v
         return out
+    if backbone in ("vit_s16_dino", "vit_s14_dinov2"):
+        # The authors' hub files are timm's layout at their training size (DINO 224, DINOv2
+        # 518: 37x37 position embeddings) without a head; DINOv2's adds its mask_token (timm's
+        # _convert_dinov2 drops it again). No "vit." prefix: that is this project's trunk.
+        import timm
+
+        arch = {"vit_s16_dino": "vit_small_patch16_224",
+                "vit_s14_dinov2": "vit_small_patch14_dinov2"}[backbone]
+        out = timm.create_model(arch, pretrained=False, num_classes=0).state_dict()
+        if backbone == "vit_s14_dinov2":
+            out["mask_token"] = torch.zeros(1, out["cls_token"].shape[-1])
+        return out
     raise ValueError(f"no published checkpoint format for {backbone!r}")
 
 
@@ -290,9 +338,10 @@ def write_weights(torch_home: str | os.PathLike, backbones: Sequence[str] | None
 # --------------------------------------------------------------------------------- the rehearsal
 def rehearse(work: str | os.PathLike, *, only: Sequence[str] | None = None, jobs: int = 1,
              settings: dict | None = None, sizes: dict | None = None, quiet: bool = False,
-             book: bool = False):
-    """Stand-ins + weights under ``work``, then the ``full`` profile with :data:`SETTINGS`, then
-    (``book``) the report book of those run folders (``<work>/runs/full/report/index.html``).
+             book: bool = False, profile: str = "full"):
+    """Stand-ins + weights under ``work``, then ``profile`` (``full``, or :data:`VIT_PROFILE`)
+    with :data:`SETTINGS`, then (``book``) the report book of those run folders
+    (``<work>/runs/<profile>/report/index.html``).
 
     Returns ``(batch_result, problems)``; ``problems`` lists failed runs and training run
     folders that are not done or not marked ``shortened``.
@@ -310,7 +359,7 @@ def rehearse(work: str | os.PathLike, *, only: Sequence[str] | None = None, jobs
     write_weights(work / "torch")
     say(f"random weights in the published formats under {work / 'torch'} ({time.time() - t1:.0f} s)")
     sets = {**SETTINGS, **(settings or {})}  # 08's figures stay in its run folder, under work
-    result = batch.run_profile("full", jobs=jobs, only=list(only) if only else None,
+    result = batch.run_profile(profile, jobs=jobs, only=list(only) if only else None,
                                runs_root=runs_root, data_root=data_root, settings=sets,
                                progress=False, quiet=quiet)
     problems = [f"{r.id}: {r.status} ({r.error or ''})" for r in result.results
@@ -319,10 +368,10 @@ def rehearse(work: str | os.PathLike, *, only: Sequence[str] | None = None, jobs
         from dml_core.report.book import build_book
 
         try:
-            say(f"book: {build_book('full', runs_root)}")
+            say(f"book: {build_book(profile, runs_root)}")
         except Exception as exc:  # noqa: BLE001 - reported as a problem of the rehearsal
             problems.append(f"book: {type(exc).__name__}: {str(exc)[:500]}")
-    for run in find_runs(runs_root / "full"):
+    for run in find_runs(runs_root / profile):
         s = run.read_summary() or {}
         recipe = s.get("recipe") or {}
         if "method" in recipe and recipe.get("method") != "toy":
@@ -344,6 +393,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="run ids (fnmatch) to rehearse; default: the whole full profile")
     p.add_argument("--subset", action="store_true",
                    help="one run per backbone and per data set (what the test suite runs)")
+    p.add_argument("--profile", default="full", help=f"the profile to rehearse: full (default) or "
+                   f"{VIT_PROFILE} (every one of its runs)")
+    p.add_argument("--vit", action="store_true",
+                   help=f"the ViT track: {VIT_PROFILE}, every (setting, method, data set) once "
+                        "(first seed, middle loss value), with its tables and figures")
     p.add_argument("--jobs", "-j", type=int, default=1)
     p.add_argument("--no-book", action="store_true", help="skip building the report book")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="settings",
@@ -352,9 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dml_core.batch import parse_settings
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="dml_rehearsal_"))
-    only = args.only or (list(SUBSET) if args.subset else None)
+    profile = VIT_PROFILE if args.vit else args.profile
+    only = args.only or (list(SUBSET) if args.subset else vit_runs() if args.vit else None)
     _, problems = rehearse(work, only=only, jobs=args.jobs, settings=parse_settings(args.settings),
-                           book=not args.no_book)
+                           book=not args.no_book, profile=profile)
     print(f"run folders, report and figures: {work}")
     return 1 if problems else 0
 

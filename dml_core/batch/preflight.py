@@ -222,10 +222,17 @@ def _disk_checks(runs_root: Path, runs_need: int, data_root: Path, cache_need: i
 
 
 def _check_weights(backbone: str) -> Check:
-    from dml_core.models.backbones import build_backbone, find_weights
+    """Present and loading, or the file name(s) expected, the folder and the download URL."""
+    from dml_core.models.backbones import (BACKBONES, MissingWeightsError, build_backbone,
+                                           find_weights)
 
     try:
         path = find_weights(backbone)
+    except MissingWeightsError:
+        spec = BACKBONES[backbone]
+        return Check("weights", backbone, False,
+                     f"missing: expected {' or '.join(spec.weight_files)} in "
+                     f"{paths.torch_checkpoint_dir()} (download: {spec.urls[0]})")
     except (FileNotFoundError, KeyError, ValueError) as exc:  # MissingWeightsError, no backbone
         return Check("weights", backbone, False, str(exc).splitlines()[0]
                      + f" (expected in {paths.torch_checkpoint_dir()})")
@@ -234,7 +241,7 @@ def _check_weights(backbone: str) -> Check:
     except Exception as exc:  # noqa: BLE001 - a weight file fails to load in many ways (torch,
         # pretrainedmodels, a wrong state dict); each is this check's finding, reported
         return Check("weights", backbone, False, f"{path} does not load: {exc}")
-    return Check("weights", backbone, True, f"{path.name} loads")
+    return Check("weights", backbone, True, f"{path} loads")
 
 
 def _check_cuda(devices: list[str]) -> Check:

@@ -37,3 +37,17 @@ def fused_adam() -> dict[str, Any]:
     with 11.2 M parameters), where the loop was ~40 % of a demo training step. Deterministic."""
     return {"fused": True}
 
+
+#: The trunk optimisers a method with an ``optimizer`` key can take (the ViT track's AdamW).
+ADAM_FAMILY = ("adam", "adamw")
+
+
+def adam_family(kind: str, params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """``torch.optim.Adam`` (``"adam"``: weight decay added to the gradient, L2) or ``AdamW``
+    (``"adamw"``: decoupled, θ ← θ − lr·wd·θ), fused. ``"adam"`` with weight decay 0 is exactly
+    what AsymptoticProxy and CGD always built."""
+    if kind not in ADAM_FAMILY:
+        raise ValueError(f"optimizer must be one of {ADAM_FAMILY}, got {kind!r}")
+    cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
+    return cls(params, lr=lr, weight_decay=weight_decay, **fused_adam())
+

@@ -22,7 +22,8 @@ CenterCrop 256). No warm-up. BN: every backbone BatchNorm2d in eval mode at ever
 (``freeze_bn`` True); the affine parameters train.
 
 Method keys: ``temperature``, ``momentum``, ``lr``, ``lr_step`` (None = epochs // 2),
-``lr_gamma`` 0.1, ``freeze_bn`` True.
+``lr_gamma`` 0.1, ``freeze_bn`` True; ``optimizer`` ``"adam"`` and ``weight_decay`` 0 (the seed's;
+only the ViT track's recipes have these keys: ``"adamw"`` with its weight decay, docs/PROTOCOL.md).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 
 from dml_core.losses import MovingProxyLoss
-from dml_core.methods._util import fused_adam, options
+from dml_core.methods._util import adam_family, options
 from dml_core.methods.base import Method, StepOutput
 from dml_core.methods.shared import LossSpec
 from dml_core.models import ProxyHeadNet
@@ -43,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
     "lr_step": None,
     "lr_gamma": 0.1,
     "freeze_bn": True,
+    "optimizer": "adam",
+    "weight_decay": 0.0,
 }
 
 
@@ -64,8 +67,8 @@ class AsymptoticProxyMethod(Method):
     loss_spec = LossSpec(keys=("temperature", "momentum"),
                          defaults={k: DEFAULTS[k] for k in ("temperature", "momentum")},
                          build=build_loss, after_step=_move_proxies)
-    paper_reads = ("lr_step",)
-    paper_only = ()
+    paper_reads = ("lr_step", "weight_decay")  # weight decay: the AdamW option (ViT track)
+    paper_only = ("optimizer",)
 
     def __init__(self, recipe: dict[str, Any], num_classes: int):
         o = self.options = options(recipe, DEFAULTS, self.name)
@@ -74,7 +77,8 @@ class AsymptoticProxyMethod(Method):
                              pooling="max")
         criterion = build_loss(o, num_classes, dim)
         super().__init__(model, criterion)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=float(o["lr"]), **fused_adam())
+        self.optimizer = adam_family(o["optimizer"], model.parameters(), float(o["lr"]),
+                                     float(o["weight_decay"]))
         step = o["lr_step"] if o["lr_step"] is not None else max(int(recipe["epochs"]) // 2, 1)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=int(step),
                                                          gamma=float(o["lr_gamma"]))

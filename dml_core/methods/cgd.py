@@ -18,7 +18,8 @@ Batches: MPerClass sampler, 128 = 32 classes × 4 (recipe keys).
 
 Method keys: ``gd_config`` ('SG'), ``smoothing`` 0.1, ``temperature`` 0.5, ``margin`` 0.1,
 ``lr`` 1e-4, ``lr_milestones`` None (= from the epochs as above), ``lr_gamma`` 0.1,
-``freeze_bn`` True, ``gem_clamp`` True.
+``freeze_bn`` True, ``gem_clamp`` True; ``optimizer`` ``"adam"`` and ``weight_decay`` 0 (the
+seed's; only the ViT track's recipes have these keys: ``"adamw"`` with its weight decay).
 
 Fix vs the original: GeM is the standard clamped form (ε 1e-6), because the seed's
 ``sign(s)|s|^{1/3}`` gives a NaN gradient on an all-zero channel; ``gem_clamp=False`` is the seed.
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 
 from dml_core.losses import BatchHardTripletLoss, LabelSmoothingCrossEntropy
-from dml_core.methods._util import fused_adam, options
+from dml_core.methods._util import adam_family, options
 from dml_core.methods.base import Method, StepOutput
 from dml_core.methods.shared import LossSpec
 from dml_core.models import CGDNet
@@ -47,6 +48,8 @@ DEFAULTS: dict[str, Any] = {
     "lr_gamma": 0.1,
     "freeze_bn": True,
     "gem_clamp": True,
+    "optimizer": "adam",
+    "weight_decay": 0.0,
 }
 
 
@@ -103,15 +106,16 @@ class CGDMethod(Method):
     #: classifier are the method) and loss; the optimiser and schedule are the shared ones.
     loss_spec = LossSpec(keys=CGD_OWN_KEYS, defaults={k: DEFAULTS[k] for k in CGD_OWN_KEYS},
                          build=build_loss, network=build_network, training_step=cgd_step)
-    paper_reads = ()
-    paper_only = ("lr_milestones",)
+    paper_reads = ("weight_decay",)  # the AdamW option (ViT track)
+    paper_only = ("lr_milestones", "optimizer")
 
     def __init__(self, recipe: dict[str, Any], num_classes: int):
         o = self.options = options(recipe, DEFAULTS, self.name)
         model = build_network(recipe, o, num_classes)
         criterion = build_loss(o)
         super().__init__(model, criterion)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=float(o["lr"]), **fused_adam())
+        self.optimizer = adam_family(o["optimizer"], model.parameters(), float(o["lr"]),
+                                     float(o["weight_decay"]))
         milestones = (list(o["lr_milestones"]) if o["lr_milestones"] is not None
                       else cgd_milestones(int(recipe["epochs"])))
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones,

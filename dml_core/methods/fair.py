@@ -25,10 +25,12 @@ declared in :data:`DEVIATIONS` with why (CGD's own network). A recipe is built b
 :func:`dml_core.methods.recipes.get_recipe` with overrides (:func:`fair_recipe`), so every key is
 validated by the recipe code.
 
-Settings (:data:`SETTINGS`): ``demo`` (CPU, embedded digits, ResNet-18; what ``make report`` and
-``make study`` run) and ``fair`` (GPU: ResNet-50 pretrained, 512-d, car, cub, sop, isc).
-:func:`protocol_table` renders the declaration (docs/PROTOCOL.md and notebook ``06_benchmarks``
-show it); :func:`profile_runs` generates the profiles' run lists.
+Settings (:data:`SETTINGS`): ``demo`` (CPU, embedded digits, ResNet-18; what
+``make report`` and ``make study`` run) and ``fair`` (GPU: ResNet-50 pretrained, 512-d, car, cub,
+sop, isc); the ViT track's (:data:`VIT_SETTINGS`: DINO ViT-S/16 and DINOv2 ViT-S/14, 384-d and
+128-d, the hyperbolic-ViT protocol's image size, optimiser and learning rate, everything else the
+``fair`` setting's; profile ``fair_vit``). :func:`protocol_table` renders the declaration
+(docs/PROTOCOL.md and notebook ``06_benchmarks`` show it); :func:`profile_runs` generates the profiles' run lists.
 
 Variants (:data:`VARIANTS`) are the configurations compared: one per method, plus the option
 ablations of the study (AsymptoticProxy's momentum sweep).
@@ -123,6 +125,52 @@ SETTINGS: dict[str, Setting] = {
                 "chooses)"),
         notes="ImageNet-pretrained trunk: BatchNorm statistics frozen, as in the Reality Check"),
 }
+
+# ------------------------------------------------------------------------------- the ViT track
+#: The published ViT protocol of deep metric learning the ViT settings follow.
+VIT_SOURCE = ("Ermolov, Mirvakhabova, Khrulkov, Sebe, Oseledets, \"Hyperbolic Vision Transformers: "
+              "Combining Improvements in Metric Learning\", CVPR 2022 (arXiv:2203.10833), and the "
+              "authors' code, github.com/htdt/hyp_metric (README \"Configs\"; train.py)")
+#: The ViT track's trunks: (setting stem, backbone, label, learning rate, where the lr is from).
+VIT_TRUNKS = (
+    ("vit_dino", "vit_s16_dino", "DINO ViT-S/16", 1e-5,
+     "the authors' README: `--model dino_vits16 --lr 1e-5` on all four data sets"),
+    ("vit_dinov2", "vit_s14_dinov2", "DINOv2 ViT-S/14", 1e-5,
+     "not in that protocol (DINOv2 came later): DINO's value, the other self-supervised trunk; "
+     "the supervised ViT-S and DeiT-S got 3e-5"),
+)
+#: The protocol's two embedding sizes: 384 (the ViT-S width; the setting without suffix) and 128.
+VIT_EMBEDDING_DIMS = (384, 128)
+#: Its optimiser: torch's AdamW with its default weight decay (0.01), which the authors' train.py
+#: builds as ``optim.AdamW(model.parameters(), lr=cfg.lr)``.
+VIT_OPTIMIZER, VIT_WEIGHT_DECAY = "AdamW", 0.01
+
+
+def _vit_settings() -> dict[str, Setting]:
+    """The ViT settings: the ``fair`` setting (seeds, tuning budget, validation selection, batch,
+    sampler, epochs, schedule, augmentation) with the ViT trunk, the 224-px input, the embedding
+    size and the AdamW learning rate of the hyperbolic-ViT protocol."""
+    import dataclasses
+
+    base = SETTINGS["fair"]
+    out = {}
+    for stem, backbone, label, lr, _ in VIT_TRUNKS:
+        for dim in VIT_EMBEDDING_DIMS:
+            name = stem if dim == VIT_EMBEDDING_DIMS[0] else f"{stem}_d{dim}"
+            out[name] = dataclasses.replace(
+                base, name=name, backbone=backbone, embedding_dim=dim, crop_size=224,
+                resize_size=256, optimizer=VIT_OPTIMIZER, lr=lr, weight_decay=VIT_WEIGHT_DECAY,
+                notes=(f"{label} pretrained (the authors' hub weights), embedding read from the "
+                       "class token; image size, embedding sizes (384, 128), optimiser and lr "
+                       "from the hyperbolic-ViT protocol, everything else the fair setting's "
+                       "(see 'The ViT track'). A ViT has LayerNorm only: the BatchNorm policy "
+                       "has nothing to act on"))
+    return out
+
+
+SETTINGS.update(_vit_settings())
+#: The ViT track's settings (names), trunk-major: vit_dino, vit_dino_d128, vit_dinov2, ...
+VIT_SETTINGS: tuple[str, ...] = tuple(n for n in SETTINGS if n.startswith("vit_"))
 
 #: How the demo setting's shared sampler was chosen: validation R@1 (the 10 validation classes,
 #: seed 0, epoch 4; the test set chose nothing) of every method under two candidate settings
@@ -349,9 +397,9 @@ def shared_overrides(recipe: dict, s: Setting, seed: int) -> dict[str, Any]:
     from dml_core.methods import METHODS
     from dml_core.methods import shared
 
-    if s.optimizer != shared.OPTIMIZER:
+    if s.optimizer.lower() not in shared.OPTIMIZERS:
         raise FairError(f"setting {s.name!r} asks for optimiser {s.optimizer!r}; the shared "
-                        f"build implements {shared.OPTIMIZER!r} (dml_core.methods.shared)")
+                        f"build implements {shared.OPTIMIZERS} (dml_core.methods.shared)")
     o: dict[str, Any] = dict(
         pretrained=s.pretrained, crop=False, embedding_dim=s.embedding_dim,
         crop_size=s.crop_size, resize_size=s.resize_size, transform=s.transform, hflip=s.hflip,
@@ -364,7 +412,7 @@ def shared_overrides(recipe: dict, s: Setting, seed: int) -> dict[str, Any]:
         setup="shared", lr=s.lr, weight_decay=s.weight_decay, lr_step=s.lr_decay_epoch,
         lr_gamma=s.lr_gamma, warmup_epochs=s.warmup_epochs, freeze_bn=s.freeze_bn,
         grad_clip_value=s.grad_clip_value, proxy_lr_mult=s.proxy_lr_mult,
-        proxy_init=s.proxy_init)
+        proxy_init=s.proxy_init, shared_optimizer=s.optimizer.lower())
     missing = sorted(k for k in o if k not in recipe)
     if missing:
         raise FairError(f"recipe {recipe['name']!r} has no key {missing} for the shared setting; "
@@ -494,7 +542,7 @@ def _fmt(val: Any) -> str:
 def protocol_markdown(setting_name: str = "demo") -> str:
     """docs/PROTOCOL.md's tables: the shared setting; each method's own keys, search space and
     what else is its own; the variants with the loss values ``setting_name`` uses."""
-    t = protocol_table()
+    t = protocol_table(tuple(n for n in SETTINGS if n not in VIT_SETTINGS))
     cols = list(t.columns)
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     out += ["| " + " | ".join(str(r[c]).replace("|", "/") for c in cols) + " |"
@@ -590,6 +638,14 @@ PROFILES: dict[str, dict[str, Any]] = {
                  "car/cub/sop/isc, every method with its declared loss grid (3 values) x 3 "
                  "seeds; the value is chosen by the mean validation R@1 over seeds. Needs the "
                  "data under the data root and the ResNet-50 weights in the torch cache.")},
+    "fair_vit": {"settings": VIT_SETTINGS, "seeds": (0, 1, 2), "grid": True,
+                 "description": (
+                     "The ViT track of the fair protocol (GPU): DINO ViT-S/16 and DINOv2 ViT-S/14 "
+                     "pretrained, 384-d and 128-d, car/cub/sop/isc, every method with the fair "
+                     "profile's loss grid (3 values) x 3 seeds and its validation selection; "
+                     "AdamW at the hyperbolic-ViT protocol's learning rate. Needs the data under "
+                     "the data root and dino_deitsmall16_pretrain.pth and "
+                     "dinov2_vits14_pretrain.pth in the torch cache.")},
 }
 
 
@@ -598,6 +654,8 @@ def profile_document(name: str) -> dict:
     from dml_core.core.run_folder import FIGURES
 
     spec = PROFILES[name]
+    if "settings" in spec:
+        return vit_profile_document(name)
     s = setting(spec["setting"])
     variants = tuple(v for v, x in VARIANTS.items() if x.headline or spec["ablations"])
     runs: list[dict] = [{"id": "00_prepare_data", "notebook": "00_prepare_data.ipynb",
@@ -712,11 +770,136 @@ def protocol_document() -> str:
         "## How the demo's shared setting was chosen\n\n"
         "Once, for all methods together, on validation R@1 (seed 0, epoch 4); the test set "
         "chose nothing. The two candidates differ only in the sampler:\n\n"
-        + _trials_markdown() +
-        "\n## Profiles\n\n"
-        + "\n".join(f"- `{n}` ({spec['setting']} setting, seeds "
+        + _trials_markdown() + "\n"
+        + vit_protocol_markdown()
+        + "\n## Profiles\n\n"
+        + "\n".join(f"- `{n}` ({', '.join(spec.get('settings') or (spec['setting'],))} "
+                    f"setting{'s' if len(spec.get('settings') or ()) > 1 else ''}, seeds "
                     f"{', '.join(map(str, spec['seeds']))}): {spec['description']}"
                     for n, spec in PROFILES.items()) + "\n")
+
+
+# ---------------------------------------------------------------------- the ViT track: files
+def vit_run_id(setting_name: str, run: str) -> str:
+    """A run id of :func:`profile_runs` with its setting: ``fair_<variant>...`` ->
+    ``fair_<setting>_<variant>...`` (one profile holds the four ViT settings)."""
+    return run.replace("fair_", f"fair_{setting_name}_", 1)
+
+
+def vit_profile_document(name: str = "fair_vit") -> dict:
+    """The ViT track's profile: for every setting of ``PROFILES[name]["settings"]``, seed and
+    headline variant, each value of its loss grid (:data:`LOSS_GRID`, as the ``fair`` profile),
+    then the tables and figures."""
+    spec = PROFILES[name]
+    settings = [setting(n) for n in spec["settings"]]
+    datasets = sorted({d for s in settings for d in s.datasets}, key=settings[0].datasets.index)
+    runs: list[dict] = [{"id": "00_prepare_data", "notebook": "00_prepare_data.ipynb",
+                         "parameters": {"datasets": datasets}, "description": "Prepare the data"}]
+    for s in settings:
+        for seed in spec["seeds"]:
+            for variant in (v for v in VARIANTS if VARIANTS[v].headline):
+                key, values = LOSS_GRID[VARIANTS[variant].method]
+                for value in values:
+                    for r in profile_runs(s.name, (variant,), (seed,)):
+                        r["parameters"]["overrides"][key] = value
+                        r["id"] = vit_run_id(s.name, r["id"]).replace(
+                            f"_s{seed}", f"_{key}{value}_s{seed}")
+                        r["description"] += f", {key} = {value}"
+                        runs.append(r)
+    runs.append({"id": "06_benchmarks", "notebook": "06_benchmarks.ipynb",
+                 "description": "Tables: per-method means with 95% intervals over seeds, paired "
+                                "differences"})
+    runs.append({"id": "08_figures", "notebook": "08_figures.ipynb",
+                 "parameters": {"output_dir": "figures"},
+                 "description": "Figures (every seed and the mean with its interval), inside "
+                                "the run folder"})
+    return {"name": name, "description": spec["description"],
+            "parameters": {"device": settings[0].device}, "runs": runs}
+
+
+#: What the ViT track takes from the hyperbolic-ViT protocol and what not: (what, that protocol,
+#: here). The protocol's values are those of the authors' README "Configs" and train.py.
+VIT_PROTOCOL_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("Image size", "224-px crops: train RandomResizedCrop 224; test Resize 256 (CUB) or 224 "
+     "(Cars, SOP, In-shop) then CenterCrop 224",
+     "224-px crops; test Resize 256 then CenterCrop 224 on every data set"),
+    ("Trunk", "ViT-S/16: DINO, DeiT-S, supervised ViT-S (timm)",
+     "DINO ViT-S/16; DINOv2 ViT-S/14 (an addition: not in that paper)"),
+    ("Embedding", "384 and 128: a Linear(384 -> D) on the class token",
+     "384 and 128: each method's own head on the class token (CGD: on the patch tokens)"),
+    ("Optimiser", "AdamW, weight decay 0.01 (torch's default); lr 1e-5 (DINO), 3e-5 (ViT-S, DeiT-S)",
+     "AdamW, weight decay 0.01, lr 1e-5 for both trunks; the methods' own proxy learning rates"),
+    ("Batch, sampler", "900 (882 on Cars): 2 (SOP, In-shop) or 9 (CUB, Cars) images per class",
+     "the fair setting's: 128, 4 images per class. The batch of 900 serves their pairwise "
+     "contrastive loss, whose negatives are the batch; the proxy losses compared here are not "
+     "built on it"),
+    ("Epochs, schedule", "50 (CUB), 300 (Cars), 200 (SOP), 400 (In-shop); constant lr",
+     "the fair setting's epochs and step decay: the two tracks differ in the trunk, the "
+     "embedding size and the optimiser (AdamW, its lr and weight decay) only"),
+    ("Gradient clipping", "norm 3", "none (as the fair setting)"),
+    ("Frozen layers", "the patch embedding (`--freeze 0`)", "none (as the fair setting)"),
+    ("Augmentation", "RandomResizedCrop scale 0.2-1, bicubic; horizontal flip",
+     "the fair setting's: scale 0.08-1, bilinear; horizontal flip"),
+    ("Precision", "fp16 (apex O2)", "bf16 autocast on CUDA (the engine's, every track)"),
+)
+
+
+def vit_protocol_markdown() -> str:
+    """docs/PROTOCOL.md's section on the ViT track (generated from the data above)."""
+    t = protocol_table(("fair",) + VIT_SETTINGS)
+    cols = list(t.columns)
+    table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    table += ["| " + " | ".join(str(r[c]).replace("|", "/") for c in cols) + " |"
+              for _, r in t.iterrows()
+              if r["setting"] != "Notes" and len({r[c] for c in cols[1:]}) > 1]
+    rows = ["| | hyperbolic-ViT protocol | the ViT track |", "|---|---|---|"]
+    rows += [f"| {a} | {b} | {c} |" for a, b, c in VIT_PROTOCOL_ROWS]
+    lrs = "\n".join(f"- {label} (`{bb}`): lr {lr:g}: {src}." for _, bb, label, lr, src in VIT_TRUNKS)
+    gone = sorted({g for n in VIT_SETTINGS for g in unavailable(n, tuple(VARIANTS))})
+    return (
+        "\n## The ViT track\n\n"
+        "Every method also trains on two self-supervised vision transformers, built with timm "
+        "from their authors' published torch-hub checkpoints (`dml_core/models/backbones.py`): "
+        "DINO ViT-S/16 (`vit_s16_dino`) and DINOv2 ViT-S/14 (`vit_s14_dinov2`). The track "
+        "follows the published ViT protocol of deep metric learning for what concerns the "
+        "trunk (image size, embedding sizes, optimiser, learning rate), and the `fair` "
+        "setting for everything else: the same seeds, loss grid, validation selection, "
+        "batch, sampler, epoch budget and schedule. Source of the ViT protocol: "
+        + VIT_SOURCE + ".\n\n" + "\n".join(rows) + "\n\nLearning rates:\n\n" + lrs +
+        "\n\nThe settings where they differ from the `fair` setting (every other row of the "
+        "shared-setting table is the `fair` setting's):\n\n" + "\n".join(table) + "\n\n"
+        "**The embedding is the class token.** NormSoftmax, AsymptoticProxy, PP, Proxy-Anchor "
+        "and the dynamic margin read the class token after the trunk's final LayerNorm where "
+        "they pool a CNN's map (GAP, GMP, GAP + GMP) and keep the rest of their head "
+        "(LayerNorm, Linear, L2). The class token is what DINO and DINOv2 train to be the global "
+        "descriptor (their k-NN evaluations read it) and what the hyperbolic-ViT protocol "
+        "embeds, so the track stays comparable with that protocol. Considered and not run (no "
+        "GPU run of this track exists yet): the mean of the patch tokens (a CNN's GAP; timm's "
+        "`global_pool='avg'`) and the class token concatenated with that mean (DINOv2's "
+        "linear-probe input, 768 wide). The trunk returns the patch tokens on request "
+        "(`build_backbone(name, pretrained, tokens=\"patch\")`), so either is a head away; "
+        "neither is compared here.\n\n"
+        "**CGD pools the patch tokens.** Its SPoC/MAC/GeM head assumes a convolutional map; on "
+        "a ViT it pools the patch tokens on their grid (14 x 14 at 224 px for /16, 16 x 16 for "
+        "/14; the class token is not used): S = their mean, M = their per-channel max, G = GeM "
+        "with p = 3; the auxiliary classifier reads the first descriptor, as on a CNN. GeM "
+        "assumes non-negative inputs (a map after ReLU); tokens after the final LayerNorm are "
+        "signed, and the clamp at 1e-6 of the project's GeM makes G the cubic mean of their "
+        "positive parts. The original code's unclamped form (`gem_clamp=False`: sign(s) "
+        "|s|^(1/3), s = mean x^3) is defined on signed inputs and stays an option; its NaN case "
+        "(an all-zero channel) does not arise on LayerNorm outputs, but its gradient grows "
+        "without bound as s nears 0.\n\n"
+        "**Optimisers.** NormSoftmax, AsymptoticProxy and CGD take AdamW through their "
+        "`optimizer` key; Proxy-Anchor and the dynamic margin build AdamW already; PP keeps "
+        "AdamP (its deviation above), with the track's weight decay 0.01 (decoupled, as "
+        "AdamW's; AdamP scales it by 0.1 on the weights it finds scale-invariant). Each method's own proxy learning rate is kept (PP's `proxy_lr`, "
+        "Proxy-Anchor's and the dynamic margin's 100 x lr).\n\n"
+        "Not available on the ViTs either (no faithful row to start from): "
+        + (", ".join(gone) if gone else "none") + ".\n\n"
+        "**Published ViT numbers.** None of the five methods' authors published a ViT result, "
+        "so the authors' numbers table (`dml_core/report/reported.py`) has no ViT entry. "
+        "Third-party ViT results of these losses were not added: this study could not check "
+        "them against their sources.\n")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,12 @@ Rows (all from the authors' READMEs, with the corrections noted):
 
 ``get_recipe(method, "demo", "resnet18")`` (or :func:`demo_recipe`) gives a small CPU profile of
 every method on the embedded demo data set (from scratch, tiny images, a few epochs).
+
+``get_recipe(method, dataset, "vit_s16_dino")`` / ``"vit_s14_dinov2"``: no author published a ViT
+row; each uncropped ResNet-50 row has a copy with the trunk swapped and the ViTs' 224-px input
+(:func:`_vit_rows`), the starting point of the fair protocol's ViT track
+(:mod:`dml_core.methods.fair`, which sets everything but the loss). Like the demo rows they are
+derived rows: ``list_recipes(include_demo=False)`` lists the seeds' rows only.
 """
 from __future__ import annotations
 
@@ -134,6 +140,7 @@ def _cgd_rows(method: str) -> list[dict[str, Any]]:
                 resize_size=252, eval_batch_size=128, seed=0, reported=name,
                 gd_config=CGD_GD_CONFIG[ds], smoothing=0.1, temperature=0.5, margin=0.1,
                 lr=1e-4, lr_milestones=None, lr_gamma=0.1, freeze_bn=True, gem_clamp=True,
+                optimizer="adam", weight_decay=0.0,
             ))
     return rows
 
@@ -159,6 +166,7 @@ def _asymptotic_rows(method: str) -> list[dict[str, Any]]:
                 crop_size=256, resize_size=292, eval_batch_size=128, seed=0, reported=name,
                 temperature=0.03 if small else 0.05, momentum=0.5 if small else 0.95,
                 lr=1e-4 if small else 4e-5, lr_step=None, lr_gamma=0.1, freeze_bn=True,
+                optimizer="adam", weight_decay=0.0,
             ))
     return rows
 
@@ -333,13 +341,35 @@ def _demo_rows(full_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+# ------------------------------------------------------------------------------------- ViTs
+#: The vision transformers of the ViT track (dml_core.models.backbones); their rows are derived.
+VIT_BACKBONES = ("vit_s16_dino", "vit_s14_dinov2")
+
+
+def _vit_rows(full_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every uncropped ResNet-50 row with the trunk swapped for each ViT of :data:`VIT_BACKBONES`
+    and the ViTs' input (224-px crops of 256-px images; 224 is a multiple of both patch sizes):
+    the method keys stay the row's. No paper published these rows (``reported`` None); the fair
+    protocol's ViT settings start from them and set everything but the loss."""
+    rows = []
+    for r in full_rows:
+        if r["backbone"] != "resnet50" or r["crop"]:
+            continue
+        for bb in VIT_BACKBONES:
+            v = copy.deepcopy(r)
+            v.update(backbone=bb, crop_size=224, resize_size=256, reported=None,
+                     name=r["name"].replace("/resnet50", f"/{bb}").replace("/uncropped", ""))
+            rows.append(v)
+    return rows
+
+
 # --------------------------------------------------------------------------------- registry
 def _build_registry() -> dict[str, dict[str, Any]]:
-    """Every row of every declared method, then the demo rows, by name (in that order).
-    :func:`check_rows` checks them against the schema (tests/test_recipe_schema.py)."""
+    """Every row of every declared method, then the demo rows and the ViT rows (derived), by name
+    (in that order). :func:`check_rows` checks them against the schema."""
     full = [r for m in METHODS for r in SPECS[m].rows(m)]
     reg: dict[str, dict[str, Any]] = {}
-    for r in full + _demo_rows(full):
+    for r in full + _demo_rows(full) + _vit_rows(full):
         if r["name"] in reg:
             raise RecipeError(f"two recipe rows are called {r['name']!r}")
         reg[r["name"]] = r
@@ -382,14 +412,15 @@ DATASETS: tuple[str, ...] = tuple(dict.fromkeys(r["dataset"] for r in _REGISTRY.
 
 def list_recipes(method: str | None = None, dataset: str | None = None,
                  include_demo: bool = True) -> list[str]:
-    """Names of every recipe (optionally of one method / data set), in README order."""
+    """Names of every recipe (optionally of one method / data set), in README order.
+    ``include_demo=False``: the seeds' rows only, without the derived demo and ViT rows."""
     out = []
     for name, r in _REGISTRY.items():
         if method is not None and r["method"] != method:
             continue
         if dataset is not None and r["dataset"] != dataset:
             continue
-        if not include_demo and r["dataset"] == "demo":
+        if not include_demo and (r["dataset"] == "demo" or r["backbone"] in VIT_BACKBONES):
             continue
         out.append(name)
     return out

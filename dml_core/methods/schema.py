@@ -43,7 +43,8 @@ _NO_DEFAULT = object()
 # The names the model and data registries define (dml_core.models.backbones.BACKBONES,
 # dml_core.data.transforms.STYLES, dml_core.models.heads.GD_CONFIGS), spelled here so that reading
 # the schema does not import torch; tests/test_methods_schema.py checks that they agree.
-BACKBONE_NAMES = ("resnet50", "bninception", "googlenet", "resnext50_32x4d", "resnet18")
+BACKBONE_NAMES = ("resnet50", "bninception", "googlenet", "resnext50_32x4d", "resnet18",
+                  "vit_s16_dino", "vit_s14_dinov2")
 TRANSFORM_STYLES = ("squash_random_crop", "cgd", "random_resized_crop", "toy")
 GD_CONFIGS = ("S", "M", "G", "SM", "MS", "SG", "GS", "MG", "GM", "SMG", "MSG", "GSM")
 
@@ -151,12 +152,16 @@ _KEYS: tuple[Key, ...] = (
     _K("setup", "str", "the build: `paper` (the authors' network and optimiser) or `shared` (the "
        "fair protocol's one network and optimiser, `dml_core.methods.shared`)",
        choices=("paper", "shared"), kind="training", default="paper"),
+    _K("shared_optimizer", "str", "the shared build's optimiser (`setup: shared`): `adam` (L2 weight "
+       "decay) or `adamw` (decoupled; the ViT track)", choices=("adam", "adamw"), kind="training",
+       default="adam"),
     _K("weight_decay", "float", "weight decay (0 where the authors' build has none)", ">= 0",
        default=0.0, example=0.0001),
     _K("momentum", "float", "NormSoftmax: SGD momentum; AsymptoticProxy: weight m of the new "
        "features in the moving-proxy update", "[0, 1]", example=0.5),
-    _K("optimizer", "str", "NormSoftmax's optimiser (`sgd` as the original; `adam`)",
-       choices=("sgd", "adam"), example="sgd"),
+    _K("optimizer", "str", "the trunk optimiser of NormSoftmax (`sgd` as the original; `adam`; "
+       "`adamw` for the ViT track), AsymptoticProxy and CGD (`adam` as the original; `adamw`)",
+       choices=("sgd", "adam", "adamw"), example="sgd"),
     _K("warmup_epochs", "int", "epochs that train only the head and the proxies", ">= 0",
        default=0, example=1),
     _K("lr_step", "int|None", "StepLR step (epochs); null: half the (post-warm-up) epochs",

@@ -43,7 +43,7 @@ from dml_core.methods._util import fused_adam, params_except, set_requires_grad
 from dml_core.methods.base import Method, StepOutput
 
 __all__ = ["SETUPS", "SHARED_KEYS", "PAPER_NEUTRAL", "HEAD", "OPTIMIZER", "LossSpec",
-           "SharedMethod", "shared_network", "check_paper_recipe", "setup_of"]
+           "SharedMethod", "shared_network", "check_paper_recipe", "setup_of", "OPTIMIZERS"]
 
 #: ``setup``: "paper" (the authors' build, the default) or "shared" (the fair protocol's).
 SETUPS = ("paper", "shared")
@@ -51,19 +51,21 @@ SETUPS = ("paper", "shared")
 #: The recipe keys the shared build reads besides the engine's (data, batches, epochs) and the
 #: method's own loss keys.
 SHARED_KEYS = ("setup", "lr", "weight_decay", "lr_step", "lr_gamma", "warmup_epochs",
-               "freeze_bn", "grad_clip_value", "proxy_lr_mult", "proxy_init")
+               "freeze_bn", "grad_clip_value", "proxy_lr_mult", "proxy_init", "shared_optimizer")
 
 #: Every recipe row carries every shared key; where a paper build does not read one, the row
 #: holds this neutral value (and :func:`check_paper_recipe` refuses any other).
 PAPER_NEUTRAL: dict[str, Any] = {"weight_decay": 0.0, "lr_step": None, "warmup_epochs": 0,
                                  "grad_clip_value": None, "proxy_lr_mult": None,
-                                 "proxy_init": None}
+                                 "proxy_init": None, "shared_optimizer": "adam"}
 
 #: The shared network, in words (docs/PROTOCOL.md shows it).
 HEAD = ("GAP + GMP → Linear (kaiming-normal fan_out, bias 0) → L2: Proxy-Anchor's network, for "
         "every method except CGD")
-#: The shared optimiser (torch.optim.Adam, fused; L2 weight decay ``weight_decay``).
+#: The shared optimiser (torch.optim.Adam, fused; L2 weight decay ``weight_decay``); the ViT
+#: track's settings ask for AdamW (decoupled weight decay) through ``shared_optimizer``.
 OPTIMIZER = "Adam"
+OPTIMIZERS = ("adam", "adamw")
 
 
 def setup_of(recipe: dict[str, Any]) -> str:
@@ -173,8 +175,8 @@ class SharedMethod(Method):
                          "weight_decay": 0.0}])
         groups = [{"params": self.trunk_params, "lr": lr, "weight_decay": wd},
                   {"params": self.head_params, "lr": lr, "weight_decay": wd}, *loss_groups]
-        self.optimizer = torch.optim.Adam([g for g in groups if g["params"]], lr=lr,
-                                          **fused_adam())
+        cls = torch.optim.AdamW if recipe.get("shared_optimizer") == "adamw" else torch.optim.Adam
+        self.optimizer = cls([g for g in groups if g["params"]], lr=lr, **fused_adam())
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=o["lr_step"],
                                                          gamma=o["lr_gamma"])
         self.freeze_bn = o["freeze_bn"]

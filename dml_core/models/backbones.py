@@ -1,7 +1,10 @@
 """Backbone registry: every backbone by name, its feature width, input convention and weight files.
 
 ``build_backbone(name, pretrained)`` returns a trunk ``(B, 3, H, W) -> (B, C, h, w)``: the feature
-MAP, without the original global pooling and classifier (those are the networks' business).
+MAP, without the original global pooling and classifier (those are the networks' business). The
+vision transformers (built with timm) return their class token as a 1×1 map (``tokens="cls"``,
+the default: every head's global pooling is then the identity on it) or their patch tokens on
+their grid (``tokens="patch"``, ``(B, C, H/p, W/p)``: CGD's descriptors pool it).
 
 Pretrained weights are read ONLY from :func:`dml_core.core.paths.torch_checkpoint_dir`
 (``$TORCH_HOME/hub/checkpoints``); nothing here touches the network. A missing file raises
@@ -15,7 +18,18 @@ resnext50_32x4d    2048   7×7          resnext50_32x4d-7cdf4587.pth
 googlenet          1024   7×7          googlenet-1378be20.pth
 resnet18            512   7×7          resnet18-f37072fd.pth / resnet18-5c106cde.pth
 bninception        1024   7×7          bn_inception-52deb4733.pth (Cadene pretrainedmodels)
+vit_s16_dino        384   1×1 / 14×14  dino_deitsmall16_pretrain.pth (DINO ViT-S/16)
+vit_s14_dinov2      384   1×1 / 16×16  dinov2_vits14_pretrain.pth (DINOv2 ViT-S/14)
 =================  =====  ===========  ==========================================
+
+The two ViT files are the authors' torch-hub checkpoints (``torch.hub.load`` of
+``"facebookresearch/dino:main", "dino_vits16"`` and of ``"facebookresearch/dinov2",
+"dinov2_vits14"`` caches them under these names).
+DINO's layout is timm's ``vit_small_patch16_224``; DINOv2's differs from timm's
+``vit_small_patch14_dinov2`` by its ``mask_token`` (unused at inference, dropped) and its
+37×37 position embeddings (trained last at 518 px), resampled (bicubic, antialiased) to the
+224-px grid of 16×16 patches. Both conversions are timm's own ``checkpoint_filter_fn``. The
+publishers give no checksum for them, so a damaged file's error prints its full SHA-256.
 
 Both resnet50 files hold the same ImageNet V1 weights (torchvision re-saved them under a new hash);
 the same goes for resnet18. Options of :func:`build_backbone`:
@@ -36,7 +50,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from dml_core.models.conventions import InputConvention, input_convention
+from dml_core.models.conventions import InputConvention, check_input_size, input_convention
 from dml_core.core.paths import torch_checkpoint_dir
 
 __all__ = [
@@ -44,6 +58,7 @@ __all__ = [
     "BackboneSpec",
     "CorruptWeightsError",
     "MissingWeightsError",
+    "ViTTrunk",
     "build_backbone",
     "feature_dim",
     "input_convention",
@@ -53,6 +68,8 @@ __all__ = [
 
 TV_URL = "https://download.pytorch.org/models/"
 CADENE_URL = "http://data.lip6.fr/cadene/pretrainedmodels/"
+DINO_URL = "https://dl.fbaipublicfiles.com/dino/dino_deitsmall16_pretrain/"
+DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/"
 
 
 @dataclass(frozen=True)
@@ -64,6 +81,8 @@ class BackboneSpec:
     urls: download URL of each file (same order).
     pooled_dropout: dropout the original network applies after its global pool (GoogLeNet 0.2);
         networks that keep it (ProxyHeadNet) read it from here.
+    convert: ``convert(state, model) -> state`` from the published file's layout to the trunk's
+        keys (the ViTs: timm's filter), or None when the keys already match.
     """
 
     name: str
@@ -73,10 +92,17 @@ class BackboneSpec:
     builder: Callable[..., nn.Module] = field(repr=False, compare=False)
     pooled_dropout: float = 0.0
     note: str = ""
+    convert: Callable[[dict, nn.Module], dict] | None = field(default=None, repr=False,
+                                                             compare=False)
 
     @property
     def convention(self) -> InputConvention:
         return input_convention(self.name)
+
+    @property
+    def is_vit(self) -> bool:
+        """A vision transformer (patch tokens; ``tokens=`` of :func:`build_backbone`)."""
+        return self.convention.patch_size is not None
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -153,6 +179,38 @@ def _bninception_class():
     return BNInceptionTrunk
 
 
+class ViTTrunk(nn.Module):
+    """A timm ``VisionTransformer`` without its head, as a feature map (timm's keys under ``vit.``).
+
+    tokens="cls": ``(B,3,H,W) -> (B, C, 1, 1)``, the class token after the final LayerNorm (what
+    DINO's and DINOv2's own ``forward`` return, and what the hyperbolic-ViT protocol embeds).
+    tokens="patch": ``(B,3,H,W) -> (B, C, H/p, W/p)``, the patch tokens after the final LayerNorm
+    on their grid. H and W must be multiples of the patch size p; another size than the one the
+    model was built for (224) interpolates the position embeddings (timm's ``dynamic_img_size``).
+    """
+
+    TOKENS = ("cls", "patch")
+
+    def __init__(self, vit: nn.Module, name: str, tokens: str = "cls"):
+        super().__init__()
+        if tokens not in self.TOKENS:
+            raise ValueError(f"tokens must be one of {self.TOKENS}, got {tokens!r}")
+        self.vit, self.backbone_name, self.tokens = vit, name, tokens
+        self.patch_size = input_convention(name).patch_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        check_input_size(self.backbone_name, h, w)
+        t = self.vit.forward_features(x)  # (B, prefix + N, C), normed
+        if self.tokens == "cls":
+            return t[:, 0, :, None, None]
+        patches = t[:, self.vit.num_prefix_tokens:]
+        return patches.transpose(1, 2).reshape(b, -1, h // self.patch_size, w // self.patch_size)
+
+    def extra_repr(self) -> str:
+        return f"tokens={self.tokens!r}"
+
+
 # --------------------------------------------------------------------------- builders
 def _tv_resnet(arch: str) -> Callable[..., nn.Module]:
     def build() -> nn.Module:
@@ -174,6 +232,27 @@ def _bninception() -> nn.Module:
     return _bninception_class()()
 
 
+def _timm_vit(name: str, arch: str) -> Callable[..., nn.Module]:
+    def build(tokens: str = "cls") -> nn.Module:
+        import timm  # imported here: only the ViTs need it (the GPU check vendors it)
+
+        # img_size 224: the ViT track's crop (DINOv2's own default is its last training size, 518)
+        vit = timm.create_model(arch, pretrained=False, num_classes=0, img_size=224,
+                                dynamic_img_size=True)
+        return ViTTrunk(vit, name, tokens)
+
+    return build
+
+
+def _timm_vit_state(state: dict, model: nn.Module) -> dict:
+    """A published DINO / DINOv2 state dict in the trunk's keys: timm's ``checkpoint_filter_fn``
+    (DINOv2: ``mask_token`` dropped; position embeddings resampled to the model's grid), then
+    the ``vit.`` prefix of :class:`ViTTrunk`."""
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    return {f"vit.{k}": v for k, v in checkpoint_filter_fn(dict(state), model.vit).items()}
+
+
 BACKBONES: dict[str, BackboneSpec] = {
     s.name: s
     for s in [
@@ -190,6 +269,16 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("bninception", 1024, ("bn_inception-52deb4733.pth",),
                      (CADENE_URL + "bn_inception-52deb4733.pth",), _bninception,
                      note="Cadene pretrainedmodels Caffe port; BGR, 0-255"),
+        BackboneSpec("vit_s16_dino", 384, ("dino_deitsmall16_pretrain.pth",),
+                     (DINO_URL + "dino_deitsmall16_pretrain.pth",),
+                     _timm_vit("vit_s16_dino", "vit_small_patch16_224"),
+                     note="DINO ViT-S/16 (Caron et al., ICCV 2021), ImageNet-1k self-supervised",
+                     convert=_timm_vit_state),
+        BackboneSpec("vit_s14_dinov2", 384, ("dinov2_vits14_pretrain.pth",),
+                     (DINOV2_URL + "dinov2_vits14_pretrain.pth",),
+                     _timm_vit("vit_s14_dinov2", "vit_small_patch14_dinov2"),
+                     note="DINOv2 ViT-S/14 distilled (Oquab et al., TMLR 2024), LVD-142M",
+                     convert=_timm_vit_state),
     ]
 }
 
@@ -299,11 +388,14 @@ def adapt_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[s
 
 # --------------------------------------------------------------------------- build
 def build_backbone(name: str, pretrained: bool, *, layer3_stride1: bool = False,
-                   remove_maxpool: bool = False, bn_momentum: float | None = None) -> nn.Module:
+                   remove_maxpool: bool = False, bn_momentum: float | None = None,
+                   tokens: str | None = None) -> nn.Module:
     """Backbone trunk ``(B,3,H,W) -> (B, feature_dim(name), h, w)``.
 
-    pretrained: True loads ImageNet weights from ``torch_checkpoint_dir()`` (else
-        :class:`MissingWeightsError`); False keeps torchvision's random init (explicit choice).
+    pretrained: True loads the published weights from ``torch_checkpoint_dir()`` (else
+        :class:`MissingWeightsError`); False keeps the library's random init (explicit choice).
+    tokens: ViTs only: ``"cls"`` (default; the class token as a 1×1 map) or ``"patch"`` (the
+        patch tokens on their grid), see :class:`ViTTrunk`.
     layer3_stride1: resnet50/resnext50 only; CGD's stage 3 without downsampling (14×14 at 224).
     remove_maxpool: ResNets only; stem max pool -> Identity (the toy's resnet18).
     bn_momentum: if not None, the momentum of every BatchNorm2d.
@@ -311,10 +403,14 @@ def build_backbone(name: str, pretrained: bool, *, layer3_stride1: bool = False,
     spec = _spec(name)
     if not isinstance(pretrained, bool):
         raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
+    if tokens is not None and not spec.is_vit:
+        raise ValueError(f"tokens= is for the vision transformers, not {name!r}")
     path = find_weights(name) if pretrained else None  # fail before building anything
-    model = spec.builder()
+    model = spec.builder(tokens=tokens or "cls") if spec.is_vit else spec.builder()
     if path is not None:
         state = _load_state_dict(path)
+        if spec.convert is not None:
+            state = spec.convert(state, model)
         own_keys = set(model.state_dict())
         adapted = adapt_state_dict(model, state)
         missing = sorted(k for k in own_keys - set(adapted) if not k.endswith("num_batches_tracked"))

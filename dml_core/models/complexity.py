@@ -21,6 +21,11 @@ Measured at 224×224, batch 1 (torch | thop; G = 1e9):
   NormSoftmax R50 (D 2048)          4.091 | 4.118
   CGD R50  SG, D 1536, 98 classes  10.603 | 10.644
   CGD X50  SG, D 1536, 98 classes  10.788 | 10.840
+  ViT-S/16 trunk (DINO; 21.67 M parameters, timm's count)        4.598 | 8.416
+  ViT-S/14 trunk (DINOv2; 16×16 patches, 21.63 M parameters)     6.124 | 10.961
+The ViT counts include the attention products QKᵀ and AV (0.36 G of ViT-S/16's 4.60 G), counted
+alike on the CPU and on CUDA (:func:`_sdpa_cpu_mapping`); the thop rules miss them and count each
+Linear twice.
 The proxy logits e·P̂ᵀ (C × D MACs per image; 0.2 M for CARS, 23 M for SOP at D 2048) are not
 part of the network; :func:`complexity_report` adds them when given the proxies (``proxy_macs``).
 """
@@ -86,6 +91,23 @@ def _run(model: nn.Module, input_size, forward: str | None):
         model.train(was_training)
 
 
+def _sdpa_cpu_mapping() -> dict:
+    """FlopCounterMode counts the CUDA kernels of ``scaled_dot_product_attention`` (flash,
+    efficient, cuDNN) but not the CPU one, which timm's ViT attention dispatches to on a CPU: it
+    gets the same formula (QKᵀ and AV, 2·B·heads·N²·d MACs), so the count does not depend on the
+    device."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    def cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return {op: cpu_sdpa} if op is not None else {}
+
+
+_SDPA_CPU = _sdpa_cpu_mapping()
+
+
 def thop_macs(model: nn.Module, input_size=(1, 3, 224, 224), forward: str | None = None) -> int:
     """MACs as the seeds' thop counted them (rules in the module docstring)."""
     total = [0]
@@ -140,7 +162,8 @@ def count_macs(model: nn.Module, input_size=(1, 3, 224, 224), *, convention: str
         return thop_macs(model, input_size, forward)
     if convention != "torch":
         raise ValueError(f"unknown convention {convention!r}; expected 'torch' or 'thop'")
-    with _run(model, input_size, forward) as (fn, x), FlopCounterMode(display=False) as counter:
+    with _run(model, input_size, forward) as (fn, x), \
+            FlopCounterMode(display=False, custom_mapping=_SDPA_CPU) as counter:
         fn(x)
     return int(counter.get_total_flops()) // 2
 

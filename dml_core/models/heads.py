@@ -18,6 +18,13 @@ ProxyHeadNet       GMP [-> dropout (GoogLeNet 0.2)] -> LayerNorm(no affine) -> L
 ProxyAnchorNet     GAP + GMP -> Linear(C->D; kaiming_normal fan_out, bias 0) -> x/sqrt(|x|^2+1e-12)
 ToyNet             resnet18 without stem max pool -> GMP -> Linear(512->2 or 3, bias) -> L2
 =================  ========================================================================
+
+Vision transformers (``vit_s16_dino``, ``vit_s14_dinov2``; C = 384): NormSoftmaxNet, ProxyHeadNet
+and ProxyAnchorNet read the class token (the trunk's 1×1 map) where they pool a CNN's map, and
+keep the rest of their head (LayerNorm, Linear, L2). CGDNet pools the patch tokens on their
+grid instead (14×14 at 224 px for /16, 16×16 for /14): S = mean, M = max, G = GeM of the tokens;
+no layer3 to change. Why the class token, and what the GeM clamp does to signed tokens:
+docs/PROTOCOL.md ("The ViT track").
 """
 from __future__ import annotations
 
@@ -32,7 +39,7 @@ from dml_core.models.pooling import GeM, build_pooling
 
 __all__ = [
     "EmbeddingNet", "NormSoftmaxNet", "CGDNet", "ProxyHeadNet", "ProxyAnchorNet", "ToyNet",
-    "GD_CONFIGS", "MODELS", "build_model", "list_models", "l2_normalize",
+    "GD_CONFIGS", "MODELS", "build_model", "list_models", "l2_normalize", "head_pooling",
 ]
 
 # CGD's 12 global-descriptor configurations (S = SPoC/avg, M = MAC/max, G = GeM p=3).
@@ -50,6 +57,12 @@ def l2_normalize(x: torch.Tensor, eps: float = 1e-12, mode: str = "clamp") -> to
     if mode == "sqrt":
         return x / torch.sqrt(x.pow(2).sum(dim=1, keepdim=True) + eps)
     raise ValueError(f"unknown l2 mode {mode!r}; expected 'clamp' or 'sqrt'")
+
+
+def head_pooling(kind: str, backbone: str) -> nn.Module:
+    """A head's global pooling ``kind`` (``avg``, ``max``, ``avgmax``) on a CNN trunk; on a ViT
+    trunk (class token as a 1×1 map) the class token itself (:class:`~dml_core.models.pooling.ClassToken`)."""
+    return build_pooling("token" if BACKBONES[backbone].is_vit else kind)
 
 
 def _check_dim(name: str, value: int) -> int:
@@ -83,7 +96,7 @@ class NormSoftmaxNet(EmbeddingNet):
         self.backbone_name, self.embedding_dim = backbone, _check_dim("embedding_dim", embedding_dim)
         self.backbone = build_backbone(backbone, pretrained)
         c = backbone_feature_dim(backbone)
-        self.pool = build_pooling("avg")
+        self.pool = head_pooling("avg", backbone)
         self.norm = nn.LayerNorm(c, eps=1e-5, elementwise_affine=False)
         self.embedding = nn.Linear(c, embedding_dim, bias=True)
 
@@ -95,7 +108,8 @@ class CGDNet(EmbeddingNet):
     """Combination of Global Descriptors (leftthomas/CGD).
 
     Backbone resnet50 / resnext50_32x4d (C = 2048) or resnet18 (C = 512, the CPU demo's) with a
-    stride-1 layer3 (X: (B, C, 14, 14) at 224).
+    stride-1 layer3 (X: (B, C, 14, 14) at 224), or a ViT (C = 384) whose patch tokens on their grid
+    are X (14×14 or 16×16 at 224).
     For each letter i of ``gd_config`` (n letters, k = D/n): g_i = pool_i(X) (S avg, M max,
     G GeM p=3), h_i = L2(W_i g_i) with W_i (k, C) without bias; phi = L2([h_1; ...; h_n]).
     Auxiliary classifier on the FIRST raw descriptor: z = W_a BN1d(g_1) + b_a, W_a (C_cls, C).
@@ -105,7 +119,7 @@ class CGDNet(EmbeddingNet):
     """
 
     _POOL = {"S": "avg", "M": "max", "G": "gem"}
-    BACKBONES = ("resnet50", "resnext50_32x4d", "resnet18")
+    BACKBONES = ("resnet50", "resnext50_32x4d", "resnet18", "vit_s16_dino", "vit_s14_dinov2")
 
     def __init__(self, backbone: str = "resnet50", gd_config: str = "SG", embedding_dim: int = 1536,
                  *, num_classes: int, pretrained: bool, gem_clamp: bool = True):
@@ -128,6 +142,8 @@ class CGDNet(EmbeddingNet):
             block.conv1.stride = (1, 1)
             block.downsample[0].stride = (1, 1)
             block.stride = 1
+        elif BACKBONES[backbone].is_vit:
+            self.backbone = build_backbone(backbone, pretrained, tokens="patch")
         else:
             self.backbone = build_backbone(backbone, pretrained, layer3_stride1=True)
         c, k = backbone_feature_dim(backbone), embedding_dim // n
@@ -165,7 +181,7 @@ class ProxyHeadNet(EmbeddingNet):
         self.backbone_name, self.embedding_dim = backbone, _check_dim("embedding_dim", embedding_dim)
         self.backbone = build_backbone(backbone, pretrained)
         c = backbone_feature_dim(backbone)
-        self.pool = build_pooling(pooling)
+        self.pool = head_pooling(pooling, backbone)
         p = BACKBONES[backbone].pooled_dropout if pooled_dropout is None else pooled_dropout
         self.dropout = nn.Dropout(p) if p > 0 else nn.Identity()
         self.norm = nn.LayerNorm(c, eps=1e-5, elementwise_affine=False)
@@ -197,7 +213,7 @@ class ProxyAnchorNet(EmbeddingNet):
             raise ValueError(f"bn_momentum must be 'seed', None or a float, got {bn_momentum!r}")
         self.backbone = build_backbone(backbone, pretrained, bn_momentum=bn_momentum)
         c = backbone_feature_dim(backbone)
-        self.pool = build_pooling("avgmax")
+        self.pool = head_pooling("avgmax", backbone)
         self.embedding = nn.Linear(c, embedding_dim)
         nn.init.kaiming_normal_(self.embedding.weight, mode="fan_out")
         nn.init.zeros_(self.embedding.bias)

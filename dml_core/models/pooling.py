@@ -4,13 +4,16 @@
 - ``max``: GMP, g_c = max x (CGD's M / MAC; AsymptoticProxy, PP, the toy).
 - ``avgmax``: GAP + GMP summed (Proxy-Anchor / Learnable Dynamic Margin).
 - ``gem``: GeM with fixed p = 3 (CGD's G), see :class:`GeM`.
+- ``token``: the class token a ViT trunk returns as a 1×1 map (``tokens="cls"``), see
+  :class:`ClassToken`.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ["GlobalAvgPool", "GlobalMaxPool", "GlobalAvgMaxPool", "GeM", "build_pooling", "POOLINGS"]
+__all__ = ["GlobalAvgPool", "GlobalMaxPool", "GlobalAvgMaxPool", "GeM", "ClassToken",
+           "build_pooling", "POOLINGS"]
 
 
 class GlobalAvgPool(nn.Module):
@@ -57,7 +60,21 @@ class GeM(nn.Module):
         return f"p={self.p}, eps={self.eps}, clamp={self.clamp}"
 
 
-POOLINGS = {"avg": GlobalAvgPool, "max": GlobalMaxPool, "avgmax": GlobalAvgMaxPool, "gem": GeM}
+class ClassToken(nn.Module):
+    """g = the class token of a ViT trunk built with ``tokens="cls"``; (B,C,1,1) -> (B,C).
+
+    The ViT heads read the class token in place of their CNN pooling (GAP, GMP, GAP + GMP of a
+    1×1 map would be the token, the token, twice the token)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (1, 1):
+            raise ValueError(f"ClassToken expects the (B, C, 1, 1) class-token map of a ViT trunk "
+                             f"built with tokens='cls', got shape {tuple(x.shape)}")
+        return x.flatten(1)
+
+
+POOLINGS = {"avg": GlobalAvgPool, "max": GlobalMaxPool, "avgmax": GlobalAvgMaxPool, "gem": GeM,
+            "token": ClassToken}
 
 
 def build_pooling(name: str, **kwargs) -> nn.Module:

@@ -18,6 +18,10 @@ commit), the hardware the authors stated and the caveats that the tables print b
 Sources: the READMEs of the reproduced repositories at the commits named in each entry's
 ``source`` (leftthomas/NormSoftmax, leftthomas/CGD, leftthomas/ProxyAnchor, wyfan714/LDM, and
 the official Proxy-Anchor and NormSoftmax repositories); docs/methods/ describes each method.
+
+No ViT entry: none of these methods' authors published a ViT result, and third-party ViT numbers
+of these losses (trained in other settings) were left out because this study could not check
+them against their sources (the ViT track, docs/PROTOCOL.md, is compared with nothing published).
 """
 from __future__ import annotations
 
@@ -41,7 +45,8 @@ DATASET_NAMES = {"car": "CARS196", "cub": "CUB200-2011", "sop": "SOP", "isc": "I
 #: How the report names each method (its declaration's label, :mod:`dml_core.methods.registry`).
 METHOD_NAMES = {name: SPECS[name].label for name in published()}
 BACKBONE_NAMES = {"resnet50": "ResNet50", "bninception": "BN-Inception", "googlenet": "GoogLeNet",
-                  "resnext50_32x4d": "ResNeXt50", "resnet18": "ResNet18"}
+                  "resnext50_32x4d": "ResNeXt50", "resnet18": "ResNet18",
+                  "vit_s16_dino": "DINO ViT-S/16", "vit_s14_dinov2": "DINOv2 ViT-S/14"}
 
 STATUSES = ("reported", "carry_over", "placeholder", "reference")
 
