@@ -5,7 +5,7 @@
 1. images/s on ONE core (one process, one torch thread, no workers) of the training transform,
    for CUB-like (500 × 375) and SOP-like (400 × 400) photo-like JPEGs (:func:`tools.rehearsal.photo`,
    quality 90), two styles (``squash_random_crop`` 256/224 and ``random_resized_crop`` 224):
-   the PIL path (decode + resize + crop + flip + ToTensor + normalise, what the seeds' workers do)
+   the PIL path (decode + resize + crop + flip + ToTensor + normalise, what the original code's workers do)
    against the cached path (:mod:`dml_core.data.cache`: crop + flip on the cached uint8; the float
    conversion and normalisation happen on the device and are not counted here, as on a GPU
    machine), and their ratio (goal ≥ 5×). The one-off cache build is timed separately. For

@@ -37,15 +37,15 @@ def test_car_split_labels_and_boxes(tmp_path):
     assert rows[0]["path"] == "car_ims/000001.jpg"
     # .mat box (3, 5, 20, 25), 1-based inclusive -> corrected PIL box (2, 4, 20, 25)
     assert tuple(int(rows[0][k]) for k in ("x1", "y1", "x2", "y2")) == (2, 4, 20, 25)
-    seed_index = _prepare("car", tmp_path, force=True, box_convention="seed")
+    seed_index = _prepare("car", tmp_path, force=True, box_convention="original")
     assert tuple(int(_rows(seed_index)[0][k]) for k in ("x1", "y1", "x2", "y2")) == (3, 5, 20, 25)
 
 
 def test_box_conventions():
     assert mat_box(1, 1, 10, 20) == (0, 0, 10, 20)
-    assert mat_box(1, 1, 10, 20, "seed") == (1, 1, 10, 20)
+    assert mat_box(1, 1, 10, 20, "original") == (1, 1, 10, 20)
     assert xywh_box(2.0, 4.5, 10.0, 12.25) == (2, 4, 12, 17)  # covers [2, 12) x [4.5, 16.75)
-    assert xywh_box(2.0, 4.5, 10.0, 12.25, "seed") == (2, 4, 12, 16)
+    assert xywh_box(2.0, 4.5, 10.0, 12.25, "original") == (2, 4, 12, 16)
     with pytest.raises(ValueError, match="box_convention"):
         mat_box(1, 1, 2, 2, "matlab")
 
@@ -138,7 +138,7 @@ def test_idempotent_force_and_size_warning(tmp_path, capsys):
     assert "already prepared" in capsys.readouterr().out
     assert index.stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="force"):
-        prepare("cub", tmp_path, box_convention="seed")
+        prepare("cub", tmp_path, box_convention="original")
     _prepare("cub", tmp_path, force=True)
     assert index.stat().st_mtime_ns != stamp
 

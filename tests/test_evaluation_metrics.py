@@ -112,7 +112,7 @@ def test_seed_zero_masking_bug_is_fixed():
     x = np.array([[1.0, 0.0], [-1.0, 0.0], [-0.6, 0.8]], np.float32)
     y = np.array([0, 0, 1])
     s = x @ x.T
-    np.fill_diagonal(s, 0.0)  # the seeds' masking
+    np.fill_diagonal(s, 0.0)  # the original code's masking
     seed_top1 = np.argsort(-s, axis=1, kind="stable")[:, 0]
     seed_r1 = np.mean(y[seed_top1] == y)
     # query 0: self (0) > item 2 (-0.6) > item 1 (-1) → "hit" on itself; query 1: item 2 (+0.6) first

@@ -180,7 +180,7 @@ def test_normsoftmax_warmup_keeps_backbone_fixed_then_trains_it():
 def test_normsoftmax_optimizer_switch():
     seed = build_method(demo_recipe("normsoftmax", optimizer="sgd"), NUM_CLASSES)
     demo = build_method(demo_recipe("normsoftmax"), NUM_CLASSES)
-    assert recipe_by_name("normsoftmax/cub/resnet50/uncropped")["optimizer"] == "sgd"  # the seed's
+    assert recipe_by_name("normsoftmax/cub/resnet50/uncropped")["optimizer"] == "sgd"  # the original code's
     assert isinstance(seed.optimizer, torch.optim.SGD) and isinstance(seed.warmup_optimizer, torch.optim.SGD)
     assert isinstance(demo.optimizer, torch.optim.Adam) and isinstance(demo.warmup_optimizer, torch.optim.Adam)
     assert [g["weight_decay"] for g in demo.optimizer.param_groups] == [1e-4, 1e-4]

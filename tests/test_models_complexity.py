@@ -1,4 +1,4 @@
-"""Parameter and MAC counts against the seeds' README tables (224×224, models on the meta device)."""
+"""Parameter and MAC counts against the authors' README tables (224×224, models on the meta device)."""
 import pytest
 import torch
 from torch import nn
@@ -41,14 +41,14 @@ def _g(n):
 def test_normsoftmax_resnet50_matches_readme():
     with torch.device("meta"):
         net = NormSoftmaxNet("resnet50", 2048, pretrained=False)
-    # the C×D proxies of NormSoftmaxLoss count in the seeds' tables
+    # the C×D proxies of NormSoftmaxLoss count in the authors' tables
     params = {k: _m(count_parameters(net, nn.Parameter(torch.empty(c, 2048, device="meta"))))
               for k, c in CLASSES.items()}
     assert params == {"car": 27.91, "sop": 50.88, "isc": 35.89}
     rep = complexity_report(net, proxies=torch.empty(11318, 2048, device="meta"))
     assert _g(rep["macs_thop"]) == 4.12  # the README's "4.12G" (thop rules)
     assert _g(rep["macs"]) == 4.09 and rep["flops"] == 2 * rep["macs"]  # conv + matmul only
-    assert rep["proxy_macs"] == 11318 * 2048  # missed by the seeds' thop
+    assert rep["proxy_macs"] == 11318 * 2048  # missed by the authors' thop
     assert rep["macs_with_proxies"] == rep["macs"] + rep["proxy_macs"]
 
 

@@ -1,4 +1,4 @@
-"""Pooling (avg, max, avgmax, GeM clamp vs the seed's NaN gradient) and the BatchNorm helpers."""
+"""Pooling (avg, max, avgmax, GeM clamp vs the original code's NaN gradient) and the BatchNorm helpers."""
 import pytest
 import torch
 from torch import nn

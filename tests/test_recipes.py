@@ -1,5 +1,5 @@
-"""Recipes: every seed README row has one, with the seed's numbers; names are validated; the full
-models have the parameter counts of the seed tables."""
+"""Recipes: every authors' README row has one, with the original code's numbers; names are validated; the full
+models have the parameter counts of the authors' table."""
 from __future__ import annotations
 
 import pytest
@@ -14,7 +14,7 @@ ARCH_KEYS = ("name", "method", "dataset", "backbone", "pretrained", "crop", "emb
              "crop_size", "resize_size", "eval_batch_size", "eval_every", "seed", "num_workers",
              "validation_fraction", "max_steps_per_epoch", "reported")
 
-# Every row of the seed READMEs (and the PA README commands), by name.
+# Every row of the authors' READMEs (and the PA README commands), by name.
 EXPECTED = {
     "normsoftmax": [f"normsoftmax/{d}/resnet50{c}" for d, c in [
         ("car", "/uncropped"), ("car", "/cropped"), ("cub", "/uncropped"), ("cub", "/cropped"),
@@ -162,7 +162,7 @@ def test_dynamic_margin_rows_follow_the_readme_commands_with_the_spec_fixes():
         assert (r["weight_decay"], r["proxy_lr_mult"], r["grad_clip_value"], r["embedding_dim"],
                 r["sampler"], r["drop_last"]) == (1e-4, 100.0, 10.0, 512, "shuffle", True)
         assert r["unfreeze_bn_affine_after_warmup"] is True
-    # the seed's spelling of the data sets and backbones
+    # the original code's spelling of the data sets and backbones
     assert get_recipe("dynamic_margin", "Inshop", "bn_inception")["name"] == \
         "dynamic_margin/isc/bninception"
 
@@ -288,7 +288,7 @@ def test_full_recipes_have_the_seed_parameter_counts(method, backbone, table):
 
 def test_vit_rows_are_the_resnet50_rows_with_the_trunk_swapped():
     """Derived rows (no paper published one): each uncropped ResNet-50 row per ViT, its method
-    keys unchanged, the ViTs' 224-px input, no reported number; not among the seeds' rows."""
+    keys unchanged, the ViTs' 224-px input, no reported number; not among the original code's rows."""
     from dml_core.methods.recipes import VIT_BACKBONES
 
     vit = [n for n in list_recipes() if any(f"/{bb}" in n for bb in VIT_BACKBONES)]

@@ -83,7 +83,7 @@ def test_another_machine_is_judged_by_holm_controlled_tests(tmp_path, capsys):
 
 
 def _long(values):
-    """{variant: {metric: [values by seed]}} -> a per-seed table."""
+    """{variant: {metric: [values by seed]}} -> a per-authors' table."""
     return pd.DataFrame([{"variant": v, "label": v, "config": f"c_{v}", "seed": s,
                           "metric": m, "value": x}
                          for v, ms in values.items() for m, xs in ms.items()

@@ -32,7 +32,7 @@ def test_config_rejects_unknown_keys_and_bad_values():
     with pytest.raises(ValueError, match="feature_dim"):
         toy_config("demo", feature_dim=4)
     assert toy_config("full")["epochs"] == 30 and toy_config("full")["lr"] == 1e-4
-    # a copied profile gets the seed's setting, never the demo's small one (issue 16)
+    # a copied profile gets the original code's setting, never the demo's small one (issue 16)
     assert toy_config("unknown-profile") == toy_config("full") != toy_config("demo")
 
 

@@ -187,7 +187,7 @@ def test_run_folder_contents_and_summary_schema(tmp_path):
 
 
 def test_best_vs_last_bookkeeping(tmp_path):
-    scores = [0.5, 0.7, 0.7, 0.6]  # a tie is not better: the seeds use strictly greater
+    scores = [0.5, 0.7, 0.7, 0.6]  # a tie is not better: the original repositories use strictly greater
     summary, _ = run(tmp_path, epochs=4, evaluator=FakeEvaluator(scores=scores))
     assert summary["best"]["epoch"] == 2
     assert summary["best"]["metrics"]["test/dense/R@1"] == 0.7

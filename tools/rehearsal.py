@@ -206,7 +206,7 @@ def make_isc_raw(folder: Path, items=None, size=(40, 30),
     """``Eval/list_eval_partition.txt`` (count line + header line) and ``Img/img/...`` images.
 
     ``items``: (item_id, evaluation_status, count) triples. The default has query and gallery
-    with DIFFERENT id sets (ids 10 and 12 only in the gallery), which is what breaks the seeds'
+    with DIFFERENT id sets (ids 10 and 12 only in the gallery), which is what breaks the original code's
     separate per-split maps."""
     rows = []
     for item, status, n in items or _ISC_ROWS:

@@ -5,9 +5,9 @@ Two conventions (``box_convention``):
 
 - ``"corrected"`` (default): the pixel box that the annotation actually means.
     * CARS ``.mat`` boxes are MATLAB 1-based and inclusive: ``(x1-1, y1-1, x2, y2)``.
-    * CUB float ``(x, y, w, h)`` boxes (0-based, as every reader including the seeds treats them):
+    * CUB float ``(x, y, w, h)`` boxes (0-based, as every reader including the original code treats them):
       the smallest pixel box containing them, ``(floor(x), floor(y), ceil(x+w), ceil(y+h))``.
-- ``"seed"``: the seeds' literal conversion (the leftthomas repositories' preprocessing).
+- ``"original"``: the original code's literal conversion (the leftthomas repositories' preprocessing).
     * CARS: the ``.mat`` integers used as they are, ``(x1, y1, x2, y2)``: shifted one pixel
       right/down, and one pixel narrower on the left/top than the annotated box.
     * CUB: ``(int(x), int(y), int(x)+int(w), int(y)+int(h))`` (truncation).
@@ -23,14 +23,14 @@ Box = tuple[int, int, int, int]
 
 
 def _check_convention(box_convention: str) -> None:
-    if box_convention not in ("corrected", "seed"):
-        raise ValueError(f"box_convention must be 'corrected' or 'seed', got {box_convention!r}")
+    if box_convention not in ("corrected", "original"):
+        raise ValueError(f"box_convention must be 'corrected' or 'original', got {box_convention!r}")
 
 
 def mat_box(x1: int, y1: int, x2: int, y2: int, box_convention: str = "corrected") -> Box:
     """CARS ``cars_annos.mat`` box (1-based, inclusive) → PIL box."""
     _check_convention(box_convention)
-    if box_convention == "seed":
+    if box_convention == "original":
         return (int(x1), int(y1), int(x2), int(y2))
     return (int(x1) - 1, int(y1) - 1, int(x2), int(y2))
 
@@ -38,7 +38,7 @@ def mat_box(x1: int, y1: int, x2: int, y2: int, box_convention: str = "corrected
 def xywh_box(x: float, y: float, w: float, h: float, box_convention: str = "corrected") -> Box:
     """CUB ``bounding_boxes.txt`` float ``(x, y, w, h)`` → PIL box."""
     _check_convention(box_convention)
-    if box_convention == "seed":
+    if box_convention == "original":
         x1, y1 = int(float(x)), int(float(y))
         return (x1, y1, x1 + int(float(w)), y1 + int(float(h)))
     x, y, w, h = (float(v) for v in (x, y, w, h))

@@ -7,8 +7,8 @@ label string), ``label`` (int), ``split`` (train | test | query | gallery), ``x1
 Labels: dense ``0..C-1`` over the sorted class names of ``train``, and separately dense over the
 sorted class names of the UNION of the evaluation splits (``test``, or ``query`` ∪ ``gallery`` with
 ONE shared map). Names sort numerically when they are all integers (``"2" < "10"``), otherwise as
-strings. (The seeds sort strings per split, so their label ints differ from ours; retrieval metrics
-do not depend on the ints, and for In-shop the seeds' separate query/gallery maps are a bug,
+strings. (The original repositories sort strings per split, so their label ints differ from ours; retrieval metrics
+do not depend on the ints, and for In-shop the original code's separate query/gallery maps are a bug,
 see :func:`assign_labels`.)
 
 Integrity: ``prepare`` writes ``prepare_report.json`` (key ``index``: the SHA-256 of the index
@@ -69,7 +69,7 @@ def label_map(names: Iterable[str]) -> dict[str, int]:
 def assign_labels(records: list[Record]) -> list[Record]:
     """Set ``record.label`` in place: one map for ``train``, ONE shared map for all eval splits.
 
-    In-shop: query and gallery share one item-id map built over query ∪ gallery. The seeds build
+    In-shop: query and gallery share one item-id map built over query ∪ gallery. The original repositories build
     a separate sorted map per split, which is only correct because both splits happen to hold the
     same 3,985 ids; here a query and a gallery image of the same item always get the same label.
     """

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DATASETS = ("car", "cub", "sop", "isc", "stl10", "demo")
 CROPPABLE = ("car", "cub", "demo")  # data sets with bounding boxes
-BOX_CONVENTIONS = ("corrected", "seed")
+BOX_CONVENTIONS = ("corrected", "original")
 VERIFY_MODES = ("header", "full", "none")
 
 INDEX_FILE = "index.csv"

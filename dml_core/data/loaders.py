@@ -3,7 +3,7 @@
 Workers: ``num_workers=None`` → :func:`auto_num_workers`: from the CPUs granted to this process
 (``os.sched_getaffinity``, which honours taskset/cgroup cpusets, not ``os.cpu_count``), 0 on ≤ 2
 of them (worker processes only add overhead there), else ``min(cpus - 1, MAX_WORKERS)``. The
-seeds' cap of 8 is raised to :data:`MAX_WORKERS` = 16: decoding JPEGs with PIL runs at ~150–250
+the original code's cap of 8 is raised to :data:`MAX_WORKERS` = 16: decoding JPEGs with PIL runs at ~150–250
 images/s per core, so 8 workers feed at most ~2,000 images/s, below what one H100/H200 trains a
 ResNet-50 at in bf16; with the cache (:mod:`dml_core.data.cache`) a worker does only crops and
 flips and a few suffice. ``pin_memory`` only when CUDA is available; ``persistent_workers``

@@ -13,7 +13,7 @@ process, another notebook of a ``--jobs 2`` batch) waits for the lock ``<ds>/.pr
 
 Unreadable or truncated images are listed in ``bad_images.txt`` and the report, counted, and
 EXCLUDED from the index (never silently). The originals are never re-encoded or copied (the
-seeds re-saved every image as JPEG quality 75); the index points at the raw files.
+original repositories re-saved every image as JPEG quality 75); the index points at the raw files.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def prepare(dataset: str, data_root: Optional[str | os.PathLike] = None, *, forc
     """Prepare ``dataset`` under ``data_root`` and return the path of its ``index.csv``.
 
     dataset: car | cub | sop | isc | stl10 | demo (demo writes its raw files first if absent).
-    box_convention: "corrected" (default) or "seed" (see :mod:`dml_core.data.boxes`).
+    box_convention: "corrected" (default) or "original" (see :mod:`dml_core.data.boxes`).
     verify_images: "full" (default) | "header" | "none" (see :mod:`dml_core.data.verify`).
     force: redo even if the index exists. Without it, an existing index is kept (and asking for
     different options than it was made with is an error that says to pass force=True).
@@ -196,7 +196,7 @@ def _prepare(dataset: str, data_root, *, force: bool, box_convention: str, verif
         "boxes_outside_image": boxes_outside if has_boxes else None,
         "originals_reencoded": False,
         "notes": ("index paths point at the original files (relative to the data-set folder); "
-                  "nothing is re-encoded (the seeds re-saved JPEGs at quality 75)."
+                  "nothing is re-encoded (the original repositories re-saved JPEGs at quality 75)."
                   + (" stl10 paths are '<file>.bin#<record>' (0-based record number)."
                      if dataset == "stl10" else "")),
         "seconds": round(time.time() - start, 2),

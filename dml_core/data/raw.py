@@ -98,7 +98,7 @@ def _expect_columns(path: Path, rows: list[list[str]], n: int, what: str) -> Non
 def read_car(folder: Path, box_convention: str = "corrected") -> list[Record]:
     """CARS196 from ``cars_annos.mat``: ``annotations[0]`` records read BY POSITION (0 path,
     1-4 bbox x1,y1,x2,y2, 5 class 1..196; 6 ``test`` is ignored). Classes 1-98 → train,
-    99-196 → test, as the seeds do (the official train/test flag is not used)."""
+    99-196 → test, as the original code does (the official train/test flag is not used)."""
     import scipy.io
 
     folder = Path(folder)

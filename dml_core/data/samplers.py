@@ -1,20 +1,20 @@
 """Batch samplers, deterministic given ``(seed, epoch)`` so that resuming needs only the epoch.
 
-:class:`MPerClassBatchSampler` reproduces the seeds' ``utils.MPerClassSampler``
+:class:`MPerClassBatchSampler` reproduces the original code's ``utils.MPerClassSampler``
 (leftthomas/NormSoftmax and CGD): an epoch is ⌊N/B⌋ INDEPENDENT batches (not a pass over the data); a
 batch is built by drawing classes uniformly (skipping ones already in the batch), taking the
 first ``m`` of a random permutation of the class's images (without replacement: a class with
 fewer than ``m`` images gives all of them), until at least B indices are collected; then it is
-truncated to B (the last class may be cut short, even to one image) and shuffled. The seeds use
+truncated to B (the last class may be cut short, even to one image) and shuffled. The original repositories use
 numpy's global RNG; here each epoch uses ``numpy.random.default_rng([seed, epoch])``.
 
 pytorch-metric-learning's ``MPerClassSampler`` does NOT fit this behaviour exactly, so it is only
 offered as an alternative (:class:`PMLMPerClassBatchSampler`):
 
-- it takes exactly B/m classes per batch and requires ``B % m == 0`` (the seeds allow 75/25 but
+- it takes exactly B/m classes per batch and requires ``B % m == 0`` (the original repositories allow 75/25 but
   also any B, truncating the last class);
 - it samples WITH replacement when a class has fewer than m images (duplicates in the batch),
-  while the seeds give all of a small class's images and fill the batch with more classes;
+  while the original repositories give all of a small class's images and fill the batch with more classes;
 - its epoch length is ``length_before_new_iter`` samples (default 100,000), not ⌊N/B⌋ batches,
   and batches are consecutive chunks of one long list built from passes over shuffled classes
   (no repeated class within a batch, as here);
@@ -42,7 +42,7 @@ class _EpochSeeded(Sampler):
 
 
 class MPerClassBatchSampler(_EpochSeeded):
-    """The seeds' m-per-class batch sampler (module doc). Yields lists of ``batch_size`` indices;
+    """The original code's m-per-class batch sampler (module doc). Yields lists of ``batch_size`` indices;
     ``len`` = ⌊N / batch_size⌋ batches per epoch."""
 
     def __init__(self, labels: Sequence[int], batch_size: int, m: int, seed: int = 0):
@@ -98,7 +98,7 @@ class ShuffleBatchSampler(_EpochSeeded):
 
 class PMLMPerClassBatchSampler(_EpochSeeded):
     """pytorch-metric-learning's ``MPerClassSampler`` as a seeded batch sampler with ⌊N/B⌋
-    batches per epoch (see the module doc for how it differs from the seeds' sampler)."""
+    batches per epoch (see the module doc for how it differs from the original code's sampler)."""
 
     def __init__(self, labels: Sequence[int], batch_size: int, m: int, seed: int = 0):
         from pytorch_metric_learning.samplers import MPerClassSampler

@@ -18,11 +18,11 @@ PP, Proxy-Anchor/LDM 224/256)
 Every pipeline starts by converting the input (PIL image or uint8 ``(H, W[, 3])`` array,
 greyscale included) to RGB, and ends with ToTensor and the convention of
 :func:`dml_core.models.conventions.input_convention`: for BN-Inception the PIL image is swapped
-RGB→BGR BEFORE any crop (as the seeds do), the tensor is scaled ×255 and normalised with mean
+RGB→BGR BEFORE any crop (as the original code does), the tensor is scaled ×255 and normalised with mean
 (104, 117, 128), std 1; for the others ImageNet mean/std on RGB in [0, 1]. Output: float32
 ``(3, c, c)`` (toy: the input size). Random flips use p = 0.5 (``hflip=False`` drops them: the demo's
 two-digit numbers change meaning when mirrored); RandomResizedCrop uses torchvision's defaults,
-scale (0.08, 1) and ratio (3/4, 4/3), as every seed (``rrc_scale`` narrows the area range).
+scale (0.08, 1) and ratio (3/4, 4/3), as in all the original code (``rrc_scale`` narrows the area range).
 """
 from __future__ import annotations
 

@@ -604,7 +604,7 @@ def r_precision(query, query_labels, gallery=None, gallery_labels=None, chunk_si
 
 
 def binarize(features):
-    """Sign codes in {-1, +1} (float32, same device; numpy in → torch out), the seeds' binary features.
+    """Sign codes in {-1, +1} (float32, same device; numpy in → torch out), the original code's binary features.
 
     ``+1 where x > 0, else -1``: a 0 maps to -1, exactly like the official ``(e > 0)`` bit
     convention. (torch.sign would give 0, a third value that breaks ``q·g = D - 2·Hamming``.)

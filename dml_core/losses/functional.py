@@ -156,7 +156,7 @@ def cosine_to_proxies(
       :math:`t_i = f_i\cdot\hat p_{y_i}^{sg}` (sg = stop-gradient, Y one-hot); the second term is 0.
     - ``'proxies'`` (commit af9156d ablation): the embeddings get the full gradient, the proxies only
       :math:`\partial L/\partial\hat p_c := \frac{1}{\max(n_c,1)}\sum_{i:y_i=c} G_{ic} f_i`
-      (n_c = batch count of class c, the seed's "mean op").
+      (n_c = batch count of class c, the original code's "mean op").
 
     ``normalize_embeddings=True`` L2-normalises f first (as the official Proxy-Anchor code).
     """

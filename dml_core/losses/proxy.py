@@ -110,7 +110,7 @@ class NormSoftmaxLoss(_ProxyLoss):
     PP's normalized softmax is T = 1/32 with ``proxy_init='unit_randn'``.
     ``positive_proxy``: False | True (= 'embeddings', f494707) | 'proxies' (af9156d); see
     :func:`cosine_to_proxies`. The true gradient is used (with the batch mean's 1/B, which the
-    seed's ``normalized_softmax*`` hook lacked).
+    original code's ``normalized_softmax*`` hook lacked).
     Shapes: embeddings (B, D) (expected unit-norm; not renormalised unless
     ``normalize_embeddings``), labels (B,) in [0, C).
     """

@@ -13,7 +13,7 @@ forward pass (pre-step weights, augmented images):
 .. math:: w_c \leftarrow (1-m)\,\hat w_c + m\sum_{i:y_i=c} f_i\quad(c\text{ in the batch})
 
 ``momentum`` m weights the NEW features (0.5 car/cub, 0.95 sop/isc); the sum over same-class samples
-is the seed's (not a mean).
+is the original code's (not a mean).
 
 Optimisation: Adam(all model parameters, ``lr`` 1e-4 car/cub, 4e-5 sop/isc; no weight decay),
 StepLR(``lr_step`` = E // 2 = 15, γ 0.1) stepped after each epoch; batch 128, 30 epochs, shuffle
@@ -22,7 +22,7 @@ CenterCrop 256). No warm-up. BN: every backbone BatchNorm2d in eval mode at ever
 (``freeze_bn`` True); the affine parameters train.
 
 Method keys: ``temperature``, ``momentum``, ``lr``, ``lr_step`` (None = epochs // 2),
-``lr_gamma`` 0.1, ``freeze_bn`` True; ``optimizer`` ``"adam"`` and ``weight_decay`` 0 (the seed's;
+``lr_gamma`` 0.1, ``freeze_bn`` True; ``optimizer`` ``"adam"`` and ``weight_decay`` 0 (the original code's;
 only the ViT track's recipes have these keys: ``"adamw"`` with its weight decay, docs/PROTOCOL.md).
 """
 from __future__ import annotations

@@ -107,7 +107,7 @@ class Method:
     # ----------------------------------------------------------------- per-epoch hooks
     def on_epoch_start(self, epoch: int) -> None:
         """Called after ``model.train()``: BN freezing, warm-up freezing. Default: put the
-        backbone's BatchNorm2d layers in eval mode when ``self.freeze_bn`` (the seeds' set_bn_eval)."""
+        backbone's BatchNorm2d layers in eval mode when ``self.freeze_bn`` (the original code's set_bn_eval)."""
         if self.freeze_bn:
             from dml_core.models.bn import set_batchnorm_eval
 

@@ -21,7 +21,7 @@ Method keys: ``gd_config`` ('SG'), ``smoothing`` 0.1, ``temperature`` 0.5, ``mar
 ``freeze_bn`` True, ``gem_clamp`` True; ``optimizer`` ``"adam"`` and ``weight_decay`` 0 (the
 seed's; only the ViT track's recipes have these keys: ``"adamw"`` with its weight decay).
 
-Fix vs the original: GeM is the standard clamped form (ε 1e-6), because the seed's
+Fix vs the original: GeM is the standard clamped form (ε 1e-6), because the original code's
 ``sign(s)|s|^{1/3}`` gives a NaN gradient on an all-zero channel; ``gem_clamp=False`` is the seed.
 """
 from __future__ import annotations
@@ -68,11 +68,11 @@ class CGDLoss(nn.Module):
         return cls + tri, cls, tri
 
 
-CGD_BACKBONES = CGDNet.BACKBONES  # the seeds' two + the CPU demo's resnet18
+CGD_BACKBONES = CGDNet.BACKBONES  # the original code's two + the CPU demo's resnet18
 
 
 def cgd_milestones(epochs: int) -> list[int]:
-    """The seed's ``[int(0.6 E), int(0.8 E)]``: [12, 16] for 20 epochs."""
+    """The original code's ``[int(0.6 E), int(0.8 E)]``: [12, 16] for 20 epochs."""
     return [int(math.floor(0.6 * epochs)), int(math.floor(0.8 * epochs))]
 
 

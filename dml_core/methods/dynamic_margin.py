@@ -30,7 +30,7 @@ parameters that ``freeze_bn`` froze at construction (the PA/LDM "partial freeze"
 default: ``unfreeze_bn_affine_after_warmup``; False keeps them frozen). ``freeze_bn`` (the
 READMEs' ``--bn-freeze``): BN2d affine
 ``requires_grad=False`` at construction and every backbone BatchNorm2d in eval mode at every epoch
-start. ``bn_momentum`` "seed" keeps the BN-Inception port's momentum 0.9 (see the model).
+start. ``bn_momentum`` "original" keeps the BN-Inception port's momentum 0.9 (see the model).
 Shuffle sampler with drop_last. ``epoch_log()`` returns the margins' mean / min / max.
 
 Further AMLoss switches (defaults = LDM HEAD; ``neg_uses_learnable_margin=True`` is LDM at
@@ -64,7 +64,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "warmup_epochs": 1,
     "freeze_bn": True,
     "unfreeze_bn_affine_after_warmup": True,
-    "bn_momentum": "seed",
+    "bn_momentum": "original",
     "grad_clip_value": 10.0,
     "margin": 0.1,
 }

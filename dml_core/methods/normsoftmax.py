@@ -7,7 +7,7 @@ Model (:class:`~dml_core.models.NormSoftmaxNet`): ResNet-50 → GAP → LayerNor
 Loss: :math:`L=\frac1B\sum_i -\log\mathrm{softmax}_{y_i}(e_i^\top\hat P^\top/T)`, T = 0.05 (scale 20);
 no label smoothing, no margin.
 
-Optimisation (the seed's ``--num_epochs 30`` = **31** epochs, the recipe's ``epochs``):
+Optimisation (the original code's ``--num_epochs 30`` = **31** epochs, the recipe's ``epochs``):
 
 * epochs ``1..warmup_epochs`` (1): warm-up with its OWN SGD over {refactor, proxies}
   (lr 0.01, momentum 0.9, wd 1e-4). The backbone stays in train mode (its BN running statistics
@@ -21,7 +21,7 @@ Optimisation (the seed's ``--num_epochs 30`` = **31** epochs, the recipe's ``epo
 
 Method keys (defaults = the seed): ``lr`` 0.01, ``momentum`` 0.9, ``weight_decay`` 1e-4,
 ``temperature`` 0.05, ``warmup_epochs`` 1, ``lr_step`` None (auto), ``lr_gamma`` 0.1,
-``freeze_bn`` False, ``optimizer`` ``"sgd"`` (the seed's; ``"adamw"``, same groups, decoupled weight
+``freeze_bn`` False, ``optimizer`` ``"sgd"`` (the original code's; ``"adamw"``, same groups, decoupled weight
 decay, is the ViT track's, docs/PROTOCOL.md; ``"adam"``, same groups and weight decay, is the CPU
 demo's choice only: a from-scratch ResNet-18 does not leave chance level within the
 demo's ~370 SGD steps at any lr tried, 0.01-0.1, while Adam 1e-3 learns), and two switches for the
@@ -30,7 +30,7 @@ differences from the official code (azgo14/classification_metric_learning):
 * ``refactor``: ``"linear_bias"`` (seed: always a Linear with bias) or ``"official"``
   (azgo14/classification_metric_learning: no remap layer when D equals the backbone width, else a
   Linear without bias);
-* ``proxy_weight_decay``: True (seed and official: wd 1e-4 also on the normalised proxies, which
+* ``proxy_weight_decay``: True (the original code and the official one: wd 1e-4 also on the normalised proxies, which
   shrinks ‖p‖ and grows their effective step) or False.
 
 The other differences are recipe overrides: ``samples_per_class=5`` for SOP/In-shop and

@@ -19,7 +19,7 @@ Loss (``loss``):
 ``f494707``: the embeddings receive only the positive-proxy part of the gradient,
 :math:`\partial L/\partial f_i := (\partial L/\partial s_{iy_i})\,\hat w_{y_i}`, while the proxies
 get the full gradient; ``"proxies"`` = the ``af9156d`` ablation (proxies get only the positive
-pull). The loss value never changes, only the gradients (and the seed's missing 1/B of the
+pull). The loss value never changes, only the gradients (and the original code's missing 1/B of the
 starred normalized softmax is not reproduced).
 
 Optimisation: AdamP (weight decay 0, betas (0.9, 0.999), delta 0.1, wd_ratio 0.1) with parameter
@@ -63,7 +63,7 @@ DEFAULTS: dict[str, Any] = {
 
 def build_pp_loss(loss: str, num_classes: int, dim: int, o: dict[str, Any],
                   proxy_init: str = "unit_randn") -> torch.nn.Module:
-    """The PP criterion named ``loss`` (proxies: unit random vectors, the seed's, by default)."""
+    """The PP criterion named ``loss`` (proxies: unit random vectors, the original code's, by default)."""
     pp = o["positive_proxy"]
     if loss == "proxy_anchor":
         return ProxyAnchorLoss(num_classes, dim, margin=float(o["margin"]), alpha=float(o["alpha"]),

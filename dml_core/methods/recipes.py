@@ -1,4 +1,4 @@
-"""Every method's declaration and every hyper-parameter set behind a row of the seed READMEs,
+"""Every method's declaration and every hyper-parameter set behind a row of the authors' READMEs,
 as plain data.
 
 A recipe is a flat ``dict``; its keys, with their types, ranges and meanings, are those of the
@@ -41,7 +41,7 @@ every method on the embedded demo data set (from scratch, tiny images, a few epo
 row; each uncropped ResNet-50 row has a copy with the trunk swapped and the ViTs' 224-px input
 (:func:`_vit_rows`), the starting point of the fair protocol's ViT track
 (:mod:`dml_core.methods.fair`, which sets everything but the loss). Like the demo rows they are
-derived rows: ``list_recipes(include_demo=False)`` lists the seeds' rows only.
+derived rows: ``list_recipes(include_demo=False)`` lists the original code's rows only.
 """
 from __future__ import annotations
 
@@ -234,7 +234,7 @@ def _ldm_like(method: str, dataset: str, backbone: str, *, batch_size: int, lr: 
         eval_batch_size=120, seed=1, reported=name,
         lr=lr, weight_decay=1e-4, proxy_lr_mult=100.0, lr_step=lr_step, lr_gamma=lr_gamma,
         warmup_epochs=warmup_epochs, freeze_bn=freeze_bn, unfreeze_bn_affine_after_warmup=True,
-        bn_momentum="seed", grad_clip_value=10.0, **loss_keys,
+        bn_momentum="original", grad_clip_value=10.0, **loss_keys,
     )
 
 
@@ -413,7 +413,7 @@ DATASETS: tuple[str, ...] = tuple(dict.fromkeys(r["dataset"] for r in _REGISTRY.
 def list_recipes(method: str | None = None, dataset: str | None = None,
                  include_demo: bool = True) -> list[str]:
     """Names of every recipe (optionally of one method / data set), in README order.
-    ``include_demo=False``: the seeds' rows only, without the derived demo and ViT rows."""
+    ``include_demo=False``: the original code's rows only, without the derived demo and ViT rows."""
     out = []
     for name, r in _REGISTRY.items():
         if method is not None and r["method"] != method:
@@ -523,7 +523,7 @@ def recipe_by_name(name: str, **overrides: Any) -> dict[str, Any]:
 
 def get_recipe(method: str, dataset: str, backbone: str, crop: bool | None = None,
                **overrides: Any) -> dict[str, Any]:
-    """The seed's setting for (method, dataset, backbone, crop), plus validated overrides.
+    """The original code's setting for (method, dataset, backbone, crop), plus validated overrides.
 
     Data set and backbone also accept the seed CLIs' spellings (``cars``, ``SOP``, ``Inshop``,
     ``inception``, ``bn_inception``, ``resnext50``). ``positive_proxy`` takes ``loss=`` to pick the

@@ -204,8 +204,8 @@ _KEYS: tuple[Key, ...] = (
     _K("unfreeze_bn_affine_after_warmup", "bool", "Proxy-Anchor / AMLoss: the original's "
        "unfreezing of BatchNorm's affine parameters after the warm-up", example=True),
     _K("bn_momentum", "float|str|None", "Proxy-Anchor / AMLoss: momentum of every BatchNorm2d "
-       "(`seed`: the original BN-Inception port's 0.9; null: torch's default)", "(0, 1]",
-       choices=("seed",), example="seed"),
+       "(`original`: the original BN-Inception port's 0.9; null: torch's default)", "(0, 1]",
+       choices=("original",), example="original"),
     _K("grad_clip_value", "float|None", "clip every gradient to +-this before the step (null: "
        "no clipping)", "> 0", default=None, example=10.0),
     _K("alpha_p", "float", "AMLoss: scale of the positive term", "> 0", example=32.0),

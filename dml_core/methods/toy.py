@@ -8,7 +8,7 @@ Loss (:class:`~dml_core.losses.MovingProxyLoss`), T = 0.03:
 :math:`L=\frac1B\sum_i-\log\mathrm{softmax}_{y_i}(f_i^\top\hat W^\top/T)`, with
 :math:`\hat w_c = w_c/\lVert w_c\rVert`.
 
-- ``learnable=False`` (the seed's default): W (C × d) is a BUFFER, not in the optimiser, and after
+- ``learnable=False`` (the original code's default): W (C × d) is a BUFFER, not in the optimiser, and after
   every optimiser step it moves with the detached embeddings of the same forward pass:
   :math:`w_c \leftarrow (1-m)\,\hat w_c + m\sum_{i\in B_c} f_i` (m weights the NEW features).
 - ``learnable=True`` (``--with_learnable_proxy``): W is an ``nn.Parameter`` trained by the same

@@ -130,7 +130,7 @@ class ResNetTrunk(nn.Module):
 class GoogLeNetTrunk(nn.Module):
     """torchvision GoogLeNet up to inception5b: ``(B,3,H,W) -> (B,1024,H/32,W/32)``.
 
-    ``transform_input=True`` (as the pretrained builder sets it, and the seeds keep it) re-maps the
+    ``transform_input=True`` (as the pretrained builder sets it, and the original repositories keep it) re-maps the
     ImageNet-normalised input to the [-1, 1] scale the original weights expect. No aux heads; the
     dropout(0.2) that followed the pool is the network's (see ``BackboneSpec.pooled_dropout``).
     """
@@ -258,7 +258,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     for s in [
         BackboneSpec("resnet50", 2048, ("resnet50-0676ba61.pth", "resnet50-19c8e357.pth"),
                      (TV_URL + "resnet50-0676ba61.pth", TV_URL + "resnet50-19c8e357.pth"),
-                     _tv_resnet("resnet50"), note="ImageNet V1 (the seeds' weights)"),
+                     _tv_resnet("resnet50"), note="ImageNet V1 (the authors' weights)"),
         BackboneSpec("resnext50_32x4d", 2048, ("resnext50_32x4d-7cdf4587.pth",),
                      (TV_URL + "resnext50_32x4d-7cdf4587.pth",), _tv_resnet("resnext50_32x4d")),
         BackboneSpec("googlenet", 1024, ("googlenet-1378be20.pth",),

@@ -1,4 +1,4 @@
-"""BatchNorm helpers: the seeds' ``set_bn_eval`` and the BN affine freeze."""
+"""BatchNorm helpers: the original code's ``set_bn_eval`` and the BN affine freeze."""
 from __future__ import annotations
 
 from torch import nn
@@ -14,7 +14,7 @@ def batchnorm_modules(module: nn.Module, kinds: tuple[type, ...] = (nn.BatchNorm
 def set_batchnorm_eval(module: nn.Module, kinds: tuple[type, ...] = (nn.BatchNorm2d,)) -> int:
     """Put every BatchNorm of ``kinds`` in eval mode (running statistics frozen); returns the count.
 
-    Call after ``model.train()`` at the start of every epoch, as the seeds' ``set_bn_eval`` does.
+    Call after ``model.train()`` at the start of every epoch, as the original code's ``set_bn_eval`` does.
     Only BatchNorm2d by default, so CGD's auxiliary BatchNorm1d stays in train mode. The affine
     parameters still train (see :func:`freeze_batchnorm_affine`).
     """

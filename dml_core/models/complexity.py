@@ -4,7 +4,7 @@ Two conventions for MACs (multiply-accumulates; FLOPs = 2 × MACs):
 
 - ``"torch"`` (default): what :class:`~torch.utils.flop_counter.FlopCounterMode` counts, halved:
   convolutions and matmuls (Linear, the proxy matmul) only. The honest cost of the network.
-- ``"thop"``: the seeds' tables (``thop.profile`` ~0.0.31 + ``clever_format``), reproduced with
+- ``"thop"``: the authors' tables (``thop.profile`` ~0.0.31 + ``clever_format``), reproduced with
   forward hooks on LEAF modules, in eval mode, counting per module:
     Conv:            out.numel × (C_in/groups × k_h × k_w + [1 if bias])
     Linear:          out.numel × (2·in − 1)          (mul + add; i.e. ~2× the true MACs)
@@ -57,7 +57,7 @@ def count_parameters(*modules_or_params, trainable_only: bool = False) -> int:
     """Number of scalar parameters in the given modules / tensors (each tensor counted once).
 
     Buffers are not parameters (the AsymptoticProxy proxies are a buffer: pass them explicitly if
-    they should count, as the seeds' tables do for NormSoftmax's proxies).
+    they should count, as the authors' tables do for NormSoftmax's proxies).
     """
     seen: set[int] = set()
     total = 0
@@ -109,7 +109,7 @@ _SDPA_CPU = _sdpa_cpu_mapping()
 
 
 def thop_macs(model: nn.Module, input_size=(1, 3, 224, 224), forward: str | None = None) -> int:
-    """MACs as the seeds' thop counted them (rules in the module docstring)."""
+    """MACs as the authors' thop counted them (rules in the module docstring)."""
     total = [0]
 
     def conv(m: nn.Conv2d, inp, out):
@@ -153,7 +153,7 @@ def count_macs(model: nn.Module, input_size=(1, 3, 224, 224), *, convention: str
                forward: str | None = None) -> int:
     """Multiply-accumulates of one ``model.<forward>`` call on a random ``input_size`` input.
 
-    convention "torch": FlopCounterMode's FLOPs / 2 (conv + matmul only); "thop": the seeds'
+    convention "torch": FlopCounterMode's FLOPs / 2 (conv + matmul only); "thop": the original code's
     rules (:func:`thop_macs`). Runs in eval mode under no_grad on the model's device (a model built
     on the meta device is counted without any arithmetic). forward: method name, e.g.
     ``"forward_with_aux"`` for CGD's full training forward.
@@ -172,9 +172,9 @@ def complexity_report(model: nn.Module, *extra_params, input_size=(1, 3, 224, 22
                       forward: str | None = None, proxies: torch.Tensor | None = None) -> dict:
     """Parameters and MACs of ``model`` (+ ``extra_params``, e.g. the loss's proxies) as a JSON dict.
 
-    forward None: ``forward_with_aux`` when the model has it (the seeds profiled CGD's full
+    forward None: ``forward_with_aux`` when the model has it (the original repositories profiled CGD's full
     forward, aux classifier included), else ``forward``. proxies: a (C, D) tensor whose logit matmul
-    (C·D MACs per image, missed by the seeds' thop) is reported as ``proxy_macs``.
+    (C·D MACs per image, missed by the authors' thop) is reported as ``proxy_macs``.
 
     Keys: params, params_model, params_extra, macs, flops (= 2·macs), macs_thop, proxy_macs,
     macs_with_proxies, input_size. Counts are ints; divide by 1e6 / 1e9 for M / G.

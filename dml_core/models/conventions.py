@@ -15,7 +15,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class InputConvention:
     """How a backbone expects its input tensor.
 
-    bgr: swap RGB→BGR (done on the PIL image, before any crop, as the seeds do).
+    bgr: swap RGB→BGR (done on the PIL image, before any crop, as the original code does).
     scale_255: multiply the [0, 1] tensor by 255 after ToTensor.
     mean, std: per channel, in the channel order and scale above.
     patch_size: vision transformers only: the side of a patch in pixels; the input's height and

@@ -49,7 +49,7 @@ GD_CONFIGS = ("S", "M", "G", "SM", "MS", "SG", "GS", "MG", "GM", "SMG", "MSG", "
 def l2_normalize(x: torch.Tensor, eps: float = 1e-12, mode: str = "clamp") -> torch.Tensor:
     """Row-wise L2 normalisation of (B, D).
 
-    mode="clamp": x / max(|x|, eps) (F.normalize; the seeds' default).
+    mode="clamp": x / max(|x|, eps) (F.normalize; the original code's default).
     mode="sqrt": x / sqrt(sum x^2 + eps) (Proxy-Anchor's ``l2_norm``).
     """
     if mode == "clamp":
@@ -114,8 +114,8 @@ class CGDNet(EmbeddingNet):
     G GeM p=3), h_i = L2(W_i g_i) with W_i (k, C) without bias; phi = L2([h_1; ...; h_n]).
     Auxiliary classifier on the FIRST raw descriptor: z = W_a BN1d(g_1) + b_a, W_a (C_cls, C).
 
-    gem_clamp: True = standard GeM with eps 1e-6 (default; avoids the seed's NaN gradient on
-    all-zero channels), False = the seed's sign(s)|s|^(1/3).
+    gem_clamp: True = standard GeM with eps 1e-6 (default; avoids the original code's NaN gradient on
+    all-zero channels), False = the original code's sign(s)|s|^(1/3).
     """
 
     _POOL = {"S": "avg", "M": "max", "G": "gem"}
@@ -197,20 +197,20 @@ class ProxyAnchorNet(EmbeddingNet):
 
     h = GAP(X) + GMP(X) -> Linear(C -> D) (kaiming_normal fan_out weight, zero bias)
     -> h / sqrt(sum h^2 + 1e-12). No LayerNorm, no dropout.
-    bn_momentum: "seed" = the PA/LDM port's value (0.9 for bninception, unchanged otherwise),
+    bn_momentum: "original" = the PA/LDM port's value (0.9 for bninception, unchanged otherwise),
     None = leave the backbone's, or a float for every BatchNorm2d.
     """
 
     SEED_BN_MOMENTUM = {"bninception": 0.9}
 
     def __init__(self, backbone: str = "bninception", embedding_dim: int = 512, pretrained: bool = True,
-                 bn_momentum: float | str | None = "seed"):
+                 bn_momentum: float | str | None = "original"):
         super().__init__()
         self.backbone_name, self.embedding_dim = backbone, _check_dim("embedding_dim", embedding_dim)
-        if bn_momentum == "seed":
+        if bn_momentum == "original":
             bn_momentum = self.SEED_BN_MOMENTUM.get(backbone)
         elif isinstance(bn_momentum, str):
-            raise ValueError(f"bn_momentum must be 'seed', None or a float, got {bn_momentum!r}")
+            raise ValueError(f"bn_momentum must be 'original', None or a float, got {bn_momentum!r}")
         self.backbone = build_backbone(backbone, pretrained, bn_momentum=bn_momentum)
         c = backbone_feature_dim(backbone)
         self.pool = head_pooling("avgmax", backbone)

@@ -381,7 +381,7 @@ def _front_page(book: Book, runs_df, chapters: list[tuple[str, str]], failed: li
 
 
 def _seed_statistics(runs_df, selection: str) -> str:
-    """The seeds' means, intervals and paired comparisons (:func:`dml_core.report.stats.
+    """The means over seeds, intervals and paired comparisons (:func:`dml_core.report.stats.
     summarise`) when some configuration has two or more seeds; "" otherwise."""
     if runs_df is None or not len(runs_df):
         return ""
@@ -394,7 +394,7 @@ def _seed_statistics(runs_df, selection: str) -> str:
             return ""
         res = summarise(runs, selection=selection)
     except Exception as exc:  # noqa: BLE001 - the rest of the page still builds
-        return f"(The seeds' statistics could not be computed: {markdown_text(str(exc))})\n"
+        return f"(The statistics over seeds could not be computed: {markdown_text(str(exc))})\n"
     from .stats import metric_name
 
     names = [metric_name(m) for m in res["metrics"]]

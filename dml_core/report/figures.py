@@ -416,7 +416,7 @@ def plot_momentum_sensitivity(runs_df: pd.DataFrame | None, path=None, *, profil
     """AsymptoticProxy R@1 against momentum, from runs whose method is ``asymptotic_proxy``.
 
     One panel per data set, one line per (backbone, embedding_dim). ``overlay``: ``"matching"``
-    draws the seed's hard-coded plot.py numbers (dashed, hollow markers, labelled "reported
+    draws the original code's hard-coded plot.py numbers (dashed, hollow markers, labelled "reported
     (hard-coded)") for the series that the runs cover; ``"all"`` draws every series; False none.
     """
     df = runs_df if runs_df is not None else pd.DataFrame()
@@ -473,7 +473,7 @@ def plot_momentum_sensitivity(runs_df: pd.DataFrame | None, path=None, *, profil
                               f"({SELECTION_LABELS.get(selection, selection)})",
                               _profile_text(profile))
         if overlay:
-            sup += "\ndashed: reported (hard-coded in the seed's plot.py, not from runs)"
+            sup += "\ndashed: reported (hard-coded in the original code's plot.py, not from runs)"
         fig.suptitle(sup, fontsize=9)
     return _finish(fig, path)
 

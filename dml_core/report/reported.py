@@ -30,7 +30,7 @@ from typing import Iterable, Mapping
 
 from dml_core.methods.registry import SPECS, published
 
-# The Ks of each data set's protocol (the seeds' README columns). Mirrors dml_core.evaluation.
+# The Ks of each data set's protocol (the authors' README columns). Mirrors dml_core.evaluation.
 PROTOCOL_KS: dict[str, tuple[int, ...]] = {
     "car": (1, 2, 4, 8),
     "cub": (1, 2, 4, 8),

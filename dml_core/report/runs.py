@@ -6,7 +6,7 @@ A run folder is any folder under ``runs/<profile>/`` holding a summary
 
 Metric columns (fractions in [0, 1], as in the run folders) come in three selections:
 
-- ``test_sel/<feature>/<metric>``: the epoch with the best **test** dense R@1 (what the seeds report);
+- ``test_sel/<feature>/<metric>``: the epoch with the best **test** dense R@1 (what the original repositories report);
 - ``last/<feature>/<metric>``: the last evaluated epoch;
 - ``val_sel/<feature>/<metric>``: the epoch with the best **validation** dense R@1 (only when the
   run has a validation split), its test metrics.

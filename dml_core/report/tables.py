@@ -421,7 +421,7 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
     n = len(vals)
     if n == 0:
         return math.nan, math.nan, 0
-    from .stats import mean_ci  # the one source of the seeds' statistics
+    from .stats import mean_ci  # the one source of the statistics over seeds
 
     iv = mean_ci(vals, confidence)
     return float(iv.mean), float(iv.half_width) if n > 1 else math.nan, n

@@ -29,8 +29,8 @@ from .figures import figure_style, save_figure  # noqa: E402
 __all__ = ["plot_toy_embeddings", "plot_proxy_evolution", "animate_proxies", "plot_toy_recall",
            "plot_momentum_sweep", "make_toy_figures", "toy_title"]
 
-TEST_COLORS = ("tab:red", "tab:green", "tab:blue")  # the seed's r, g, b
-TEST_MARKERS = ("o", "*", "^")                        # the seed's markers
+TEST_COLORS = ("tab:red", "tab:green", "tab:blue")  # the original code's r, g, b
+TEST_MARKERS = ("o", "*", "^")                        # the original code's markers
 VARIANT_LABELS = {"moving": "moving proxies", "learnable": "learnable proxies"}
 JITTER = 0.03
 

@@ -76,12 +76,12 @@ TOY_DEFAULTS: dict[str, Any] = {
 }
 
 #: Per-profile changes of the keys that are not notebook parameters. A profile not listed here
-#: (e.g. a copy of full.yaml under another name) gets :data:`TOY_DEFAULTS` unchanged, the seed's
+#: (e.g. a copy of full.yaml under another name) gets :data:`TOY_DEFAULTS` unchanged, the original code's
 #: setting: no profile inherits another's small settings by accident.
 TOY_PROFILES: dict[str, dict[str, Any]] = {
     "full": {},
     # from scratch on 16-px digits (8x8 originals, nothing lost), 60 per class (the cap of the
-    # seed's FashionMNIST toy, 33b5aaf), lr x10 for the few steps
+    # the original code's FashionMNIST toy, 33b5aaf), lr x10 for the few steps
     "demo": {"epochs": 4, "pretrained": False, "image_size": 16, "snapshot_per_class": 40,
              "lr": 1e-3, "digits_per_class": 60},
     "smoke": {"epochs": 1, "pretrained": False, "image_size": 16, "snapshot_per_class": 10,

@@ -62,7 +62,7 @@ class ClassSubset(Dataset):
 
 
 def is_better(value: float, best: float | None) -> bool:
-    """The seeds' rule: strictly greater than the best so far. NaN is never better."""
+    """The original code's rule: strictly greater than the best so far. NaN is never better."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return False
     return best is None or value > best

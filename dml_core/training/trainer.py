@@ -123,7 +123,7 @@ def data_fingerprints(recipe: dict, data_root: str | os.PathLike | None = None
 
 def _complexity(method, recipe: dict) -> dict:
     """Parameters (model + criterion) and MACs of one forward at the recipe's crop size
-    (``macs``: torch.utils.flop_counter; ``macs_thop``: the seeds' thop accounting)."""
+    (``macs``: torch.utils.flop_counter; ``macs_thop``: the authors' thop accounting)."""
     from dml_core.models.complexity import complexity_report
 
     size = int(recipe["crop_size"])
