@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from dml_core.losses import MovingProxyLoss
-from dml_core.methods._util import fused_adam, options
+from dml_core.methods._util import backbone_weights, fused_adam, options
 from dml_core.methods.base import Method, StepOutput
 from dml_core.models import ProxyHeadNet
 
@@ -51,7 +51,7 @@ class AsymptoticProxyMethod(Method):
     def __init__(self, recipe: dict[str, Any], num_classes: int):
         o = self.options = options(recipe, DEFAULTS, self.name)
         dim = int(recipe["embedding_dim"])
-        model = ProxyHeadNet(recipe["backbone"], dim, pretrained=bool(recipe["pretrained"]),
+        model = ProxyHeadNet(recipe["backbone"], dim, **backbone_weights(recipe),
                              pooling="max")
         criterion = MovingProxyLoss(num_classes, dim, temperature=float(o["temperature"]),
                                     momentum=float(o["momentum"]), learnable=False)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from dml_core.losses import BatchHardTripletLoss, LabelSmoothingCrossEntropy
-from dml_core.methods._util import fused_adam, options
+from dml_core.methods._util import backbone_weights, fused_adam, options
 from dml_core.methods.base import Method, StepOutput
 from dml_core.models import CGDNet
 
@@ -78,7 +78,7 @@ class CGDMethod(Method):
     def __init__(self, recipe: dict[str, Any], num_classes: int):
         o = self.options = options(recipe, DEFAULTS, self.name)
         model = CGDNet(recipe["backbone"], o["gd_config"], int(recipe["embedding_dim"]),
-                       num_classes=num_classes, pretrained=bool(recipe["pretrained"]),
+                       num_classes=num_classes, **backbone_weights(recipe),
                        gem_clamp=bool(o["gem_clamp"]))
         criterion = CGDLoss(float(o["smoothing"]), float(o["temperature"]), float(o["margin"]))
         super().__init__(model, criterion)

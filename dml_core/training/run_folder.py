@@ -15,10 +15,12 @@ Layout (docs/ARCHITECTURE.md)::
 Provenance (``provenance.json``, also in summary.json): ``code`` = :func:`code_fingerprint`,
 the SHA-256 of every ``.py`` file of the ``dml_core`` subpackages that training runs
 (:data:`TRAINING_CODE`: core/io.py, data, evaluation, losses, methods (its recipes and fair
-setting aside), models, training; not the report, the batch runner, notebook helpers or the toy); ``data`` = per prepared data set read,
-``v<prepare version>:<SHA-256 of index.csv>``; ``git_commit`` (informational only; a dirty
-tree has the same commit). ``train`` reuses a complete run, or resumes an interrupted one,
-only when recipe (epochs aside), code and data are the same; otherwise every file of the old run
+setting aside), models, training; not the report, the batch runner, notebook helpers or the
+toy); ``data`` = per prepared data set read, ``v<prepare version>:<SHA-256 of index.csv>``;
+``weights`` = the pretrained weights' file name, SHA-256 and source (None from scratch;
+``trainer.pretrained_weights``); ``git_commit`` (informational only; a dirty tree has the same
+commit). ``train`` reuses a complete run, or resumes an interrupted one, only when recipe
+(epochs aside), code, data and weights are the same; otherwise every file of the old run
 is moved aside and deleted (:meth:`RunFolder.clear`) and training starts from scratch.
 """
 from __future__ import annotations
@@ -187,6 +189,8 @@ class RunFolder:
             changed = sorted(k for k in set(old.get("data") or {}) | set(provenance.get("data") or {})
                              if (old.get("data") or {}).get(k) != (provenance.get("data") or {}).get(k))
             reasons.append(f"the prepared data changed ({', '.join(changed)})")
+        if old.get("weights") != provenance.get("weights"):
+            reasons.append("the pretrained weights changed")
         return reasons
 
     def reuse_or_restart(self, recipe: dict, provenance: dict, epochs: int,
