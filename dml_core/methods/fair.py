@@ -258,7 +258,7 @@ class Variant:
 VARIANTS: dict[str, Variant] = {v.id: v for v in (
     Variant("normsoftmax", "normsoftmax", "NormSoftmax", {"temperature": 0.05}),
     Variant("asymptotic_proxy", "asymptotic_proxy", "AsymptoticProxy",
-            {"temperature": 0.05, "momentum": 0.1}),
+            {"temperature": 0.05, "momentum": 0.5}),  # the paper's; the search may move it
     Variant("pp_on", "positive_proxy", "PP (Proxy-Anchor + positive-proxy gradient)",
             {"positive_proxy": True, "alpha": 32.0, "margin": 0.1}, fixed=("positive_proxy",)),
     Variant("cgd", "cgd", "CGD (SG)", {"gd_config": "SG", "temperature": 0.5, "margin": 0.1},
