@@ -272,7 +272,7 @@ DEMO_BASE_ROWS = {
 #: samplers, so that an epoch has about as many steps as on CUB. Epochs: the CPU budget.
 DEMO_CHANGES: dict[str, dict[str, Any]] = {
     "normsoftmax": dict(epochs=3, batch_size=15, samples_per_class=5),  # 75 = 3 classes x 25
-    "cgd": dict(epochs=5, batch_size=24),  # 128 = 32 classes x 4
+    "cgd": dict(epochs=4, batch_size=24),  # 128 = 32 classes x 4
     "asymptotic_proxy": dict(epochs=4, batch_size=26),  # 128
     "positive_proxy": dict(epochs=4, batch_size=13),  # 64
     "dynamic_margin": dict(epochs=4, batch_size=36),  # 180

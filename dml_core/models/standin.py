@@ -14,7 +14,7 @@ here, once per machine, on a **source task** built from the same scikit-learn sc
   ImageNet for CUB, it teaches parts (digits) that the target task composes; how to tell "57"
   from "75" or from "58" is left to fine-tuning;
 * **training**: ``STEPS`` steps of ``BATCH_SIZE`` (Adam, one-cycle learning rate up to ``LR``),
-  on ONE thread, so the same CPU type gives the same bytes whatever its core count.
+  on ``THREADS`` (one) thread, so the same CPU type gives the same bytes whatever its core count.
 
 The result, ``torchvision.models.resnet18(num_classes=10)``'s state dict (torchvision's format;
 the loader drops ``fc.*`` as it does for ImageNet files), is saved as
@@ -43,10 +43,11 @@ SEED = 0
 NUM_CLASSES = 10         # the digits 0-9
 IMAGES_PER_DIGIT = 400   # rendered once, from the training scans of the digit
 RESIZE, CROP = 27, 24    # the demo recipes' resize_size and crop_size
-STEPS = 200
-BATCH_SIZE = 32
+STEPS = 100              # with BATCH_SIZE and LR: chosen on the demo's validation images
+BATCH_SIZE = 64          # (docs/DEMO.md), within 2 min on a slow 2-core machine
 LR = 2e-3                # peak of the one-cycle schedule (Adam)
 WARMUP_FRACTION = 0.15   # of the steps, rising to LR
+THREADS = 1              # fixed: the bytes depend on the thread count, not on the machine's cores
 
 
 def standin_files(folder: str | os.PathLike) -> list[Path]:
@@ -103,7 +104,7 @@ def train_standin(images: np.ndarray, labels: np.ndarray, steps: int = STEPS,
     from dml_core.models.conventions import input_convention
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(THREADS)
     try:
         torch.manual_seed(SEED)
         model = torchvision.models.resnet18(num_classes=NUM_CLASSES)
@@ -149,7 +150,8 @@ def build_standin(folder: str | os.PathLike | None = None, *, steps: int = STEPS
     folder = Path(folder) if folder is not None else torch_checkpoint_dir()
     t0 = time.perf_counter()
     say(f"stand-in: pretraining {BACKBONE} on single digits (the demo's ImageNet; "
-        f"{NUM_CLASSES * IMAGES_PER_DIGIT} images, {steps} steps of {BATCH_SIZE}, one thread)")
+        f"{NUM_CLASSES * IMAGES_PER_DIGIT} images, {steps} steps of {BATCH_SIZE}, "
+        f"{THREADS} thread{'s' if THREADS > 1 else ''})")
     images, labels = source_images()
     model, accuracy = train_standin(images, labels, steps, say)
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}

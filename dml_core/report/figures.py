@@ -123,7 +123,9 @@ def _as_runs(runs) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 def plot_training_curves(runs, path=None, *, profile=None, dataset: str | None = None,
                          feature: str = "dense", title: str | None = None):
-    """Loss, training accuracy and R@1 (test; validation dashed) per epoch from ``metrics.csv``.
+    """Loss, training accuracy and R@1 (test; validation dashed) per epoch from ``metrics.csv``;
+    the test R@1 curve starts at epoch 0, the network before training (a pretrained trunk under
+    a fresh head: the baseline), when the run's summary has it.
 
     ``runs``: a DataFrame from :func:`load_runs` (optionally filtered), or run folder paths.
     """
@@ -152,7 +154,11 @@ def plot_training_curves(runs, path=None, *, profile=None, dataset: str | None =
                 if col in m:
                     y = 100 * pd.to_numeric(m[col], errors="coerce")
                     ok = y.notna()
-                    axes[2].plot(m["epoch"][ok], y[ok], color=color, ls=ls, marker="o", ms=2.5,
+                    x, y = list(m["epoch"][ok]), list(y[ok])
+                    start = run.get(f"untrained/{feature}/R@1") if prefix == "test" else None
+                    if start is not None and not pd.isna(start):  # epoch 0: the baseline
+                        x, y = [0] + x, [100 * float(start)] + y
+                    axes[2].plot(x, y, color=color, ls=ls, marker="o", ms=2.5,
                                  lw=1.2, label=label + suffix)
             plotted += 1
         axes[0].set(title="Training loss", xlabel="Epoch", ylabel="Loss")
