@@ -583,7 +583,7 @@ def plot_paired_differences(stats: dict, path=None, *, profile=None, title: str 
 
 
 def plot_momentum_seeds(stats: dict, path=None, *, profile=None, variants: Sequence[str] = (
-        "asymptotic_proxy", "asymptotic_proxy_m0.5", "asymptotic_proxy_m0.9")):
+        "asymptotic_proxy_m0.1", "asymptotic_proxy", "asymptotic_proxy_m0.9")):
     """AsymptoticProxy's momentum sweep under the fair protocol: every seed and the mean with
     its 95% interval per momentum (m weights the NEW features in the proxy update)."""
     per_seed = stats["per_seed"]
@@ -596,7 +596,7 @@ def plot_momentum_seeds(stats: dict, path=None, *, profile=None, variants: Seque
                 continue
             from .stats import mean_ci
 
-            m = {"asymptotic_proxy": 0.1}.get(v) or float(v.rsplit("_m", 1)[1])
+            m = {"asymptotic_proxy": 0.5}.get(v) or float(v.rsplit("_m", 1)[1])  # the paper's
             iv = mean_ci(g["value"])
             ax.scatter(np.full(len(g), m), 100 * g["value"], s=14, color="0.45", zorder=2)
             xs.append(m), means.append(100 * iv.mean), los.append(100 * iv.lo), his.append(100 * iv.hi)
