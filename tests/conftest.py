@@ -25,6 +25,23 @@ def pytest_report_header(config):
 PEAK_GB = 3
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_torch_home(tmp_path_factory):
+    """One private torch cache for the session (``$TORCH_HOME``, inherited by the batch's
+    subprocesses): the demo's stand-in trunk (dml_core.models.standin, ~1 min to build) is
+    built there once, by the first test that needs it, and the user's cache is never touched.
+    Tests that need an empty or fake cache set their own with ``monkeypatch.setenv``."""
+    import os
+
+    old = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(tmp_path_factory.mktemp("torch_home"))
+    yield Path(os.environ["TORCH_HOME"])
+    if old is None:
+        os.environ.pop("TORCH_HOME", None)
+    else:
+        os.environ["TORCH_HOME"] = old
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny forwards: one intra-op thread avoids OpenMP oversubscription on a small shared CPU

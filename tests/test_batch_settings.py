@@ -146,6 +146,12 @@ def test_preflight_reports_every_problem_at_once(tmp_path, monkeypatch):
     assert {("data", "car"), ("weights", "bninception")} <= failed
     if not __import__("torch").cuda.is_available():
         assert ("cuda", "cuda") in failed
+    # the demo's runs start from its stand-in trunk, which its data preparation builds
+    demo = preflight.check_profile("demo", only=["paper_proxy_anchor_s0"],
+                                   data_root=tmp_path / "data", runs_root=tmp_path / "runs")
+    weights = {c.name: c for c in demo.checks if c.kind == "weights"}
+    assert set(weights) == {"resnet18 (digits stand-in)"}
+    assert weights["resnet18 (digits stand-in)"].ok
 
 
 def test_run_disk_estimate_matches_a_resnet50_adam_run():

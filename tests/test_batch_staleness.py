@@ -71,7 +71,7 @@ def test_changed_data_reruns_the_training_and_a_new_run_reruns_the_table(study):
     index.write_text("path,class_name\na.png,1\nb.png,2\n")  # `prepare --force` changed the data
     res = batch.run_profile(profile, runs_root=root, quiet=True)
     st = _statuses(res)
-    assert st["train"] == ("done", "changed: prepared data")
+    assert st["train"] == ("done", "changed: prepared data or pretrained weights")
     assert st["table"][0] == "done" and "train executes now" in st["table"][1]
     assert [r.status for r in batch.run_profile(profile, runs_root=root, quiet=True).results] \
         == ["skipped", "skipped"]

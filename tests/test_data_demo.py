@@ -21,10 +21,14 @@ def demo_root(tmp_path_factory):
 
 def test_demo_prepares_and_loads(demo_root):
     train = RetrievalDataset("demo", "train", data_root=demo_root)
+    val = RetrievalDataset("demo", "val", data_root=demo_root)
     test = RetrievalDataset("demo", "test", crop=True, data_root=demo_root)
-    assert (len(train), len(test)) == (1500, 1500)
-    assert train.num_classes == test.num_classes == 50
+    assert (len(train), len(val), len(test)) == (1500, 1500, 1500)
+    assert train.num_classes == val.num_classes == test.num_classes == 50
     assert set(train.class_names) == {str(i) for i in range(1, 51)}  # CUB-style: ids 1-50 train
+    # validation images are of the training classes and share their labels
+    by_class = dict(zip(train.class_names, train.labels))
+    assert all(by_class[c] == label for c, label in zip(val.class_names, val.labels))
     image, label = train[0]
     assert tuple(image.shape) == (3, 48, 48) and label == 0
     cropped = test.load_image(0)
@@ -43,14 +47,21 @@ def test_demo_classes_split_by_digit_sum_and_every_digit_is_seen_in_both_positio
         assert {n[position] for n in train} == set("0123456789")
 
 
-def test_demo_train_and_test_images_use_disjoint_scans():
-    labels = load_digits().target
+def test_demo_train_validation_and_test_images_use_disjoint_scans():
+    """Validation is as unseen as test: no scan of a validation or test image is in a training
+    image (compared on the scans' pixels)."""
+    digits = load_digits()
+    labels = digits.target
     plan = demo_plan()
-    assert len(plan) == 3000
-    train_scans = {s for cid, _, a, b in plan if cid <= 50 for s in (a, b)}
-    test_scans = {s for cid, _, a, b in plan if cid > 50 for s in (a, b)}
-    assert not train_scans & test_scans
-    for cid, number, a, b in plan[::97]:
+    assert len(plan) == 4500
+    scans = {split: {digits.images[s].tobytes() for *_, a, b, sp in plan if sp == split
+                     for s in (a, b)} for split in ("train", "val", "test")}
+    assert not scans["train"] & scans["val"]
+    assert not scans["train"] & scans["test"]
+    assert not scans["val"] & scans["test"]
+    assert {cid for cid, *_, sp in plan if sp == "val"} == set(range(1, 51))  # training classes
+    assert {cid for cid, *_, sp in plan if sp == "test"} == set(range(51, 101))
+    for cid, number, a, b, _ in plan[::97]:
         assert (labels[a], labels[b]) == (int(number[0]), int(number[1]))
 
 

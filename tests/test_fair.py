@@ -69,6 +69,12 @@ def test_generated_profiles_and_protocol_doc_are_in_sync():
     study = fair.profile_document("study")
     assert len({r["id"].rsplit("_s", 1)[1] for r in study["runs"]
                 if r["id"].startswith("fair_")}) >= 5
+    # the reproduction: every published demo recipe, seed 0 in make report, 5 seeds in the study
+    from dml_core.methods.recipes import METHODS
+
+    paper = [r["id"] for r in demo["runs"] if r["id"].startswith("paper_")]
+    assert paper == [f"paper_{m}_s0" for m in METHODS]
+    assert len([r for r in study["runs"] if r["id"].startswith("paper_")]) == 5 * len(METHODS)
 
 
 @pytest.fixture(scope="module")

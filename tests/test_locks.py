@@ -74,7 +74,8 @@ def test_the_lock_is_reentrant_within_a_process(tmp_path):
 def _prepare_demo(root, queue):
     from dml_core.data import demo, prepare
 
-    demo.IMAGES_PER_CLASS = 1  # forked: a small demo (100 images) keeps the test short
+    demo.IMAGES_PER_CLASS = 1  # forked: a small demo (150 images) keeps the test short
+    demo.VAL_IMAGES_PER_CLASS = 1
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)

@@ -1,7 +1,8 @@
 """The five methods (and the Proxy-Anchor baseline) against the Method contract, on tiny CPU data.
 
-Every test builds the method's demo recipe (resnet18, random init, 64-d) for 5 classes and drives
-it exactly as the engine does (zero_grad, training_step, backward, clip, step, after_step).
+Every test builds the method's demo recipe (resnet18 with a random init instead of the demo's
+pretrained stand-in, 64-d) for 5 classes and drives it exactly as the engine does (zero_grad,
+training_step, backward, clip, step, after_step).
 """
 from __future__ import annotations
 
@@ -32,9 +33,14 @@ def batch(n_per_class: int = 2, size: int = 16, seed: int = 0):
     return images, labels
 
 
+def random_init(method: str, **overrides) -> dict:
+    """The method's demo recipe with a random trunk (the contract, not the weights, is tested)."""
+    return demo_recipe(method, **{"pretrained": False, **overrides})
+
+
 def make(method: str, **overrides):
     torch.manual_seed(0)
-    return build_method(demo_recipe(method, **overrides), NUM_CLASSES)
+    return build_method(random_init(method, **overrides), NUM_CLASSES)
 
 
 def step(m, images, labels, epoch: int = 1):
@@ -116,14 +122,14 @@ def test_state_dict_round_trip(method):
 
 def test_build_method_rejects_unknown_method():
     with pytest.raises(ValueError, match="valid methods: normsoftmax"):
-        build_method({**demo_recipe("cgd"), "method": "nope"}, 5)
+        build_method({**random_init("cgd"), "method": "nope"}, 5)
 
 
 # ------------------------------------------------------------------------------ BN freezing
 @pytest.mark.parametrize("method", ["cgd", "asymptotic_proxy", "positive_proxy", "dynamic_margin",
                                     "proxy_anchor"])
 def test_bn_freezing_keeps_running_statistics(method):
-    # the demo profile trains from scratch with BN unfrozen; the full recipes freeze it
+    # NormSoftmax trains BN statistics; the others' recipes freeze them
     key = "bn_freeze" if method in ("dynamic_margin", "proxy_anchor") else "freeze_bn"
     m = make(method, **{key: True})
     images, labels = batch()
@@ -178,18 +184,18 @@ def test_normsoftmax_warmup_keeps_backbone_fixed_then_trains_it():
 
 
 def test_normsoftmax_optimizer_switch():
-    seed = build_method(demo_recipe("normsoftmax", optimizer="sgd"), NUM_CLASSES)
-    demo = build_method(demo_recipe("normsoftmax"), NUM_CLASSES)
+    demo = build_method(random_init("normsoftmax"), NUM_CLASSES)
+    adam = build_method(random_init("normsoftmax", optimizer="adam"), NUM_CLASSES)
     assert recipe_by_name("normsoftmax/cub/resnet50/uncropped")["optimizer"] == "sgd"  # the original code's
-    assert isinstance(seed.optimizer, torch.optim.SGD) and isinstance(seed.warmup_optimizer, torch.optim.SGD)
-    assert isinstance(demo.optimizer, torch.optim.Adam) and isinstance(demo.warmup_optimizer, torch.optim.Adam)
-    assert [g["weight_decay"] for g in demo.optimizer.param_groups] == [1e-4, 1e-4]
+    assert isinstance(demo.optimizer, torch.optim.SGD) and isinstance(demo.warmup_optimizer, torch.optim.SGD)
+    assert isinstance(adam.optimizer, torch.optim.Adam) and isinstance(adam.warmup_optimizer, torch.optim.Adam)
+    assert [g["weight_decay"] for g in adam.optimizer.param_groups] == [1e-4, 1e-4]
     with pytest.raises(ValueError, match="optimizer=.lamb.: expected one of sgd, adam"):
-        build_method(demo_recipe("normsoftmax", optimizer="lamb"), NUM_CLASSES)
+        build_method(random_init("normsoftmax", optimizer="lamb"), NUM_CLASSES)
 
 
 def test_normsoftmax_schedule_is_the_seeds_31_epochs():
-    m = build_method(demo_recipe("normsoftmax", epochs=31, lr=0.01, lr_step=None, optimizer="sgd"),
+    m = build_method(random_init("normsoftmax", epochs=31, lr=0.01, lr_step=None, optimizer="sgd"),
                      NUM_CLASSES)
     lrs = {}
     with warnings.catch_warnings():
@@ -205,14 +211,14 @@ def test_normsoftmax_schedule_is_the_seeds_31_epochs():
 
 
 def test_normsoftmax_official_options():
-    m = build_method(demo_recipe("normsoftmax", refactor="official", embedding_dim=512,
+    m = build_method(random_init("normsoftmax", refactor="official", embedding_dim=512,
                                  proxy_weight_decay=False), NUM_CLASSES)
     assert isinstance(m.model.embedding, nn.Identity)  # D = backbone width: no remap layer
     assert m.optimizer.param_groups[1]["weight_decay"] == 0.0
-    m = build_method(demo_recipe("normsoftmax", refactor="official"), NUM_CLASSES)
+    m = build_method(random_init("normsoftmax", refactor="official"), NUM_CLASSES)
     assert isinstance(m.model.embedding, nn.Linear) and m.model.embedding.bias is None
     with pytest.raises(ValueError, match="refactor"):
-        build_method(demo_recipe("normsoftmax", refactor="nope"), NUM_CLASSES)
+        build_method(random_init("normsoftmax", refactor="nope"), NUM_CLASSES)
 
 
 # ------------------------------------------------------------------------------ CGD
@@ -223,7 +229,7 @@ def test_cgd_loss_parts_schedule_and_optimizer():
     out = m.training_step(images, labels)
     assert set(out.parts) == {"cls", "triplet"}
     assert float(out.loss.detach()) == pytest.approx(out.parts["cls"] + out.parts["triplet"], rel=1e-5)
-    full = build_method(demo_recipe("cgd", epochs=20, lr_milestones=None), NUM_CLASSES)
+    full = build_method(random_init("cgd", epochs=20, lr_milestones=None), NUM_CLASSES)
     assert sorted(full.scheduler.milestones) == [12, 16]
     assert isinstance(full.optimizer, torch.optim.Adam)
     assert full.optimizer.param_groups[0]["weight_decay"] == 0
@@ -258,7 +264,7 @@ def test_moving_proxy_update_after_step_with_same_forward_embeddings():
 
 
 def test_asymptotic_proxy_schedule():
-    m = build_method(demo_recipe("asymptotic_proxy", epochs=30, lr=1e-4, lr_step=None), NUM_CLASSES)
+    m = build_method(random_init("asymptotic_proxy", epochs=30, lr=1e-4, lr_step=None), NUM_CLASSES)
     assert m.scheduler.step_size == 15 and m.scheduler.gamma == 0.1
     assert isinstance(m.optimizer, torch.optim.Adam)
 

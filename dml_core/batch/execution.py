@@ -134,16 +134,22 @@ def _done_marker(run_dir: str | Path) -> str | None:
 
 def _data_state(run_dir: Path) -> dict[str, str | None]:
     """``{index path: current data fingerprint}`` for every prepared index that a training in
-    ``run_dir`` read (the provenance of the folder and of the run folders one level below)."""
+    ``run_dir`` read (the provenance of the folder and of the run folders one level below), and
+    ``{"weights:<file>": "present" | None}`` for the pretrained weights it started from (their
+    names carry their SHA-256 prefix, so rebuilt weights have another name)."""
     from dml_core.data.index import index_fingerprint
 
     state: dict[str, str | None] = {}
     for provenance in RunFolder(run_dir).provenances():
+        weights = provenance.get("weights") or {}
         for path in (provenance.get("data_index") or {}).values():
             try:
                 state[path] = index_fingerprint(path)
             except OSError:
                 state[path] = None
+        if weights.get("file"):
+            present = (paths.torch_checkpoint_dir() / weights["file"]).is_file()
+            state[f"weights:{weights['file']}"] = "present" if present else None
     return state
 
 
@@ -160,7 +166,7 @@ def skip_reason(run_dir: Path, parts: dict[str, str]) -> tuple[bool, str]:
     if stored.get("fingerprint") == sha256_of(parts):
         data = stored.get("data") or {}
         if data and _data_state(run_dir) != data:
-            return False, "changed: prepared data"
+            return False, "changed: prepared data or pretrained weights"
         return True, "unchanged"
     old = stored.get("parts") or {}
     changed = [k for k in ("notebook", "parameters", "code", "version") if old.get(k) != parts[k]]

@@ -44,7 +44,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 class RetrievalDataset(Dataset):
     """One split of a prepared data set.
 
-    dataset: car | cub | sop | isc | stl10 | demo; split: train | test (| query | gallery for isc).
+    dataset: car | cub | sop | isc | stl10 | demo; split: train | test (| query | gallery for isc,
+    | val for the demo).
     transform: applied to the RGB PIL image (default: ``ToTensor``, RGB in [0, 1]).
     crop: crop to the bounding box (clipped to the image) before the transform; car, cub, demo only.
     Attributes: ``labels`` (int64, (N,)), ``paths`` (absolute str), ``class_names`` (raw, per

@@ -11,12 +11,23 @@ class ids trains and the second half is the unseen test set:
 * train (ids 1-50): the 50 numbers whose digit sum is EVEN (00, 02, 04, ..., 11, 13, ...);
 * test (ids 51-100): the 50 numbers whose digit sum is ODD (01, 03, ..., 10, 12, ...).
 
+Besides its ``IMAGES_PER_CLASS`` training images, every training class has
+``VAL_IMAGES_PER_CLASS`` **validation** images (split ``val`` of the prepared index, listed in
+``validation_images.txt``; CUB has no such file). When a run holds out validation classes
+(``validation_fraction``), it trains on the other classes' training images and selects its epoch
+on the held-out classes' validation images.
+
 Every test number is a new class, but each of its digits has been seen in both positions during
 training (e.g. test 57: train has 53, 55, 17, 37, ...), so features that recognise digits and
 their order transfer, as bird parts transfer between CUB's disjoint species. Reversal keeps the
-digit sum, so a number and its mirror-ordered twin (08/80) always fall in the same split. Train
-images use only the scans with an even index in ``load_digits()``, test images those with an odd
-index: no scan appears in both splits.
+digit sum, so a number and its mirror-ordered twin (08/80) always fall in the same split.
+
+Scans (:func:`scan_role`): every image is made of scans of ONE role, chosen by the scan's index in
+``load_digits()``: odd indices make the test images, even indices ``≡ 2 (mod 8)`` the validation
+images, the other even indices the training images (and the source task of the demo's pretrained
+stand-in trunk, :mod:`dml_core.models.standin`). No scan appears in two roles, so validation images
+are as unseen as test images: their scans were never trained on (until version 2 the validation
+classes were rendered from the training scans, which made validation easier than test).
 
 Why numbers, not single digits: the first demo (digits 0-4 train, 5-9 test) had 5 training
 classes. Five classes teach an embedding with five directions, which does not transfer: an
@@ -44,12 +55,18 @@ from dml_core.core.io import atomic_path, write_text
 SCALE = 4          # the toy stand-in's upscaling (8 -> 32 px)
 CANVAS = 48
 SEED = 0
-VERSION = "2"           # 1: single digits 0-4 / 5-9 (until Nov 2026); 2: two-digit numbers
+#: 1: single digits 0-4 / 5-9 (until Nov 2026); 2: two-digit numbers; 3: validation images from
+#: their own scans (:func:`scan_role`).
+VERSION = "3"
 VERSION_FILE = "demo_version.txt"
-ANNOTATION_FILES = ("images.txt", "image_class_labels.txt", "bounding_boxes.txt")
+ANNOTATION_FILES = ("images.txt", "image_class_labels.txt", "bounding_boxes.txt",
+                    "validation_images.txt")
+VALIDATION_FILE = "validation_images.txt"  # '<image id>' per line: the validation images
 NUM_CLASSES = 100       # the numbers 00-99
 NUM_TRAIN_CLASSES = 50  # class ids 1-50 (even digit sum) train, 51-100 (odd digit sum) test
-IMAGES_PER_CLASS = 30
+IMAGES_PER_CLASS = 30   # training images of a training class; test images of a test class
+VAL_IMAGES_PER_CLASS = 30  # validation images of a training class
+SCAN_ROLES = ("train", "val", "test")
 SIZE_RANGE = (18, 22)   # rendered digit height = width (px), one size per image
 GAP_RANGE = (0, 3)      # px between the two digits
 JITTER = 2              # max vertical offset (px) of the second digit against the first
@@ -68,6 +85,22 @@ def digit_images(scale: int = SCALE) -> tuple[np.ndarray, np.ndarray]:
     ink = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     ink = ink.repeat(scale, axis=1).repeat(scale, axis=2)
     return ink, digits.target.astype(np.int64)
+
+
+def scan_role(index: int | np.ndarray) -> str | np.ndarray:
+    """What the scan ``load_digits().images[index]`` may make: ``"test"`` (odd index), ``"val"``
+    (even, ``index % 8 == 2``) or ``"train"`` (the other even indices). Vectorised over arrays."""
+    index = np.asarray(index)
+    role = np.where(index % 2 == 1, "test", np.where(index % 8 == 2, "val", "train"))
+    return str(role) if role.ndim == 0 else role
+
+
+def scan_pool(role: str, digit: int, labels: np.ndarray) -> np.ndarray:
+    """Indices of the scans of ``digit`` (``labels = load_digits().target``) with ``role``."""
+    if role not in SCAN_ROLES:
+        raise ValueError(f"unknown scan role {role!r}; expected one of {SCAN_ROLES}")
+    index = np.arange(len(labels))
+    return np.flatnonzero((labels == int(digit)) & (scan_role(index) == role))
 
 
 def demo_classes() -> list[tuple[int, str]]:
@@ -130,24 +163,28 @@ def render_number(digits8, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     return rgb, alpha > 0
 
 
-def demo_plan(labels: np.ndarray | None = None) -> list[tuple[int, str, int, int]]:
-    """``[(class_id, number, scan_of_first_digit, scan_of_second_digit), ...]``: the deterministic
-    list of every demo image (``IMAGES_PER_CLASS`` per class, class by class). Scans are indices
-    into ``load_digits()`` (whose ``target`` may be passed as ``labels``): even indices for train
-    classes, odd ones for test classes."""
+def demo_plan(labels: np.ndarray | None = None) -> list[tuple[int, str, int, int, str]]:
+    """``[(class_id, number, scan_of_first_digit, scan_of_second_digit, split), ...]``: the
+    deterministic list of every demo image. First ``IMAGES_PER_CLASS`` per class, class by class
+    (split ``train`` for ids 1-50, ``test`` for 51-100), then ``VAL_IMAGES_PER_CLASS`` per training
+    class (split ``val``). Scans are indices into ``load_digits()`` (whose ``target`` may be passed
+    as ``labels``), each drawn from the pool of its split's role (:func:`scan_role`)."""
     if labels is None:
         from sklearn.datasets import load_digits
 
         labels = load_digits().target
     rng = np.random.default_rng(SEED)
     plan = []
-    for class_id, number in demo_classes():
-        parity = 0 if class_id <= NUM_TRAIN_CLASSES else 1
-        pools = [np.flatnonzero((labels == int(d)) & (np.arange(len(labels)) % 2 == parity))
-                 for d in number]
-        for _ in range(IMAGES_PER_CLASS):
+    classes = demo_classes()
+    blocks = [(cid, number, "train" if cid <= NUM_TRAIN_CLASSES else "test", IMAGES_PER_CLASS)
+              for cid, number in classes]
+    blocks += [(cid, number, "val", VAL_IMAGES_PER_CLASS) for cid, number in classes
+               if cid <= NUM_TRAIN_CLASSES]
+    for class_id, number, split, count in blocks:
+        pools = [scan_pool(split, int(d), labels) for d in number]
+        for _ in range(count):
             first, second = (int(rng.choice(pool)) for pool in pools)
-            plan.append((class_id, number, first, second))
+            plan.append((class_id, number, first, second, split))
     return plan
 
 
@@ -155,7 +192,7 @@ def write_demo_raw(root: str | os.PathLike, limit: int | None = None) -> Path:
     """Write the demo raw data set into ``root`` (normally ``<data_root>/demo``); return ``root``.
 
     ``limit``: write only the first ``limit`` images (identical files; for quick tests only,
-    ``prepare("demo")`` writes all 3,000). The annotation files are written last (atomically),
+    ``prepare("demo")`` writes all 4,500). The annotation files are written last (atomically),
     so a half-written folder is redone. Image ``i`` depends only on ``SEED`` and ``i`` (its scans
     from :func:`demo_plan`, its nuisances from one child generator per image), so a prefix is
     identical to the full set's.
@@ -167,9 +204,9 @@ def write_demo_raw(root: str | os.PathLike, limit: int | None = None) -> Path:
     scans, plan = digits.images, demo_plan(digits.target)
     n = len(plan) if limit is None else min(limit, len(plan))
     children = np.random.SeedSequence(SEED).spawn(len(plan))
-    image_lines, label_lines, box_lines = [], [], []
+    image_lines, label_lines, box_lines, val_lines = [], [], [], []
     for i in range(1, n + 1):
-        class_id, number, first, second = plan[i - 1]
+        class_id, number, first, second, split = plan[i - 1]
         rgb, mask = render_number([scans[first], scans[second]],
                                   np.random.default_rng(children[i - 1]))
         relpath = f"{class_id:03d}.number_{number}/number_{number}_{i:04d}.png"
@@ -181,6 +218,9 @@ def write_demo_raw(root: str | os.PathLike, limit: int | None = None) -> Path:
         image_lines.append(f"{i} {relpath}")
         label_lines.append(f"{i} {class_id}")
         box_lines.append(f"{i} {x} {y} {w} {h}")
+        if split == "val":
+            val_lines.append(f"{i}")
+    write_text(root / VALIDATION_FILE, "".join(f"{line}\n" for line in val_lines))
     write_text(root / "bounding_boxes.txt", "\n".join(box_lines) + "\n")
     write_text(root / "image_class_labels.txt", "\n".join(label_lines) + "\n")
     write_text(root / "images.txt", "\n".join(image_lines) + "\n")
@@ -190,7 +230,7 @@ def write_demo_raw(root: str | os.PathLike, limit: int | None = None) -> Path:
 
 
 def demo_raw_exists(root: str | os.PathLike) -> bool:
-    """True when ``root`` holds a complete demo of the current :data:`VERSION` (its three
+    """True when ``root`` holds a complete demo of the current :data:`VERSION` (its
     annotation files and ``demo_version.txt``, written last)."""
     root = Path(root)
     return all((root / n).is_file() for n in ANNOTATION_FILES) and demo_version(root) == VERSION
@@ -216,7 +256,7 @@ def remove_stale_demo(root: str | os.PathLike) -> str | None:
     version = demo_version(root)
     if version is not None:
         what = f"the generated demo of version {version} (current: {VERSION})"
-    elif all((root / n).is_file() for n in ANNOTATION_FILES):
+    elif all((root / n).is_file() for n in ANNOTATION_FILES[:3]):
         what = "the generated demo of version 1 (current: {VERSION})".format(VERSION=VERSION)
     else:
         what = "an unfinished generated demo (an interrupted preparation)"

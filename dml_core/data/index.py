@@ -1,10 +1,12 @@
 """The prepared index ``<data_root>/<ds>/index.csv``: records, label maps, reading and writing.
 
 Columns (docs/ARCHITECTURE.md): ``path`` (relative to ``<data_root>/<ds>/``), ``class_name`` (raw
-label string), ``label`` (int), ``split`` (train | test | query | gallery), ``x1, y1, x2, y2``
-(int PIL box, empty when the set has no boxes).
+label string), ``label`` (int), ``split`` (train | val | test | query | gallery), ``x1, y1, x2,
+y2`` (int PIL box, empty when the set has no boxes). ``val`` (the demo only): images of training
+classes kept for validation, made of scans no training image uses.
 
-Labels: dense ``0..C-1`` over the sorted class names of ``train``, and separately dense over the
+Labels: dense ``0..C-1`` over the sorted class names of ``train`` (``val`` shares that map: its
+classes are training classes), and separately dense over the
 sorted class names of the UNION of the evaluation splits (``test``, or ``query`` ∪ ``gallery`` with
 ONE shared map). Names sort numerically when they are all integers (``"2" < "10"``), otherwise as
 strings. (The original repositories sort strings per split, so their label ints differ from ours; retrieval metrics
@@ -37,7 +39,7 @@ from .layout import INDEX_COLUMNS, INDEX_FILE, REPORT_FILE
 #: fingerprint (a change re-trains). 2: the index's integrity record in prepare_report.json.
 PREPARE_VERSION = 2
 
-TRAIN_SPLITS = ("train",)
+TRAIN_SPLITS = ("train", "val")  # one label map: the training classes
 EVAL_SPLITS = ("test", "query", "gallery")
 
 
@@ -67,7 +69,8 @@ def label_map(names: Iterable[str]) -> dict[str, int]:
 
 
 def assign_labels(records: list[Record]) -> list[Record]:
-    """Set ``record.label`` in place: one map for ``train``, ONE shared map for all eval splits.
+    """Set ``record.label`` in place: one map for ``train`` (and ``val``), ONE shared map for all
+    eval splits.
 
     In-shop: query and gallery share one item-id map built over query ∪ gallery. The original repositories build
     a separate sorted map per split, which is only correct because both splits happen to hold the
@@ -75,7 +78,7 @@ def assign_labels(records: list[Record]) -> list[Record]:
     """
     unknown = {r.split for r in records} - set(TRAIN_SPLITS) - set(EVAL_SPLITS)
     if unknown:
-        raise ValueError(f"unknown split(s) {sorted(unknown)}; expected train/test/query/gallery")
+        raise ValueError(f"unknown split(s) {sorted(unknown)}; expected train/val/test/query/gallery")
     for group in (TRAIN_SPLITS, EVAL_SPLITS):
         members = [r for r in records if r.split in group]
         mapping = label_map(r.class_name for r in members)

@@ -5,12 +5,19 @@ Raw data of data set ``ds`` lives in ``<data_root>/<ds>/`` exactly as the origin
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Optional
+
+from dml_core.core import paths
+
 DATASETS = ("car", "cub", "sop", "isc", "stl10", "demo")
 CROPPABLE = ("car", "cub", "demo")  # data sets with bounding boxes
 BOX_CONVENTIONS = ("corrected", "original")
 VERIFY_MODES = ("header", "full", "none")
 
 INDEX_FILE = "index.csv"
+LOCK_FILE = ".prepare.lock"  # one preparation of a data-set folder at a time
 REPORT_FILE = "prepare_report.json"
 BAD_IMAGES_FILE = "bad_images.txt"
 MISSING_FILES_FILE = "missing_files.txt"
@@ -26,7 +33,7 @@ EXPECTED_SIZES: dict[str, dict[str, int]] = {
     # so only the test part (3 classes x first 60) is fixed.
     "stl10": {"test": 180},
     # two-digit numbers (dml_core.data.demo): 50 classes x 30 images per split.
-    "demo": {"train": 1500, "test": 1500},
+    "demo": {"train": 1500, "val": 1500, "test": 1500},
 }
 
 EXPECTED_LAYOUT: dict[str, str] = {
@@ -56,7 +63,8 @@ EXPECTED_LAYOUT: dict[str, str] = {
     stl10_binary/train_X.bin  train_y.bin  test_X.bin  test_y.bin  fold_indices.txt""",
     "demo": """\
 <data_root>/demo/           # written by dml_core.data.demo.write_demo_raw (CUB layout)
-    images.txt  image_class_labels.txt  bounding_boxes.txt  images/<NNN.number_XY>/<file>.png""",
+    images.txt  image_class_labels.txt  bounding_boxes.txt  images/<NNN.number_XY>/<file>.png
+    validation_images.txt   # '<id>': validation images of training classes (split 'val')""",
 }
 
 
@@ -65,3 +73,8 @@ def check_dataset(name: str) -> str:
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; expected one of {list(DATASETS)}")
     return name
+
+
+def dataset_dir(dataset: str, data_root: Optional[str | os.PathLike] = None) -> Path:
+    """``<data_root>/<dataset>`` (default data root: :func:`dml_core.core.paths.data_root`)."""
+    return Path(data_root if data_root is not None else paths.data_root()) / check_dataset(dataset)

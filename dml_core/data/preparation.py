@@ -30,18 +30,15 @@ from dml_core.core.locks import FileLock
 
 from . import raw, stl10
 from .demo import NUM_TRAIN_CLASSES as DEMO_TRAIN_CLASSES
+from .demo import VALIDATION_FILE as DEMO_VALIDATION_FILE
 from .demo import demo_raw_exists, remove_stale_demo, write_demo_raw
 from .index import (IndexIntegrityError, Record, assign_labels, index_bytes, integrity_record,
                     read_index, split_summary, write_index)
 from .layout import (BAD_IMAGES_FILE, BOX_CONVENTIONS, DATASETS, EXPECTED_SIZES, INDEX_FILE,
-                     MISSING_FILES_FILE, REPORT_FILE, VERIFY_MODES, check_dataset)
+                     LOCK_FILE, MISSING_FILES_FILE, REPORT_FILE, VERIFY_MODES, check_dataset,
+                     dataset_dir)
 from .boxes import box_inside
 from .verify import check_images
-
-
-def dataset_dir(dataset: str, data_root: Optional[str | os.PathLike] = None) -> Path:
-    """``<data_root>/<dataset>`` (default data root: :func:`dml_core.core.paths.data_root`)."""
-    return Path(data_root if data_root is not None else paths.data_root()) / check_dataset(dataset)
 
 
 def index_path(dataset: str, data_root: Optional[str | os.PathLike] = None) -> Path:
@@ -53,13 +50,22 @@ def is_prepared(dataset: str, data_root: Optional[str | os.PathLike] = None) -> 
     return index_path(dataset, data_root).is_file()
 
 
+def prepared_splits(dataset: str, data_root: Optional[str | os.PathLike] = None) -> list[str]:
+    """The splits of the prepared ``dataset`` (from its integrity record), e.g. ``["train",
+    "test", "val"]`` for the demo; IndexIntegrityError when it has none."""
+    from .index import read_integrity
+
+    return list(read_integrity(index_path(dataset, data_root))["splits"])
+
+
 def read_raw(dataset: str, folder: Path, box_convention: str = "corrected") -> list[Record]:
     """Records of ``dataset`` read from its raw folder (labels unassigned)."""
     if dataset == "car":
         return raw.read_car(folder, box_convention)
     if dataset in ("cub", "demo"):
         n = DEMO_TRAIN_CLASSES if dataset == "demo" else 100
-        return raw.read_cub(folder, box_convention, num_train_classes=n, dataset=dataset)
+        return raw.read_cub(folder, box_convention, num_train_classes=n, dataset=dataset,
+                            validation_file=DEMO_VALIDATION_FILE if dataset == "demo" else None)
     if dataset == "sop":
         return raw.read_sop(folder)
     if dataset == "isc":
@@ -99,9 +105,6 @@ def prepare(dataset: str, data_root: Optional[str | os.PathLike] = None, *, forc
         return _prepare(dataset, data_root, force=force, box_convention=box_convention,
                         verify_images=verify_images, workers=workers, verbose=verbose)
 
-
-#: The lock file of a data-set folder (one preparation at a time).
-LOCK_FILE = ".prepare.lock"
 
 
 def _prepare(dataset: str, data_root, *, force: bool, box_convention: str, verify_images: str,
@@ -229,6 +232,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         try:
             prepare(name, args.data_root, force=args.force, box_convention=args.box_convention,
                     verify_images=args.verify_images, workers=args.workers)
+            if name == "demo":  # the demo's stand-in for ImageNet weights, built once
+                from dml_core.models.standin import ensure_standin
+
+                print(f"demo: stand-in weights {ensure_standin(args.data_root)}")
         except (OSError, ValueError, RuntimeError) as exc:  # a clear message, no traceback
             print(f"error: {name}: {exc}", file=sys.stderr)
             failed.append(name)

@@ -119,13 +119,17 @@ def read_car(folder: Path, box_convention: str = "corrected") -> list[Record]:
 
 
 def read_cub(folder: Path, box_convention: str = "corrected", num_train_classes: int = 100,
-             dataset: str = "cub") -> list[Record]:
+             dataset: str = "cub", validation_file: str | None = None) -> list[Record]:
     """CUB-200-2011 (and the demo, which uses the same layout): ``images.txt`` (id path),
     ``image_class_labels.txt`` (id label), ``bounding_boxes.txt`` (id x y w h floats), images in
-    ``images/``. Labels ``<= num_train_classes`` → train (100 for CUB, 5 for the demo), rest → test."""
+    ``images/``. Labels ``<= num_train_classes`` → train (100 for CUB, 50 for the demo), rest →
+    test. ``validation_file`` (the demo's ``validation_images.txt``, one image id per line): those
+    images of training classes form the split ``val``."""
     folder = Path(folder)
     names = ["images.txt", "image_class_labels.txt", "bounding_boxes.txt"]
-    require_files(dataset, folder, names)
+    require_files(dataset, folder, names + ([validation_file] if validation_file else []))
+    val_ids = ({row[0] for row in _split_lines(folder / validation_file, 0)} if validation_file
+               else set())
     images, labels, boxes = (_split_lines(folder / n, 0) for n in names)
     for n, rows, k in zip(names, (images, labels, boxes), (2, 2, 5)):
         _expect_columns(folder / n, rows, k, "see docs/DATA.md")
@@ -139,6 +143,12 @@ def read_cub(folder: Path, box_convention: str = "corrected", num_train_classes:
     for image_id, relpath in ((row[0], row[1]) for row in images):
         cls = label_of[image_id]
         split = "train" if int(cls) <= num_train_classes else "test"
+        if image_id in val_ids:
+            if split != "train":
+                raise ValueError(f"{folder / validation_file}: image {image_id} is of class {cls}, "
+                                 f"not a training class (1-{num_train_classes}); validation "
+                                 "images must belong to training classes")
+            split = "val"
         box = xywh_box(*box_of[image_id], box_convention=box_convention)
         records.append(Record(f"images/{relpath}", cls, split, box))
     return records

@@ -19,6 +19,16 @@ def options(recipe: dict[str, Any], defaults: dict[str, Any], method: str) -> di
     return out
 
 
+def backbone_weights(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The network's ``pretrained`` and ``source`` arguments for ``recipe``: pretrained weights
+    (when ``recipe["pretrained"]``) of the recipe's data set's world (ImageNet, or the demo's
+    stand-in; :func:`dml_core.models.backbones.pretraining_source`)."""
+    from dml_core.models.backbones import pretraining_source
+
+    return {"pretrained": bool(recipe["pretrained"]),
+            "source": pretraining_source(str(recipe["dataset"]))}
+
+
 def set_requires_grad(params: Iterable[torch.Tensor], flag: bool) -> None:
     for p in params:
         p.requires_grad_(flag)

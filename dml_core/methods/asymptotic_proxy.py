@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from dml_core.losses import MovingProxyLoss
-from dml_core.methods._util import adam_family, options
+from dml_core.methods._util import adam_family, backbone_weights, options
 from dml_core.methods.base import Method, StepOutput
 from dml_core.methods.shared import LossSpec
 from dml_core.models import ProxyHeadNet
@@ -73,7 +73,7 @@ class AsymptoticProxyMethod(Method):
     def __init__(self, recipe: dict[str, Any], num_classes: int):
         o = self.options = options(recipe, DEFAULTS, self.name)
         dim = int(recipe["embedding_dim"])
-        model = ProxyHeadNet(recipe["backbone"], dim, pretrained=bool(recipe["pretrained"]),
+        model = ProxyHeadNet(recipe["backbone"], dim, **backbone_weights(recipe),
                              pooling="max")
         criterion = build_loss(o, num_classes, dim)
         super().__init__(model, criterion)

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from dml_core.losses import BatchHardTripletLoss, LabelSmoothingCrossEntropy
-from dml_core.methods._util import adam_family, options
+from dml_core.methods._util import adam_family, backbone_weights, options
 from dml_core.methods.base import Method, StepOutput
 from dml_core.methods.shared import LossSpec
 from dml_core.models import CGDNet
@@ -82,7 +82,7 @@ CGD_OWN_KEYS = ("gd_config", "gem_clamp", "smoothing", "temperature", "margin")
 def build_network(recipe: dict[str, Any], o: dict[str, Any], num_classes: int) -> CGDNet:
     """CGD's network: the global descriptors of ``o["gd_config"]`` and the auxiliary classifier."""
     return CGDNet(recipe["backbone"], o["gd_config"], int(recipe["embedding_dim"]),
-                  num_classes=num_classes, pretrained=bool(recipe["pretrained"]),
+                  num_classes=num_classes, **backbone_weights(recipe),
                   gem_clamp=bool(o["gem_clamp"]))
 
 

@@ -45,7 +45,8 @@ from typing import Any
 import torch
 
 from dml_core.losses import DynamicMarginLoss, ProxyAnchorLoss, make_margin_optimizer
-from dml_core.methods._util import fused_adam, options, params_except, set_requires_grad
+from dml_core.methods._util import (backbone_weights, fused_adam, options, params_except,
+                                    set_requires_grad)
 from dml_core.methods.base import Method
 from dml_core.methods.shared import LossSpec
 from dml_core.models import (
@@ -127,7 +128,7 @@ class ProxyAnchorMethod(Method):
     def __init__(self, recipe: dict[str, Any], num_classes: int):
         o = self.options = options(recipe, self.defaults, self.name)
         dim = int(recipe["embedding_dim"])
-        model = ProxyAnchorNet(recipe["backbone"], dim, pretrained=bool(recipe["pretrained"]),
+        model = ProxyAnchorNet(recipe["backbone"], dim, **backbone_weights(recipe),
                                bn_momentum=o["bn_momentum"])
         self.freeze_bn = bool(o["freeze_bn"])
         if self.freeze_bn:

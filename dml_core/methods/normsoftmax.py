@@ -44,7 +44,8 @@ import torch
 from torch import nn
 
 from dml_core.losses import NormSoftmaxLoss
-from dml_core.methods._util import fused_adam, options, params_except, set_requires_grad
+from dml_core.methods._util import (backbone_weights, fused_adam, options, params_except,
+                                    set_requires_grad)
 from dml_core.methods.base import Method
 from dml_core.methods.schema import KEYS
 from dml_core.methods.shared import LossSpec
@@ -90,7 +91,7 @@ class NormSoftmaxMethod(Method):
         if o["optimizer"] not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {o['optimizer']!r}")
         dim = int(recipe["embedding_dim"])
-        model = NormSoftmaxNet(recipe["backbone"], dim, pretrained=bool(recipe["pretrained"]))
+        model = NormSoftmaxNet(recipe["backbone"], dim, **backbone_weights(recipe))
         if o["refactor"] == "official":
             width = feature_dim(recipe["backbone"])
             model.embedding = nn.Identity() if dim == width else nn.Linear(width, dim, bias=False)

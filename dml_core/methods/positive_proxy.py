@@ -37,7 +37,7 @@ import torch
 from adamp import AdamP
 
 from dml_core.losses import NormSoftmaxLoss, PositiveProxyLoss, ProxyAnchorLoss
-from dml_core.methods._util import options, params_except, set_requires_grad
+from dml_core.methods._util import backbone_weights, options, params_except, set_requires_grad
 from dml_core.methods.base import Method
 from dml_core.methods.schema import KEYS
 from dml_core.methods.shared import LossSpec
@@ -97,7 +97,7 @@ class PositiveProxyMethod(Method):
     def __init__(self, recipe: dict[str, Any], num_classes: int):
         o = self.options = options(recipe, DEFAULTS, self.name)
         dim = int(recipe["embedding_dim"])
-        model = ProxyHeadNet(recipe["backbone"], dim, pretrained=bool(recipe["pretrained"]),
+        model = ProxyHeadNet(recipe["backbone"], dim, **backbone_weights(recipe),
                              pooling="max")
         criterion = build_pp_loss(o["loss"], num_classes, dim, o)
         super().__init__(model, criterion)

@@ -109,10 +109,11 @@ class LossSpec:
 
 def shared_network(recipe: dict[str, Any]) -> nn.Module:
     """The shared network (:data:`HEAD`) for the recipe's backbone, pretraining and dimension."""
+    from dml_core.methods._util import backbone_weights
     from dml_core.models import ProxyAnchorNet
 
     return ProxyAnchorNet(recipe["backbone"], int(recipe["embedding_dim"]),
-                          pretrained=bool(recipe["pretrained"]), bn_momentum=None)
+                          **backbone_weights(recipe), bn_momentum=None)
 
 
 def check_paper_recipe(recipe: dict[str, Any], reads: tuple[str, ...]) -> None:

@@ -32,7 +32,17 @@ DINO's layout is timm's ``vit_small_patch16_224``; DINOv2's differs from timm's
 publishers give no checksum for them, so a damaged file's error prints its full SHA-256.
 
 Both resnet50 files hold the same ImageNet V1 weights (torchvision re-saved them under a new hash);
-the same goes for resnet18. Options of :func:`build_backbone`:
+the same goes for resnet18.
+
+Pretraining sources (``source=`` of :func:`build_backbone`, :func:`pretraining_source`): ImageNet
+(``"imagenet"``, the files above) for every real data set; on the embedded demo data the
+**stand-in** (``"digits"``): resnet18 pretrained on single digits by
+:mod:`dml_core.models.standin`, ``resnet18_digits-v<version>-<sha256 prefix>.pth`` in the same
+folder, built on this machine when missing. Both load through the same code; the stand-in's
+SHA-256 is checked against its name on every load (torch.hub's file-name convention), a published
+file's only when it does not load.
+
+Options of :func:`build_backbone`:
 
 - ``layer3_stride1`` (resnet50 / resnext50_32x4d): CGD's ``resnet.py``: layer3 built with stride 1,
   no dilation, so the stages run at 56 → 28 → 28 → 14 and the final map is 14×14 at 224.
@@ -58,12 +68,15 @@ __all__ = [
     "BackboneSpec",
     "CorruptWeightsError",
     "MissingWeightsError",
+    "PRETRAINING_SOURCES",
     "ViTTrunk",
     "build_backbone",
     "feature_dim",
     "input_convention",
     "list_backbones",
     "find_weights",
+    "pretraining_source",
+    "weights_fingerprint",
 ]
 
 TV_URL = "https://download.pytorch.org/models/"
@@ -290,6 +303,24 @@ def _spec(name: str) -> BackboneSpec:
         raise ValueError(f"unknown backbone {name!r}; expected one of {list_backbones()}") from None
 
 
+#: Where ``pretrained=True`` weights come from: ``"imagenet"`` (the published files of
+#: :data:`BACKBONES`) or ``"digits"`` (the demo's stand-in, :mod:`dml_core.models.standin`).
+PRETRAINING_SOURCES = ("imagenet", "digits")
+
+
+def pretraining_source(dataset: str) -> str:
+    """The weights ``pretrained=True`` means for a run on ``dataset``: the stand-in trunk
+    pretrained on single digits (``"digits"``) on the embedded ``demo`` data, whose world has no
+    ImageNet; ImageNet (``"imagenet"``) on every real data set."""
+    return "digits" if dataset == "demo" else "imagenet"
+
+
+def _check_source(source: str) -> None:
+    if source not in PRETRAINING_SOURCES:
+        raise ValueError(f"unknown pretraining source {source!r}; expected one of "
+                         f"{list(PRETRAINING_SOURCES)}")
+
+
 def list_backbones() -> list[str]:
     """Registered backbone names, sorted."""
     return sorted(BACKBONES)
@@ -301,13 +332,18 @@ def feature_dim(name: str) -> int:
 
 
 # --------------------------------------------------------------------------- weights
-def find_weights(name: str) -> Path:
-    """Path of the first weight file of ``name`` present in ``torch_checkpoint_dir()``.
+def find_weights(name: str, source: str = "imagenet") -> Path:
+    """Path of the weight file of backbone ``name`` pretrained on ``source`` in
+    ``torch_checkpoint_dir()``: the first of the published files present (ImageNet), or the
+    demo's stand-in (``"digits"``).
 
-    Raises :class:`MissingWeightsError` naming every file looked for, its URL and the folder.
+    Raises :class:`MissingWeightsError` naming every file looked for and where to get it.
     """
     spec = _spec(name)
+    _check_source(source)
     folder = torch_checkpoint_dir()
+    if source == "digits":
+        return _find_standin(name, folder)
     for fname in spec.weight_files:
         if (folder / fname).is_file():
             return folder / fname
@@ -318,6 +354,29 @@ def find_weights(name: str) -> Path:
         f"On a machine with internet, download one of them (e.g. `wget {spec.urls[0]}`) and put it "
         f"in {folder} (= $TORCH_HOME/hub/checkpoints), or use pretrained=False."
     )
+
+
+def _find_standin(name: str, folder: Path) -> Path:
+    """The one stand-in file of backbone ``name`` in ``folder`` (see :func:`find_weights`)."""
+    from dml_core.models import standin
+
+    if name != standin.BACKBONE:
+        raise ValueError(f"the demo's stand-in weights exist for {standin.BACKBONE!r} only, not "
+                         f"{name!r}; use pretrained=False")
+    found = standin.standin_files(folder)
+    if len(found) > 1:
+        raise MissingWeightsError(
+            f"several stand-in weight files for {name!r} in {folder}: "
+            f"{', '.join(p.name for p in found)}; keep one of them (runs record which one they "
+            "used in provenance.json) and delete the others")
+    if not found:
+        raise MissingWeightsError(
+            f"the demo's stand-in weights for backbone {name!r} ({standin.FILE_STEM}-<SHA-256 "
+            f"prefix>.pth, resnet18 pretrained on single digits) are not in {folder} "
+            f"(= $TORCH_HOME/hub/checkpoints). Nothing is downloaded: they are built on this "
+            f"machine, in 1-2 min on 2 CPU cores, by the demo's data preparation (`python -m "
+            f"dml_core.data demo`) or by the first demo run that needs them.")
+    return found[0]
 
 
 class CorruptWeightsError(RuntimeError):
@@ -333,7 +392,45 @@ def expected_sha256_prefix(path: str | Path) -> str | None:
     return tail.lower() if len(tail) >= 6 and all(c in "0123456789abcdefABCDEF" for c in tail) else None
 
 
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_fingerprint(path: str | Path) -> dict[str, str]:
+    """``{"file": name, "sha256": digest}`` of a weights file: what a run records about the
+    pretrained weights it started from (``provenance.json``)."""
+    return {"file": Path(path).name, "sha256": _sha256(Path(path))}
+
+
+def _refetch_hint(source: str) -> str:
+    if source == "digits":
+        return ("Delete it: the demo's data preparation (`python -m dml_core.data demo`) or the "
+                "next demo run builds it again")
+    return ("Download it again (see find_weights' message for the URL) or delete it and use "
+            "pretrained=False")
+
+
+def verify_checksum(path: Path, source: str = "imagenet") -> None:
+    """Raise :class:`CorruptWeightsError` unless the SHA-256 of ``path`` starts with the prefix
+    in its name (torch.hub's convention: ``resnet18-f37072fd.pth``)."""
+    prefix = expected_sha256_prefix(path)
+    if prefix is None:
+        raise CorruptWeightsError(f"pretrained weights {path} carry no SHA-256 prefix in their "
+                                  f"name, so they cannot be checked. {_refetch_hint(source)}.")
+    digest = _sha256(path)
+    if not digest.startswith(prefix):
+        raise CorruptWeightsError(
+            f"pretrained weights {path} are damaged: their SHA-256 should start with {prefix} "
+            f"(from the file name), this file's is {digest[:16]}... {_refetch_hint(source)}.")
+
+
+def _load_state_dict(path: Path, source: str = "imagenet") -> dict[str, torch.Tensor]:
     """The tensors of a published weights file, always with ``weights_only=True`` (never the
     full unpickler: a weights file cannot run code). Python-2 pickles (the Cadene BN-Inception
     file) are read with ``encoding="latin1"``. A file that does not load is a
@@ -358,8 +455,7 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
                     if prefix else f"its SHA-256 is {digest}")
         raise CorruptWeightsError(
             f"pretrained weights {path} do not load as a plain state dict with weights_only=True "
-            f"({errors[0]}); {expected}. Download it again (see find_weights' message for the URL) "
-            "or delete it and use pretrained=False.")
+            f"({errors[0]}); {expected}. {_refetch_hint(source)}.")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -387,13 +483,15 @@ def adapt_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[s
 
 
 # --------------------------------------------------------------------------- build
-def build_backbone(name: str, pretrained: bool, *, layer3_stride1: bool = False,
-                   remove_maxpool: bool = False, bn_momentum: float | None = None,
-                   tokens: str | None = None) -> nn.Module:
+def build_backbone(name: str, pretrained: bool, *, source: str = "imagenet",
+                   layer3_stride1: bool = False, remove_maxpool: bool = False,
+                   bn_momentum: float | None = None, tokens: str | None = None) -> nn.Module:
     """Backbone trunk ``(B,3,H,W) -> (B, feature_dim(name), h, w)``.
 
-    pretrained: True loads the published weights from ``torch_checkpoint_dir()`` (else
+    pretrained: True loads pretrained weights from ``torch_checkpoint_dir()`` (else
         :class:`MissingWeightsError`); False keeps the library's random init (explicit choice).
+    source: what the weights were pretrained on (:data:`PRETRAINING_SOURCES`; a run's comes from
+        :func:`pretraining_source`): ``"imagenet"`` or the demo's stand-in ``"digits"``.
     tokens: ViTs only: ``"cls"`` (default; the class token as a 1×1 map) or ``"patch"`` (the
         patch tokens on their grid), see :class:`ViTTrunk`.
     layer3_stride1: resnet50/resnext50 only; CGD's stage 3 without downsampling (14×14 at 224).
@@ -405,10 +503,13 @@ def build_backbone(name: str, pretrained: bool, *, layer3_stride1: bool = False,
         raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
     if tokens is not None and not spec.is_vit:
         raise ValueError(f"tokens= is for the vision transformers, not {name!r}")
-    path = find_weights(name) if pretrained else None  # fail before building anything
+    _check_source(source)
+    path = find_weights(name, source) if pretrained else None  # fail before building anything
+    if path is not None and source == "digits":
+        verify_checksum(path, source)  # built here, so its checksum is always known
     model = spec.builder(tokens=tokens or "cls") if spec.is_vit else spec.builder()
     if path is not None:
-        state = _load_state_dict(path)
+        state = _load_state_dict(path, source)
         if spec.convert is not None:
             state = spec.convert(state, model)
         own_keys = set(model.state_dict())

@@ -91,10 +91,11 @@ class NormSoftmaxNet(EmbeddingNet):
     The proxies P (C_cls, D) belong to ``NormSoftmaxLoss``.
     """
 
-    def __init__(self, backbone: str = "resnet50", embedding_dim: int = 2048, pretrained: bool = True):
+    def __init__(self, backbone: str = "resnet50", embedding_dim: int = 2048, pretrained: bool = True,
+                 source: str = "imagenet"):
         super().__init__()
         self.backbone_name, self.embedding_dim = backbone, _check_dim("embedding_dim", embedding_dim)
-        self.backbone = build_backbone(backbone, pretrained)
+        self.backbone = build_backbone(backbone, pretrained, source=source)
         c = backbone_feature_dim(backbone)
         self.pool = head_pooling("avg", backbone)
         self.norm = nn.LayerNorm(c, eps=1e-5, elementwise_affine=False)
@@ -122,7 +123,8 @@ class CGDNet(EmbeddingNet):
     BACKBONES = ("resnet50", "resnext50_32x4d", "resnet18", "vit_s16_dino", "vit_s14_dinov2")
 
     def __init__(self, backbone: str = "resnet50", gd_config: str = "SG", embedding_dim: int = 1536,
-                 *, num_classes: int, pretrained: bool, gem_clamp: bool = True):
+                 *, num_classes: int, pretrained: bool, gem_clamp: bool = True,
+                 source: str = "imagenet"):
         super().__init__()
         if backbone not in self.BACKBONES:
             raise ValueError(f"CGDNet backbone must be one of {list(self.BACKBONES)}, got {backbone!r}")
@@ -137,7 +139,7 @@ class CGDNet(EmbeddingNet):
         if backbone == "resnet18":
             # build_backbone's layer3_stride1 covers the Bottleneck ResNets only; a BasicBlock
             # strides in its first 3x3 conv (and the 1x1 downsample), so undo those here.
-            self.backbone = build_backbone(backbone, pretrained)
+            self.backbone = build_backbone(backbone, pretrained, source=source)
             block = self.backbone.layer3[0]
             block.conv1.stride = (1, 1)
             block.downsample[0].stride = (1, 1)
@@ -145,7 +147,8 @@ class CGDNet(EmbeddingNet):
         elif BACKBONES[backbone].is_vit:
             self.backbone = build_backbone(backbone, pretrained, tokens="patch")
         else:
-            self.backbone = build_backbone(backbone, pretrained, layer3_stride1=True)
+            self.backbone = build_backbone(backbone, pretrained, source=source,
+                                           layer3_stride1=True)
         c, k = backbone_feature_dim(backbone), embedding_dim // n
         self.pool = nn.ModuleList(
             GeM(p=3.0, clamp=gem_clamp) if ch == "G" else build_pooling(self._POOL[ch])
@@ -176,10 +179,11 @@ class ProxyHeadNet(EmbeddingNet):
     """
 
     def __init__(self, backbone: str = "resnet50", embedding_dim: int = 512, pretrained: bool = True,
-                 pooling: str = "max", pooled_dropout: float | None = None):
+                 pooling: str = "max", pooled_dropout: float | None = None,
+                 source: str = "imagenet"):
         super().__init__()
         self.backbone_name, self.embedding_dim = backbone, _check_dim("embedding_dim", embedding_dim)
-        self.backbone = build_backbone(backbone, pretrained)
+        self.backbone = build_backbone(backbone, pretrained, source=source)
         c = backbone_feature_dim(backbone)
         self.pool = head_pooling(pooling, backbone)
         p = BACKBONES[backbone].pooled_dropout if pooled_dropout is None else pooled_dropout
@@ -204,14 +208,14 @@ class ProxyAnchorNet(EmbeddingNet):
     SEED_BN_MOMENTUM = {"bninception": 0.9}
 
     def __init__(self, backbone: str = "bninception", embedding_dim: int = 512, pretrained: bool = True,
-                 bn_momentum: float | str | None = "original"):
+                 bn_momentum: float | str | None = "original", source: str = "imagenet"):
         super().__init__()
         self.backbone_name, self.embedding_dim = backbone, _check_dim("embedding_dim", embedding_dim)
         if bn_momentum == "original":
             bn_momentum = self.SEED_BN_MOMENTUM.get(backbone)
         elif isinstance(bn_momentum, str):
             raise ValueError(f"bn_momentum must be 'original', None or a float, got {bn_momentum!r}")
-        self.backbone = build_backbone(backbone, pretrained, bn_momentum=bn_momentum)
+        self.backbone = build_backbone(backbone, pretrained, source=source, bn_momentum=bn_momentum)
         c = backbone_feature_dim(backbone)
         self.pool = head_pooling("avgmax", backbone)
         self.embedding = nn.Linear(c, embedding_dim)

@@ -328,7 +328,9 @@ def _front_page(book: Book, runs_df, chapters: list[tuple[str, str]], failed: li
             f"run at {sel_words}, the mean over "
             "seeds, ± the half-width of its 95 % interval once two or more seeds exist. "
             "\"—\": no published number for this setting (e.g. the demo data). **untrained**: "
-            "the same network before its first step (the baseline to beat). Every number of "
+            "the same network before its first step (the baseline to beat: the pretrained trunk "
+            "under a fresh head when the recipe is pretrained, as every demo recipe is, "
+            "docs/DEMO.md). Every number of "
             "every run, with time, parameters, hardware and caveats: {doc}`tables` "
             "and {download}`details.csv <details.csv>`.\n")
         head.to_csv(book.src_dir / "headline.csv", index=False)

@@ -124,7 +124,9 @@ def _as_runs(runs) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 def plot_training_curves(runs, path=None, *, profile=None, dataset: str | None = None,
                          feature: str = "dense", title: str | None = None):
-    """Loss, training accuracy and R@1 (test; validation dashed) per epoch (each run's metrics).
+    """Loss, training accuracy and R@1 (test; validation dashed) per epoch (each run's metrics);
+    the test R@1 curve starts at epoch 0, the network before training (a pretrained trunk under
+    a fresh head: the baseline), when the run's summary has it.
 
     ``runs``: a DataFrame from :func:`load_runs` (optionally filtered), or run folder paths.
     """
@@ -153,7 +155,11 @@ def plot_training_curves(runs, path=None, *, profile=None, dataset: str | None =
                 if col in m:
                     y = 100 * pd.to_numeric(m[col], errors="coerce")
                     ok = y.notna()
-                    axes[2].plot(m["epoch"][ok], y[ok], color=color, ls=ls, marker="o", ms=2.5,
+                    x, y = list(m["epoch"][ok]), list(y[ok])
+                    start = run.get(f"untrained/{feature}/R@1") if prefix == "test" else None
+                    if start is not None and not pd.isna(start):  # epoch 0: the baseline
+                        x, y = [0] + x, [100 * float(start)] + y
+                    axes[2].plot(x, y, color=color, ls=ls, marker="o", ms=2.5,
                                  lw=1.2, label=label + suffix)
             plotted += 1
         axes[0].set(title="Training loss", xlabel="Epoch", ylabel="Loss")
@@ -564,7 +570,7 @@ def plot_paired_differences(stats: dict, path=None, *, profile=None, title: str 
 
 
 def plot_momentum_seeds(stats: dict, path=None, *, profile=None, variants: Sequence[str] = (
-        "asymptotic_proxy", "asymptotic_proxy_m0.5", "asymptotic_proxy_m0.9")):
+        "asymptotic_proxy_m0.1", "asymptotic_proxy", "asymptotic_proxy_m0.9")):
     """AsymptoticProxy's momentum sweep under the fair protocol: every seed and the mean with
     its 95% interval per momentum (m weights the NEW features in the proxy update)."""
     per_seed = stats["per_seed"]
@@ -577,7 +583,7 @@ def plot_momentum_seeds(stats: dict, path=None, *, profile=None, variants: Seque
                 continue
             from .stats import mean_ci
 
-            m = {"asymptotic_proxy": 0.1}.get(v) or float(v.rsplit("_m", 1)[1])
+            m = {"asymptotic_proxy": 0.5}.get(v) or float(v.rsplit("_m", 1)[1])  # the paper's
             iv = mean_ci(g["value"])
             ax.scatter(np.full(len(g), m), 100 * g["value"], s=14, color="0.45", zorder=2)
             xs.append(m), means.append(100 * iv.mean), los.append(100 * iv.lo), his.append(100 * iv.hi)

@@ -66,6 +66,10 @@ def _run_sentences(row: dict | pd.Series, label: str | None = None,
             return "?"
 
     epoch, last_epoch = _ep(get(f"{sel}_epoch")), _ep(get("last_epoch"))
+    recipe = get("recipe") if isinstance(get("recipe"), dict) else {}
+    # epoch 0: a pretrained trunk (the demo's stand-in, ImageNet) under a fresh head, or random
+    start, net = (("pretrained, before fine-tuning", "pretrained network's")
+                  if recipe.get("pretrained") else ("untrained", "untrained network's"))
     parts = []
     if math.isnan(u):
         parts.append(f"**{who}**: R@1 {_f(b)} at epoch {epoch}")
@@ -73,10 +77,10 @@ def _run_sentences(row: dict | pd.Series, label: str | None = None,
         delta = b - u
         verb = ("rose" if delta >= 1.0 else "fell" if delta <= -1.0 else "stayed")
         if verb == "stayed":
-            parts.append(f"**{who}**: R@1 stayed at the untrained network's level "
+            parts.append(f"**{who}**: R@1 stayed at the {net} level "
                          f"({_f(u)} before training, {_f(b)} at best, epoch {epoch})")
         else:
-            parts.append(f"**{who}**: R@1 {verb} from {_f(u)} (untrained) to {_f(b)} "
+            parts.append(f"**{who}**: R@1 {verb} from {_f(u)} ({start}) to {_f(b)} "
                          f"(epoch {epoch}, {where})")
     if not math.isnan(last) and last_epoch is not None and last_epoch != epoch:
         parts.append(f"{_f(last)} at the last epoch ({last_epoch})")

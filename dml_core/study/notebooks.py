@@ -149,8 +149,9 @@ def train_notebook(params: Mapping[str, Any], method: str | None = None,
 
 # ------------------------------------------------------------------------------------------
 def metrics_table(summary_or_run_dir) -> "pd.DataFrame":  # noqa: F821
-    """Recall@K, MAP@R and R-precision (%) of the untrained network (epoch 0: the baseline), the
-    selected (best) and the last epoch, dense and binary features: one row per (epoch, feature)."""
+    """Recall@K, MAP@R and R-precision (%) of the network before training (epoch 0: the baseline;
+    the pretrained trunk under a fresh head, or a random network), the selected (best) and the
+    last epoch, dense and binary features: one row per (epoch, feature)."""
     import pandas as pd
 
     summary = summary_or_run_dir
@@ -162,7 +163,9 @@ def metrics_table(summary_or_run_dir) -> "pd.DataFrame":  # noqa: F821
     rows = []
     sel_name = "best on validation" if summary.get("selection") == "validation" \
         else "best on test"
-    for key, label in (("untrained", "untrained"), ("best", sel_name), ("last", "last")):
+    start = "pretrained, before fine-tuning" if (summary.get("recipe") or {}).get("pretrained") \
+        else "untrained"
+    for key, label in (("untrained", start), ("best", sel_name), ("last", "last")):
         entry = summary.get(key) or {}
         metrics = entry.get("metrics") or {}
         for feature in ("dense", "binary"):
@@ -257,6 +260,8 @@ def prepare_datasets(datasets: Sequence[str], data_root: str | os.PathLike | Non
 
     Every data set is attempted; the ones that fail (raw files missing, ...) are listed and an
     error naming all of them is raised at the end. The table goes to ``<run_dir>/datasets.csv``.
+    ``demo`` also gets its pretrained stand-in trunk (built once, :mod:`dml_core.models.standin`;
+    a row ``stand-in trunk``: its source task's images and classes, and its file).
     """
     import pandas as pd
 
@@ -280,6 +285,18 @@ def prepare_datasets(datasets: Sequence[str], data_root: str | os.PathLike | Non
                          "expected images": expected.get("images") if isinstance(expected, dict)
                          else expected,
                          "status": "prepared", "index": str(index)})
+        if ds == "demo":
+            from dml_core.models import standin
+
+            try:
+                weights = standin.ensure_standin(data_root)
+            except Exception as exc:  # noqa: BLE001 - keep going, report all at the end
+                failures["demo stand-in"] = f"{type(exc).__name__}: {exc}"
+                continue
+            rows.append({"dataset": ds, "split": "stand-in trunk (single digits)",
+                         "images": standin.NUM_CLASSES * standin.IMAGES_PER_DIGIT,
+                         "classes": standin.NUM_CLASSES, "status": "ready",
+                         "index": str(weights)})
     table = pd.DataFrame(rows)
     if run_dir is not None:
         io.write_text(Path(run_dir) / "datasets.csv", table.to_csv(index=False))

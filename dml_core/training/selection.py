@@ -4,7 +4,9 @@ The seeds pick the epoch whose test dense R@1 is *strictly greater* than the bes
 optimistic (model selection on the test set). For honest selection, ``validation_fraction > 0``
 holds out that fraction of the training CLASSES (seeded, so every run of a recipe holds out the
 same classes): the model trains on the rest and the best epoch is chosen by validation R@1, while
-test metrics are still reported at that epoch.
+test metrics are still reported at that epoch. The held-out classes are evaluated on the data
+set's ``val`` split when it has one (the demo: images made of scans no training image uses, so
+validation is as unseen as test), else on their training images (``trainer.build_data``).
 """
 from __future__ import annotations
 

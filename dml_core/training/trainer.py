@@ -72,6 +72,7 @@ def train(recipe: dict, run_dir: str | os.PathLike, data_root: str | os.PathLike
     provenance = {"code": code_fingerprint(), "training_code": list(TRAINING_CODE),
                   "data": {ds: fp for ds, (fp, _) in data_files.items()},
                   "data_index": {ds: path for ds, (_, path) in data_files.items()},
+                  "weights": pretrained_weights(recipe, data_root, verbose=progress),
                   "git_commit": git_commit()}
     if not evaluate_test:
         provenance["evaluated"] = "validation only"
@@ -121,6 +122,23 @@ def data_fingerprints(recipe: dict, data_root: str | os.PathLike | None = None
     return {recipe["dataset"]: (index_fingerprint(path), str(path.resolve()))}
 
 
+def pretrained_weights(recipe: dict, data_root: str | os.PathLike | None = None,
+                       verbose: bool = True) -> dict | None:
+    """``{"file", "sha256", "source"}`` of the pretrained weights the recipe starts from (None
+    from scratch): what ``provenance.json`` records, so that other weights retrain the run. The
+    demo's stand-in (:mod:`dml_core.models.standin`) is built first when missing."""
+    from dml_core.models.backbones import find_weights, pretraining_source, weights_fingerprint
+
+    if not recipe["pretrained"]:
+        return None
+    source = pretraining_source(recipe["dataset"])
+    if source == "digits":
+        from dml_core.models.standin import ensure_standin
+
+        ensure_standin(data_root, verbose=verbose)
+    return {**weights_fingerprint(find_weights(recipe["backbone"], source)), "source": source}
+
+
 def _complexity(method, recipe: dict) -> dict:
     """Parameters (model + criterion) and MACs of one forward at the recipe's crop size
     (``macs``: torch.utils.flop_counter; ``macs_thop``: the authors' thop accounting)."""
@@ -143,6 +161,7 @@ def build_data(recipe: dict, data_root: str | os.PathLike | None = None,
     (``test=False``: no test loader; the test split is not even read)."""
     from dml_core.data import RetrievalDataset, make_eval_loader, make_train_loader
     from dml_core.data import samplers as samplers_mod
+    from dml_core.data.preparation import prepared_splits
     from dml_core.data.transforms import build_transform
     from dml_core.evaluation import get_protocol
 
@@ -168,7 +187,10 @@ def build_data(recipe: dict, data_root: str | os.PathLike | None = None,
     fraction = float(recipe["validation_fraction"] or 0.0)
     if fraction > 0:
         train_classes, val_classes = split_classes(train_set.labels, fraction, seed)
-        val_set = ClassSubset(split("train", False), val_classes)
+        # the held-out classes' images: their own split when the data set has one (the demo's
+        # validation images, made of scans no training image uses), else their training images
+        val_images = split("val" if "val" in prepared_splits(ds, data_root) else "train", False)
+        val_set = ClassSubset(val_images, val_classes)
         train_set = ClassSubset(train_set, train_classes)
         val_protocol = recipe.get("validation_protocol") or _self_retrieval_protocol(protocol_of(recipe))
         val_loader = make_eval_loader(val_set, recipe["eval_batch_size"], num_workers=workers)
