@@ -62,6 +62,7 @@ from torch import nn
 
 from dml_core.models.conventions import InputConvention, check_input_size, input_convention
 from dml_core.core.paths import torch_checkpoint_dir
+from dml_core.models.pixel_conv import use_pixel_convs
 
 __all__ = [
     "BACKBONES",
@@ -534,4 +535,6 @@ def build_backbone(name: str, pretrained: bool, *, source: str = "imagenet",
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.momentum = bn_momentum
+    if not spec.is_vit:  # exact; a 3x3 conv on a 1x1 map (the demo's last stage) as a linear map
+        use_pixel_convs(model)
     return model

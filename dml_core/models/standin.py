@@ -102,13 +102,14 @@ def train_standin(images: np.ndarray, labels: np.ndarray, steps: int = STEPS,
     import torchvision
 
     from dml_core.models.conventions import input_convention
+    from dml_core.models.pixel_conv import use_pixel_convs
 
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
         torch.manual_seed(SEED)
         model = torchvision.models.resnet18(num_classes=NUM_CLASSES)
-        model = model.to(memory_format=torch.channels_last).train()
+        model = use_pixel_convs(model).train()  # exact; ~2x faster at 24 px (pixel_conv)
         opt = torch.optim.Adam(model.parameters(), lr=LR, fused=True)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps,
                                                     pct_start=WARMUP_FRACTION)
@@ -123,7 +124,7 @@ def train_standin(images: np.ndarray, labels: np.ndarray, steps: int = STEPS,
             ids = torch.randint(0, len(y_all), (BATCH_SIZE,), generator=g)
             oy, ox = torch.randint(0, RESIZE - CROP + 1, (2,), generator=g).tolist()
             x = x_all[ids, :, oy:oy + CROP, ox:ox + CROP].float().div(255).sub(mean).div(std)
-            out = model(x.contiguous(memory_format=torch.channels_last))
+            out = model(x)
             loss = F.cross_entropy(out, y_all[ids])
             opt.zero_grad(set_to_none=True)
             loss.backward()

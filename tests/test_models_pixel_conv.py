@@ -1,0 +1,69 @@
+"""The single-pixel fast path computes what nn.Conv2d computes (dml_core.models.pixel_conv)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from dml_core.models import build_backbone
+from dml_core.models.pixel_conv import PixelConv2d, use_pixel_convs
+
+
+@pytest.mark.parametrize("conv", [
+    nn.Conv2d(16, 8, 3, padding=1),  # ResNet's 3x3
+    nn.Conv2d(16, 8, 3, stride=2, padding=1, bias=False),  # a stage's first, strided
+    nn.Conv2d(16, 8, 1),  # a 1x1 projection
+    nn.Conv2d(16, 8, (5, 3), padding=(2, 1)),
+])
+def test_single_pixel_input_gives_the_convolution_and_its_gradients(conv):
+    torch.manual_seed(0)
+    fast = use_pixel_convs(copy.deepcopy(conv))
+    assert type(fast) is PixelConv2d
+    x = torch.randn(4, 16, 1, 1, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    y, y2 = conv(x), fast(x2)
+    assert y.shape == y2.shape == (4, 8, 1, 1)
+    torch.testing.assert_close(y2, y, rtol=1e-5, atol=1e-6)
+    g = torch.randn_like(y)
+    y.backward(g)
+    y2.backward(g)
+    torch.testing.assert_close(x2.grad, x.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast.weight.grad, conv.weight.grad, rtol=1e-5, atol=1e-6)
+    # the taps that read padding get exactly zero gradient, as in the convolution
+    kh, kw = conv.kernel_size
+    off = fast.weight.grad.clone()
+    off[:, :, kh // 2, kw // 2] = 0
+    assert off.abs().max() == 0
+
+
+def test_other_inputs_and_convolutions_keep_the_plain_path():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 8, 3, padding=1)
+    fast = use_pixel_convs(copy.deepcopy(conv))
+    x = torch.randn(2, 16, 3, 3)
+    assert torch.equal(fast(x), conv(x))  # a map larger than 1x1: nn.Conv2d.forward itself
+    no_pad = use_pixel_convs(nn.Conv2d(16, 8, 3, padding=0))
+    with pytest.raises(RuntimeError):  # a 3x3 kernel cannot run on a 1x1 map without padding
+        no_pad(torch.randn(2, 16, 1, 1))
+    grouped = nn.Conv2d(16, 8, 3, padding=1, groups=2)
+    g_fast = use_pixel_convs(copy.deepcopy(grouped))
+    x1 = torch.randn(2, 16, 1, 1)
+    assert torch.equal(g_fast(x1), grouped(x1))  # groups: the plain path, bit for bit
+
+
+def test_the_trunk_uses_it_and_keeps_its_state_dict():
+    torch.manual_seed(0)
+    trunk = build_backbone("resnet18", False)
+    convs = [m for m in trunk.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(type(m) is PixelConv2d for m in convs)
+    plain = copy.deepcopy(trunk)
+    for m in plain.modules():
+        if type(m) is PixelConv2d:
+            m.__class__ = nn.Conv2d
+    assert list(trunk.state_dict()) == list(plain.state_dict())
+    trunk.eval(), plain.eval()
+    x = torch.randn(3, 3, 24, 24)  # the demo's crops: the last stage runs on 1x1 maps
+    with torch.no_grad():
+        torch.testing.assert_close(trunk(x), plain(x), rtol=1e-4, atol=1e-5)
