@@ -112,7 +112,8 @@ SETTINGS: dict[str, Setting] = {
                "(a mirrored number is another number). The shared sampler was chosen once for "
                "all methods on validation R@1 (seed 0, from scratch, before the stand-in "
                "existed; see 'How the demo's shared setting was chosen'), the 5 epochs by make "
-               "report's 15-minute budget on 2 cores; the test set chose nothing")),
+               "report's time budget on 2 cores, fewer than the validation curves need to "
+               "plateau (see 'How long to train'); the test set chose nothing")),
     "fair": Setting(
         name="fair", datasets=("car", "cub", "sop", "isc"), backbone="resnet50", pretrained=True,
         embedding_dim=512, crop_size=224, resize_size=256, transform="random_resized_crop",
@@ -287,6 +288,23 @@ COMPARISONS: tuple[tuple[str, str, str], ...] = (
     ("momentum: tuned − 0.5 (the paper's)", "asymptotic_proxy", "asymptotic_proxy_m0.5"),
     ("momentum: 0.9 − 0.5", "asymptotic_proxy_m0.9", "asymptotic_proxy_m0.5"),
 )
+
+
+# ------------------------------------------------------------------------------ epoch budget
+#: The plateau criterion: at most this many points of validation R@1 gained, mean over seeds,
+#: over the last third of training (:mod:`dml_core.study.convergence` measures it).
+PLATEAU_POINTS = 2.0
+
+
+def convergence_file(setting_name: str, root=None):
+    """``results/convergence/<setting>.json``: the committed validation curves that choose the
+    epoch budget (written by ``python -m dml_core.study.convergence``)."""
+    from pathlib import Path
+
+    from dml_core.core import paths
+
+    return (Path(root) if root is not None else paths.REPO_ROOT) / "results" / "convergence" / \
+        f"{setting_name}.json"
 
 
 # ------------------------------------------------------------------------------ tuned values
@@ -628,7 +646,9 @@ PROFILES: dict[str, dict[str, Any]] = {
                  "(dml_core.methods.fair, docs/PROTOCOL.md; embedded digits, the stand-in "
                  "ResNet-18, CPU) with 3 seeds, the toy, the tables with 95% intervals over "
                  "seeds and paired differences, and the figures (inside runs/demo/, never the "
-                 "repository's figures/).")},
+                 "repository's figures/). Its 5 epochs are fewer than the budget at which the "
+                 "validation curves plateau (docs/PROTOCOL.md, 'How long to train'): the "
+                 "comparison is an early-training one.")},
     "study": {"setting": "demo", "seeds": (0, 1, 2, 3, 4), "ablations": True,
               "reproduction": (0, 1, 2, 3, 4),
               "description": (
@@ -755,6 +775,52 @@ def _trials_markdown() -> str:
     return "\n".join(out) + "\n"
 
 
+def _convergence_markdown(setting_name: str = "demo") -> str:
+    """The epoch budget read from the committed validation curves
+    (:mod:`dml_core.study.convergence`, ``results/convergence/<setting>.json``)."""
+    import json
+
+    s = setting(setting_name)
+    path = convergence_file(setting_name)
+    head = ("## How long to train: the epoch budget\n\n"
+            f"A configuration has plateaued at a budget of E epochs when the mean over seeds of "
+            f"the validation R@1 it gains over the last third of training, R@1(E) − "
+            f"R@1(E − round(E/3)), is at most {PLATEAU_POINTS:g} points "
+            "(`python -m dml_core.study.convergence`: every headline variant trained with "
+            "validation after every epoch, the test split never loaded; under the step "
+            "schedule a shorter run is the beginning of a longer one, so one probe gives every "
+            "budget up to its length).\n\n")
+    if not path.is_file():
+        return head + "No probe is committed yet.\n\n"
+    doc = json.loads(path.read_text())
+    gains = doc["mean_last_third_gain"]
+    variants = list(doc["curves"])
+    budgets = [e for e in sorted(gains, key=int) if int(e) >= 3]
+    rows = ["| variant | " + " | ".join(f"E = {e}" for e in budgets) + " |",
+            "|---|" + "---|" * len(budgets)]
+    for v in variants:
+        label = VARIANTS[v].label if v in VARIANTS else v
+        rows.append(f"| {label} | " + " | ".join(
+            f"{gains[e][v]:+.1f}" for e in budgets) + " |")
+    chosen = doc.get("chosen_epochs")
+    verdict = (f"**Shortest budget at which every variant has plateaued: {chosen} epochs.**"
+               if chosen else f"**No budget up to {doc['epochs']} epochs has every variant "
+               "plateaued.**")
+    overrides = doc.get("overrides") or {}
+    return (head + f"Probe committed in `{path.relative_to(path.parents[2])}`: setting "
+            f"`{doc['setting']}`, {doc['epochs']} epochs, seeds "
+            f"{', '.join(map(str, doc['seeds']))} (development seeds, not the study's)"
+            + (f", overrides {overrides}" if overrides else "")
+            + f", {doc['time_s'] / 60:.0f} min on {doc['hardware'].get('cpu', 'a CPU')}. "
+            "Mean last-third gain (points of validation R@1) per budget E:\n\n"
+            + "\n".join(rows) + "\n\n" + verdict + f" The `{s.name}` setting trains "
+            f"{s.epochs} epochs"
+            + ("" if chosen is None or s.epochs >= chosen else
+               ": fewer than that budget, so its comparison is an early-training one, not a "
+               "comparison at convergence")
+            + ".\n\n")
+
+
 def protocol_document() -> str:
     """docs/PROTOCOL.md (generated)."""
     gone = unavailable("fair", tuple(VARIANTS))
@@ -796,6 +862,7 @@ def protocol_document() -> str:
         "Once, for all methods together, on validation R@1 (seed 0, epoch 4); the test set "
         "chose nothing. The two candidates differ only in the sampler:\n\n"
         + _trials_markdown() + "\n"
+        + _convergence_markdown()
         + vit_protocol_markdown()
         + "\n## Profiles\n\n"
         + "\n".join(f"- `{n}` ({', '.join(spec.get('settings') or (spec['setting'],))} "

@@ -1,0 +1,200 @@
+"""How long to train: the epoch budget read from validation curves.
+
+    python -m dml_core.study.convergence --setting demo --epochs 15 --seeds 100 101
+
+The criterion (the fair protocol's): a configuration has **plateaued** at a budget of E epochs
+when the mean over seeds of the validation R@1 it gains over the last third of training,
+``R@1(E) − R@1(E − round(E/3))``, is at most :data:`PLATEAU_POINTS` (2 points of R@1).
+
+:func:`probe` trains every headline variant of the setting (:data:`dml_core.methods.fair.VARIANTS`)
+for ``epochs`` epochs with validation after every epoch, never loading the test split
+(``evaluate_test=False``), once per seed, and writes every curve to
+``results/convergence/<setting>.json``. Under the fair protocol's step schedule (a fixed step
+size in epochs), a shorter run is the beginning of a longer one, so one probe gives the curve of
+every budget up to ``epochs``; :func:`smallest_plateaued_budget` is the shortest budget at which
+every variant has plateaued. The probe uses the development seeds of the tuning (not the
+study's) and each seed draws its own validation classes. :func:`gain_table` applies the same criterion to the runs of a
+finished study (their ``metrics.csv``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+from dml_core.core import io, paths
+from dml_core.methods.fair import PLATEAU_POINTS, convergence_file
+
+__all__ = ["PLATEAU_POINTS", "last_third_start", "last_third_gain", "smallest_plateaued_budget",
+           "probe", "gain_table", "convergence_file", "main"]
+
+#: The curve the criterion reads.
+METRIC = "val/dense/R@1"
+
+
+def last_third_start(epochs: int) -> int:
+    """The epoch the last third of an ``epochs``-epoch run starts from: ``E − round(E/3)``
+    (15 → 10, 12 → 8, 5 → 3)."""
+    if epochs < 2:
+        raise ValueError(f"a budget needs at least 2 epochs to have a last third, got {epochs}")
+    return epochs - max(1, round(epochs / 3))
+
+
+def last_third_gain(curve: dict[int, float], epochs: int) -> float:
+    """Points of R@1 (×100) gained from :func:`last_third_start` to ``epochs`` in ``curve``
+    ({epoch: R@1 in [0, 1]}); NaN when either epoch was not evaluated."""
+    a, b = curve.get(last_third_start(epochs)), curve.get(epochs)
+    if a is None or b is None or math.isnan(a) or math.isnan(b):
+        return math.nan
+    return 100.0 * (b - a)
+
+
+def smallest_plateaued_budget(curves: dict[str, dict[int, dict[int, float]]], max_epochs: int,
+                              min_epochs: int = 2) -> tuple[int | None, dict[int, dict[str, float]]]:
+    """``curves[variant][seed] = {epoch: R@1}``. Returns the shortest budget E in
+    [min_epochs, max_epochs] at which every variant's mean (over seeds) last-third gain is at
+    most :data:`PLATEAU_POINTS` (None if there is none), and the mean gains of every budget."""
+    gains: dict[int, dict[str, float]] = {}
+    chosen = None
+    for e in range(max(2, min_epochs), max_epochs + 1):
+        gains[e] = {}
+        for variant, by_seed in curves.items():
+            values = [last_third_gain(c, e) for c in by_seed.values()]
+            gains[e][variant] = sum(values) / len(values) if values else math.nan
+        if chosen is None and all(not math.isnan(g) and g <= PLATEAU_POINTS
+                                  for g in gains[e].values()):
+            chosen = e
+    return chosen, gains
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _curve(recipe: dict, run_dir: str, data_root: str | None) -> dict:
+    """Train one probe run, validation only; return its curve (the run folder is removed)."""
+    from dml_core.core.run_folder import RunFolder
+    from dml_core.training import train
+
+    t0 = time.time()
+    try:
+        summary = train(recipe, run_dir, data_root=data_root, progress=False,
+                        evaluate_test=False)
+        rows = RunFolder(run_dir).read_metrics()
+        curve = {int(r["epoch"]): float(r[METRIC]) for r in rows if METRIC in r
+                 and not math.isnan(float(r[METRIC]))}
+        untrained = ((summary.get("untrained") or {}).get("metrics") or {}).get(METRIC)
+        if untrained is not None:
+            curve[0] = float(untrained)
+        return {"curve": curve, "status": summary.get("status"), "time_s": time.time() - t0}
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def probe(setting_name: str = "demo", epochs: int = 15, seeds: Sequence[int] = (100, 101),
+          variants: Sequence[str] | None = None, jobs: int = 1, out: Path | None = None,
+          data_root: Path | None = None, overrides: dict | None = None, log=print) -> dict:
+    """Train the curves and write them with the chosen budget (see the module docstring)."""
+    from dml_core.data import prepare
+    from dml_core.methods import fair
+
+    s = fair.setting(setting_name)
+    headline = [v for v, x in fair.VARIANTS.items() if x.headline]
+    variants = list(variants or headline)
+    for ds in s.datasets:
+        prepare(ds, data_root)
+    work = paths.runs_root() / "convergence" / s.name
+    work.mkdir(parents=True, exist_ok=True)
+    jobs_list = []
+    for variant in variants:
+        for seed in seeds:
+            r = fair.fair_recipe(variant, s.name, seed=int(seed))  # committed tuned values
+            r.update({"epochs": int(epochs), "eval_every": 1, **(overrides or {})})
+            r["name"] = f"convergence/{s.name}/{variant}/seed{seed}"
+            jobs_list.append((variant, int(seed), r, str(work / f"{variant}_s{seed}")))
+    t0 = time.time()
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(1,),
+                               mp_context=multiprocessing.get_context("spawn")) if jobs > 1 else None
+    try:
+        args = [(r, d, None if data_root is None else str(data_root)) for _, _, r, d in jobs_list]
+        results = list(pool.map(_curve, *zip(*args))) if pool else [_curve(*a) for a in args]
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    curves: dict[str, dict[int, dict[int, float]]] = {}
+    for (variant, seed, _, _), res in zip(jobs_list, results):
+        curves.setdefault(variant, {})[seed] = res["curve"]
+        log(f"[convergence {s.name}] {variant} seed {seed}: validation R@1 "
+            + " ".join(f"{100 * res['curve'][e]:.1f}" for e in sorted(res["curve"]))
+            + f" ({res['time_s']:.0f} s)")
+    chosen, gains = smallest_plateaued_budget(curves, int(epochs))
+    from dml_core.training import git_commit, hardware_info, library_versions
+
+    doc = {"setting": s.name, "metric": METRIC, "criterion": (
+               f"mean over seeds of R@1(E) - R@1(E - round(E/3)) <= {PLATEAU_POINTS} points"),
+           "epochs": int(epochs), "seeds": [int(x) for x in seeds],
+           "overrides": overrides or {}, "chosen_epochs": chosen,
+           "mean_last_third_gain": {str(e): {v: round(g, 2) for v, g in row.items()}
+                                    for e, row in gains.items()},
+           "curves": {v: {str(sd): {str(e): round(x, 4) for e, x in sorted(c.items())}
+                          for sd, c in by.items()} for v, by in curves.items()},
+           "time_s": round(time.time() - t0, 1), "hardware": hardware_info("cpu"),
+           "versions": library_versions(), "git_commit": git_commit(),
+           "command": "python -m dml_core.study.convergence " + " ".join(sys.argv[1:])}
+    target = Path(out) if out is not None else convergence_file(s.name)
+    io.write_text(target, json.dumps(doc, indent=1) + "\n")
+    log(f"[convergence {s.name}] shortest plateaued budget: {chosen} epochs; wrote {target}")
+    return doc
+
+
+def gain_table(runs) -> "object":
+    """The criterion on a finished study: one row per run folder (``load_runs`` frame of
+    :mod:`dml_core.report.runs`, with ``variant`` and ``seed``) → a DataFrame of variant, seeds,
+    epochs, mean last-third gain (points) and ``plateaued``."""
+    import pandas as pd
+
+    from dml_core.core.run_folder import RunFolder
+
+    rows = []
+    for _, run in runs.iterrows():
+        metrics = RunFolder(run["run_dir"]).read_metrics()
+        curve = {int(r["epoch"]): float(r[METRIC]) for r in metrics if METRIC in r}
+        epochs = max(curve) if curve else 0
+        gain = last_third_gain(curve, epochs) if epochs >= 2 else math.nan
+        rows.append({"variant": run.get("variant"), "seed": run.get("seed"),
+                     "epochs": epochs, "gain": gain})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    out = df.groupby("variant").agg(seeds=("seed", "count"), epochs=("epochs", "max"),
+                                    gain=("gain", "mean")).reset_index()
+    out["plateaued"] = out["gain"] <= PLATEAU_POINTS
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dml_core.study.convergence",
+                                 description=__doc__.split("\n")[0])
+    ap.add_argument("--setting", default="demo")
+    ap.add_argument("--epochs", type=int, default=15, help="the longest budget probed")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[100, 101])
+    ap.add_argument("--variants", nargs="+", default=None, help="default: every headline variant")
+    ap.add_argument("--jobs", type=int, default=1, help="runs trained at once (one thread each)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: results/convergence/<setting>.json")
+    a = ap.parse_args(argv)
+    probe(a.setting, a.epochs, a.seeds, a.variants, a.jobs, a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

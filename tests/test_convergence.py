@@ -1,0 +1,55 @@
+"""The epoch budget read from validation curves (dml_core.study.convergence)."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from dml_core.core.run_folder import RunFolder
+from dml_core.study import convergence as cv
+
+
+def test_the_last_third_starts_two_thirds_in():
+    assert [cv.last_third_start(e) for e in (2, 3, 5, 12, 15)] == [1, 2, 3, 8, 10]
+    with pytest.raises(ValueError, match="at least 2 epochs"):
+        cv.last_third_start(1)
+
+
+def test_the_gain_is_in_points_and_nan_without_both_epochs():
+    curve = {10: 0.80, 15: 0.825}
+    assert cv.last_third_gain(curve, 15) == pytest.approx(2.5)
+    assert math.isnan(cv.last_third_gain({15: 0.8}, 15))
+
+
+def _rising_then_flat(top: float, knee: int, epochs: int = 15) -> dict[int, float]:
+    """R@1 rising 3 points an epoch up to ``knee``, flat after."""
+    return {e: min(top, 0.5 + 0.03 * e) if e <= knee else min(top, 0.5 + 0.03 * knee)
+            for e in range(1, epochs + 1)}
+
+
+def test_the_budget_is_the_shortest_at_which_every_variant_has_plateaued():
+    curves = {"fast": {0: _rising_then_flat(0.9, 4), 1: _rising_then_flat(0.9, 4)},
+              "slow": {0: _rising_then_flat(0.95, 9), 1: _rising_then_flat(0.95, 9)}}
+    chosen, gains = cv.smallest_plateaued_budget(curves, 15)
+    # "slow" rises until epoch 9: the last third of E starts at E - round(E/3) >= 9 from E = 13
+    assert chosen == 13
+    assert gains[12]["slow"] > cv.PLATEAU_POINTS >= gains[13]["slow"]
+    assert gains[6]["fast"] == pytest.approx(0.0)
+    # one seed still rising pulls the mean over seeds above the threshold
+    curves["slow"][1] = {e: 0.5 + 0.03 * e for e in range(1, 16)}
+    assert cv.smallest_plateaued_budget(curves, 15)[0] is None
+
+
+def test_the_criterion_on_a_finished_study(tmp_path):
+    rows = []
+    for variant, slope in (("flat", 0.0), ("rising", 0.02)):
+        for seed in (0, 1):
+            d = tmp_path / f"{variant}_s{seed}"
+            RunFolder(d).write_metrics([{"epoch": e, "val/dense/R@1": 0.7 + slope * e}
+                                        for e in range(1, 7)])
+            rows.append({"run_dir": str(d), "variant": variant, "seed": seed})
+    table = cv.gain_table(pd.DataFrame(rows)).set_index("variant")
+    assert table.loc["flat", "plateaued"] and not table.loc["rising", "plateaued"]
+    assert table.loc["rising", "gain"] == pytest.approx(4.0)  # epochs 4 -> 6: 4 points
+    assert list(table["seeds"]) == [2, 2] and list(table["epochs"]) == [6, 6]
