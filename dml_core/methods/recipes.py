@@ -120,7 +120,7 @@ declare_method(
     "normsoftmax", "dml_core.methods.normsoftmax:NormSoftmaxMethod", label="NormSoftmax",
     color="#0C5DA5", notebook="01_normsoftmax", loss_hparams=("temperature",),
     rows=_normsoftmax_rows,
-    demo=Demo("cub/resnet50/uncropped", dict(epochs=3, batch_size=15, samples_per_class=5)))
+    demo=Demo("cub/resnet50/uncropped", dict(epochs=6, batch_size=15, samples_per_class=5)))
 
 
 # ------------------------------------------------------------------------------------------ CGD
@@ -148,7 +148,7 @@ def _cgd_rows(method: str) -> list[dict[str, Any]]:
 declare_method(
     "cgd", "dml_core.methods.cgd:CGDMethod", label="CGD", color="#00B945", notebook="04_cgd",
     loss_hparams=("gd_config", "gem_clamp", "smoothing", "temperature", "margin"), rows=_cgd_rows,
-    demo=Demo("cub/resnet50/uncropped", dict(epochs=4, batch_size=24)))  # 128 = 32 x 4
+    demo=Demo("cub/resnet50/uncropped", dict(epochs=6, batch_size=24)))  # 128 = 32 x 4
 
 
 # ------------------------------------------------------------------------------ AsymptoticProxy
@@ -174,7 +174,7 @@ declare_method(
     "asymptotic_proxy", "dml_core.methods.asymptotic_proxy:AsymptoticProxyMethod",
     label="AsymptoticProxy", color="#FF9500", notebook="02_asymptotic_proxy",
     loss_hparams=("temperature", "momentum"), rows=_asymptotic_rows,
-    demo=Demo("cub/resnet50", dict(epochs=4, batch_size=26)))  # 128
+    demo=Demo("cub/resnet50", dict(epochs=6, batch_size=26)))  # 128
 
 
 # --------------------------------------------------------------------------- PP (positive proxy)
@@ -204,7 +204,7 @@ declare_method(
     loss_hparams=("loss", "positive_proxy", "alpha", "margin", "scale"), rows=_pp_rows,
     # `loss` selects the row; "positive_only" (ebad4cb) is the proxy_anchor row's ablation
     variant=("loss", "proxy_anchor"),
-    demo=Demo("cub/resnet50/proxy_anchor", dict(epochs=4, batch_size=13)))  # 64
+    demo=Demo("cub/resnet50/proxy_anchor", dict(epochs=6, batch_size=13)))  # 64
 
 
 # ------------------------------------------------------------- Dynamic margin and Proxy-Anchor
@@ -283,13 +283,13 @@ declare_method(
                   "neg_uses_learnable_margin", "pp_scale", "pp_normaliser"),
     rows=_dynamic_margin_rows,
     # the BN-Inception rows: the paper's main setting (the ResNet-50 rows warm up for 5 epochs,
-    # more than the demo has)
-    demo=Demo("cub/bninception", dict(epochs=4, batch_size=36)))  # 180
+    # nearly all of the demo's 6)
+    demo=Demo("cub/bninception", dict(epochs=6, batch_size=36)))  # 180
 declare_method(
     "proxy_anchor", "dml_core.methods.dynamic_margin:ProxyAnchorMethod", label="Proxy-Anchor",
     color="#8C564B", notebook="05_dynamic_margin", loss_hparams=("alpha", "margin"),
     rows=_proxy_anchor_rows,
-    demo=Demo("cub/bninception", dict(epochs=4, batch_size=36)))  # 180, as LDM
+    demo=Demo("cub/bninception", dict(epochs=6, batch_size=36)))  # 180, as LDM
 # The STL-10 toy (notebook 07 calls dml_core.study.toy): a method without recipe rows.
 declare_method("toy", "dml_core.methods.toy:ToyMethod", label="Toy (moving vs learnable proxies)",
                notebook="07_toy_proxies")
