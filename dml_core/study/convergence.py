@@ -102,11 +102,12 @@ def _curve(recipe: dict, run_dir: str, data_root: str | None) -> dict:
 
 def probe(setting_name: str = "demo", epochs: int = 15, seeds: Sequence[int] = (100, 101),
           variants: Sequence[str] | None = None, jobs: int = 1, out: Path | None = None,
-          data_root: Path | None = None, overrides: dict | None = None, log=print) -> dict:
+          data_root: Path | None = None, overrides: dict | None = None, log=None) -> dict:
     """Train the curves and write them with the chosen budget (see the module docstring)."""
     from dml_core.data import prepare
     from dml_core.methods import fair
 
+    log = log or (lambda msg: print(msg, flush=True))
     s = fair.setting(setting_name)
     headline = [v for v, x in fair.VARIANTS.items() if x.headline]
     variants = list(variants or headline)
@@ -124,18 +125,18 @@ def probe(setting_name: str = "demo", epochs: int = 15, seeds: Sequence[int] = (
     t0 = time.time()
     pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(1,),
                                mp_context=multiprocessing.get_context("spawn")) if jobs > 1 else None
+    curves: dict[str, dict[int, dict[int, float]]] = {}
     try:
         args = [(r, d, None if data_root is None else str(data_root)) for _, _, r, d in jobs_list]
-        results = list(pool.map(_curve, *zip(*args))) if pool else [_curve(*a) for a in args]
+        results = pool.map(_curve, *zip(*args)) if pool else (_curve(*a) for a in args)
+        for (variant, seed, _, _), res in zip(jobs_list, results):  # each as it finishes
+            curves.setdefault(variant, {})[seed] = res["curve"]
+            log(f"[convergence {s.name}] {variant} seed {seed}: validation R@1 "
+                + " ".join(f"{100 * res['curve'][e]:.1f}" for e in sorted(res["curve"]))
+                + f" ({res['time_s']:.0f} s)")
     finally:
         if pool is not None:
             pool.shutdown()
-    curves: dict[str, dict[int, dict[int, float]]] = {}
-    for (variant, seed, _, _), res in zip(jobs_list, results):
-        curves.setdefault(variant, {})[seed] = res["curve"]
-        log(f"[convergence {s.name}] {variant} seed {seed}: validation R@1 "
-            + " ".join(f"{100 * res['curve'][e]:.1f}" for e in sorted(res["curve"]))
-            + f" ({res['time_s']:.0f} s)")
     chosen, gains = smallest_plateaued_budget(curves, int(epochs))
     from dml_core.training import git_commit, hardware_info, library_versions
 
