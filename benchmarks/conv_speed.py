@@ -1,6 +1,6 @@
 """Where a demo training step goes, and what the single-pixel fast path saves.
 
-Prints, on one CPU thread (the unit `cpu_speed.py` and the time budgets use), the median time of
+Prints, on one CPU thread (the unit the time budgets are stated in), the median time of
   1. one 3x3 convolution, forward + backward, on (32, C, s, s) maps of the demo's ResNet-18
      stages at 24 px (oneDNN), and the same product as a linear layer where s = 1;
   2. one demo training step (ResNet-18, batch 32 of 3x24x24, forward + backward + fused Adam)
