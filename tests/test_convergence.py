@@ -1,4 +1,5 @@
-"""The epoch budget read from validation curves (dml_core.study.convergence)."""
+"""The plateau criterion (dml_core.report.plateau) that chooses the epoch budget
+(dml_core.study.convergence) and that the report applies to a profile's runs."""
 from __future__ import annotations
 
 import math
@@ -7,7 +8,8 @@ import pandas as pd
 import pytest
 
 from dml_core.core.run_folder import RunFolder
-from dml_core.study import convergence as cv
+from dml_core.methods.fair import PLATEAU_POINTS
+from dml_core.report import plateau as cv
 
 
 def test_the_last_third_starts_two_thirds_in():
@@ -34,7 +36,7 @@ def test_the_budget_is_the_shortest_at_which_every_variant_has_plateaued():
     chosen, gains = cv.smallest_plateaued_budget(curves, 15)
     # "slow" rises until epoch 9: the last third of E starts at E - round(E/3) >= 9 from E = 13
     assert chosen == 13
-    assert gains[12]["slow"] > cv.PLATEAU_POINTS >= gains[13]["slow"]
+    assert gains[12]["slow"] > PLATEAU_POINTS >= gains[13]["slow"]
     assert gains[6]["fast"] == pytest.approx(0.0)
     # one seed still rising pulls the mean over seeds above the threshold
     curves["slow"][1] = {e: 0.5 + 0.03 * e for e in range(1, 16)}
@@ -45,11 +47,22 @@ def test_the_criterion_on_a_finished_study(tmp_path):
     rows = []
     for variant, slope in (("flat", 0.0), ("rising", 0.02)):
         for seed in (0, 1):
-            d = tmp_path / f"{variant}_s{seed}"
+            d = tmp_path / f"fair_{variant}_s{seed}"
             RunFolder(d).write_metrics([{"epoch": e, "val/dense/R@1": 0.7 + slope * e}
                                         for e in range(1, 7)])
-            rows.append({"run_dir": str(d), "variant": variant, "seed": seed})
-    table = cv.gain_table(pd.DataFrame(rows)).set_index("variant")
-    assert table.loc["flat", "plateaued"] and not table.loc["rising", "plateaued"]
-    assert table.loc["rising", "gain"] == pytest.approx(4.0)  # epochs 4 -> 6: 4 points
+            rows.append({"run_dir": str(d), "config": variant, "seed": seed})
+    d = tmp_path / "no_validation_s0"  # a run without validation: no row
+    RunFolder(d).write_metrics([{"epoch": e, "test/dense/R@1": 0.5} for e in (1, 2)])
+    rows.append({"run_dir": str(d), "config": "none", "seed": 0})
+    table = cv.plateau_table(pd.DataFrame(rows)).set_index("configuration")
+    assert list(table.index) == ["fair_flat", "fair_rising"]
+    assert table.loc["fair_flat", "plateaued"] and not table.loc["fair_rising", "plateaued"]
+    assert table.loc["fair_rising", "gain"] == pytest.approx(4.0)  # epochs 4 -> 6: 4 points
     assert list(table["seeds"]) == [2, 2] and list(table["epochs"]) == [6, 6]
+
+
+def test_an_unevaluated_start_epoch_takes_the_evaluated_one_before_it():
+    # evaluated every 2 epochs and after the last: the last third of 5 starts at 3, not evaluated
+    curve = {2: 0.60, 4: 0.64, 5: 0.65}
+    assert cv.last_third_gain(curve, 5) == pytest.approx(5.0)  # from epoch 2
+    assert math.isnan(cv.last_third_gain({4: 0.6, 5: 0.7}, 5))  # nothing at or before 3

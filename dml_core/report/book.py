@@ -342,6 +342,7 @@ def _front_page(book: Book, runs_df, chapters: list[tuple[str, str]], failed: li
     lines.append("Written from the numbers of the run folders (`dml_core.report.findings`).\n")
     lines.append(study_findings(book.profile_dir, selection=sel) + "\n")
     lines.append(_seed_statistics(trained, tables.headline_selection(trained)))
+    lines.append(_plateau_section(trained))
 
     sbs = [(k, t) for k, t in (("positive_proxy", "Positive proxy off / on"),
                                ("momentum", "Moving proxies: the momentum"),
@@ -380,6 +381,35 @@ def _front_page(book: Book, runs_df, chapters: list[tuple[str, str]], failed: li
         lines.append("```{toctree}\n:caption: Failed runs\n:maxdepth: 1\n\n"
                      + "\n".join(r.docname for r in failed) + "\n```\n")
     return "\n".join(lines)
+
+
+def _plateau_section(runs_df) -> str:
+    """Whether each configuration's validation curve has plateaued
+    (:func:`dml_core.report.plateau.plateau_table`); "" when no run has a validation curve."""
+    if runs_df is None or not len(runs_df):
+        return ""
+    from dml_core.methods.fair import PLATEAU_POINTS
+
+    from .plateau import plateau_table
+    from .runs import with_configs
+
+    table = plateau_table(with_configs(runs_df))
+    if not len(table):
+        return ""
+    shown = table.assign(gain=table["gain"].map(lambda g: "—" if g != g else f"{g:+.1f}"),
+                         plateaued=table["plateaued"].map({True: "yes", False: "no"}))
+    shown = shown.rename(columns={"gain": "validation R@1 gained over the last third (points)"})
+    late = int((~table["plateaued"]).sum())
+    verdict = ("Every configuration has plateaued." if not late else
+               f"{late} of {len(table)} configurations have not plateaued: their comparison is "
+               "an early-training one, not a comparison at convergence.")
+    return "\n".join([
+        "## Has training plateaued?\n",
+        "The criterion of the fair protocol (docs/PROTOCOL.md): the mean over seeds of the "
+        "validation R@1 gained over the last third of training, R@1(E) − R@1(E − round(E/3)) "
+        f"(from the evaluated epoch at or before E − round(E/3)), is at most "
+        f"{PLATEAU_POINTS:g} points. {verdict}\n",
+        raw_html(_table_html(shown)), ""])
 
 
 def _seed_statistics(runs_df, selection: str) -> str:

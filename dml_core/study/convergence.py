@@ -11,10 +11,11 @@ for ``epochs`` epochs with validation after every epoch, never loading the test 
 (``evaluate_test=False``), once per seed, and writes every curve to
 ``results/convergence/<setting>.json``. Under the fair protocol's step schedule (a fixed step
 size in epochs), a shorter run is the beginning of a longer one, so one probe gives the curve of
-every budget up to ``epochs``; :func:`smallest_plateaued_budget` is the shortest budget at which
-every variant has plateaued. The probe uses the development seeds of the tuning (not the
-study's) and each seed draws its own validation classes. :func:`gain_table` applies the same criterion to the runs of a
-finished study (their ``metrics.csv``).
+every budget up to ``epochs``; :func:`dml_core.report.plateau.smallest_plateaued_budget` is the
+shortest budget at which every variant has plateaued. The probe uses the development seeds of
+the tuning (not the study's) and each seed draws its own validation classes;
+:func:`dml_core.report.plateau.plateau_table` applies the same criterion to the runs of a profile
+(the report shows it).
 """
 from __future__ import annotations
 
@@ -31,47 +32,9 @@ from typing import Sequence
 
 from dml_core.core import io, paths
 from dml_core.methods.fair import PLATEAU_POINTS, convergence_file
+from dml_core.report.plateau import METRIC, smallest_plateaued_budget
 
-__all__ = ["PLATEAU_POINTS", "last_third_start", "last_third_gain", "smallest_plateaued_budget",
-           "probe", "gain_table", "convergence_file", "main"]
-
-#: The curve the criterion reads.
-METRIC = "val/dense/R@1"
-
-
-def last_third_start(epochs: int) -> int:
-    """The epoch the last third of an ``epochs``-epoch run starts from: ``E − round(E/3)``
-    (15 → 10, 12 → 8, 5 → 3)."""
-    if epochs < 2:
-        raise ValueError(f"a budget needs at least 2 epochs to have a last third, got {epochs}")
-    return epochs - max(1, round(epochs / 3))
-
-
-def last_third_gain(curve: dict[int, float], epochs: int) -> float:
-    """Points of R@1 (×100) gained from :func:`last_third_start` to ``epochs`` in ``curve``
-    ({epoch: R@1 in [0, 1]}); NaN when either epoch was not evaluated."""
-    a, b = curve.get(last_third_start(epochs)), curve.get(epochs)
-    if a is None or b is None or math.isnan(a) or math.isnan(b):
-        return math.nan
-    return 100.0 * (b - a)
-
-
-def smallest_plateaued_budget(curves: dict[str, dict[int, dict[int, float]]], max_epochs: int,
-                              min_epochs: int = 2) -> tuple[int | None, dict[int, dict[str, float]]]:
-    """``curves[variant][seed] = {epoch: R@1}``. Returns the shortest budget E in
-    [min_epochs, max_epochs] at which every variant's mean (over seeds) last-third gain is at
-    most :data:`PLATEAU_POINTS` (None if there is none), and the mean gains of every budget."""
-    gains: dict[int, dict[str, float]] = {}
-    chosen = None
-    for e in range(max(2, min_epochs), max_epochs + 1):
-        gains[e] = {}
-        for variant, by_seed in curves.items():
-            values = [last_third_gain(c, e) for c in by_seed.values()]
-            gains[e][variant] = sum(values) / len(values) if values else math.nan
-        if chosen is None and all(not math.isnan(g) and g <= PLATEAU_POINTS
-                                  for g in gains[e].values()):
-            chosen = e
-    return chosen, gains
+__all__ = ["probe", "main"]
 
 
 def _init_worker(threads: int) -> None:
@@ -155,31 +118,6 @@ def probe(setting_name: str = "demo", epochs: int = 15, seeds: Sequence[int] = (
     io.write_text(target, json.dumps(doc, indent=1) + "\n")
     log(f"[convergence {s.name}] shortest plateaued budget: {chosen} epochs; wrote {target}")
     return doc
-
-
-def gain_table(runs) -> "object":
-    """The criterion on a finished study: one row per run folder (``load_runs`` frame of
-    :mod:`dml_core.report.runs`, with ``variant`` and ``seed``) → a DataFrame of variant, seeds,
-    epochs, mean last-third gain (points) and ``plateaued``."""
-    import pandas as pd
-
-    from dml_core.core.run_folder import RunFolder
-
-    rows = []
-    for _, run in runs.iterrows():
-        metrics = RunFolder(run["run_dir"]).read_metrics()
-        curve = {int(r["epoch"]): float(r[METRIC]) for r in metrics if METRIC in r}
-        epochs = max(curve) if curve else 0
-        gain = last_third_gain(curve, epochs) if epochs >= 2 else math.nan
-        rows.append({"variant": run.get("variant"), "seed": run.get("seed"),
-                     "epochs": epochs, "gain": gain})
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    out = df.groupby("variant").agg(seeds=("seed", "count"), epochs=("epochs", "max"),
-                                    gain=("gain", "mean")).reset_index()
-    out["plateaued"] = out["gain"] <= PLATEAU_POINTS
-    return out
 
 
 def main(argv=None) -> int:
