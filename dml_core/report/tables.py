@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+import json
+
 import html
 import math
 import os
@@ -595,7 +597,8 @@ def details_table(runs_df: pd.DataFrame | None, *, profiles: Iterable[str] | Non
 def side_by_side(runs_df: pd.DataFrame | None, vary: str, *, selection: str = "auto",
                  metric: str = "dense/R@1", profiles: Iterable[str] | None = None) -> pd.DataFrame:
     """Runs that differ only in the recipe key ``vary`` (e.g. ``"positive_proxy"``,
-    ``"momentum"``), side by side: one row per (method, data set, backbone, crop), one column per
+    ``"momentum"``; every other key equal, seed and name aside), side by side: one row per group
+    of such runs (method, data set, backbone, crop and the other keys), one column per
     value of ``vary`` (mean over seeds ± 95 % half-width, percent). Empty when no group has two
     values. For the positive proxy off/on and the momentum sweep."""
     if runs_df is None or not len(runs_df) or "recipe" not in runs_df.columns:
@@ -606,10 +609,17 @@ def side_by_side(runs_df: pd.DataFrame | None, vary: str, *, selection: str = "a
     if not len(runs):
         return pd.DataFrame()
     values = runs["recipe"].map(lambda r: r.get(vary) if isinstance(r, dict) else None)
-    runs = runs.assign(_v=values.map(_fmt_setting_value), _crop=runs["crop"].astype(str))
+    # every other recipe key equal (seed and name aside): a reproduction run and a fair run of
+    # one method differ in far more than ``vary`` and are not shown side by side
+    others = runs["recipe"].map(lambda r: json.dumps(
+        {k: v for k, v in r.items() if k not in (vary, "seed", "name")}, sort_keys=True,
+        default=str) if isinstance(r, dict) else "")
+    runs = runs.assign(_v=values.map(_fmt_setting_value), _crop=runs["crop"].astype(str),
+                       _others=others)
     runs = runs[values.notna()]
     rows = []
-    for (m, ds, bb, _c), g in runs.groupby(["method", "dataset", "backbone", "_crop"], sort=False):
+    for (m, ds, bb, _c, _o), g in runs.groupby(["method", "dataset", "backbone", "_crop",
+                                                "_others"], sort=False):
         if g["_v"].nunique() < 2:
             continue
         r = {"Method": METHOD_NAMES.get(m, m), "Data set": DATASET_NAMES.get(ds, ds),
