@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## make test: the whole test suite (CPU, ~10 min), smoke notebooks and one demo training run per method included
+## make test: the whole test suite (CPU, ~21 min on a 2-core VM; see the README), smoke notebooks and one demo training run per method included
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
