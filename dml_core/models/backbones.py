@@ -447,9 +447,7 @@ def _load_state_dict(path: Path, source: str = "imagenet") -> dict[str, torch.Te
             # UnpicklingError, RuntimeError, ...): every candidate's failure is reported below
             errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'empty'}")
     else:
-        import hashlib
-
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = _sha256(path)
         prefix = expected_sha256_prefix(path)
         expected = (f"its SHA-256 should start with {prefix} (from the file name), this file's is "
                     f"{digest[:16]}...{' (it matches: an incompatible format?)' if digest.startswith(prefix) else ''}"
