@@ -56,6 +56,30 @@ def test_profile_overrides_rebuild_the_fair_recipe():
                 assert built[k] == want[k], (entry["id"], k)
 
 
+def test_make_report_trains_the_short_budget_and_the_study_the_full_one():
+    """The demo profile (make report) and every search trial train the short budget; the study
+    trains the setting's full (converged) budget."""
+    from dml_core.methods.recipes import get_recipe
+    from dml_core.study import tuning
+
+    s = fair.setting("demo")
+    short = fair.short_budget(s)
+    assert short == {"epochs": s.short_epochs, "eval_every": s.short_eval_every}
+    assert s.short_epochs < s.epochs
+    for name, want in (("demo", short), ("study", {"epochs": s.epochs, "eval_every": s.eval_every})):
+        fair_runs = [r for r in fair.profile_document(name)["runs"] if r["id"].startswith("fair_")]
+        assert fair_runs
+        for r in fair_runs:
+            p = r["parameters"]
+            variant = r["id"][len("fair_"):].rsplit("_s", 1)[0]
+            built = get_recipe(p.get("method", fair.VARIANTS[variant].method), p["dataset"],
+                               p["backbone"], **p["overrides"])
+            assert {k: built[k] for k in want} == want, (name, r["id"])
+    for r in tuning.trial_runs("proxy_anchor", "demo", {}, (100, 101)):
+        assert {k: r[k] for k in short} == short
+    assert fair.short_budget(fair.setting("fair")) == {}  # the GPU setting: one budget
+
+
 def test_generated_profiles_and_protocol_doc_are_in_sync():
     for name in fair.PROFILES:
         on_disk = yaml.safe_load((paths.REPO_ROOT / "profiles" / f"{name}.yaml").read_text())

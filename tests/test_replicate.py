@@ -29,6 +29,8 @@ def _write_runs(root, profile, values, cpu="Test CPU 1"):
                        "untrained": {"epoch": 0, "metrics": {"test/dense/R@1": 0.1}},
                        "hardware": {**MACHINE, "cpu": cpu}, "versions": VERSIONS}
             (d / "summary.json").write_text(json.dumps(summary))
+            (d / "metrics.csv").write_text("epoch,test/dense/R@1,test/binary/R@1,test/dense/MAP@R,"
+                                           f"val/dense/R@1\n4,{v},{v / 2},{v / 3},{v}\n")
 
 
 VALUES = {"pp_on": {0: 0.50, 1: 0.55, 2: 0.52}, "proxy_anchor": {0: 0.40, 1: 0.47, 2: 0.44}}
@@ -52,6 +54,9 @@ def test_save_then_the_same_machine_must_be_identical(tmp_path, capsys):
     assert any(f.endswith("summary.md") for f in files)
     md = (tmp_path / "results/p/summary.md").read_text()
     assert "positive-proxy gradient: PP − Proxy-Anchor" in md and "MAP@R [95% CI]" in md
+    curves = sorted(p.name for p in (tmp_path / "results/p/metrics").iterdir())
+    assert curves == [f"fair_{v}_s{s}.csv" for v in sorted(values) for s in (0, 1, 2)]
+    assert (tmp_path / "results/p/metrics/fair_pp_on_s1.csv").read_text().endswith(",0.55\n")
 
     rc, out = _cli(tmp_path, "ref", capsys)
     assert rc == 0 and "RESULT: IDENTICAL" in out and "same machine" in out
@@ -63,6 +68,16 @@ def test_save_then_the_same_machine_must_be_identical(tmp_path, capsys):
     assert rc == 1 and "RESULT: NOT REPLICATED" in out
     assert "NOT REPLICATED: pp_on val_sel/dense/R@1" in out
     assert "NOT REPLICATED: proxy_anchor" not in out
+
+
+def test_save_removes_the_curves_of_runs_the_profile_no_longer_has(tmp_path):
+    _write_runs(tmp_path / "ref", "p", VALUES)
+    stale = tmp_path / "results/p/metrics/fair_gone_s0.csv"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("epoch\n1\n")
+    replicate.save("p", runs_root=tmp_path / "ref", root=tmp_path)
+    assert not stale.exists()
+    assert len(list(stale.parent.glob("*.csv"))) == 6
 
 
 def test_another_machine_is_judged_by_holm_controlled_tests(tmp_path, capsys):

@@ -47,7 +47,8 @@ from dml_core.methods.registry import SPECS, methods_of_notebook, published
 
 __all__ = ["Setting", "SETTINGS", "VARIANTS", "LOSS_HPARAMS", "DEVIATIONS", "SEARCH_SPACE",
            "COMPARISONS", "fair_recipe", "shared_overrides", "variant_loss", "tuned_values",
-           "tuning_file", "protocol_table", "protocol_markdown", "profile_runs", "FairError"]
+           "tuning_file", "protocol_table", "protocol_markdown", "profile_runs", "short_budget",
+           "FairError"]
 
 
 class FairError(ValueError):
@@ -92,6 +93,11 @@ class Setting:
     proxy_init: str = "kaiming_normal_fan_out"  # every method's proxies (losses.init_proxies)
     tuning_trials: int = 0         # the search budget: trials per method (the same for all)
     tuning_seeds: tuple[int, ...] = (100, 101)  # each trial trains once per seed (own val classes)
+    #: The short budget (None: the full one): every search trial and a profile with
+    #: ``"budget": "short"`` (``make report``'s preview) train ``short_epochs`` epochs,
+    #: evaluated every ``short_eval_every``; ``epochs`` is the study's (converged) budget.
+    short_epochs: int | None = None
+    short_eval_every: int | None = None
 
 
 SETTINGS: dict[str, Setting] = {
@@ -99,10 +105,10 @@ SETTINGS: dict[str, Setting] = {
         name="demo", datasets=("demo",), backbone="resnet18", pretrained=True, embedding_dim=64,
         crop_size=24, resize_size=27, transform="random_resized_crop", hflip=False,
         rrc_scale=(0.7, 1.0), batch_size=32, sampler="shuffle", samples_per_class=None,
-        epochs=5, eval_every=2, optimizer="Adam", lr=1e-4, weight_decay=0.0, lr_decay_epoch=4,
+        epochs=15, eval_every=3, optimizer="Adam", lr=1e-4, weight_decay=0.0, lr_decay_epoch=4,
         lr_gamma=0.5, warmup_epochs=0, freeze_bn=True, grad_clip_value=None,
         validation_fraction=0.2, seeds=(0, 1, 2), device="cpu", eval_batch_size=250,
-        num_workers=0, tuning_trials=8,
+        num_workers=0, tuning_trials=8, short_epochs=5, short_eval_every=2,
         tuning=("a seeded search (Optuna TPE, dml_core.study.tuning) over each method's search "
                 "space; a trial's value is the mean over the tuning seeds of the validation R@1 "
                 "at the validation-selected epoch; the test split is never evaluated during the "
@@ -441,6 +447,14 @@ def shared_overrides(recipe: dict, s: Setting, seed: int) -> dict[str, Any]:
     return o
 
 
+def short_budget(s: Setting) -> dict[str, int]:
+    """The recipe keys of the setting's short budget (:attr:`Setting.short_epochs`): ``{}`` when
+    it declares none."""
+    if s.short_epochs is None:
+        return {}
+    return {"epochs": int(s.short_epochs), "eval_every": int(s.short_eval_every or s.eval_every)}
+
+
 def fair_recipe(variant: str, setting_name: str = "demo", dataset: str | None = None,
                 seed: int = 0, **loss_overrides: Any) -> dict:
     """The recipe of ``variant`` (:data:`VARIANTS`) under the shared ``setting_name``.
@@ -472,9 +486,10 @@ def fair_recipe(variant: str, setting_name: str = "demo", dataset: str | None = 
 
 
 def recipe_overrides(variant: str, setting_name: str = "demo", dataset: str | None = None,
-                     seed: int = 0) -> dict[str, Any]:
+                     seed: int = 0, short: bool = False) -> dict[str, Any]:
     """What a profile passes to a notebook: ``get_recipe(method, dataset, backbone,
-    **overrides)`` then equals :func:`fair_recipe` (the name aside)."""
+    **overrides)`` then equals :func:`fair_recipe` (the name aside; with ``short``, on the
+    setting's :func:`short_budget`)."""
     from dml_core.methods.recipes import get_recipe
 
     v, s = VARIANTS[variant], setting(setting_name)
@@ -482,6 +497,8 @@ def recipe_overrides(variant: str, setting_name: str = "demo", dataset: str | No
     base = get_recipe(v.method, *_row(v.method, dataset, s.backbone))
     over = shared_overrides(base, s, seed)
     over.update(variant_loss(variant, s.name))
+    if short:
+        over.update(short_budget(s))
     return {k: val for k, val in over.items() if base.get(k) != val}
 
 
@@ -501,6 +518,11 @@ _ROWS = (
 def _cell(s: Setting, label: str, key: str | None) -> str:
     from dml_core.methods import shared
 
+    if key == "epochs" and s.short_epochs:
+        return (f"{s.epochs} (the study); {s.short_epochs} in the short budget: the search's "
+                "trials and `make report`'s preview")
+    if key == "eval_every" and s.short_epochs:
+        return f"{s.eval_every} (the study); {short_budget(s)['eval_every']} in the short budget"
     if key is not None:
         val = getattr(s, key)
         if isinstance(val, tuple):
@@ -604,9 +626,10 @@ def run_id(variant: str, seed: int, dataset: str | None = None) -> str:
 
 
 def profile_runs(setting_name: str, variants: tuple[str, ...], seeds: tuple[int, ...],
-                 datasets: tuple[str, ...] | None = None) -> list[dict]:
+                 datasets: tuple[str, ...] | None = None, short: bool = False) -> list[dict]:
     """The training runs of a profile: every variant × data set × seed, seed-major (so an
-    interrupted batch has whole seeds), as profile entries (id, notebook, parameters)."""
+    interrupted batch has whole seeds), as profile entries (id, notebook, parameters); with
+    ``short``, on the setting's :func:`short_budget`."""
     s = setting(setting_name)
     datasets = datasets or s.datasets
     runs = []
@@ -620,7 +643,7 @@ def profile_runs(setting_name: str, variants: tuple[str, ...], seeds: tuple[int,
                 params: dict[str, Any] = {"dataset": row_ds, "backbone": row_bb}
                 if len(methods_of_notebook(SPECS[v.method].notebook)) > 1:  # it names its method
                     params = {"method": v.method, **params}
-                params["overrides"] = recipe_overrides(variant, setting_name, ds, seed)
+                params["overrides"] = recipe_overrides(variant, setting_name, ds, seed, short)
                 runs.append({"id": run_id(variant, seed, ds if len(datasets) > 1 else None),
                              "notebook": NOTEBOOK[v.method], "parameters": params,
                              "description": f"fair protocol ({s.name}): {v.label}, {ds}, "
@@ -639,6 +662,7 @@ def unavailable(setting_name: str, variants: tuple[str, ...]) -> list[str]:
 #: The profiles generated from this module (``python -m dml_core.methods.fair --write``).
 PROFILES: dict[str, dict[str, Any]] = {
     "demo": {"setting": "demo", "seeds": (0, 1, 2), "ablations": False, "reproduction": (0,),
+             "budget": "short",
              "description": (
                  "What `make report` runs: every published recipe once on the demo (the "
                  "reproduction: the pretrained stand-in trunk before and after fine-tuning, "
@@ -646,15 +670,16 @@ PROFILES: dict[str, dict[str, Any]] = {
                  "(dml_core.methods.fair, docs/PROTOCOL.md; embedded digits, the stand-in "
                  "ResNet-18, CPU) with 3 seeds, the toy, the tables with 95% intervals over "
                  "seeds and paired differences, and the figures (inside runs/demo/, never the "
-                 "repository's figures/). Its 5 epochs are fewer than the budget at which the "
-                 "validation curves plateau (docs/PROTOCOL.md, 'How long to train'): the "
-                 "comparison is an early-training one.")},
+                 "repository's figures/). It trains the setting's short budget (5 epochs, the "
+                 "search trials' budget), not the study's converged one (docs/PROTOCOL.md, 'How "
+                 "long to train'): an early-training preview of the comparison; `make study` "
+                 "runs the converged one.")},
     "study": {"setting": "demo", "seeds": (0, 1, 2, 3, 4), "ablations": True,
               "reproduction": (0, 1, 2, 3, 4),
               "description": (
                   "What `make study` runs and the README quotes: every published recipe on "
                   "the demo with 5 seeds (the reproduction), the demo setting of the fair "
-                  "protocol with 5 seeds, plus the option ablations (AsymptoticProxy's momentum "
+                  "protocol at its converged budget (15 epochs) with 5 seeds, plus the option ablations (AsymptoticProxy's momentum "
                   "fixed at 0.5 and at 0.9), the toy, tables and "
                   "figures. `make study` then stores the per-seed values in results/study/ "
                   "and refreshes the README's figures.")},
@@ -717,7 +742,8 @@ def profile_document(name: str) -> dict:
                         r["description"] += f", {key} = {value}"
                         runs.append(r)
     else:
-        runs += profile_runs(s.name, variants, tuple(spec["seeds"]))
+        runs += profile_runs(s.name, variants, tuple(spec["seeds"]),
+                             short=spec.get("budget") == "short")
     if s.name == "demo":
         runs.append({"id": "07_toy_proxies", "notebook": "07_toy_proxies.ipynb",
                      "parameters": {"source": "digits", "pretrained": False},
@@ -813,11 +839,13 @@ def _convergence_markdown(setting_name: str = "demo") -> str:
             + (f", overrides {overrides}" if overrides else "")
             + f", {doc['time_s'] / 60:.0f} min on {doc['hardware'].get('cpu', 'a CPU')}. "
             "Mean last-third gain (points of validation R@1) per budget E:\n\n"
-            + "\n".join(rows) + "\n\n" + verdict + f" The `{s.name}` setting trains "
+            + "\n".join(rows) + "\n\n" + verdict + f" The `{s.name}` setting's study trains "
             f"{s.epochs} epochs"
             + ("" if chosen is None or s.epochs >= chosen else
                ": fewer than that budget, so its comparison is an early-training one, not a "
                "comparison at convergence")
+            + (f"; its short budget ({s.short_epochs} epochs: the search's trials and `make "
+               "report`'s preview) is an early-training one" if s.short_epochs else "")
             + ".\n\n")
 
 

@@ -4,8 +4,9 @@ The numbers the README quotes come from ``results/<profile>/`` (tracked): ``per_
 row per variant × seed × metric: every value behind a mean, at full precision),
 ``summary.csv`` / ``headline.csv`` / ``paired.csv`` (means with 95% intervals of R@1 and MAP@R,
 paired differences with Holm-adjusted p-values; :func:`dml_core.report.stats.summarise`),
-``summary.md`` (the same as Markdown tables) and ``environment.json`` (the machine and library
-versions that produced them).
+``summary.md`` (the same as Markdown tables), ``environment.json`` (the machine and library
+versions that produced them) and ``metrics/<run id>.csv`` (every seeded run's per-epoch
+``metrics.csv``: the curves behind the selected epochs and the plateau check).
 
     python -m dml_core.report.replicate --profile study --save   # runs/study -> results/study (make study)
     python -m dml_core.report.replicate --profile study          # fresh runs/study vs results/study
@@ -133,8 +134,10 @@ def _known(env: dict | None) -> bool:
 def save(profile: str, runs_root: Path | None = None, root: Path | None = None,
          readme: bool = False) -> list[str]:
     """Write results/<profile>/{per_seed.csv, summary.csv, headline.csv, paired.csv,
-    summary.md, environment.json}; with ``readme`` also the generated block of README.md
-    (:func:`readme_block`)."""
+    summary.md, environment.json, metrics/<run id>.csv}; with ``readme`` also the generated
+    block of README.md (:func:`readme_block`). A metrics file of a run the profile no longer
+    has is removed."""
+    from dml_core.core.run_folder import RunFolder
     from dml_core.report.stats import summarise
 
     values = per_seed_values(profile, runs_root)
@@ -150,7 +153,13 @@ def save(profile: str, runs_root: Path | None = None, root: Path | None = None,
              "paired.csv": stats["paired"].to_csv(index=False, float_format="%.6g"),
              "summary.md": summary_markdown(stats, profile),
              "environment.json": json.dumps(environment(profile, runs_root), indent=1) + "\n"}
+    for run_id, run_dir in zip(runs["run_id"], runs["run_dir"]):
+        files[f"metrics/{paths.check_name(str(run_id), 'run id')}.csv"] = \
+            RunFolder(run_dir).metrics.read_text()
     io.remove_temporaries(out)  # what a killed save left (a tracked folder: keep it clean)
+    for stale in sorted((out / "metrics").glob("*.csv")):
+        if f"metrics/{stale.name}" not in files:
+            stale.unlink()
     for name, text in files.items():
         io.write_text(out / name, text)
     written = [str(out / n) for n in files]

@@ -9,7 +9,8 @@ seeded Optuna study (TPE sampler) searches the method's own loss hyper-parameter
 (:data:`dml_core.methods.fair.SEARCH_SPACE`, minus the keys the variant fixes) with the same
 budget for every method: :attr:`Setting.tuning_trials` trials, each trained once per tuning seed
 (:attr:`Setting.tuning_seeds`, not the seeds the study reports; each seed draws its own
-validation classes). Trial 0 is the untuned values (the papers'), so the search never ends below
+validation classes) for the setting's short budget of epochs (:attr:`Setting.short_epochs`; the
+study then trains its full budget with the chosen values). Trial 0 is the untuned values (the papers'), so the search never ends below
 them on validation. A trial's value is the mean over its seeds of the validation R@1 at the
 validation-selected epoch (:func:`objective_value`; a seed whose loss diverges counts 0).
 
@@ -97,12 +98,15 @@ def _start(variant: str, space: dict) -> dict[str, float]:
 def trial_runs(variant: str, setting_name: str, params: dict, seeds: Sequence[int],
                overrides: dict | None = None) -> list[dict]:
     """The recipes one trial trains: the fair recipe of ``variant`` with ``params`` (its loss
-    keys), once per seed, plus ``overrides`` (a smoke search's shortening)."""
+    keys) on the setting's short budget (:func:`dml_core.methods.fair.short_budget`), once per
+    seed, plus ``overrides`` (a smoke search's shortening)."""
     from dml_core.methods import fair
 
     out = []
+    short = fair.short_budget(fair.setting(setting_name))
     for seed in seeds:
         r = fair.fair_recipe(variant, setting_name, seed=int(seed), **params)
+        r.update(short)
         r.update(overrides or {})
         r["name"] = f"tuning/{setting_name}/{variant}/seed{seed}"
         out.append(r)
@@ -270,6 +274,7 @@ def _document(s, variants, trials, seeds, overrides, shortened, sampler_seed, st
         "setting": s.name, "dataset": s.datasets[0],
         "command": "python -m dml_core.study.tuning " + " ".join(sys.argv[1:]),
         "budget": {"trials": trials, "seeds": list(seeds),
+                   **(fair.short_budget(s) or {"epochs": s.epochs, "eval_every": s.eval_every}),
                    "sampler": f"optuna TPESampler(seed={sampler_seed}, n_startup_trials="
                               f"{max(1, trials // 3)}); trial 0 = the untuned values",
                    "optuna": optuna.__version__},
