@@ -6,7 +6,8 @@ Prints, on one CPU thread (the unit the time budgets are stated in), the median 
   2. one demo training step (ResNet-18, batch 32 of 3x24x24, forward + backward + fused Adam)
      and one evaluation forward of 250 images, with plain convolutions and with
      ``dml_core.models.pixel_conv`` (the trunk ``build_backbone`` returns), in the default and
-     the channels-last layout.
+     the channels-last layout;
+  3. the fast-path step before and after ``dml_core.core.allocator.keep_freed_memory``.
 It also checks that both networks give the same outputs and gradients (to float rounding).
 
     .venv/bin/python benchmarks/conv_speed.py
@@ -86,7 +87,29 @@ def steps() -> None:
             m.to(memory_format=torch.contiguous_format)
 
 
+def allocator() -> None:
+    """The same step after dml_core.core.allocator.keep_freed_memory() (process-wide, so last)."""
+    from dml_core.core.allocator import keep_freed_memory
+
+    torch.manual_seed(0)
+    model = use_pixel_convs(torchvision.models.resnet18(num_classes=64))
+    opt = torch.optim.Adam(model.parameters(), 1e-4, fused=True)
+    x = torch.randn(32, 3, 24, 24)
+
+    def step():
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+
+    before = median_ms(step)
+    kept = keep_freed_memory()
+    after = median_ms(step)
+    print(f"pixel_conv step, default layout: {before:.0f} ms with glibc's default thresholds, "
+          f"{after:.0f} ms after keep_freed_memory() (set: {kept})")
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     conv_shapes()
     steps()
+    allocator()

@@ -51,7 +51,8 @@ def save_figure(fig, path_without_ext: str | os.PathLike,
                 formats: Sequence[str] = ("png", "pdf"), dpi: int = 200) -> list[Path]:
     """Write ``fig`` to ``<path>.<fmt>`` for each format, each atomically; return the paths.
     PDFs carry no creation date, so an unchanged figure gives an identical file (no spurious
-    change in the committed ``figures/``)."""
+    change in the committed ``figures/``). PNGs use zlib level 1: a retrieval grid encodes
+    ~5x faster than at PIL's default 6 for files ~1.3x larger."""
     base = Path(path_without_ext)
     if base.suffix.lower() in (".png", ".pdf", ".svg"):
         base = base.with_suffix("")
@@ -60,7 +61,9 @@ def save_figure(fig, path_without_ext: str | os.PathLike,
         target = base.with_name(base.name + "." + fmt)
         with atomic_path(target) as tmp:
             metadata = {"CreationDate": None} if fmt == "pdf" else None
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
+            extra = {"pil_kwargs": {"compress_level": 1}} if fmt == "png" else {}
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata,
+                        **extra)
         out.append(target)
     return out
 

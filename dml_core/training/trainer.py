@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dml_core.core.allocator import keep_freed_memory
 from dml_core.core.run_folder import RunFolder
 
 from .engine import Evaluation, fit, resolve_device
@@ -81,6 +82,7 @@ def train(recipe: dict, run_dir: str | os.PathLike, data_root: str | os.PathLike
             return run.read_summary()
 
         device = resolve_device(device)
+        keep_freed_memory()  # CPU steps reuse their large blocks (dml_core.core.allocator)
         if recipe["seed"] is not None:
             seed_everything(int(recipe["seed"]), bool(recipe.get("deterministic", False)))
         data = build_data(recipe, data_root, test=evaluate_test)
