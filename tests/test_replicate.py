@@ -29,8 +29,10 @@ def _write_runs(root, profile, values, cpu="Test CPU 1"):
                        "untrained": {"epoch": 0, "metrics": {"test/dense/R@1": 0.1}},
                        "hardware": {**MACHINE, "cpu": cpu}, "versions": VERSIONS}
             (d / "summary.json").write_text(json.dumps(summary))
+            gain = 0.01 if variant == "pp_on" else 0.03  # validation R@1, epochs 2 -> 4
             (d / "metrics.csv").write_text("epoch,test/dense/R@1,test/binary/R@1,test/dense/MAP@R,"
-                                           f"val/dense/R@1\n4,{v},{v / 2},{v / 3},{v}\n")
+                                           f"val/dense/R@1\n2,{v},{v / 2},{v / 3},{v - gain}\n"
+                                           f"4,{v},{v / 2},{v / 3},{v}\n")
 
 
 VALUES = {"pp_on": {0: 0.50, 1: 0.55, 2: 0.52}, "proxy_anchor": {0: 0.40, 1: 0.47, 2: 0.44}}
@@ -57,6 +59,10 @@ def test_save_then_the_same_machine_must_be_identical(tmp_path, capsys):
     curves = sorted(p.name for p in (tmp_path / "results/p/metrics").iterdir())
     assert curves == [f"fair_{v}_s{s}.csv" for v in sorted(values) for s in (0, 1, 2)]
     assert (tmp_path / "results/p/metrics/fair_pp_on_s1.csv").read_text().endswith(",0.55\n")
+    plateau = pd.read_csv(tmp_path / "results/p/plateau.csv").set_index("configuration")
+    assert plateau.loc["fair_pp_on", "gain"] == pytest.approx(1.0)  # from epoch 3 -> 2, to 4
+    assert plateau.loc["fair_pp_on", "plateaued"] and not plateau.loc["fair_proxy_anchor", "plateaued"]
+    assert "**1 of 2 configurations**" in md and "| Proxy-Anchor | 3 | 4 | +3.0 | **no** |" in md
 
     rc, out = _cli(tmp_path, "ref", capsys)
     assert rc == 0 and "RESULT: IDENTICAL" in out and "same machine" in out

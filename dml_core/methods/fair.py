@@ -110,16 +110,18 @@ SETTINGS: dict[str, Setting] = {
         validation_fraction=0.2, seeds=(0, 1, 2), device="cpu", eval_batch_size=250,
         num_workers=0, tuning_trials=8, short_epochs=5, short_eval_every=2,
         tuning=("a seeded search (Optuna TPE, dml_core.study.tuning) over each method's search "
-                "space; a trial's value is the mean over the tuning seeds of the validation R@1 "
-                "at the validation-selected epoch; the test split is never evaluated during the "
-                "search. Without a committed search every loss keeps the papers' values"),
+                "space; each trial trains the short budget (5 epochs); its value is the mean over "
+                "the tuning seeds of the validation R@1 at the validation-selected epoch; the "
+                "test split is never loaded during the search. Without a committed search every "
+                "loss keeps the papers' values"),
         notes=("fine-tunes the demo's pretrained stand-in trunk (docs/DEMO.md) in the GPU "
                "setting's regime: Adam 1e-4, BatchNorm statistics frozen; no horizontal flip "
                "(a mirrored number is another number). The shared sampler was chosen once for "
                "all methods on validation R@1 (seed 0, from scratch, before the stand-in "
-               "existed; see 'How the demo's shared setting was chosen'), the 5 epochs by make "
-               "report's time budget on 2 cores, fewer than the validation curves need to "
-               "plateau (see 'How long to train'); the test set chose nothing")),
+               "existed; see 'How the demo's shared setting was chosen'); the study's epoch "
+               "budget from the validation curves of the convergence probe (see 'How long to "
+               "train'); the short budget (the search's trials, make report's preview) by make "
+               "report's time on 2 cores. The test set chose nothing")),
     "fair": Setting(
         name="fair", datasets=("car", "cub", "sop", "isc"), backbone="resnet50", pretrained=True,
         embedding_dim=512, crop_size=224, resize_size=256, transform="random_resized_crop",

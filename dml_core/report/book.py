@@ -396,7 +396,7 @@ def _plateau_section(runs_df) -> str:
     table = plateau_table(with_configs(runs_df))
     if not len(table):
         return ""
-    shown = table.assign(gain=table["gain"].map(lambda g: "—" if g != g else f"{g:+.1f}"),
+    shown = table.drop(columns=["config"]).assign(gain=table["gain"].map(lambda g: "—" if g != g else f"{g:+.1f}"),
                          plateaued=table["plateaued"].map({True: "yes", False: "no"}))
     shown = shown.rename(columns={"gain": "validation R@1 gained over the last third (points)"})
     late = int((~table["plateaued"]).sum())

@@ -63,8 +63,8 @@ def smallest_plateaued_budget(curves: dict[str, dict[int, dict[int, float]]], ma
 def plateau_table(runs) -> "object":
     """The criterion on finished runs: ``runs`` a frame with ``run_dir``, ``config`` and
     ``seed`` (:func:`dml_core.report.runs.with_configs`). One row per configuration with
-    validation curves: its name (the run folder's, without ``_s<seed>``), seeds, epochs, the
-    mean last-third gain (points) and ``plateaued``. Empty when no run has a validation curve."""
+    validation curves: ``config`` (the runs table's key), its name (the run folder's, without
+    ``_s<seed>``), seeds, epochs, the mean last-third gain (points) and ``plateaued``. Empty when no run has a validation curve."""
     import pandas as pd
 
     from dml_core.core.run_folder import RunFolder
@@ -81,11 +81,12 @@ def plateau_table(runs) -> "object":
                      "config": run["config"], "seed": run["seed"], "epochs": epochs,
                      "gain": last_third_gain(curve, epochs)})
     if not rows:
-        return pd.DataFrame(columns=["configuration", "seeds", "epochs", "gain", "plateaued"])
+        return pd.DataFrame(columns=["config", "configuration", "seeds", "epochs", "gain",
+                                     "plateaued"])
     df = pd.DataFrame(rows)
     out = (df.groupby("config", sort=False)
            .agg(configuration=("configuration", "first"), seeds=("seed", "nunique"),
                 epochs=("epochs", "max"), gain=("gain", "mean"))
-           .reset_index(drop=True))
+           .reset_index())
     out["plateaued"] = out["gain"] <= PLATEAU_POINTS
     return out

@@ -4,7 +4,8 @@ The numbers the README quotes come from ``results/<profile>/`` (tracked): ``per_
 row per variant × seed × metric: every value behind a mean, at full precision),
 ``summary.csv`` / ``headline.csv`` / ``paired.csv`` (means with 95% intervals of R@1 and MAP@R,
 paired differences with Holm-adjusted p-values; :func:`dml_core.report.stats.summarise`),
-``summary.md`` (the same as Markdown tables), ``environment.json`` (the machine and library
+``summary.md`` (the same as Markdown tables), ``plateau.csv`` (the plateau criterion of
+:mod:`dml_core.report.plateau` per configuration), ``environment.json`` (the machine and library
 versions that produced them) and ``metrics/<run id>.csv`` (every seeded run's per-epoch
 ``metrics.csv``: the curves behind the selected epochs and the plateau check).
 
@@ -134,10 +135,11 @@ def _known(env: dict | None) -> bool:
 def save(profile: str, runs_root: Path | None = None, root: Path | None = None,
          readme: bool = False) -> list[str]:
     """Write results/<profile>/{per_seed.csv, summary.csv, headline.csv, paired.csv,
-    summary.md, environment.json, metrics/<run id>.csv}; with ``readme`` also the generated
+    summary.md, plateau.csv, environment.json, metrics/<run id>.csv}; with ``readme`` also the generated
     block of README.md (:func:`readme_block`). A metrics file of a run the profile no longer
     has is removed."""
     from dml_core.core.run_folder import RunFolder
+    from dml_core.report.plateau import plateau_table
     from dml_core.report.stats import summarise
 
     values = per_seed_values(profile, runs_root)
@@ -147,11 +149,13 @@ def save(profile: str, runs_root: Path | None = None, root: Path | None = None,
     out = results_dir(profile, root)
     runs = _profile_runs(profile, runs_root)
     stats = summarise(runs)
+    plateau = plateau_labelled(plateau_table(runs), stats)
     files = {"per_seed.csv": values.to_csv(index=False),  # full precision: exact comparisons
              "summary.csv": stats["summary"].to_csv(index=False, float_format="%.6f"),
              "headline.csv": stats["headline"].to_csv(index=False, float_format="%.6f"),
              "paired.csv": stats["paired"].to_csv(index=False, float_format="%.6g"),
-             "summary.md": summary_markdown(stats, profile),
+             "summary.md": summary_markdown(stats, profile, plateau),
+             "plateau.csv": plateau.to_csv(index=False, float_format="%.3f"),
              "environment.json": json.dumps(environment(profile, runs_root), indent=1) + "\n"}
     for run_id, run_dir in zip(runs["run_id"], runs["run_dir"]):
         files[f"metrics/{paths.check_name(str(run_id), 'run id')}.csv"] = \
@@ -168,7 +172,7 @@ def save(profile: str, runs_root: Path | None = None, root: Path | None = None,
         col = "untrained/dense/R@1"
         untrained = runs.groupby("config")[col].mean().to_dict() if col in runs else {}
         block = readme_block(stats, profile, hw.iloc[0] if len(hw) else None,
-                             untrained=untrained)
+                             untrained=untrained, plateau=plateau)
         readme_path = (Path(root) if root is not None else paths.REPO_ROOT) / "README.md"
         if update_readme(block, readme_path):
             written.append(str(readme_path))
@@ -183,8 +187,35 @@ def _metric_names(stats: dict) -> list[str]:
     return [metric_name(m) for m in stats.get("metrics", [stats["metric"]])]
 
 
-def summary_markdown(stats: dict, profile: str) -> str:
-    """The headline (R@1, MAP@R with intervals) and the paired comparisons as Markdown (%)."""
+def plateau_labelled(plateau: pd.DataFrame, stats: dict) -> pd.DataFrame:
+    """:func:`dml_core.report.plateau.plateau_table` with each configuration's label."""
+    labels = dict(zip(stats["summary"]["config"], stats["summary"]["label"]))
+    out = plateau.copy()
+    out.insert(0, "label", [labels.get(c, n) for c, n in zip(out["config"], out["configuration"])])
+    return out
+
+
+def plateau_lines(plateau: pd.DataFrame | None) -> list[str]:
+    """Markdown: whether each configuration's validation curve has plateaued."""
+    if plateau is None or not len(plateau):
+        return []
+    from dml_core.methods.fair import PLATEAU_POINTS
+
+    n_ok = int(plateau["plateaued"].sum())
+    lines = [f"Has training plateaued? Validation R@1 gained over the last third of training "
+             f"(from epoch E − round(E/3) to E), mean over seeds; plateaued when at most "
+             f"{PLATEAU_POINTS:g} points: **{n_ok} of {len(plateau)} configurations**.", "",
+             "| configuration | seeds | epochs | last-third gain (points) | plateaued |",
+             "|---|---|---|---|---|"]
+    for _, r in plateau.iterrows():
+        lines.append(f"| {r['label']} | {r['seeds']} | {r['epochs']} | {r['gain']:+.1f} | "
+                     f"{'yes' if r['plateaued'] else '**no**'} |")
+    return lines
+
+
+def summary_markdown(stats: dict, profile: str, plateau: pd.DataFrame | None = None) -> str:
+    """The headline (R@1, MAP@R with intervals), the paired comparisons and (given) the plateau
+    table as Markdown (%)."""
     names = _metric_names(stats)
     h, p = stats["headline"], stats["paired"]
     order = stats["summary"].sort_values("mean", ascending=False)["config"].tolist()
@@ -208,6 +239,8 @@ def summary_markdown(stats: dict, profile: str) -> str:
         lines.append(f"| {r['comparison']} | {r.get('metric', '')} | {r['n']} | "
                      f"{100 * r['mean']:+.1f} | [{100 * r['lo']:+.1f}, {100 * r['hi']:+.1f}] | "
                      f"{r['p_value']:.3g} | {r['p_holm']:.3g} | {r['verdict']} |")
+    if plateau is not None and len(plateau):
+        lines += [""] + plateau_lines(plateau)
     return "\n".join(lines) + "\n"
 
 
@@ -220,10 +253,11 @@ README_MIN_SEEDS = 5
 
 
 def readme_block(stats: dict, profile: str, hardware: str | None = None,
-                 min_seeds: int | None = None, untrained: dict | None = None) -> str:
-    """The README's generated results: R@1 and MAP@R with intervals and the paired verdicts
-    (Holm-adjusted), for the configurations (comparisons) with at least ``min_seeds`` seeds;
-    the others are named."""
+                 min_seeds: int | None = None, untrained: dict | None = None,
+                 plateau: pd.DataFrame | None = None) -> str:
+    """The README's generated results: R@1 and MAP@R with intervals, the paired verdicts
+    (Holm-adjusted), for the configurations (comparisons) with at least ``min_seeds`` seeds
+    (the others are named), and (given) whether each configuration's training plateaued."""
     min_seeds = README_MIN_SEEDS if min_seeds is None else min_seeds
     names = _metric_names(stats)
     s, p, h = stats["summary"], stats["paired"], stats["headline"]
@@ -258,6 +292,8 @@ def readme_block(stats: dict, profile: str, hardware: str | None = None,
     if len(short):
         lines += ["", f"Not quoted (fewer than {min_seeds} seeds in this batch): "
                   + ", ".join(f"{r['label']} ({r['n']})" for _, r in short.iterrows()) + "."]
+    if plateau is not None and len(plateau):
+        lines += [""] + plateau_lines(plateau)
     lines.append(README_END)
     return "\n".join(lines)
 
