@@ -284,7 +284,9 @@ def _document(s, variants, trials, seeds, overrides, shortened, sampler_seed, st
         "search_space": {v: {k: list(spec) for k, spec in _space(v).items()} for v in variants},
         "fixed": {v: list(fair.VARIANTS[v].fixed) for v in variants},
         "chosen": chosen, "best": best, "trials": all_trials,
-        "time_s": round(elapsed, 1), **_environment()}
+        # the search's time: every trial's (seeds in parallel), also when it was resumed
+        "time_s": round(sum(t.get("time_s") or 0.0 for t in all_trials), 1),
+        "time_s_last_call": round(elapsed, 1), **_environment()}
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
