@@ -105,8 +105,11 @@ def test_generated_profiles_and_protocol_doc_are_in_sync():
 def demo_root(tmp_path_factory):
     from dml_core.data import prepare
 
+    from dml_core.models.standin import ensure_standin
+
     root = tmp_path_factory.mktemp("demo_data")
     prepare("demo", root)
+    ensure_standin(root, verbose=False)  # the demo setting's pretrained trunk
     return root
 
 
@@ -163,7 +166,7 @@ def _group_settings(group):
     return {k: v for k, v in group.items() if k != "params"}
 
 
-def test_compared_methods_build_the_same_network_and_trunk_optimiser():
+def test_compared_methods_build_the_same_network_and_trunk_optimiser(demo_root):  # stand-in built
     """Every headline method: the same network (architecture and, for one seed, the same initial
     weights), the same optimiser and schedule; CGD, the declared exception, keeps its own network
     but gets the same optimiser settings and schedule."""
@@ -218,12 +221,17 @@ def test_resolved_recipes_differ_only_in_declared_loss_keys(name):
 
 
 def test_pp_is_proxy_anchor_plus_the_positive_proxy_gradient():
-    """Under the shared build, PP's recipe is Proxy-Anchor's plus ``positive_proxy``; with the
+    """Under the shared build, PP at Proxy-Anchor's (tuned) values is Proxy-Anchor's recipe plus
+    ``positive_proxy``; headline PP differs from it only in its own searched loss keys; with the
     gradient off it trains exactly as Proxy-Anchor (bit for bit), with it on the step differs."""
-    pp, pa = fair.fair_recipe("pp_on", "demo", seed=0), fair.fair_recipe("proxy_anchor", "demo", seed=0)
+    pa = fair.fair_recipe("proxy_anchor", "demo", seed=0)
+    pp = fair.fair_recipe("pp_on_pa_values", "demo", seed=0)
     differ = {k for k in set(pp) | set(pa) if pp.get(k) != pa.get(k)} - BOOKKEEPING
     assert differ <= {"positive_proxy", "loss", "scale"}, differ
     assert pp["positive_proxy"] is True and pp["loss"] == "proxy_anchor"
+    tuned = fair.fair_recipe("pp_on", "demo", seed=0)
+    differ = {k for k in set(tuned) | set(pp) if tuned.get(k) != pp.get(k)} - BOOKKEEPING
+    assert differ <= set(fair.SEARCH_SPACE["positive_proxy"]), differ
 
     from dml_core.methods import build_method
 

@@ -55,7 +55,7 @@ def test_save_then_the_same_machine_must_be_identical(tmp_path, capsys):
     assert json.loads((tmp_path / "results/p/environment.json").read_text())["cpu"] == "Test CPU 1"
     assert any(f.endswith("summary.md") for f in files)
     md = (tmp_path / "results/p/summary.md").read_text()
-    assert "positive-proxy gradient: PP − Proxy-Anchor" in md and "MAP@R [95% CI]" in md
+    assert "PP − Proxy-Anchor (each tuned)" in md and "MAP@R [95% CI]" in md
     curves = sorted(p.name for p in (tmp_path / "results/p/metrics").iterdir())
     assert curves == [f"fair_{v}_s{s}.csv" for v in sorted(values) for s in (0, 1, 2)]
     assert (tmp_path / "results/p/metrics/fair_pp_on_s1.csv").read_text().endswith(",0.55\n")
@@ -233,7 +233,7 @@ def test_save_rewrites_only_the_readme_block(tmp_path):
     assert text.startswith("intro\n") and text.endswith("\noutro\n") and "99.9" not in text
     assert "| PP (Proxy-Anchor + positive-proxy gradient) | 3 | 52.3 [" in text
     assert "| R@1 [95% CI] | MAP@R [95% CI] |" in text and "| 10.0 |" in text
-    assert "positive-proxy gradient: PP − Proxy-Anchor** (R@1)" in text
+    assert "PP − Proxy-Anchor (each tuned)** (R@1)" in text
     assert "Holm-adjusted" in text
 
 

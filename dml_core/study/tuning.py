@@ -9,9 +9,9 @@ seeded Optuna study (TPE sampler) searches the method's own loss hyper-parameter
 (:data:`dml_core.methods.fair.SEARCH_SPACE`, minus the keys the variant fixes) with the same
 budget for every method: :attr:`Setting.tuning_trials` trials, each trained once per tuning seed
 (:attr:`Setting.tuning_seeds`, not the seeds the study reports; each seed draws its own
-validation classes) for the setting's short budget of epochs (:attr:`Setting.short_epochs`; the
-study then trains its full budget with the chosen values). Trial 0 is the untuned values (the papers'), so the search never ends below
-them on validation. A trial's value is the mean over its seeds of the validation R@1 at the
+validation classes) for the setting's short budget of epochs (:attr:`Setting.short_epochs`;
+the study then trains its full budget with the chosen values). Trial 0 is the untuned values
+(the papers'), so the search never ends below them on validation. A trial's value is the mean over its seeds of the validation R@1 at the
 validation-selected epoch (:func:`objective_value`; a seed whose loss diverges counts 0).
 
 **The test set chooses nothing**: a trial trains with ``evaluate_test=False``
