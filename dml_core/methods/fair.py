@@ -855,7 +855,31 @@ def _convergence_markdown(setting_name: str = "demo") -> str:
                "comparison at convergence")
             + (f"; its short budget ({s.short_epochs} epochs: the search's trials and `make "
                "report`'s preview) is an early-training one" if s.short_epochs else "")
-            + ".\n\n")
+            + ".\n\n" + _study_plateau_markdown())
+
+
+def _study_plateau_markdown(profile: str = "study") -> str:
+    """The criterion on the committed study's own curves (``results/<profile>/plateau.csv``,
+    written by ``python -m dml_core.report.replicate --save``); "" when there is none."""
+    import csv
+
+    from dml_core.core import paths
+
+    path = paths.REPO_ROOT / "results" / profile / "plateau.csv"
+    if not path.is_file():
+        return ""
+    rows = list(csv.DictReader(path.open()))
+    ok = sum(r["plateaued"] == "True" for r in rows)
+    lines = [f"The committed study's own curves (`results/{profile}/plateau.csv`, its seeds, "
+             f"validation evaluated every {setting('demo').eval_every} epochs, so the last third "
+             f"starts at the evaluated epoch at or before E − round(E/3)): **{ok} of "
+             f"{len(rows)} configurations have plateaued.**", "",
+             "| configuration | seeds | epochs | last-third gain (points) | plateaued |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['seeds']} | {r['epochs']} | "
+                     f"{float(r['gain']):+.1f} | {'yes' if r['plateaued'] == 'True' else 'no'} |")
+    return "\n".join(lines) + "\n\n"
 
 
 def protocol_document() -> str:
