@@ -220,7 +220,7 @@ def test_resolved_recipes_differ_only_in_declared_loss_keys(name):
             assert all(r[k] is None for k in METHODS[r["method"]].paper_only)
 
 
-def test_pp_is_proxy_anchor_plus_the_positive_proxy_gradient():
+def test_pp_is_proxy_anchor_plus_the_positive_proxy_gradient(demo_root):  # stand-in built
     """Under the shared build, PP at Proxy-Anchor's (tuned) values is Proxy-Anchor's recipe plus
     ``positive_proxy``; headline PP differs from it only in its own searched loss keys; with the
     gradient off it trains exactly as Proxy-Anchor (bit for bit), with it on the step differs."""
