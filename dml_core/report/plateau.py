@@ -64,7 +64,8 @@ def plateau_table(runs) -> "object":
     """The criterion on finished runs: ``runs`` a frame with ``run_dir``, ``config`` and
     ``seed`` (:func:`dml_core.report.runs.with_configs`). One row per configuration with
     validation curves: ``config`` (the runs table's key), its name (the run folder's, without
-    ``_s<seed>``), seeds, epochs, the mean last-third gain (points) and ``plateaued``. Empty when no run has a validation curve."""
+    ``_s<seed>``), seeds, epochs, the mean last-third gain (points) and ``plateaued``. Empty
+    when no run has a validation curve."""
     import pandas as pd
 
     from dml_core.core.run_folder import RunFolder
