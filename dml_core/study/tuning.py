@@ -12,7 +12,8 @@ budget for every method: :attr:`Setting.tuning_trials` trials, each trained once
 validation classes) for the setting's short budget of epochs (:attr:`Setting.short_epochs`;
 the study then trains its full budget with the chosen values). Trial 0 is the untuned values
 (the papers'), so the search never ends below them on validation. A trial's value is the mean
-over its seeds of the validation R@1 at the validation-selected epoch (:func:`objective_value`; a seed whose loss diverges counts 0).
+over its seeds of the validation R@1 at the validation-selected epoch (:func:`objective_value`;
+a seed whose loss diverges counts 0).
 
 **The test set chooses nothing**: a trial trains with ``evaluate_test=False``
 (:func:`dml_core.training.train`), which never loads the test split; :func:`objective_value`
