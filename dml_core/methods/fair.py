@@ -855,30 +855,37 @@ def _convergence_markdown(setting_name: str = "demo") -> str:
                "comparison at convergence")
             + (f"; its short budget ({s.short_epochs} epochs: the search's trials and `make "
                "report`'s preview) is an early-training one" if s.short_epochs else "")
-            + ".\n\n" + _study_plateau_markdown())
+            + ".\n\n" + _study_plateau_markdown(setting_name))
 
 
-def _study_plateau_markdown(profile: str = "study") -> str:
+def plateau_rows_markdown(plateau) -> list[str]:
+    """The Markdown table of a plateau frame (``label``, ``seeds``, ``epochs``, ``gain``,
+    ``plateaued``: :func:`dml_core.report.replicate.plateau_labelled`), one row per
+    configuration; PROTOCOL.md and results/<profile>/summary.md both show it."""
+    lines = ["| configuration | seeds | epochs | last-third gain (points) | plateaued |",
+             "|---|---|---|---|---|"]
+    for _, r in plateau.iterrows():
+        lines.append(f"| {r['label']} | {r['seeds']} | {r['epochs']} | {r['gain']:+.1f} | "
+                     f"{'yes' if r['plateaued'] else '**no**'} |")
+    return lines
+
+
+def _study_plateau_markdown(setting_name: str = "demo", profile: str = "study") -> str:
     """The criterion on the committed study's own curves (``results/<profile>/plateau.csv``,
     written by ``python -m dml_core.report.replicate --save``); "" when there is none."""
-    import csv
+    import pandas as pd
 
     from dml_core.core import paths
 
     path = paths.REPO_ROOT / "results" / profile / "plateau.csv"
     if not path.is_file():
         return ""
-    rows = list(csv.DictReader(path.open()))
-    ok = sum(r["plateaued"] == "True" for r in rows)
+    plateau = pd.read_csv(path)
     lines = [f"The committed study's own curves (`results/{profile}/plateau.csv`, its seeds, "
-             f"validation evaluated every {setting('demo').eval_every} epochs, so the last third "
-             f"starts at the evaluated epoch at or before E − round(E/3)): **{ok} of "
-             f"{len(rows)} configurations have plateaued.**", "",
-             "| configuration | seeds | epochs | last-third gain (points) | plateaued |",
-             "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['label']} | {r['seeds']} | {r['epochs']} | "
-                     f"{float(r['gain']):+.1f} | {'yes' if r['plateaued'] == 'True' else 'no'} |")
+             f"validation evaluated every {setting(setting_name).eval_every} epochs, so the last "
+             f"third starts at the evaluated epoch at or before E − round(E/3)): "
+             f"**{int(plateau['plateaued'].sum())} of {len(plateau)} configurations have "
+             "plateaued.**", "", *plateau_rows_markdown(plateau)]
     return "\n".join(lines) + "\n\n"
 
 

@@ -199,18 +199,13 @@ def plateau_lines(plateau: pd.DataFrame | None) -> list[str]:
     """Markdown: whether each configuration's validation curve has plateaued."""
     if plateau is None or not len(plateau):
         return []
-    from dml_core.methods.fair import PLATEAU_POINTS
+    from dml_core.methods.fair import PLATEAU_POINTS, plateau_rows_markdown
 
     n_ok = int(plateau["plateaued"].sum())
-    lines = [f"Has training plateaued? Validation R@1 gained over the last third of training "
-             f"(from epoch E − round(E/3) to E), mean over seeds; plateaued when at most "
-             f"{PLATEAU_POINTS:g} points: **{n_ok} of {len(plateau)} configurations**.", "",
-             "| configuration | seeds | epochs | last-third gain (points) | plateaued |",
-             "|---|---|---|---|---|"]
-    for _, r in plateau.iterrows():
-        lines.append(f"| {r['label']} | {r['seeds']} | {r['epochs']} | {r['gain']:+.1f} | "
-                     f"{'yes' if r['plateaued'] else '**no**'} |")
-    return lines
+    return [f"Has training plateaued? Validation R@1 gained over the last third of training "
+            f"(from epoch E − round(E/3) to E), mean over seeds; plateaued when at most "
+            f"{PLATEAU_POINTS:g} points: **{n_ok} of {len(plateau)} configurations**.", "",
+            *plateau_rows_markdown(plateau)]
 
 
 def summary_markdown(stats: dict, profile: str, plateau: pd.DataFrame | None = None) -> str:
