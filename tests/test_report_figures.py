@@ -156,6 +156,19 @@ def test_embedding_pca_and_umap_fallback(runs, tmp_path, monkeypatch):
     _written(tmp_path / "fallback")
 
 
+def test_cosine_distances_for_umap_match_scipy():
+    # the matrix handed to UMAP ("precomputed") is the cosine distance UMAP would compute itself
+    import numpy as np
+    from scipy.spatial.distance import cdist
+
+    x = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)
+    x[3] = x[7]  # a duplicate: distance ~0 (rounding), never a negative number
+    d = F.cosine_distances(x)
+    assert d.shape == (30, 30) and np.allclose(d, d.T)
+    assert np.allclose(d, np.clip(cdist(x.astype(np.float64), x, "cosine"), 0, None), atol=1e-12)
+    assert (d >= 0).all() and (np.diag(d) == 0).all() and d[3, 7] < 1e-12
+
+
 @pytest.mark.slow  # UMAP's numba JIT takes ~40 s
 def test_embedding_real_umap(runs, tmp_path):
     run_dir = runs[runs["run_id"] == "ns_car"].iloc[0]["run_dir"]

@@ -361,6 +361,15 @@ def _pca2(x: np.ndarray) -> np.ndarray:
     return x @ vt[:2].T
 
 
+def cosine_distances(x: np.ndarray) -> np.ndarray:
+    """(N, D) features → (N, N) cosine distances 1 − cos(x_i, x_j), clipped at 0, zero diagonal."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    d = np.clip(1.0 - x @ x.T, 0.0, None)
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
 def embed_2d(features: np.ndarray, method: str = "umap", seed: int = 0) -> tuple[np.ndarray, str]:
     """2-D projection with UMAP (seeded); PCA when UMAP is not wanted or fails. Returns (xy, note)."""
     if method == "umap":
@@ -374,8 +383,10 @@ def embed_2d(features: np.ndarray, method: str = "umap", seed: int = 0) -> tuple
                 import umap
 
             n_nb = int(max(2, min(15, len(features) - 1)))
+            # cosine distances computed here: on fewer than 4,096 points UMAP computes them
+            # itself through scikit-learn's pure-Python loop over pairs (~2 s per 1,500 points)
             xy = umap.UMAP(n_components=2, random_state=seed, n_neighbors=n_nb, n_jobs=1,
-                           metric="cosine").fit_transform(features)
+                           metric="precomputed").fit_transform(cosine_distances(features))
             return np.asarray(xy), "UMAP"
         except Exception as exc:  # noqa: BLE001 - umap and numba fail in many ways (the JIT, too
             # few points, threads): fall back on PCA, and the title says so
