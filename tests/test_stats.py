@@ -95,6 +95,12 @@ def test_with_configs_groups_seeds_and_separates_changed_recipes():
     runs = with_configs(_runs({"pp_on": {0: 0.5, 1: 0.6}, "pp_off": {0: 0.4, 1: 0.45}}))
     assert runs.groupby("config")["seed"].apply(sorted).tolist() == [[0, 1], [0, 1]]
     assert set(runs["variant"]) == {"pp_on", "pp_off"}
+    # a reproduction run is labelled by its method's name, not by its run id
+    row = {"profile": "p", "run_id": "paper_cgd_s3", "status": "complete",
+           "recipe": {"method": "cgd", "seed": 3}}
+    paper = with_configs(pd.DataFrame([row]))
+    assert paper["variant"].tolist() == ["paper_cgd"]
+    assert paper["label"].tolist() == ["CGD, published recipe"]
     r = {"lr": 1e-3, "seed": 0, "name": "a"}
     assert config_key(r) == config_key({**r, "seed": 7, "name": "b"})
     assert config_key(r) != config_key({**r, "lr": 1e-2})

@@ -140,13 +140,19 @@ def plot_training_curves(runs, path=None, *, profile=None, dataset: str | None =
         fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), constrained_layout=True)
         dup = df.duplicated(subset=[c for c in ("method", "backbone", "crop") if c in df],
                             keep=False) if len(df) else []
+        from matplotlib.lines import Line2D
+
         plotted = 0
+        keys: list[Line2D] = []  # the legend: one entry per run, then the line styles
+        styles: set[str] = set()
+        palette = plt.get_cmap("tab10" if len(df) <= 10 else "tab20")
         for i, (_, run) in enumerate(df.iterrows()):
             m = load_metrics(run["run_dir"])
             if not len(m) or "epoch" not in m:
                 continue
-            color = f"C{i % 10}"
+            color = palette(i % palette.N)
             label = _run_label(run, with_id=bool(len(dup) and dup.iloc[i]))
+            keys.append(Line2D([], [], color=color, marker="o", ms=2.5, lw=1.2, label=label))
             for ax, col in zip(axes[:2], ("train_loss", "train_accuracy")):
                 if col in m:
                     y = pd.to_numeric(m[col], errors="coerce")
@@ -164,6 +170,7 @@ def plot_training_curves(runs, path=None, *, profile=None, dataset: str | None =
                         x, y = [0] + x, [100 * float(start)] + y
                     axes[2].plot(x, y, color=color, ls=ls, marker="o", ms=2.5,
                                  lw=1.2, label=label + suffix)
+                    styles.add(prefix)
             plotted += 1
         axes[0].set(title="Training loss", xlabel="Epoch", ylabel="Loss")
         axes[1].set(title="Training accuracy", xlabel="Epoch", ylabel="Accuracy (%)")
@@ -176,11 +183,16 @@ def plot_training_curves(runs, path=None, *, profile=None, dataset: str | None =
             for ax in axes:
                 ax.text(0.5, 0.5, "no per-epoch metrics", ha="center", va="center",
                         transform=ax.transAxes)
-        handles, labels = axes[2].get_legend_handles_labels()
-        if not handles:
-            handles, labels = axes[0].get_legend_handles_labels()
-        if handles:
-            fig.legend(handles, labels, loc="outside right center")
+        if "val" in styles:  # the line styles once, not a "(val)" entry per run
+            keys += [Line2D([], [], color="0.4", ls="-", lw=1.2, label="R@1: test (epoch 0: "
+                            "before training)"),
+                     Line2D([], [], color="0.4", ls="--", lw=1.2, label="R@1: validation (val)")]
+        if keys:  # a long legend goes below the panels, in columns, clear of the title
+            wide = len(keys) > 8
+            fig.legend(handles=keys, loc="outside lower center" if wide else "outside right center",
+                       ncol=min(3, (len(keys) + 5) // 6) if wide else 1, fontsize=7 if wide else None)
+            if wide:
+                fig.set_figheight(3.2 + 0.16 * -(-len(keys) // min(3, (len(keys) + 5) // 6)))
         ds = dataset or (df["dataset"].dropna().unique()[0]
                          if "dataset" in df and df["dataset"].nunique() == 1 else None)
         fig.suptitle(title or _title("Training curves", DATASET_NAMES.get(ds, ds),

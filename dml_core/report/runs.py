@@ -239,7 +239,8 @@ def with_configs(runs: pd.DataFrame) -> pd.DataFrame:
     * ``config``: :func:`config_key` of the run's recipe (same recipe but the seed → same key);
     * ``variant``: the run id without its ``_s<seed>`` suffix (and without the ``fair_``
       prefix of the fair protocol's runs, e.g. ``fair_pp_on_s3`` → ``pp_on``), else the run id;
-    * ``label``: the fair protocol's label of the variant when known, else the variant;
+    * ``label``: the fair protocol's label of the variant, "<method>, published recipe" for a
+      reproduction run (``paper_<method>``), else the variant;
     * ``seed``: the recipe's seed (int).
 
     Two runs with the same variant but different configs (a recipe changed between batches)
@@ -251,8 +252,11 @@ def with_configs(runs: pd.DataFrame) -> pd.DataFrame:
             out[c] = pd.Series(dtype=object)
         return out
     from dml_core.methods.fair import VARIANTS
+    from dml_core.methods.registry import SPECS
 
     labels = {k: v.label for k, v in VARIANTS.items()}
+    # the reproduction runs (fair.reproduction_runs: paper_<method>_s<seed>)
+    labels.update({f"paper_{k}": f"{spec.label}, published recipe" for k, spec in SPECS.items()})
     recipes = out["recipe"] if "recipe" in out else pd.Series([{}] * len(out), index=out.index)
     out["config"] = [config_key(r if isinstance(r, dict) else {}) for r in recipes]
     variants = []
