@@ -94,6 +94,21 @@ def test_plot_retrievals_grid_and_borders(tmp_path):
     assert matplotlib.colors.to_rgba(WRONG) in colors  # the duplicate (other class) is a red top-1
     fig.savefig(tmp_path / "r.png")
     assert (tmp_path / "r.png").stat().st_size > 0
+    # the tiles: a 20 x 10 image is drawn at 20 x 20 (never upsampled to the 128-px tile), the
+    # query's own pixels in its first row
+    tiles = [ax.images[0].get_array() for ax in fig.axes]
+    assert {t.shape for t in tiles} == {(20, 20, 3)}
+    assert int(tiles[0][0, 0, 0]) == 0 and int(tiles[5][0, 0, 0]) == 2 * 20
+
+
+def test_retrieval_tiles_shrink_large_images_and_keep_small_ones(tmp_path):
+    from dml_core.evaluation.visualize import _load
+
+    big, small = tmp_path / "big.png", tmp_path / "small.png"
+    Image.new("RGB", (300, 200), (255, 0, 0)).save(big)
+    Image.new("RGB", (48, 48), (0, 255, 0)).save(small)
+    assert _load(big, 128).shape == (128, 128, 3) and _load(small, 128).shape == (48, 48, 3)
+    assert _load(tmp_path / "missing.png", 128).shape == (128, 128, 3)  # grey tile
 
 
 def test_plot_query_gallery_and_errors():

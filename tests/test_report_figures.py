@@ -171,9 +171,14 @@ def test_cosine_distances_for_umap_match_scipy():
 
 @pytest.mark.slow  # UMAP's numba JIT takes ~40 s
 def test_embedding_real_umap(runs, tmp_path):
+    import warnings
+
     run_dir = runs[runs["run_id"] == "ns_car"].iloc[0]["run_dir"]
-    fig = F.plot_embedding(run_dir, tmp_path / "umap")
+    with warnings.catch_warnings(record=True) as caught:  # nothing reaches the notebook's output
+        warnings.simplefilter("always")
+        fig = F.plot_embedding(run_dir, tmp_path / "umap")
     assert fig.axes[0].get_title().startswith("UMAP")
+    assert not [w for w in caught if "umap" in str(w.filename).lower()], caught
     _written(tmp_path / "umap")
 
 

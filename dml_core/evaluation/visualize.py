@@ -39,15 +39,19 @@ def top_k(query_indices: Sequence[int], features, k: int, gallery_features=None)
 
 
 def _load(path, size: int) -> np.ndarray:
-    """The image at ``path`` as a ``size`` × ``size`` RGB tile; a grey tile when it cannot be
-    read (any :class:`~dml_core.data.datasets.ImageLoadError`: missing, truncated, a
-    decompression bomb, ...)."""
+    """The image at ``path`` as a square RGB tile of ``size`` pixels, or of its own longer side
+    when that is smaller (the axes scale it; upsampling a 48-px demo image to 128 only made the
+    PDFs ~7x larger and slower to write); a grey ``size`` tile when it cannot be read (any
+    :class:`~dml_core.data.datasets.ImageLoadError`: missing, truncated, a decompression
+    bomb, ...)."""
     from PIL import Image
 
     from dml_core.data.datasets import ImageLoadError, load_image
 
     try:
-        return np.asarray(load_image(path).resize((size, size), Image.BILINEAR))
+        image = load_image(path)
+        side = min(size, max(image.size))
+        return np.asarray(image.resize((side, side), Image.BILINEAR))
     except (ImageLoadError, TypeError):
         return np.full((size, size, 3), 200, dtype=np.uint8)  # unreadable image: grey tile
 

@@ -392,13 +392,16 @@ def embed_2d(features: np.ndarray, method: str = "umap", seed: int = 0) -> tuple
 
             with warnings.catch_warnings():  # umap imports tqdm.auto: no widget warning in notebooks
                 warnings.simplefilter("ignore", TqdmWarning)
+                warnings.filterwarnings("ignore", message=".*ParametricUMAP.*")
                 import umap
 
             n_nb = int(max(2, min(15, len(features) - 1)))
             # cosine distances computed here: on fewer than 4,096 points UMAP computes them
             # itself through scikit-learn's pure-Python loop over pairs (~2 s per 1,500 points)
-            xy = umap.UMAP(n_components=2, random_state=seed, n_neighbors=n_nb, n_jobs=1,
-                           metric="precomputed").fit_transform(cosine_distances(features))
+            with warnings.catch_warnings():  # "precomputed: inverse_transform unavailable"
+                warnings.filterwarnings("ignore", message=".*precomputed metric.*")
+                xy = umap.UMAP(n_components=2, random_state=seed, n_neighbors=n_nb, n_jobs=1,
+                               metric="precomputed").fit_transform(cosine_distances(features))
             return np.asarray(xy), "UMAP"
         except Exception as exc:  # noqa: BLE001 - umap and numba fail in many ways (the JIT, too
             # few points, threads): fall back on PCA, and the title says so
