@@ -188,11 +188,12 @@ def plot_training_curves(runs, path=None, *, profile=None, dataset: str | None =
                             "before training)"),
                      Line2D([], [], color="0.4", ls="--", lw=1.2, label="R@1: validation (val)")]
         if keys:  # a long legend goes below the panels, in columns, clear of the title
-            wide = len(keys) > 8
-            fig.legend(handles=keys, loc="outside lower center" if wide else "outside right center",
-                       ncol=min(3, (len(keys) + 5) // 6) if wide else 1, fontsize=7 if wide else None)
-            if wide:
-                fig.set_figheight(3.2 + 0.16 * -(-len(keys) // min(3, (len(keys) + 5) // 6)))
+            ncol = min(3, -(-len(keys) // 6)) if len(keys) > 8 else 1
+            below = ncol > 1
+            fig.legend(handles=keys, loc="outside lower center" if below else "outside right center",
+                       ncol=ncol, fontsize=7 if below else None)
+            if below:  # room for the legend's rows under the panels
+                fig.set_figheight(3.2 + 0.16 * -(-len(keys) // ncol))
         ds = dataset or (df["dataset"].dropna().unique()[0]
                          if "dataset" in df and df["dataset"].nunique() == 1 else None)
         fig.suptitle(title or _title("Training curves", DATASET_NAMES.get(ds, ds),
