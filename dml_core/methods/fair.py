@@ -102,7 +102,7 @@ class Setting:
 
 SETTINGS: dict[str, Setting] = {
     "demo": Setting(
-        name="demo", datasets=("demo",), backbone="resnet18", pretrained=True, embedding_dim=64,
+        name="demo", datasets=("demo",), backbone="resnet18_s3", pretrained=True, embedding_dim=64,
         crop_size=24, resize_size=27, transform="random_resized_crop", hflip=False,
         rrc_scale=(0.7, 1.0), batch_size=32, sampler="shuffle", samples_per_class=None,
         epochs=20, eval_every=4, optimizer="Adam", lr=1e-4, weight_decay=0.0, lr_decay_epoch=4,
@@ -710,12 +710,12 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def reproduction_runs(seeds: tuple[int, ...]) -> list[dict]:
-    """Every method's published recipe on the demo (``get_recipe(method, "demo", "resnet18")``,
+    """Every method's published recipe on the demo (``get_recipe(method, "demo", "resnet18_s3")``,
     docs/DEMO.md), once per seed, seed-major: run ids ``paper_<method>_s<seed>``."""
     runs = []
     for seed in seeds:
         for method in published():
-            params: dict[str, Any] = {"dataset": "demo", "backbone": "resnet18"}
+            params: dict[str, Any] = {"dataset": "demo", "backbone": "resnet18_s3"}
             if len(methods_of_notebook(SPECS[method].notebook)) > 1:  # say which one
                 params = {"method": method, **params}
             if seed != 0:  # the demo recipes' own seed is 0

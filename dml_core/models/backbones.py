@@ -17,6 +17,7 @@ resnet50           2048   7×7          resnet50-0676ba61.pth / resnet50-19c8e35
 resnext50_32x4d    2048   7×7          resnext50_32x4d-7cdf4587.pth
 googlenet          1024   7×7          googlenet-1378be20.pth
 resnet18            512   7×7          resnet18-f37072fd.pth / resnet18-5c106cde.pth
+resnet18_s3         256   14×14        resnet18's files (their layer4.* unused)
 bninception        1024   7×7          bn_inception-52deb4733.pth (Cadene pretrainedmodels)
 vit_s16_dino        384   1×1 / 14×14  dino_deitsmall16_pretrain.pth (DINO ViT-S/16)
 vit_s14_dinov2      384   1×1 / 16×16  dinov2_vits14_pretrain.pth (DINOv2 ViT-S/14)
@@ -33,6 +34,14 @@ publishers give no checksum for them, so a damaged file's error prints its full 
 
 Both resnet50 files hold the same ImageNet V1 weights (torchvision re-saved them under a new hash);
 the same goes for resnet18.
+
+``resnet18_s3`` is ResNet-18 up to its third stage (``layer3``; ``layer4`` is not built): the CPU
+demo's trunk. On the demo's 24-px crops the maps shrink 12 → 6 → 6 → 3 → 2, so ResNet-18's last
+stage would run on a single pixel: its 3×3 convolutions reduce to an 8.4 M-parameter MLP on the
+pooled vector, trained by the stand-in's source task to name single digits. The third stage
+still sees where each digit is, so it transfers better, and it costs about a third less per
+training step (docs/DEMO.md has both measurements). It loads resnet18's weight files, whose
+``layer4.*`` and ``fc.*`` keys it does not have.
 
 Pretraining sources (``source=`` of :func:`build_backbone`, :func:`pretraining_source`): ImageNet
 (``"imagenet"``, the files above) for every real data set; on the embedded demo data the
@@ -125,20 +134,24 @@ class MissingWeightsError(FileNotFoundError):
 
 # --------------------------------------------------------------------------- trunks
 class ResNetTrunk(nn.Module):
-    """torchvision ResNet/ResNeXt up to layer4: ``(B,3,H,W) -> (B,C,H/32,W/32)``.
+    """torchvision ResNet/ResNeXt up to layer4 (``stages=4``: ``(B,3,H,W) -> (B,C,H/32,W/32)``)
+    or up to layer3 (``stages=3``: ``(B,3,H,W) -> (B,C,H/16,W/16)``, no ``layer4`` module).
 
     Child names are torchvision's (conv1, bn1, relu, maxpool, layer1..layer4), so state-dict keys
-    are torchvision's minus ``fc.*``.
+    are torchvision's minus ``fc.*`` (and ``layer4.*`` with ``stages=3``).
     """
 
-    def __init__(self, resnet: nn.Module):
+    def __init__(self, resnet: nn.Module, stages: int = 4):
         super().__init__()
-        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+        if stages not in (3, 4):
+            raise ValueError(f"stages must be 3 or 4, got {stages!r}")
+        self.stages = stages
+        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")[:4 + stages]:
             setattr(self, name, getattr(resnet, name))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = self.layer3(self.layer2(self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))))
+        return self.layer4(x) if self.stages == 4 else x
 
 
 class GoogLeNetTrunk(nn.Module):
@@ -226,11 +239,11 @@ class ViTTrunk(nn.Module):
 
 
 # --------------------------------------------------------------------------- builders
-def _tv_resnet(arch: str) -> Callable[..., nn.Module]:
+def _tv_resnet(arch: str, stages: int = 4) -> Callable[..., nn.Module]:
     def build() -> nn.Module:
         import torchvision.models as tvm
 
-        return ResNetTrunk(getattr(tvm, arch)(weights=None))
+        return ResNetTrunk(getattr(tvm, arch)(weights=None), stages)
 
     return build
 
@@ -280,6 +293,10 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("resnet18", 512, ("resnet18-f37072fd.pth", "resnet18-5c106cde.pth"),
                      (TV_URL + "resnet18-f37072fd.pth", TV_URL + "resnet18-5c106cde.pth"),
                      _tv_resnet("resnet18")),
+        BackboneSpec("resnet18_s3", 256, ("resnet18-f37072fd.pth", "resnet18-5c106cde.pth"),
+                     (TV_URL + "resnet18-f37072fd.pth", TV_URL + "resnet18-5c106cde.pth"),
+                     _tv_resnet("resnet18", stages=3),
+                     note="ResNet-18 up to layer3 (the CPU demo's trunk); resnet18's weight files"),
         BackboneSpec("bninception", 1024, ("bn_inception-52deb4733.pth",),
                      (CADENE_URL + "bn_inception-52deb4733.pth",), _bninception,
                      note="Cadene pretrainedmodels Caffe port; BGR, 0-255"),
@@ -361,8 +378,8 @@ def _find_standin(name: str, folder: Path) -> Path:
     """The one stand-in file of backbone ``name`` in ``folder`` (see :func:`find_weights`)."""
     from dml_core.models import standin
 
-    if name != standin.BACKBONE:
-        raise ValueError(f"the demo's stand-in weights exist for {standin.BACKBONE!r} only, not "
+    if name not in standin.TRUNKS:
+        raise ValueError(f"the demo's stand-in weights exist for {list(standin.TRUNKS)} only, not "
                          f"{name!r}; use pretrained=False")
     found = standin.standin_files(folder)
     if len(found) > 1:
@@ -519,7 +536,7 @@ def build_backbone(name: str, pretrained: bool, *, source: str = "imagenet",
                                f"{' ...' if len(missing) > 8 else ''} ({len(missing)} keys)")
         model.load_state_dict(adapted, strict=False)
     if layer3_stride1:
-        if not isinstance(model, ResNetTrunk) or name == "resnet18":
+        if not isinstance(model, ResNetTrunk) or name.startswith("resnet18"):
             raise ValueError(f"layer3_stride1 is for resnet50 / resnext50_32x4d, not {name!r}")
         block = model.layer3[0]
         block.conv2.stride = (1, 1)  # torchvision Bottleneck strides in the 3x3 conv

@@ -108,8 +108,9 @@ class NormSoftmaxNet(EmbeddingNet):
 class CGDNet(EmbeddingNet):
     """Combination of Global Descriptors (leftthomas/CGD).
 
-    Backbone resnet50 / resnext50_32x4d (C = 2048) or resnet18 (C = 512, the CPU demo's) with a
-    stride-1 layer3 (X: (B, C, 14, 14) at 224), or a ViT (C = 384) whose patch tokens on their grid
+    Backbone resnet50 / resnext50_32x4d (C = 2048), resnet18 (C = 512) or resnet18_s3 (C = 256,
+    the CPU demo's; its last stage is layer3, so X is layer3's map without its downsampling:
+    3×3 on 24-px crops) with a stride-1 layer3 (X: (B, C, 14, 14) at 224), or a ViT (C = 384) whose patch tokens on their grid
     are X (14×14 or 16×16 at 224).
     For each letter i of ``gd_config`` (n letters, k = D/n): g_i = pool_i(X) (S avg, M max,
     G GeM p=3), h_i = L2(W_i g_i) with W_i (k, C) without bias; phi = L2([h_1; ...; h_n]).
@@ -120,7 +121,8 @@ class CGDNet(EmbeddingNet):
     """
 
     _POOL = {"S": "avg", "M": "max", "G": "gem"}
-    BACKBONES = ("resnet50", "resnext50_32x4d", "resnet18", "vit_s16_dino", "vit_s14_dinov2")
+    BACKBONES = ("resnet50", "resnext50_32x4d", "resnet18", "resnet18_s3", "vit_s16_dino",
+                 "vit_s14_dinov2")
 
     def __init__(self, backbone: str = "resnet50", gd_config: str = "SG", embedding_dim: int = 1536,
                  *, num_classes: int, pretrained: bool, gem_clamp: bool = True,
@@ -136,7 +138,7 @@ class CGDNet(EmbeddingNet):
                              f"descriptors n={n} of gd_config {gd_config!r} (each gets D/n dims)")
         self.backbone_name, self.embedding_dim = backbone, _check_dim("embedding_dim", embedding_dim)
         self.gd_config, self.num_classes = gd_config, _check_dim("num_classes", num_classes)
-        if backbone == "resnet18":
+        if backbone in ("resnet18", "resnet18_s3"):
             # build_backbone's layer3_stride1 covers the Bottleneck ResNets only; a BasicBlock
             # strides in its first 3x3 conv (and the 1x1 downsample), so undo those here.
             self.backbone = build_backbone(backbone, pretrained, source=source)

@@ -29,6 +29,7 @@ the command again continues where it stopped (``--restart`` starts over).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -196,8 +197,10 @@ def tune(setting_name: str = "demo", trials: int | None = None,
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(work / "journal.log")))
+    # the setting is part of the key: a journal of another trunk, input or schedule is not resumed
     budget_key = json.dumps({"trials": trials, "seeds": seeds, "overrides": overrides,
-                             "sampler_seed": sampler_seed}, sort_keys=True, default=str)
+                             "sampler_seed": sampler_seed, "setting": dataclasses.asdict(s)},
+                            sort_keys=True, default=str)
     t_start = time.time()
     pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(1,),
                                mp_context=multiprocessing.get_context("spawn")) \
