@@ -341,3 +341,30 @@ def test_protocol_doc_carries_the_vit_setting_and_its_sources():
                  "384 and 128", "AdamW", "--lr 1e-5", "has no ViT entry"):
         assert text in section, text
     assert "`fair_vit`" in doc[doc.index("## Profiles"):]
+
+
+@pytest.mark.parametrize("momentum", [0.5, 0.3])
+def test_an_ablation_the_search_made_a_headline_configuration_is_trained_once(tmp_path,
+                                                                             momentum):
+    """When the search chooses AsymptoticProxy's momentum 0.5, its m = 0.5 ablation IS the
+    tuned configuration: no second set of runs, and no comparison of it with itself."""
+    import json
+
+    from dml_core.methods.fair import COMPARISONS, comparisons, tuning_file, variant_aliases
+
+    doc = json.loads(tuning_file("demo").read_text())
+    doc["chosen"]["asymptotic_proxy"]["momentum"] = momentum
+    path = tuning_file("demo", tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(doc))
+    aliases = variant_aliases("demo", tmp_path)
+    family = comparisons("demo", tmp_path)
+    if momentum == 0.5:
+        assert aliases == {"asymptotic_proxy_m0.5": "asymptotic_proxy"}
+        assert [c[0] for c in family] == [c[0] for c in COMPARISONS
+                                          if c[0] != "momentum: tuned − 0.5 (the paper's)"]
+        assert ("momentum: 0.9 − 0.5", "asymptotic_proxy_m0.9", "asymptotic_proxy") in family
+    else:
+        assert aliases == {} and family == COMPARISONS
+    for label, a, b in family:
+        assert a != b and a not in aliases and b not in aliases

@@ -48,7 +48,7 @@ from dml_core.methods.registry import SPECS, methods_of_notebook, published
 __all__ = ["Setting", "SETTINGS", "VARIANTS", "LOSS_HPARAMS", "DEVIATIONS", "SEARCH_SPACE",
            "COMPARISONS", "fair_recipe", "shared_overrides", "variant_loss", "tuned_values",
            "tuning_file", "protocol_table", "protocol_markdown", "profile_runs", "short_budget",
-           "FairError"]
+           "variant_aliases", "comparisons", "comparisons_for_profiles", "FairError"]
 
 
 class FairError(ValueError):
@@ -394,6 +394,44 @@ def variant_loss(variant: str, setting_name: str = "demo", root=None) -> dict[st
     return out
 
 
+def variant_aliases(setting_name: str = "demo", root=None) -> dict[str, str]:
+    """``{ablation: headline variant}`` for every ablation whose loss values equal its
+    ``tuned_as`` variant's under ``setting_name`` (e.g. AsymptoticProxy's momentum fixed at the
+    paper's 0.5 when the search chose 0.5 too, or when there is no search): the same
+    configuration, so it is trained once, under the headline variant's name."""
+    out = {}
+    for vid, v in VARIANTS.items():
+        twin = v.tuned_as
+        if v.headline or twin is None or VARIANTS[twin].method != v.method:
+            continue
+        if variant_loss(vid, setting_name, root) == variant_loss(twin, setting_name, root):
+            out[vid] = twin
+    return out
+
+
+def comparisons(setting_name: str = "demo", root=None) -> tuple[tuple[str, str, str], ...]:
+    """:data:`COMPARISONS` under ``setting_name``: each aliased ablation
+    (:func:`variant_aliases`) replaced by its headline variant, and a comparison whose two sides
+    are then one configuration dropped (its difference is zero by construction, not a test)."""
+    alias = variant_aliases(setting_name, root)
+    out = []
+    for label, a, b in COMPARISONS:
+        a, b = alias.get(a, a), alias.get(b, b)
+        if a != b:
+            out.append((label, a, b))
+    return tuple(out)
+
+
+def comparisons_for_profiles(profiles) -> tuple[tuple[str, str, str], ...]:
+    """The comparisons of a run table's profiles: :func:`comparisons` of their one setting
+    when every profile is generated here (:data:`PROFILES`) from the same setting, else
+    :data:`COMPARISONS`."""
+    names = {PROFILES[p].get("setting") for p in profiles if p in PROFILES}
+    if len(names) == 1 and None not in names and set(profiles) <= set(PROFILES):
+        return comparisons(names.pop())
+    return COMPARISONS
+
+
 def setting(name: str) -> Setting:
     if name not in SETTINGS:
         raise FairError(f"unknown fair setting {name!r}; valid: {', '.join(SETTINGS)}")
@@ -735,7 +773,9 @@ def profile_document(name: str) -> dict:
     if "settings" in spec:
         return vit_profile_document(name)
     s = setting(spec["setting"])
-    variants = tuple(v for v, x in VARIANTS.items() if x.headline or spec["ablations"])
+    aliases = variant_aliases(s.name)  # an ablation the search made a headline configuration
+    variants = tuple(v for v, x in VARIANTS.items()
+                     if (x.headline or spec["ablations"]) and v not in aliases)
     runs: list[dict] = [{"id": "00_prepare_data", "notebook": "00_prepare_data.ipynb",
                          "parameters": {"datasets": list(s.datasets)},
                          "description": "Prepare the data"}]

@@ -599,21 +599,26 @@ def plot_paired_differences(stats: dict, path=None, *, profile=None, title: str 
     return _finish(fig, path)
 
 
-def plot_momentum_seeds(stats: dict, path=None, *, profile=None, variants: Sequence[str] = (
-        "asymptotic_proxy_m0.1", "asymptotic_proxy", "asymptotic_proxy_m0.9")):
+def plot_momentum_seeds(stats: dict, path=None, *, profile=None,
+                        momenta: dict[str, float] | None = None):
     """AsymptoticProxy's momentum sweep under the fair protocol: every seed and the mean with
-    its 95% interval per momentum (m weights the NEW features in the proxy update)."""
+    its 95% interval per momentum (m weights the NEW features in the proxy update).
+    ``momenta``: ``{config: momentum}`` of the fair-protocol AsymptoticProxy configurations (the
+    runs' recipes; the tuned one included); without it, the momentum in each ablation's name."""
+    from .stats import mean_ci
+
     per_seed = stats["per_seed"]
+    fair_ap = per_seed[per_seed["variant"].astype(str).str.startswith("asymptotic_proxy")]
+    if momenta is None:
+        momenta = {c: float(v.rsplit("_m", 1)[1]) for c, v in
+                   zip(fair_ap["config"], fair_ap["variant"]) if "_m" in v}
     with figure_style():
         fig, ax = plt.subplots(figsize=(4.2, 3.2), constrained_layout=True)
         xs, means, los, his = [], [], [], []
-        for v in variants:
-            g = per_seed[per_seed["variant"] == v]
+        for config, m in sorted(momenta.items(), key=lambda kv: kv[1]):
+            g = fair_ap[fair_ap["config"] == config]
             if not len(g):
                 continue
-            from .stats import mean_ci
-
-            m = {"asymptotic_proxy": 0.5}.get(v) or float(v.rsplit("_m", 1)[1])  # the paper's
             iv = mean_ci(g["value"])
             ax.scatter(np.full(len(g), m), 100 * g["value"], s=14, color="0.45", zorder=2)
             xs.append(m), means.append(100 * iv.mean), los.append(100 * iv.lo), his.append(100 * iv.hi)
@@ -656,7 +661,12 @@ def write_seed_figures(runs: pd.DataFrame, out: Path, *, profile=None,
                 "asymptotic_proxy_m").any():
             continue
         base = Path(out) / name
-        fig = fn(stats, base, profile=profile)
+        kw = {}
+        if name == "momentum_seeds" and "momentum" in seeded:  # each configuration's recipe
+            ap = seeded[seeded["variant"].astype(str).str.startswith("asymptotic_proxy")]
+            kw["momenta"] = {c: float(m) for c, m in zip(ap["config"], ap["momentum"])
+                             if pd.notna(m)}
+        fig = fn(stats, base, profile=profile, **kw)
         written += [base.with_name(base.name + ".png"), base.with_name(base.name + ".pdf")]
         if show is not None:
             show(fig)

@@ -470,8 +470,10 @@ def paired_verdicts(fresh: pd.DataFrame, committed: pd.DataFrame,
     """The report's paired verdicts (Holm-adjusted over the comparisons × metrics present on
     both sides) on each side: sign +1 (A beats B), −1 (B beats A) or 0 (no detectable
     difference), and ``status``: same | flipped (not replicated) | changed (inconclusive)."""
-    if comparisons is None:
-        from dml_core.methods.fair import COMPARISONS as comparisons  # noqa: N811
+    if comparisons is None:  # the study's family (an ablation may alias its headline twin)
+        from dml_core.methods.fair import comparisons_for_profiles
+
+        comparisons = comparisons_for_profiles(("study",))
     family = [(label, a, b, m) for m in metrics for label, a, b in comparisons
               if all(((side["variant"] == v) & (side["metric"] == m)).any()
                      for side in (fresh, committed) for v in (a, b))]
@@ -585,8 +587,10 @@ def simulate_checks(committed: pd.DataFrame, studies: int = 2000, scheme: str = 
     _d, p_diff, p_eq, _se, _df = two_sample_tests(xc, xf, margin)
     codes = _verdict_codes(p_diff, p_eq, alpha)
     number_alarm = (codes == 2).any(-1)
-    if comparisons is None:
-        from dml_core.methods.fair import COMPARISONS as comparisons  # noqa: N811
+    if comparisons is None:  # the study's family (an ablation may alias its headline twin)
+        from dml_core.methods.fair import comparisons_for_profiles
+
+        comparisons = comparisons_for_profiles(("study",))
     idx = {key: i for i, key in enumerate(numbers)}
     pairs = [(idx[(a, m)], idx[(b, m)]) for m in PAIRED_METRICS for _, a, b in comparisons
              if (a, m) in idx and (b, m) in idx]
@@ -689,7 +693,10 @@ def main(argv=None) -> int:
                 if env_c.get(k) != env_f.get(k)}
         where += f" ({'; '.join(f'{k}: {c} -> {f}' for k, (c, f) in diff.items())})"
     table = compare(fresh, committed, same_machine=same, margin=a.margin, alpha=a.alpha)
-    paired = paired_verdicts(fresh, committed, alpha=a.alpha)
+    from dml_core.methods.fair import comparisons_for_profiles
+
+    family = comparisons_for_profiles((a.profile,))
+    paired = paired_verdicts(fresh, committed, comparisons=family, alpha=a.alpha)
     with pd.option_context("display.width", 220, "display.max_rows", 500,
                            "display.float_format", "{:.4f}".format):
         cols = ["variant", "metric", "n_committed", "n_fresh", "mean_committed", "mean_fresh",
@@ -717,7 +724,7 @@ def main(argv=None) -> int:
     print(f"RESULT: {v.result.upper()}" + (f": {'; '.join(v.reasons)}" if v.reasons else ""))
     if a.studies:
         print(false_alarm_sentence(false_alarm_rate(committed, a.studies, margin=a.margin,
-                                                    alpha=a.alpha)))
+                                                    alpha=a.alpha, comparisons=family)))
     return v.exit_code
 
 

@@ -298,8 +298,8 @@ def summarise(runs, metric: str = DEFAULT_METRIC, selection: str = DEFAULT_SELEC
     ``metric``: the primary metric (``summary``, ``per_seed``); ``metrics``: every metric of the
     headline table and of the paired comparisons (default: ``metric`` and the other
     :data:`HEADLINE_METRICS` present in ``runs``). ``comparisons``: ``(label, variant_a,
-    variant_b)`` triples (default :data:`dml_core.methods.fair.COMPARISONS`, restricted to
-    variants present). Returns::
+    variant_b)`` triples (default: :func:`dml_core.methods.fair.comparisons_for_profiles` of the
+    runs' profiles, restricted to variants present). Returns::
 
         {"per_seed": DataFrame(config, label, variant, seed, metric, value),   # primary metric
          "summary": DataFrame(label, variant, n, mean, lo, hi, sd, seeds, "mean ± CI (%)"),
@@ -349,8 +349,12 @@ def summarise(runs, metric: str = DEFAULT_METRIC, selection: str = DEFAULT_SELEC
                       f"{name} (%)": _pct_interval(mi)})
         head.append(h)
     summary, headline = pd.DataFrame(rows), pd.DataFrame(head)
-    if comparisons is None:
-        from dml_core.methods.fair import COMPARISONS as comparisons  # noqa: N811
+    if comparisons is None:  # the family of the runs' setting (an ablation may alias its twin)
+        from dml_core.methods.fair import comparisons_for_profiles
+
+        profiles = set(runs["profile"].dropna()) if "profile" in getattr(runs, "columns", ()) \
+            else set()
+        comparisons = comparisons_for_profiles(profiles)
     prow = []
     for m in metric_cols:
         t = tables[m]
