@@ -644,6 +644,7 @@ def protocol_markdown(setting_name: str = "demo") -> str:
                    f"{g[0]} ∈ {{{', '.join(map(str, g[1]))}}} | {DEVIATIONS.get(m, '—')} |")
     doc = tuning_result(setting_name) or {"chosen": {}, "best": {}, "budget": {}}
     tuned = doc["chosen"]
+    aliases = variant_aliases(setting_name)
     out += ["", f"| variant | method | loss hyper-parameters ({setting_name}) | tuned | headline |",
             "|---|---|---|---|---|"]
     for v in VARIANTS.values():
@@ -656,8 +657,11 @@ def protocol_markdown(setting_name: str = "demo") -> str:
                else "no (untuned values)")
         if v.fixed:
             how += f"; fixed: {', '.join(v.fixed)}"
-        out.append(f"| `{v.id}` | {v.method} | {loss} | {how} | "
-                   f"{'yes' if v.headline else 'ablation'} |")
+        role = "yes" if v.headline else "ablation"
+        if v.id in aliases:
+            role += (f": the same configuration as `{aliases[v.id]}` (the search chose its "
+                     "fixed value), so trained once and not compared with it")
+        out.append(f"| `{v.id}` | {v.method} | {loss} | {how} | {role} |")
     return "\n".join(out) + "\n"
 
 
