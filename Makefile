@@ -30,13 +30,15 @@ report: $(STAMP)
 ## make study: what the README quotes: first the search of every method's loss hyper-parameters
 ## with the same budget on the validation classes (results/tuning/demo.json; resumable), the
 ## profiles regenerated from it, then the profile study (5 seeds, the ablations, the momentum
-## sweep); its per-seed values and tables into results/study/ and its figures into figures/;
-## ~2 h on a 2-core AMD EPYC VM (search 31 min, batch 1 h 28 min), ~4.5 h on slower 2-core machines
+## sweep); its per-seed values and tables into results/study/ (and docs/PROTOCOL.md's plateau
+## table) and its figures into figures/; 71 min on a 2-core AMD EPYC VM (search 18 min, batch
+## 53 min), ~2.5-3 h on the slower 2-core machines
 study: $(STAMP)
 	$(BIN)/python -m dml_core.study.tuning --setting demo --jobs $(JOBS)
 	$(BIN)/python -m dml_core.methods.fair --write
 	$(BIN)/python -m dml_core.batch --profile study --jobs $(JOBS)
 	$(BIN)/python -m dml_core.report.replicate --profile study --save --readme
+	$(BIN)/python -m dml_core.methods.fair --write
 	$(BIN)/python -m dml_core.report.figures --refresh --profile study
 
 ## make figures: the README's figures (figures/) from runs/$(FIGURES_PROFILE)/08_figures (never implicit)
