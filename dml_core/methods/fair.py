@@ -25,8 +25,8 @@ declared in :data:`DEVIATIONS` with why (CGD's own network). A recipe is built b
 :func:`dml_core.methods.recipes.get_recipe` with overrides (:func:`fair_recipe`), so every key is
 validated by the recipe code.
 
-Settings (:data:`SETTINGS`): ``demo`` (CPU, embedded digits, the demo's pretrained stand-in
-ResNet-18, :mod:`dml_core.models.standin`; what
+Settings (:data:`SETTINGS`): ``demo`` (CPU, embedded digits, the first three stages of the
+demo's pretrained stand-in ResNet-18, ``resnet18_s3``, :mod:`dml_core.models.standin`; what
 ``make report`` and ``make study`` run) and ``fair`` (GPU: ResNet-50 pretrained, 512-d, car, cub,
 sop, isc); the ViT track's (:data:`VIT_SETTINGS`: DINO ViT-S/16 and DINOv2 ViT-S/14, 384-d and
 128-d, the hyperbolic-ViT protocol's image size, optimiser and learning rate, everything else the
@@ -719,7 +719,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                  "reproduction: the pretrained stand-in trunk before and after fine-tuning, "
                  "docs/DEMO.md), every method under the fair protocol's demo setting "
                  "(dml_core.methods.fair, docs/PROTOCOL.md; embedded digits, the stand-in "
-                 "ResNet-18, CPU) with 3 seeds, the toy, the tables with 95% intervals over "
+                 "ResNet-18's first three stages, CPU) with 3 seeds, the toy, the tables with 95% intervals over "
                  "seeds and paired differences, and the figures (inside runs/demo/, never the "
                  "repository's figures/). It trains the setting's short budget (5 epochs, the "
                  "search trials' budget), not the study's 20 epochs (docs/PROTOCOL.md, 'How "
@@ -731,7 +731,8 @@ PROFILES: dict[str, dict[str, Any]] = {
                   "What `make study` runs and the README quotes: every published recipe on "
                   "the demo with 5 seeds (the reproduction), the demo setting of the fair "
                   "protocol at its study budget (20 epochs) with 5 seeds, plus the option "
-                  "ablations (AsymptoticProxy's momentum fixed at 0.5 and at 0.9), the toy, "
+                  "ablations (AsymptoticProxy's momentum fixed at 0.9, and at the paper's 0.5 "
+                  "unless the search chose it), the toy, "
                   "tables and figures. `make study` then stores the per-seed values in results/study/ "
                   "and refreshes the README's figures.")},
     "fair": {"setting": "fair", "seeds": (0, 1, 2), "ablations": True, "grid": True,
