@@ -146,7 +146,8 @@ class ResNetTrunk(nn.Module):
         if stages not in (3, 4):
             raise ValueError(f"stages must be 3 or 4, got {stages!r}")
         self.stages = stages
-        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")[:4 + stages]:
+        names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+        for name in names[:4 + stages]:
             setattr(self, name, getattr(resnet, name))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -110,8 +110,8 @@ class CGDNet(EmbeddingNet):
 
     Backbone resnet50 / resnext50_32x4d (C = 2048), resnet18 (C = 512) or resnet18_s3 (C = 256,
     the CPU demo's; its last stage is layer3, so X is layer3's map without its downsampling:
-    3×3 on 24-px crops) with a stride-1 layer3 (X: (B, C, 14, 14) at 224), or a ViT (C = 384) whose patch tokens on their grid
-    are X (14×14 or 16×16 at 224).
+    3×3 on 24-px crops) with a stride-1 layer3 (X: (B, C, 14, 14) at 224), or a ViT (C = 384)
+    whose patch tokens on their grid are X (14×14 or 16×16 at 224).
     For each letter i of ``gd_config`` (n letters, k = D/n): g_i = pool_i(X) (S avg, M max,
     G GeM p=3), h_i = L2(W_i g_i) with W_i (k, C) without bias; phi = L2([h_1; ...; h_n]).
     Auxiliary classifier on the FIRST raw descriptor: z = W_a BN1d(g_1) + b_a, W_a (C_cls, C).
