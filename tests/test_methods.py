@@ -1,6 +1,6 @@
 """The five methods (and the Proxy-Anchor baseline) against the Method contract, on tiny CPU data.
 
-Every test builds the method's demo recipe (resnet18 with a random init instead of the demo's
+Every test builds the method's demo recipe (resnet18_s3 with a random init instead of the demo's
 pretrained stand-in, 64-d) for 5 classes and drives it exactly as the engine does (zero_grad,
 training_step, backward, clip, step, after_step).
 """
@@ -211,7 +211,10 @@ def test_normsoftmax_schedule_is_the_seeds_31_epochs():
 
 
 def test_normsoftmax_official_options():
-    m = build_method(random_init("normsoftmax", refactor="official", embedding_dim=512,
+    from dml_core.models import feature_dim
+
+    width = feature_dim(demo_recipe("normsoftmax")["backbone"])  # the demo trunk's: 256
+    m = build_method(random_init("normsoftmax", refactor="official", embedding_dim=width,
                                  proxy_weight_decay=False), NUM_CLASSES)
     assert isinstance(m.model.embedding, nn.Identity)  # D = backbone width: no remap layer
     assert m.optimizer.param_groups[1]["weight_decay"] == 0.0
