@@ -54,18 +54,22 @@ TABLE_DATASETS = ("demo", "car", "cub", "sop", "isc")
 
 
 # ------------------------------------------------------------------------------------------
-def display(obj: Any) -> None:
-    """IPython's display in a notebook, print elsewhere (tests, scripts)."""
+def _in_notebook() -> bool:
     try:
         from IPython import get_ipython
+    except ImportError:  # IPython absent: a script or a test
+        return False
+    return get_ipython() is not None
+
+
+def display(obj: Any) -> None:
+    """IPython's display in a notebook, print elsewhere (tests, scripts)."""
+    if _in_notebook():
         from IPython.display import display as _display
 
-        if get_ipython() is not None:
-            _display(obj)
-            return
-    except ImportError:  # IPython absent: a script or a test
-        pass
-    print(obj)
+        _display(obj)
+    else:
+        print(obj)
 
 
 def resolve_run_dir(run_dir: str | os.PathLike | None, profile: str = "interactive",
@@ -230,16 +234,12 @@ def show_run(run_dir: str | os.PathLike, profile: str | None = None, num_queries
 def _show_png(path: Path) -> None:
     """Show a saved PNG in a notebook (the file's bytes, not a new drawing); print its path
     elsewhere."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import Image, display as _display
+    if _in_notebook():
+        from IPython.display import Image
 
-        if get_ipython() is not None:
-            _display(Image(filename=str(path)))
-            return
-    except ImportError:
-        pass
-    print(path)
+        display(Image(filename=str(path)))
+    else:
+        print(path)
 
 
 def method_log(run_dir: str | os.PathLike, show: bool = True) -> "pd.DataFrame":  # noqa: F821
