@@ -90,7 +90,7 @@ def demo_loop(methods, steps: int, work: Path) -> list[dict]:
     prepare("demo", root, verbose=False)
     rows = []
     for method in methods:
-        recipe = get_recipe(method, "demo", "resnet18_s3")
+        recipe = get_recipe(method, "demo", "resnet18_s2")
         torch.manual_seed(0)
         data = build_data(recipe, root)
         m = build_method(recipe, data.num_classes)

@@ -150,8 +150,8 @@ def test_preflight_reports_every_problem_at_once(tmp_path, monkeypatch):
     demo = preflight.check_profile("demo", only=["paper_proxy_anchor_s0"],
                                    data_root=tmp_path / "data", runs_root=tmp_path / "runs")
     weights = {c.name: c for c in demo.checks if c.kind == "weights"}
-    assert set(weights) == {"resnet18_s3 (digits stand-in)"}
-    assert weights["resnet18_s3 (digits stand-in)"].ok
+    assert set(weights) == {"resnet18_s2 (digits stand-in)"}
+    assert weights["resnet18_s2 (digits stand-in)"].ok
 
 
 def test_run_disk_estimate_matches_a_resnet50_adam_run():

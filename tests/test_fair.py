@@ -267,7 +267,7 @@ def test_no_setting_is_silently_ignored():
     from dml_core.methods.shared import SHARED_KEYS
 
     with pytest.raises(ValueError, match="does not have"):
-        build_method(get_recipe("cgd", "demo", "resnet18_s3", warmup_epochs=1), 4)
+        build_method(get_recipe("cgd", "demo", "resnet18_s2", warmup_epochs=1), 4)
     stray = dict(fair.fair_recipe("pp_on", "demo"), proxy_lr=0.01)
     with pytest.raises(ValueError, match="not read under setup 'shared'"):
         build_method(stray, 4)

@@ -40,7 +40,7 @@ def test_a_misspelled_recipe_key_gets_the_nearest_suggested():
     from dml_core.methods.recipes import RecipeError, get_recipe
 
     with pytest.raises(RecipeError, match=r"'epohcs' -> did you mean 'epochs'\?"):
-        get_recipe("normsoftmax", "demo", "resnet18_s3", epohcs=3)
+        get_recipe("normsoftmax", "demo", "resnet18_s2", epohcs=3)
 
 
 @pytest.mark.parametrize("key,value", [("epochs", 0), ("epochs", -2), ("crop_size", 0)])
@@ -48,7 +48,7 @@ def test_non_positive_epochs_or_crop_size_are_recipe_errors(key, value):
     from dml_core.methods.recipes import RecipeError, get_recipe
 
     with pytest.raises(RecipeError, match=f"{key}={value}: expected an integer >= 1"):
-        get_recipe("normsoftmax", "demo", "resnet18_s3", **{key: value})
+        get_recipe("normsoftmax", "demo", "resnet18_s2", **{key: value})
 
 
 # ---------------------------------------------------------------- evaluation inputs

@@ -1,6 +1,6 @@
 """The five methods (and the Proxy-Anchor baseline) against the Method contract, on tiny CPU data.
 
-Every test builds the method's demo recipe (resnet18_s3 with a random init instead of the demo's
+Every test builds the method's demo recipe (resnet18_s2 with a random init instead of the demo's
 pretrained stand-in, 64-d) for 5 classes and drives it exactly as the engine does (zero_grad,
 training_step, backward, clip, step, after_step).
 """

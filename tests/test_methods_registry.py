@@ -52,7 +52,7 @@ def test_build_method_names_its_method_from_the_declaration():
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        m = build_method(recipes.get_recipe("proxy_anchor", "demo", "resnet18_s3"), 5)
+        m = build_method(recipes.get_recipe("proxy_anchor", "demo", "resnet18_s2"), 5)
     finally:
         torch.set_num_threads(n)
     assert type(m) is SPECS["proxy_anchor"].load() and m.name == "proxy_anchor"
@@ -95,7 +95,7 @@ def test_reading_the_declarations_and_the_schema_does_not_import_torch():
             "load_profile('demo')  # every run's parameters and overrides checked\n"
             "from dml_core.report import reported\n"
             "parse_settings(['lr=1e-3', 'epochs=2'])\n"
-            "assert recipes.get_recipe('cgd', 'demo', 'resnet18_s3', lr=1e-3)['lr'] == 0.001\n"
+            "assert recipes.get_recipe('cgd', 'demo', 'resnet18_s2', lr=1e-3)['lr'] == 0.001\n"
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=REPO_ROOT)

@@ -11,7 +11,7 @@ from dml_core.models import (BACKBONES, MissingWeightsError, build_backbone, fea
 from dml_core.models.backbones import CorruptWeightsError, ResNetTrunk, ViTTrunk
 
 WIDTHS = {"resnet50": 2048, "bninception": 1024, "googlenet": 1024, "resnext50_32x4d": 2048,
-          "resnet18": 512, "resnet18_s3": 256}
+          "resnet18": 512, "resnet18_s2": 128}
 #: name -> (width, patch size, hub file)
 VITS = {"vit_s16_dino": (384, 16, "dino_deitsmall16_pretrain.pth"),
         "vit_s14_dinov2": (384, 14, "dinov2_vits14_pretrain.pth")}
@@ -41,7 +41,7 @@ def test_registry_names_widths_and_files():
 def test_input_conventions():
     bn = input_convention("bninception")
     assert bn.bgr and bn.scale_255 and bn.mean == (104.0, 117.0, 128.0) and bn.std == (1.0, 1.0, 1.0)
-    for name in ("resnet50", "resnext50_32x4d", "googlenet", "resnet18", "resnet18_s3", *VITS):
+    for name in ("resnet50", "resnext50_32x4d", "googlenet", "resnet18", "resnet18_s2", *VITS):
         c = input_convention(name)
         assert not c.bgr and not c.scale_255 and c.mean == (0.485, 0.456, 0.406)
         assert c.std == (0.229, 0.224, 0.225)
@@ -53,7 +53,7 @@ def test_input_conventions():
 def test_trunk_returns_feature_map(name):
     with torch.device("meta"):  # shapes only: no arithmetic
         m = build_backbone(name, pretrained=False).eval()
-        side = 14 if name == "resnet18_s3" else 7  # up to layer3: stride 16
+        side = 28 if name == "resnet18_s2" else 7  # up to layer2: stride 8
         assert m(torch.empty(1, 3, 224, 224)).shape == (1, WIDTHS[name], side, side)
     assert not any(isinstance(mod, nn.Linear) for mod in m.modules())  # no classifier left
 
@@ -130,16 +130,17 @@ def test_pretrained_loads_from_local_cache_old_file_name(tmp_path, monkeypatch):
     assert isinstance(m, ResNetTrunk)
     assert torch.equal(m.layer4[1].conv2.weight, ref.layer4[1].conv2.weight)
     assert torch.equal(m.bn1.running_var, ref.bn1.running_var)
-    # the demo's trunk: the same file, its first three stages (layer4.* and fc.* not loaded)
-    s3 = build_backbone("resnet18_s3", pretrained=True)
-    assert not hasattr(s3, "layer4") and not any(k.startswith("layer4.") for k in s3.state_dict())
-    assert torch.equal(s3.layer3[1].conv2.weight, ref.layer3[1].conv2.weight)
-    ref.eval(), s3.eval()
+    # the demo's trunk: the same file, its first two stages (layer3/4.* and fc.* not loaded)
+    s2 = build_backbone("resnet18_s2", pretrained=True)
+    assert not hasattr(s2, "layer3") and not hasattr(s2, "layer4")
+    assert not any(k.startswith(("layer3.", "layer4.")) for k in s2.state_dict())
+    assert torch.equal(s2.layer2[1].conv2.weight, ref.layer2[1].conv2.weight)
+    ref.eval(), s2.eval()
     x = torch.randn(2, 3, 24, 24)
     with torch.no_grad():
-        want = ref.layer3(ref.layer2(ref.layer1(ref.maxpool(ref.relu(ref.bn1(ref.conv1(x)))))))
-        got = s3(x)
-    assert got.shape == (2, 256, 2, 2) and torch.allclose(got, want, atol=1e-6)
+        want = ref.layer2(ref.layer1(ref.maxpool(ref.relu(ref.bn1(ref.conv1(x))))))
+        got = s2(x)
+    assert got.shape == (2, 128, 3, 3) and torch.allclose(got, want, atol=1e-6)
 
 
 def test_bninception_checkpoint_with_singleton_dims(tmp_path, monkeypatch):

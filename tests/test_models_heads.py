@@ -121,6 +121,17 @@ def test_cgd_net_resnet18_stride1_layer3():
     _check_embedding(net, 64)
 
 
+def test_cgd_net_demo_trunk_last_stage_without_downsampling():
+    # the demo's two-stage trunk: its last stage (layer2) keeps layer1's map (6x6 on 24 px)
+    net = CGDNet("resnet18_s2", "SG", 64, num_classes=5, pretrained=False)
+    block = net.backbone.layer2[0]
+    assert block.conv1.stride == (1, 1) and block.downsample[0].stride == (1, 1)
+    assert net.aux[0].num_features == 128 and net.embedding[0].in_features == 128
+    net.eval()
+    with torch.no_grad():
+        assert net.backbone(torch.randn(1, 3, 24, 24)).shape == (1, 128, 6, 6)  # 3x3 without
+
+
 @pytest.mark.parametrize("cfg", GD_CONFIGS)
 def test_cgd_all_gd_configs(cfg):
     assert len(GD_CONFIGS) == 12

@@ -60,9 +60,9 @@ def test_standin_is_saved_like_torchvision_weights_and_loads_through_the_same_pa
     trunk = build_backbone("resnet18", True, source="digits")
     assert torch.equal(trunk.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
     assert torch.equal(trunk.bn1.running_mean, state["bn1.running_mean"])
-    demo_trunk = build_backbone("resnet18_s3", True, source="digits")  # what the demo recipes build
-    assert find_weights("resnet18_s3", "digits") == path
-    assert torch.equal(demo_trunk.layer3[0].conv1.weight, state["layer3.0.conv1.weight"])
+    demo_trunk = build_backbone("resnet18_s2", True, source="digits")  # what the demo recipes build
+    assert find_weights("resnet18_s2", "digits") == path
+    assert torch.equal(demo_trunk.layer2[0].conv1.weight, state["layer2.0.conv1.weight"])
 
 
 def test_standin_build_is_deterministic(tiny_standin, tmp_path):

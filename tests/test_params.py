@@ -74,7 +74,7 @@ def test_bad_choices_name_the_choices():
     msg = str(info.value)
     assert "3 parameter problem(s)" in msg
     assert "'cars' is not one of: car, cub, sop, isc, demo (did you mean 'car'?)" in msg
-    assert "resnet50, bninception, googlenet, resnext50_32x4d, resnet18, resnet18_s3" in msg
+    assert "resnet50, bninception, googlenet, resnext50_32x4d, resnet18, resnet18_s2" in msg
     assert "device: 'gpu' is not one of: auto, cpu, cuda" in msg
     with pytest.raises(ParameterError, match="'sop2' is not one of"):
         validate_parameters("00_prepare_data", {"datasets": ["demo", "sop2"]})

@@ -39,7 +39,7 @@ def test_every_seed_row_has_a_recipe():
     for method, names in EXPECTED.items():
         assert sorted(list_recipes(method, include_demo=False)) == sorted(names), method
     assert len(list_recipes(include_demo=False)) == sum(map(len, EXPECTED.values())) == 56
-    assert sorted(list_recipes(dataset="demo")) == sorted(f"{m}/demo/resnet18_s3" for m in EXPECTED)
+    assert sorted(list_recipes(dataset="demo")) == sorted(f"{m}/demo/resnet18_s2" for m in EXPECTED)
 
 
 @pytest.mark.parametrize("name", list_recipes())
@@ -207,7 +207,7 @@ def test_demo_rows_are_the_published_rows_with_only_the_forced_changes():
     for method in METHODS:
         changes = SPECS[method].demo.changes
         full = recipe_by_name(f"{method}/{SPECS[method].demo.base}")
-        demo = get_recipe(method, "demo", "resnet18_s3")
+        demo = get_recipe(method, "demo", "resnet18_s2")
         assert full["method"] == method and full["dataset"] == "cub" and set(demo) == set(full)
         assert set(changes) <= {"epochs", "batch_size", "samples_per_class"}
         for key, value in {**DEMO_SETTINGS, **changes}.items():
@@ -246,8 +246,8 @@ def test_overrides_apply_and_recipes_are_fresh_copies():
 def test_demo_recipes_are_small_cpu_profiles():
     for method in EXPECTED:
         r = demo_recipe(method)
-        assert r == get_recipe(method, "demo", "resnet18_s3")
-        assert r["pretrained"] is True and r["backbone"] == "resnet18_s3"  # the stand-in trunk
+        assert r == get_recipe(method, "demo", "resnet18_s2")
+        assert r["pretrained"] is True and r["backbone"] == "resnet18_s2"  # the stand-in trunk
         assert r["crop_size"] <= 48 and r["embedding_dim"] <= 128 and r["epochs"] <= 8
         assert r["batch_size"] <= 128 and r["validation_fraction"] > 0
         assert r["hflip"] is False  # a mirrored number is another number

@@ -26,7 +26,7 @@ def test_published_formats_load_into_every_backbone(tmp_path, monkeypatch):
                                               else "conv1.conv.weight"],
                            bn["conv1_7x7_s2_bn.running_var"][0] if name == "bninception"
                            else torch.load(written[1], weights_only=True)["conv1.conv.weight"])
-    assert set(BACKBONES) == {"resnet50", "resnext50_32x4d", "googlenet", "resnet18", "resnet18_s3",
+    assert set(BACKBONES) == {"resnet50", "resnext50_32x4d", "googlenet", "resnet18", "resnet18_s2",
                               "bninception",
                               "vit_s16_dino", "vit_s14_dinov2"}
 

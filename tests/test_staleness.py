@@ -33,7 +33,7 @@ def _prepare(root, **kw):
 def _recipe():
     from dml_core.methods.recipes import get_recipe
 
-    recipe = get_recipe("normsoftmax", "demo", "resnet18_s3")
+    recipe = get_recipe("normsoftmax", "demo", "resnet18_s2")
     recipe.update(dataset="cub", epochs=1, max_steps_per_epoch=1, pretrained=False, num_workers=0,
                   crop_size=16, resize_size=18, validation_fraction=0.0, batch_size=4,
                   samples_per_class=2, eval_batch_size=64)

@@ -41,7 +41,7 @@ def test_train_demo_recipe_end_to_end(demo_root, tmp_path):
     from dml_core.core.io import read_json
     from dml_core.training import load_checkpoint, train
 
-    recipe = recipes.get_recipe("normsoftmax", "demo", "resnet18_s3")
+    recipe = recipes.get_recipe("normsoftmax", "demo", "resnet18_s2")
     # 16-px images keep it fast; 20 of the 50 demo training classes are held out for validation
     recipe.update(epochs=1, max_steps_per_epoch=2, pretrained=False, num_workers=0, crop_size=16,
                   resize_size=18, validation_fraction=0.4, batch_size=12, samples_per_class=4)

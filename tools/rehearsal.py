@@ -286,8 +286,8 @@ def published_state_dict(backbone: str) -> dict:
     import torch
     import torchvision.models as tvm
 
-    if backbone in ("resnet50", "resnext50_32x4d", "resnet18", "resnet18_s3"):  # s3: resnet18's file
-        return getattr(tvm, backbone.removesuffix("_s3"))(weights=None).state_dict()
+    if backbone in ("resnet50", "resnext50_32x4d", "resnet18", "resnet18_s2"):  # s2: resnet18's file
+        return getattr(tvm, backbone.removesuffix("_s2"))(weights=None).state_dict()
     if backbone == "googlenet":  # torchvision's file holds the auxiliary classifiers too
         return tvm.GoogLeNet(aux_logits=True, transform_input=False, init_weights=True).state_dict()
     if backbone == "bninception":

@@ -68,7 +68,7 @@ class CGDLoss(nn.Module):
         return cls + tri, cls, tri
 
 
-CGD_BACKBONES = CGDNet.BACKBONES  # the original code's two + resnet18 and the CPU demo's resnet18_s3
+CGD_BACKBONES = CGDNet.BACKBONES  # the original code's two + resnet18 and the CPU demo's resnet18_s2
 
 
 def cgd_milestones(epochs: int) -> list[int]:

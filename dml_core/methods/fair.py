@@ -25,8 +25,8 @@ declared in :data:`DEVIATIONS` with why (CGD's own network). A recipe is built b
 :func:`dml_core.methods.recipes.get_recipe` with overrides (:func:`fair_recipe`), so every key is
 validated by the recipe code.
 
-Settings (:data:`SETTINGS`): ``demo`` (CPU, embedded digits, the first three stages of the
-demo's pretrained stand-in ResNet-18, ``resnet18_s3``, :mod:`dml_core.models.standin`; what
+Settings (:data:`SETTINGS`): ``demo`` (CPU, embedded digits, the first two stages of the
+demo's pretrained stand-in ResNet-18, ``resnet18_s2``, :mod:`dml_core.models.standin`; what
 ``make report`` and ``make study`` run) and ``fair`` (GPU: ResNet-50 pretrained, 512-d, car, cub,
 sop, isc); the ViT track's (:data:`VIT_SETTINGS`: DINO ViT-S/16 and DINOv2 ViT-S/14, 384-d and
 128-d, the hyperbolic-ViT protocol's image size, optimiser and learning rate, everything else the
@@ -102,7 +102,7 @@ class Setting:
 
 SETTINGS: dict[str, Setting] = {
     "demo": Setting(
-        name="demo", datasets=("demo",), backbone="resnet18_s3", pretrained=True, embedding_dim=64,
+        name="demo", datasets=("demo",), backbone="resnet18_s2", pretrained=True, embedding_dim=64,
         crop_size=24, resize_size=27, transform="random_resized_crop", hflip=False,
         rrc_scale=(0.7, 1.0), batch_size=32, sampler="shuffle", samples_per_class=None,
         epochs=20, eval_every=4, optimizer="Adam", lr=1e-4, weight_decay=0.0, lr_decay_epoch=4,
@@ -719,7 +719,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                  "reproduction: the pretrained stand-in trunk before and after fine-tuning, "
                  "docs/DEMO.md), every method under the fair protocol's demo setting "
                  "(dml_core.methods.fair, docs/PROTOCOL.md; embedded digits, the stand-in "
-                 "ResNet-18's first three stages, CPU) with 3 seeds, the toy, the tables with "
+                 "ResNet-18's first two stages, CPU) with 3 seeds, the toy, the tables with "
                  "95% intervals over seeds and paired differences, and the figures (inside runs/demo/, never the "
                  "repository's figures/). It trains the setting's short budget (5 epochs, the "
                  "search trials' budget), not the study's 20 epochs (docs/PROTOCOL.md, 'How "
@@ -753,12 +753,12 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def reproduction_runs(seeds: tuple[int, ...]) -> list[dict]:
-    """Every method's published recipe on the demo (``get_recipe(method, "demo", "resnet18_s3")``,
+    """Every method's published recipe on the demo (``get_recipe(method, "demo", "resnet18_s2")``,
     docs/DEMO.md), once per seed, seed-major: run ids ``paper_<method>_s<seed>``."""
     runs = []
     for seed in seeds:
         for method in published():
-            params: dict[str, Any] = {"dataset": "demo", "backbone": "resnet18_s3"}
+            params: dict[str, Any] = {"dataset": "demo", "backbone": "resnet18_s2"}
             if len(methods_of_notebook(SPECS[method].notebook)) > 1:  # say which one
                 params = {"method": method, **params}
             if seed != 0:  # the demo recipes' own seed is 0

@@ -34,7 +34,7 @@ Rows (all from the authors' READMEs, with the corrections noted):
   epochs with both backbones.
 * ``proxy_anchor``: the baseline, the official Proxy-Anchor README commands.
 
-``get_recipe(method, "demo", "resnet18_s3")`` (or :func:`demo_recipe`) gives every method's published
+``get_recipe(method, "demo", "resnet18_s2")`` (or :func:`demo_recipe`) gives every method's published
 recipe on the embedded demo data set, fine-tuning the demo's pretrained stand-in trunk (tiny
 images, a few epochs; :func:`_demo_rows`).
 
@@ -305,7 +305,7 @@ METHODS: tuple[str, ...] = published()
 #: :mod:`dml_core.models.standin`), validation classes held out (their images made of unseen
 #: scans) to select the epoch.
 DEMO_SETTINGS: dict[str, Any] = dict(
-    dataset="demo", backbone="resnet18_s3", pretrained=True, crop=False, embedding_dim=64,
+    dataset="demo", backbone="resnet18_s2", pretrained=True, crop=False, embedding_dim=64,
     crop_size=24, resize_size=27, hflip=False, rrc_scale=[0.7, 1.0], eval_batch_size=250,
     eval_every=1, seed=0, validation_fraction=0.2, reported=None, cache=True)
 
@@ -329,7 +329,7 @@ def _demo_rows(full_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         demo = SPECS[method].demo
         r = copy.deepcopy(by_name[f"{method}/{demo.base}"])
         r.update(copy.deepcopy(DEMO_SETTINGS), **copy.deepcopy(demo.changes))
-        r["name"] = f"{method}/demo/resnet18_s3"
+        r["name"] = f"{method}/demo/resnet18_s2"
         rows.append(r)
     return rows
 
@@ -582,8 +582,8 @@ def get_recipe(method: str, dataset: str, backbone: str, crop: bool | None = Non
 
 
 def demo_recipe(method: str, **overrides: Any) -> dict[str, Any]:
-    """The CPU demo profile of ``method`` (= ``get_recipe(method, "demo", "resnet18_s3")``)."""
-    return get_recipe(method, "demo", "resnet18_s3", **overrides)
+    """The CPU demo profile of ``method`` (= ``get_recipe(method, "demo", "resnet18_s2")``)."""
+    return get_recipe(method, "demo", "resnet18_s2", **overrides)
 
 
 # ------------------------------------------------------------------------------- documentation

@@ -44,7 +44,7 @@ _NO_DEFAULT = object()
 # dml_core.data.transforms.STYLES, dml_core.models.heads.GD_CONFIGS), spelled here so that reading
 # the schema does not import torch; tests/test_methods_schema.py checks that they agree.
 BACKBONE_NAMES = ("resnet50", "bninception", "googlenet", "resnext50_32x4d", "resnet18",
-                  "resnet18_s3", "vit_s16_dino", "vit_s14_dinov2")
+                  "resnet18_s2", "vit_s16_dino", "vit_s14_dinov2")
 TRANSFORM_STYLES = ("squash_random_crop", "cgd", "random_resized_crop", "toy")
 GD_CONFIGS = ("S", "M", "G", "SM", "MS", "SG", "GS", "MG", "GM", "SMG", "MSG", "GSM")
 

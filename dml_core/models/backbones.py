@@ -17,7 +17,7 @@ resnet50           2048   7×7          resnet50-0676ba61.pth / resnet50-19c8e35
 resnext50_32x4d    2048   7×7          resnext50_32x4d-7cdf4587.pth
 googlenet          1024   7×7          googlenet-1378be20.pth
 resnet18            512   7×7          resnet18-f37072fd.pth / resnet18-5c106cde.pth
-resnet18_s3         256   14×14        resnet18's files (their layer4.* unused)
+resnet18_s2         128   28×28        resnet18's files (their layer3/4.* unused)
 bninception        1024   7×7          bn_inception-52deb4733.pth (Cadene pretrainedmodels)
 vit_s16_dino        384   1×1 / 14×14  dino_deitsmall16_pretrain.pth (DINO ViT-S/16)
 vit_s14_dinov2      384   1×1 / 16×16  dinov2_vits14_pretrain.pth (DINOv2 ViT-S/14)
@@ -35,12 +35,12 @@ publishers give no checksum for them, so a damaged file's error prints its full 
 Both resnet50 files hold the same ImageNet V1 weights (torchvision re-saved them under a new hash);
 the same goes for resnet18.
 
-``resnet18_s3`` is ResNet-18 up to its third stage (``layer3``; ``layer4`` is not built): the CPU
-demo's trunk. On the demo's 24-px crops the maps shrink 12 → 6 → 6 → 3 → 2, so ResNet-18's last
-stage would run on a single pixel: its 3×3 convolutions reduce to an 8.4 M-parameter MLP on the
-pooled vector, trained by the stand-in's source task to name single digits. The third stage
-still sees where each digit is, so it transfers better, and it costs about a third less per
-training step (docs/DEMO.md has both measurements). It loads resnet18's weight files, whose
+``resnet18_s2`` is ResNet-18 up to its second stage (``layer2``; ``layer3`` and ``layer4`` are
+not built): the CPU demo's trunk. On the demo's 24-px crops the maps shrink 12 → 6 → 6 → 3 → 2 → 1,
+so ResNet-18's last stage would run on a single pixel and its third on a 2×2 map. Two stages keep
+a 3×3 map, retrieve about as well before and after fine-tuning, and halve the cost of a
+training step, which is what lets ``make report`` fit its time budget on a slow 2-core machine
+(docs/DEMO.md has the measurements). It loads resnet18's weight files, whose ``layer3.*``,
 ``layer4.*`` and ``fc.*`` keys it does not have.
 
 Pretraining sources (``source=`` of :func:`build_backbone`, :func:`pretraining_source`): ImageNet
@@ -134,25 +134,27 @@ class MissingWeightsError(FileNotFoundError):
 
 # --------------------------------------------------------------------------- trunks
 class ResNetTrunk(nn.Module):
-    """torchvision ResNet/ResNeXt up to layer4 (``stages=4``: ``(B,3,H,W) -> (B,C,H/32,W/32)``)
-    or up to layer3 (``stages=3``: ``(B,3,H,W) -> (B,C,H/16,W/16)``, no ``layer4`` module).
+    """torchvision ResNet/ResNeXt up to ``layer<stages>``: ``(B,3,H,W) -> (B,C,H/s,W/s)`` with
+    s = 32, 16, 8 for ``stages`` = 4, 3, 2 (the later stages are not built).
 
     Child names are torchvision's (conv1, bn1, relu, maxpool, layer1..layer4), so state-dict keys
-    are torchvision's minus ``fc.*`` (and ``layer4.*`` with ``stages=3``).
+    are torchvision's minus ``fc.*`` and the unbuilt stages' ``layer<k>.*``.
     """
 
     def __init__(self, resnet: nn.Module, stages: int = 4):
         super().__init__()
-        if stages not in (3, 4):
-            raise ValueError(f"stages must be 3 or 4, got {stages!r}")
+        if stages not in (2, 3, 4):
+            raise ValueError(f"stages must be 2, 3 or 4, got {stages!r}")
         self.stages = stages
         names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
         for name in names[:4 + stages]:
             setattr(self, name, getattr(resnet, name))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layer3(self.layer2(self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))))
-        return self.layer4(x) if self.stages == 4 else x
+        x = self.layer2(self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x))))))
+        for name in ("layer3", "layer4")[:self.stages - 2]:
+            x = getattr(self, name)(x)
+        return x
 
 
 class GoogLeNetTrunk(nn.Module):
@@ -294,10 +296,10 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("resnet18", 512, ("resnet18-f37072fd.pth", "resnet18-5c106cde.pth"),
                      (TV_URL + "resnet18-f37072fd.pth", TV_URL + "resnet18-5c106cde.pth"),
                      _tv_resnet("resnet18")),
-        BackboneSpec("resnet18_s3", 256, ("resnet18-f37072fd.pth", "resnet18-5c106cde.pth"),
+        BackboneSpec("resnet18_s2", 128, ("resnet18-f37072fd.pth", "resnet18-5c106cde.pth"),
                      (TV_URL + "resnet18-f37072fd.pth", TV_URL + "resnet18-5c106cde.pth"),
-                     _tv_resnet("resnet18", stages=3),
-                     note="ResNet-18 up to layer3 (the CPU demo's trunk); resnet18's weight files"),
+                     _tv_resnet("resnet18", stages=2),
+                     note="ResNet-18 up to layer2 (the CPU demo's trunk); resnet18's weight files"),
         BackboneSpec("bninception", 1024, ("bn_inception-52deb4733.pth",),
                      (CADENE_URL + "bn_inception-52deb4733.pth",), _bninception,
                      note="Cadene pretrainedmodels Caffe port; BGR, 0-255"),

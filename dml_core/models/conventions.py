@@ -43,7 +43,7 @@ CAFFE_BGR_255 = InputConvention(bgr=True, scale_255=True, mean=(104.0, 117.0, 12
 # bicubic, when the weights are loaded; see models/backbones.py).
 CONVENTIONS: dict[str, InputConvention] = {
     "resnet18": IMAGENET_RGB,
-    "resnet18_s3": IMAGENET_RGB,
+    "resnet18_s2": IMAGENET_RGB,
     "resnet50": IMAGENET_RGB,
     "resnext50_32x4d": IMAGENET_RGB,
     "googlenet": IMAGENET_RGB,

@@ -108,9 +108,9 @@ class NormSoftmaxNet(EmbeddingNet):
 class CGDNet(EmbeddingNet):
     """Combination of Global Descriptors (leftthomas/CGD).
 
-    Backbone resnet50 / resnext50_32x4d (C = 2048), resnet18 (C = 512) or resnet18_s3 (C = 256,
-    the CPU demo's; its last stage is layer3, so X is layer3's map without its downsampling:
-    3×3 on 24-px crops) with a stride-1 layer3 (X: (B, C, 14, 14) at 224), or a ViT (C = 384)
+    Backbone resnet50 / resnext50_32x4d (C = 2048), resnet18 (C = 512) or resnet18_s2 (C = 128,
+    the CPU demo's; its last stage is layer2, so X is layer2's map without its downsampling:
+    6×6 on 24-px crops) with a stride-1 layer3 (X: (B, C, 14, 14) at 224), or a ViT (C = 384)
     whose patch tokens on their grid are X (14×14 or 16×16 at 224).
     For each letter i of ``gd_config`` (n letters, k = D/n): g_i = pool_i(X) (S avg, M max,
     G GeM p=3), h_i = L2(W_i g_i) with W_i (k, C) without bias; phi = L2([h_1; ...; h_n]).
@@ -121,7 +121,7 @@ class CGDNet(EmbeddingNet):
     """
 
     _POOL = {"S": "avg", "M": "max", "G": "gem"}
-    BACKBONES = ("resnet50", "resnext50_32x4d", "resnet18", "resnet18_s3", "vit_s16_dino",
+    BACKBONES = ("resnet50", "resnext50_32x4d", "resnet18", "resnet18_s2", "vit_s16_dino",
                  "vit_s14_dinov2")
 
     def __init__(self, backbone: str = "resnet50", gd_config: str = "SG", embedding_dim: int = 1536,
@@ -138,11 +138,12 @@ class CGDNet(EmbeddingNet):
                              f"descriptors n={n} of gd_config {gd_config!r} (each gets D/n dims)")
         self.backbone_name, self.embedding_dim = backbone, _check_dim("embedding_dim", embedding_dim)
         self.gd_config, self.num_classes = gd_config, _check_dim("num_classes", num_classes)
-        if backbone in ("resnet18", "resnet18_s3"):
+        if backbone in ("resnet18", "resnet18_s2"):
             # build_backbone's layer3_stride1 covers the Bottleneck ResNets only; a BasicBlock
-            # strides in its first 3x3 conv (and the 1x1 downsample), so undo those here.
+            # strides in its first 3x3 conv (and the 1x1 downsample), so undo those here: in
+            # layer3 of resnet18, in the last stage (layer2) of the demo's two-stage trunk.
             self.backbone = build_backbone(backbone, pretrained, source=source)
-            block = self.backbone.layer3[0]
+            block = (self.backbone.layer3 if backbone == "resnet18" else self.backbone.layer2)[0]
             block.conv1.stride = (1, 1)
             block.downsample[0].stride = (1, 1)
             block.stride = 1

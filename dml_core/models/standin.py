@@ -37,8 +37,8 @@ from typing import Callable
 import numpy as np
 
 BACKBONE = "resnet18"
-#: The trunks that load the stand-in: ResNet-18 and the demo's ResNet-18 up to layer3.
-TRUNKS = (BACKBONE, "resnet18_s3")
+#: The trunks that load the stand-in: ResNet-18 and the demo's ResNet-18 up to layer2.
+TRUNKS = (BACKBONE, "resnet18_s2")
 VERSION = 1
 FILE_STEM = f"{BACKBONE}_digits-v{VERSION}"
 SEED = 0

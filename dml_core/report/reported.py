@@ -46,7 +46,7 @@ DATASET_NAMES = {"car": "CARS196", "cub": "CUB200-2011", "sop": "SOP", "isc": "I
 METHOD_NAMES = {name: SPECS[name].label for name in published()}
 BACKBONE_NAMES = {"resnet50": "ResNet50", "bninception": "BN-Inception", "googlenet": "GoogLeNet",
                   "resnext50_32x4d": "ResNeXt50", "resnet18": "ResNet18",
-                  "resnet18_s3": "ResNet18 (layer1-3)",
+                  "resnet18_s2": "ResNet18 (layer1-2)",
                   "vit_s16_dino": "DINO ViT-S/16", "vit_s14_dinov2": "DINOv2 ViT-S/14"}
 
 STATUSES = ("reported", "carry_over", "placeholder", "reference")
