@@ -43,6 +43,16 @@ def test_the_budget_is_the_shortest_at_which_every_variant_has_plateaued():
     assert cv.smallest_plateaued_budget(curves, 15)[0] is None
 
 
+def test_a_budget_that_a_longer_one_contradicts_is_not_chosen():
+    # flat from epoch 4, then a late rise of 5 points at epoch 14: every budget whose last third
+    # spans epoch 14 gains 5 points, so 6..13 (plateaued on their own) are not chosen
+    flat = {e: 0.62 if e < 4 else 0.65 for e in range(1, 16)}
+    late = {e: (0.65 if e < 14 else 0.70) if e >= 4 else 0.62 for e in range(1, 16)}
+    chosen, gains = cv.smallest_plateaued_budget({"v": {0: late}}, 15)
+    assert gains[8]["v"] <= PLATEAU_POINTS < gains[14]["v"] and chosen is None
+    assert cv.smallest_plateaued_budget({"v": {0: flat}}, 15)[0] == 6  # 6 - 2 = 4: flat after
+
+
 def test_the_criterion_on_a_finished_study(tmp_path):
     rows = []
     for variant, slope in (("flat", 0.0), ("rising", 0.02)):

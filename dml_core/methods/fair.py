@@ -784,11 +784,12 @@ def profile_document(name: str) -> dict:
     runs: list[dict] = [{"id": "00_prepare_data", "notebook": "00_prepare_data.ipynb",
                          "parameters": {"datasets": list(s.datasets)},
                          "description": "Prepare the data"}]
-    # The toy needs only the data: it starts first, so that its minute overlaps the training
-    # runs instead of trailing them (a stage runs its notebooks in this order, --jobs at a time;
-    # the book orders chapters by notebook number, not by this list).
+    # The toy needs none of the prepared data sets: on the demo (digits from scikit-learn) it
+    # runs in stage 0, beside the data preparation, instead of taking a slot of the training runs
+    # (a stage runs its notebooks in this order, --jobs at a time; the book orders chapters by
+    # notebook number, not by this list).
     if s.name == "demo":
-        runs.append({"id": "07_toy_proxies", "notebook": "07_toy_proxies.ipynb",
+        runs.append({"id": "07_toy_proxies", "notebook": "07_toy_proxies.ipynb", "stage": 0,
                      "parameters": {"source": "digits", "pretrained": False},
                      "description": "The toy (digits stand-in for STL-10), moving vs learnable "
                                     "proxies"})

@@ -45,18 +45,22 @@ def last_third_gain(curve: dict[int, float], epochs: int) -> float:
 def smallest_plateaued_budget(curves: dict[str, dict[int, dict[int, float]]], max_epochs: int,
                               min_epochs: int = 2) -> tuple[int | None, dict[int, dict[str, float]]]:
     """``curves[variant][seed] = {epoch: R@1}``. Returns the shortest budget E in
-    [min_epochs, max_epochs] at which every variant's mean (over seeds) last-third gain is at
-    most :data:`PLATEAU_POINTS` (None if there is none), and the mean gains of every budget."""
+    [min_epochs, max_epochs] from which on every variant's mean (over seeds) last-third gain is at
+    most :data:`PLATEAU_POINTS` at E **and at every longer budget up to max_epochs** (None if
+    there is none), and the mean gains of every budget. Requiring the longer budgets too keeps a
+    noisy curve that dips under the threshold once from choosing a budget its own later epochs
+    contradict (the 2-seed probe of Dec 2026 chose 20 epochs where 5 seeds still gained 2.9)."""
     gains: dict[int, dict[str, float]] = {}
-    chosen = None
     for e in range(max(2, min_epochs), max_epochs + 1):
         gains[e] = {}
         for variant, by_seed in curves.items():
             values = [last_third_gain(c, e) for c in by_seed.values()]
             gains[e][variant] = sum(values) / len(values) if values else math.nan
-        if chosen is None and all(not math.isnan(g) and g <= PLATEAU_POINTS
-                                  for g in gains[e].values()):
-            chosen = e
+    chosen = None
+    for e in sorted(gains, reverse=True):  # walk back from the longest budget
+        if not all(not math.isnan(g) and g <= PLATEAU_POINTS for g in gains[e].values()):
+            break
+        chosen = e
     return chosen, gains
 
 

@@ -6,13 +6,13 @@ The criterion (the fair protocol's): a configuration has **plateaued** at a budg
 when the mean over seeds of the validation R@1 it gains over the last third of training,
 ``R@1(E) − R@1(E − round(E/3))``, is at most :data:`PLATEAU_POINTS` (2 points of R@1).
 
-:func:`probe` trains every headline variant of the setting (:data:`dml_core.methods.fair.VARIANTS`)
-for ``epochs`` epochs with validation after every epoch, never loading the test split
+:func:`probe` trains every configuration the study compares (:data:`dml_core.methods.fair.VARIANTS`,
+the headline variants and the ablations) for ``epochs`` epochs with validation after every epoch, never loading the test split
 (``evaluate_test=False``), once per seed, and writes every curve to
 ``results/convergence/<setting>.json``. Under the fair protocol's step schedule (a fixed step
 size in epochs), a shorter run is the beginning of a longer one, so one probe gives the curve of
 every budget up to ``epochs``; :func:`dml_core.report.plateau.smallest_plateaued_budget` is the
-shortest budget at which every variant has plateaued. The probe uses the development seeds of
+shortest budget from which on (up to ``epochs``) every variant has plateaued. The probe uses the development seeds of
 the tuning (not the study's) and each seed draws its own validation classes;
 :func:`dml_core.report.plateau.plateau_table` applies the same criterion to the runs of a profile
 (the report shows it).
@@ -72,8 +72,10 @@ def probe(setting_name: str = "demo", epochs: int = 15, seeds: Sequence[int] = (
 
     log = log or (lambda msg: print(msg, flush=True))
     s = fair.setting(setting_name)
-    headline = [v for v, x in fair.VARIANTS.items() if x.headline]
-    variants = list(variants or headline)
+    # every configuration the study compares: the headline variants and the ablations, less
+    # those the search made identical to a headline one (trained once, under its name)
+    aliases = fair.variant_aliases(s.name)
+    variants = list(variants or [v for v in fair.VARIANTS if v not in aliases])
     for ds in s.datasets:
         prepare(ds, data_root)
     work = paths.runs_root() / "convergence" / s.name
@@ -126,7 +128,8 @@ def main(argv=None) -> int:
     ap.add_argument("--setting", default="demo")
     ap.add_argument("--epochs", type=int, default=15, help="the longest budget probed")
     ap.add_argument("--seeds", type=int, nargs="+", default=[100, 101])
-    ap.add_argument("--variants", nargs="+", default=None, help="default: every headline variant")
+    ap.add_argument("--variants", nargs="+", default=None,
+                    help="default: every variant the study compares (headline and ablations)")
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at once (one thread each)")
     ap.add_argument("--out", type=Path, default=None,
                     help="default: results/convergence/<setting>.json")
