@@ -56,17 +56,18 @@ def test_profile_overrides_rebuild_the_fair_recipe():
                 assert built[k] == want[k], (entry["id"], k)
 
 
-def test_make_report_trains_the_short_budget_and_the_study_the_full_one():
-    """The demo profile (make report) and every search trial train the short budget; the study
-    trains the setting's full (converged) budget."""
+def test_make_report_trains_the_preview_the_search_the_short_and_the_study_the_full_budget():
+    """The demo profile (make report) trains the preview budget, every search trial the short
+    budget, the study the setting's full (converged) budget."""
     from dml_core.methods.recipes import get_recipe
     from dml_core.study import tuning
 
     s = fair.setting("demo")
-    short = fair.short_budget(s)
+    short, preview = fair.short_budget(s), fair.preview_budget(s)
     assert short == {"epochs": s.short_epochs, "eval_every": s.short_eval_every}
-    assert s.short_epochs < s.epochs
-    for name, want in (("demo", short), ("study", {"epochs": s.epochs, "eval_every": s.eval_every})):
+    assert preview == {"epochs": s.preview_epochs, "eval_every": s.preview_eval_every}
+    assert s.preview_epochs <= s.short_epochs < s.epochs
+    for name, want in (("demo", preview), ("study", {"epochs": s.epochs, "eval_every": s.eval_every})):
         fair_runs = [r for r in fair.profile_document(name)["runs"] if r["id"].startswith("fair_")]
         assert fair_runs
         for r in fair_runs:
@@ -77,7 +78,19 @@ def test_make_report_trains_the_short_budget_and_the_study_the_full_one():
             assert {k: built[k] for k in want} == want, (name, r["id"])
     for r in tuning.trial_runs("proxy_anchor", "demo", {}, (100, 101)):
         assert {k: r[k] for k in short} == short
-    assert fair.short_budget(fair.setting("fair")) == {}  # the GPU setting: one budget
+    # the GPU setting: one budget
+    assert fair.short_budget(fair.setting("fair")) == fair.preview_budget(fair.setting("fair")) == {}
+
+
+def test_the_study_evaluates_the_epoch_its_last_third_starts_at():
+    """The plateau criterion reads R@1(E) - R@1(E - round(E/3)); the study's evaluation grid
+    (every eval_every epochs and the last) must hold both, or the criterion falls back to an
+    earlier epoch and measures a longer stretch than a third (as the study of Dec 2026 did:
+    20 epochs evaluated every 4 measured epochs 12 to 20)."""
+    from dml_core.report.plateau import last_third_start
+
+    s = fair.setting("demo")
+    assert last_third_start(s.epochs) % s.eval_every == 0, (s.epochs, s.eval_every)
 
 
 def test_generated_profiles_and_protocol_doc_are_in_sync():

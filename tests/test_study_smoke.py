@@ -215,7 +215,8 @@ def test_smoke_figures_inside_run_dir(smoke):
     # seeded fair-protocol pair (fair_proxy_anchor_s0, _s1)
     expected = {f"smoke_{rid}" for rid in TRAINING_RUNS} | {"smoke_fair_proxy_anchor_s0"}
     umaps = {p.stem.removeprefix("umap_") for p in (out / "embeddings").glob("*.png")}
-    grids = {p.stem.removeprefix("retrievals_") for p in (out / "retrievals").glob("*.pdf")}
+    grids = {p.stem.removeprefix("retrievals_") for p in (out / "retrievals").glob("*.png")}
+    assert not list((out / "retrievals").glob("*.pdf"))  # photographs: PNG only
     assert umaps == expected
     assert grids == expected
     # the committed figures/ were not touched

@@ -48,6 +48,7 @@ from dml_core.methods.registry import SPECS, methods_of_notebook, published
 __all__ = ["Setting", "SETTINGS", "VARIANTS", "LOSS_HPARAMS", "DEVIATIONS", "SEARCH_SPACE",
            "COMPARISONS", "fair_recipe", "shared_overrides", "variant_loss", "tuned_values",
            "tuning_file", "protocol_table", "protocol_markdown", "profile_runs", "short_budget",
+           "preview_budget", "BUDGETS",
            "variant_aliases", "comparisons", "comparisons_for_profiles", "FairError"]
 
 
@@ -93,11 +94,14 @@ class Setting:
     proxy_init: str = "kaiming_normal_fan_out"  # every method's proxies (losses.init_proxies)
     tuning_trials: int = 0         # the search budget: trials per method (the same for all)
     tuning_seeds: tuple[int, ...] = (100, 101)  # each trial trains once per seed (own val classes)
-    #: The short budget (None: the full one): every search trial and a profile with
-    #: ``"budget": "short"`` (``make report``'s preview) train ``short_epochs`` epochs,
-    #: evaluated every ``short_eval_every``; ``epochs`` is the study's (converged) budget.
+    #: The short budget (None: the full one): every search trial trains ``short_epochs``
+    #: epochs, evaluated every ``short_eval_every``; ``epochs`` is the study's (converged) budget.
     short_epochs: int | None = None
     short_eval_every: int | None = None
+    #: The preview budget of a profile with ``"budget": "preview"`` (``make report``'s fair runs,
+    #: kept within its time budget on a slow 2-core machine); None: the short budget.
+    preview_epochs: int | None = None
+    preview_eval_every: int | None = None
 
 
 SETTINGS: dict[str, Setting] = {
@@ -105,10 +109,11 @@ SETTINGS: dict[str, Setting] = {
         name="demo", datasets=("demo",), backbone="resnet18_s2", pretrained=True, embedding_dim=64,
         crop_size=24, resize_size=27, transform="random_resized_crop", hflip=False,
         rrc_scale=(0.7, 1.0), batch_size=32, sampler="shuffle", samples_per_class=None,
-        epochs=20, eval_every=4, optimizer="Adam", lr=1e-4, weight_decay=0.0, lr_decay_epoch=4,
+        epochs=24, eval_every=4, optimizer="Adam", lr=1e-4, weight_decay=0.0, lr_decay_epoch=4,
         lr_gamma=0.5, warmup_epochs=0, freeze_bn=True, grad_clip_value=None,
         validation_fraction=0.2, seeds=(0, 1, 2), device="cpu", eval_batch_size=250,
-        num_workers=0, tuning_trials=8, short_epochs=5, short_eval_every=2,
+        num_workers=0, tuning_trials=8, short_epochs=5, short_eval_every=2, preview_epochs=3,
+        preview_eval_every=1,
         tuning=("a seeded search (Optuna TPE, dml_core.study.tuning) over each method's search "
                 "space; each trial trains the short budget (5 epochs); its value is the mean over "
                 "the tuning seeds of the validation R@1 at the validation-selected epoch; the "
@@ -502,6 +507,19 @@ def short_budget(s: Setting) -> dict[str, int]:
     return {"epochs": int(s.short_epochs), "eval_every": int(s.short_eval_every or s.eval_every)}
 
 
+def preview_budget(s: Setting) -> dict[str, int]:
+    """The recipe keys of the setting's preview budget (:attr:`Setting.preview_epochs`, what
+    ``make report`` trains); the short budget when it declares none."""
+    if s.preview_epochs is None:
+        return short_budget(s)
+    return {"epochs": int(s.preview_epochs),
+            "eval_every": int(s.preview_eval_every or s.eval_every)}
+
+
+#: The budgets a profile may name (``"budget"`` of :data:`PROFILES`); absent: the full one.
+BUDGETS = {"short": short_budget, "preview": preview_budget}
+
+
 def fair_recipe(variant: str, setting_name: str = "demo", dataset: str | None = None,
                 seed: int = 0, **loss_overrides: Any) -> dict:
     """The recipe of ``variant`` (:data:`VARIANTS`) under the shared ``setting_name``.
@@ -533,10 +551,10 @@ def fair_recipe(variant: str, setting_name: str = "demo", dataset: str | None = 
 
 
 def recipe_overrides(variant: str, setting_name: str = "demo", dataset: str | None = None,
-                     seed: int = 0, short: bool = False) -> dict[str, Any]:
+                     seed: int = 0, budget: str | None = None) -> dict[str, Any]:
     """What a profile passes to a notebook: ``get_recipe(method, dataset, backbone,
-    **overrides)`` then equals :func:`fair_recipe` (the name aside; with ``short``, on the
-    setting's :func:`short_budget`)."""
+    **overrides)`` then equals :func:`fair_recipe` (the name aside; with ``budget`` "short" or
+    "preview", on the setting's :func:`short_budget` or :func:`preview_budget`)."""
     from dml_core.methods.recipes import get_recipe
 
     v, s = VARIANTS[variant], setting(setting_name)
@@ -544,8 +562,8 @@ def recipe_overrides(variant: str, setting_name: str = "demo", dataset: str | No
     base = get_recipe(v.method, *_row(v.method, dataset, s.backbone))
     over = shared_overrides(base, s, seed)
     over.update(variant_loss(variant, s.name))
-    if short:
-        over.update(short_budget(s))
+    if budget is not None:
+        over.update(BUDGETS[budget](s))
     return {k: val for k, val in over.items() if base.get(k) != val}
 
 
@@ -566,10 +584,11 @@ def _cell(s: Setting, label: str, key: str | None) -> str:
     from dml_core.methods import shared
 
     if key == "epochs" and s.short_epochs:
-        return (f"{s.epochs} (the study); {s.short_epochs} in the short budget: the search's "
-                "trials and `make report`'s preview")
+        return (f"{s.epochs} (the study); {s.short_epochs} in the short budget (the search's "
+                f"trials); {preview_budget(s)['epochs']} in `make report`'s preview")
     if key == "eval_every" and s.short_epochs:
-        return f"{s.eval_every} (the study); {short_budget(s)['eval_every']} in the short budget"
+        return (f"{s.eval_every} (the study); {short_budget(s)['eval_every']} in the short budget; "
+                f"{preview_budget(s)['eval_every']} in the preview")
     if key is not None:
         val = getattr(s, key)
         if isinstance(val, tuple):
@@ -677,10 +696,11 @@ def run_id(variant: str, seed: int, dataset: str | None = None) -> str:
 
 
 def profile_runs(setting_name: str, variants: tuple[str, ...], seeds: tuple[int, ...],
-                 datasets: tuple[str, ...] | None = None, short: bool = False) -> list[dict]:
+                 datasets: tuple[str, ...] | None = None,
+                 budget: str | None = None) -> list[dict]:
     """The training runs of a profile: every variant × data set × seed, seed-major (so an
     interrupted batch has whole seeds), as profile entries (id, notebook, parameters); with
-    ``short``, on the setting's :func:`short_budget`."""
+    ``budget`` ("short" or "preview"), on that budget of the setting (:data:`BUDGETS`)."""
     s = setting(setting_name)
     datasets = datasets or s.datasets
     runs = []
@@ -694,7 +714,7 @@ def profile_runs(setting_name: str, variants: tuple[str, ...], seeds: tuple[int,
                 params: dict[str, Any] = {"dataset": row_ds, "backbone": row_bb}
                 if len(methods_of_notebook(SPECS[v.method].notebook)) > 1:  # it names its method
                     params = {"method": v.method, **params}
-                params["overrides"] = recipe_overrides(variant, setting_name, ds, seed, short)
+                params["overrides"] = recipe_overrides(variant, setting_name, ds, seed, budget)
                 runs.append({"id": run_id(variant, seed, ds if len(datasets) > 1 else None),
                              "notebook": NOTEBOOK[v.method], "parameters": params,
                              "description": f"fair protocol ({s.name}): {v.label}, {ds}, "
@@ -713,7 +733,7 @@ def unavailable(setting_name: str, variants: tuple[str, ...]) -> list[str]:
 #: The profiles generated from this module (``python -m dml_core.methods.fair --write``).
 PROFILES: dict[str, dict[str, Any]] = {
     "demo": {"setting": "demo", "seeds": (0, 1, 2), "ablations": False, "reproduction": (0,),
-             "budget": "short",
+             "budget": "preview",
              "description": (
                  "What `make report` runs: every published recipe once on the demo (the "
                  "reproduction: the pretrained stand-in trunk before and after fine-tuning, "
@@ -721,16 +741,16 @@ PROFILES: dict[str, dict[str, Any]] = {
                  "(dml_core.methods.fair, docs/PROTOCOL.md; embedded digits, the stand-in "
                  "ResNet-18's first two stages, CPU) with 3 seeds, the toy, the tables with "
                  "95% intervals over seeds and paired differences, and the figures (inside runs/demo/, never the "
-                 "repository's figures/). It trains the setting's short budget (5 epochs, the "
-                 "search trials' budget), not the study's 20 epochs (docs/PROTOCOL.md, 'How "
-                 "long to train'): an early-training preview of the comparison; `make study` "
-                 "runs the longer one.")},
+                 "repository's figures/). Its fair runs train the setting's preview budget "
+                 "(3 epochs, within the time budget of a slow 2-core machine), not the study's "
+                 "converged budget (docs/PROTOCOL.md, 'How long to train'): an early-training "
+                 "preview of the comparison; `make study` runs the converged one.")},
     "study": {"setting": "demo", "seeds": (0, 1, 2, 3, 4), "ablations": True,
               "reproduction": (0, 1, 2, 3, 4),
               "description": (
                   "What `make study` runs and the README quotes: every published recipe on "
                   "the demo with 5 seeds (the reproduction), the demo setting of the fair "
-                  "protocol at its study budget (20 epochs) with 5 seeds, plus the option "
+                  "protocol at its study budget (24 epochs) with 5 seeds, plus the option "
                   "ablations (AsymptoticProxy's momentum fixed at 0.9, and at the paper's 0.5 "
                   "unless the search chose it), the toy, "
                   "tables and figures. `make study` then stores the per-seed values in results/study/ "
@@ -784,12 +804,12 @@ def profile_document(name: str) -> dict:
     runs: list[dict] = [{"id": "00_prepare_data", "notebook": "00_prepare_data.ipynb",
                          "parameters": {"datasets": list(s.datasets)},
                          "description": "Prepare the data"}]
-    # The toy needs none of the prepared data sets: on the demo (digits from scikit-learn) it
-    # runs in stage 0, beside the data preparation, instead of taking a slot of the training runs
-    # (a stage runs its notebooks in this order, --jobs at a time; the book orders chapters by
-    # notebook number, not by this list).
+    # The toy needs only the data: it starts first, so that its minute overlaps the training
+    # runs instead of trailing them (a stage runs its notebooks in this order, --jobs at a time;
+    # the book orders chapters by notebook number, not by this list). Not in stage 0: beside the
+    # data preparation (5 s with the stand-in built) one core would wait for it.
     if s.name == "demo":
-        runs.append({"id": "07_toy_proxies", "notebook": "07_toy_proxies.ipynb", "stage": 0,
+        runs.append({"id": "07_toy_proxies", "notebook": "07_toy_proxies.ipynb",
                      "parameters": {"source": "digits", "pretrained": False},
                      "description": "The toy (digits stand-in for STL-10), moving vs learnable "
                                     "proxies"})
@@ -810,7 +830,7 @@ def profile_document(name: str) -> dict:
                         runs.append(r)
     else:
         runs += profile_runs(s.name, variants, tuple(spec["seeds"]),
-                             short=spec.get("budget") == "short")
+                             budget=spec.get("budget"))
     runs.append({"id": "06_benchmarks", "notebook": "06_benchmarks.ipynb",
                  "description": "Tables: per-method means with 95% intervals over seeds, paired "
                                 "differences"})
@@ -870,10 +890,15 @@ def _convergence_markdown(setting_name: str = "demo") -> str:
             f"A configuration has plateaued at a budget of E epochs when the mean over seeds of "
             f"the validation R@1 it gains over the last third of training, R@1(E) − "
             f"R@1(E − round(E/3)), is at most {PLATEAU_POINTS:g} points "
-            "(`python -m dml_core.study.convergence`: every headline variant trained with "
-            "validation after every epoch, the test split never loaded; under the step "
-            "schedule a shorter run is the beginning of a longer one, so one probe gives every "
-            "budget up to its length).\n\n")
+            "(`python -m dml_core.study.convergence`: every configuration the study compares, "
+            "headline variants and ablations, trained with validation after every epoch, the "
+            "test split never loaded; under the step schedule a shorter run is the beginning of "
+            "a longer one, so one probe gives every budget up to its length). The probe's "
+            "budget is the shortest from which on every longer budget it trained has plateaued "
+            "too (a single noisy dip under the threshold chooses nothing). The study evaluates "
+            "every `eval_every` epochs, so it trains the shortest budget at least as long whose "
+            "last third starts at an evaluated epoch: the criterion is then measured exactly "
+            "(a test checks it).\n\n")
     if not path.is_file():
         return head + "No probe is committed yet.\n\n"
     doc = json.loads(path.read_text())
@@ -887,7 +912,7 @@ def _convergence_markdown(setting_name: str = "demo") -> str:
         rows.append(f"| {label} | " + " | ".join(
             f"{gains[e][v]:+.1f}" for e in budgets) + " |")
     chosen = doc.get("chosen_epochs")
-    verdict = (f"**Shortest budget at which every variant has plateaued: {chosen} epochs.**"
+    verdict = (f"**Shortest budget from which on every variant has plateaued: {chosen} epochs.**"
                if chosen else f"**No budget up to {doc['epochs']} epochs has every variant "
                "plateaued.**")
     overrides = doc.get("overrides") or {}
@@ -902,8 +927,9 @@ def _convergence_markdown(setting_name: str = "demo") -> str:
             + ("" if chosen is None or s.epochs >= chosen else
                ": fewer than that budget, so its comparison is an early-training one, not a "
                "comparison at convergence")
-            + (f"; its short budget ({s.short_epochs} epochs: the search's trials and `make "
-               "report`'s preview) is an early-training one" if s.short_epochs else "")
+            + (f"; its short budget ({s.short_epochs} epochs: the search's trials) and `make "
+               f"report`'s preview ({preview_budget(s)['epochs']} epochs) are early-training "
+               "ones" if s.short_epochs else "")
             + ".\n\n" + _study_plateau_markdown(setting_name))
 
 
@@ -931,8 +957,8 @@ def _study_plateau_markdown(setting_name: str = "demo", profile: str = "study") 
         return ""
     plateau = pd.read_csv(path)
     lines = [f"The committed study's own curves (`results/{profile}/plateau.csv`, its seeds, "
-             f"validation evaluated every {setting(setting_name).eval_every} epochs, so the last "
-             f"third starts at the evaluated epoch at or before E − round(E/3)): "
+             f"validation evaluated every {setting(setting_name).eval_every} epochs, the last "
+             f"third from the evaluated epoch at or before E − round(E/3)): "
              f"**{int(plateau['plateaued'].sum())} of {len(plateau)} configurations have "
              "plateaued.**", "", *plateau_rows_markdown(plateau)]
     return "\n".join(lines) + "\n\n"

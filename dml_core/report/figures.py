@@ -410,10 +410,11 @@ def embed_2d(features: np.ndarray, method: str = "umap", seed: int = 0) -> tuple
     return _pca2(features), "PCA"
 
 
-def plot_embedding(run_dir: str | os.PathLike, path=None, *, which: str = "best",
-                   method: str = "umap", max_points: int = 3000, seed: int = 0, profile=None,
-                   dataset: str | None = None, title: str | None = None):
-    """UMAP (or PCA fallback, said in the title) of a run's test embeddings coloured by class."""
+def embedding_points(run_dir: str | os.PathLike, *, which: str = "best", method: str = "umap",
+                     max_points: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    """A run's test embeddings (its saved ``which`` features, at most ``max_points`` drawn with
+    ``seed``) projected to 2-D by :func:`embed_2d`: ``(xy (N, 2), labels (N,), note)``. Seeded:
+    the same points in any process (``write_figures`` computes them in a second one)."""
     f = RunFolder(run_dir).read_features(which)
     feats, labels = f.features.numpy(), f.labels.numpy()
     rng = np.random.default_rng(seed)
@@ -421,6 +422,17 @@ def plot_embedding(run_dir: str | os.PathLike, path=None, *, which: str = "best"
         idx = np.sort(rng.choice(len(labels), size=max_points, replace=False))
         feats, labels = feats[idx], labels[idx]
     xy, note = embed_2d(feats, method=method, seed=seed)
+    return xy, labels, note
+
+
+def plot_embedding(run_dir: str | os.PathLike, path=None, *, which: str = "best",
+                   method: str = "umap", max_points: int = 3000, seed: int = 0, profile=None,
+                   dataset: str | None = None, title: str | None = None,
+                   points: tuple[np.ndarray, np.ndarray, str] | None = None):
+    """UMAP (or PCA fallback, said in the title) of a run's test embeddings coloured by class;
+    ``points``: :func:`embedding_points` of the same arguments, computed beforehand."""
+    xy, labels, note = points if points is not None else embedding_points(
+        run_dir, which=which, method=method, max_points=max_points, seed=seed)
     classes = np.unique(labels)
     if dataset is None:
         from .runs import read_run
@@ -516,6 +528,7 @@ def plot_momentum_sensitivity(runs_df: pd.DataFrame | None, path=None, *, profil
 
 __all__ = ["figure_style", "save_figure", "plot_training_curves", "plot_recall_bars",
            "plot_dense_vs_binary", "plot_retrieval_grid", "plot_embedding", "embed_2d",
+           "embedding_points",
            "plot_momentum_sensitivity", "science_style_available"]
 
 

@@ -423,6 +423,15 @@ def write_figures(profiles: Iterable[str], output_dir: str | os.PathLike,
     all_runs = with_configs(retrieval_runs(report.load_runs(root, profiles=profiles)))
     runs = one_seed_per_config(all_runs)  # per-run figures: the lowest seed of each config
     prof = profiles if len(profiles) > 1 else profiles[0]
+    trained = runs[runs["status"].notna()] if len(runs) else runs
+    with_features = trained[trained["has_features"] == True] if len(trained) else trained  # noqa: E712
+    # first: the 2-D embeddings take longest, and they are computed in a second process
+    embeddings = _embeddings_in_background(list(with_features["run_dir"]), embedding)
+    # the epoch the runs were selected at: on validation wherever a run has one (the test set
+    # chooses nothing); the best test epoch (the authors' choice) only for runs without one
+    from dml_core.report.tables import headline_selection
+
+    sel = headline_selection(runs)
     written: list[Path] = []
     written += write_seed_figures(all_runs, out, profile=prof, show=display if show else None)
 
@@ -432,38 +441,79 @@ def write_figures(profiles: Iterable[str], output_dir: str | os.PathLike,
             display(fig)
         plt.close(fig)
 
-    trained = runs[runs["status"].notna()] if len(runs) else runs
     datasets = sorted(trained["dataset"].dropna().unique()) if len(trained) else []
     for ds in datasets:
         sub = trained[trained["dataset"] == ds]
         base = out / f"training_curves_{ds}"
         done(report.plot_training_curves(sub, base, profile=prof, dataset=ds), base)
         base = out / f"recall_{ds}"
-        done(report.plot_recall_bars(runs, ds, base, profile=prof), base)
+        done(report.plot_recall_bars(runs, ds, base, profile=prof, selection=sel), base)
     base = out / "dense_vs_binary"
-    done(report.plot_dense_vs_binary(runs, base, profile=prof), base)
-    with_features = trained[trained["has_features"] == True] if len(trained) else trained  # noqa: E712
+    done(report.plot_dense_vs_binary(runs, base, profile=prof, selection=sel), base)
     for _, run in with_features.iterrows():
         name = _slug(f"{run['profile']}_{run['run_id']}")
         base = out / "retrievals" / f"retrievals_{name}"
         base.parent.mkdir(exist_ok=True)
-        own = RunFolder(run["run_dir"]).figures / "retrievals"
-        if all(own.with_suffix(ext).is_file() for ext in (".png", ".pdf")):
-            # the training notebook drew this grid from the same saved features: copy it
-            for ext in (".png", ".pdf"):
-                with io.atomic_path(base.with_suffix(ext)) as tmp:
-                    shutil.copyfile(own.with_suffix(ext), tmp)
-                written.append(base.with_suffix(ext))
+        own = RunFolder(run["run_dir"]).figures / "retrievals.png"
+        # A grid of photographs: PNG only (a PDF of it is a PNG in a wrapper). The training
+        # notebook drew it from the same saved features (show_run): copy it, do not draw again
+        # (drawing the 12 grids of `make report` again took ~30 s of the batch's serial tail).
+        if own.is_file():
+            with io.atomic_path(base.with_suffix(".png")) as tmp:
+                shutil.copyfile(own, tmp)
         else:
-            done(report.plot_retrieval_grid(run["run_dir"], base, profile=run["profile"]), base)
+            fig = report.plot_retrieval_grid(run["run_dir"], profile=run["profile"])
+            report.save_figure(fig, base, formats=("png",))
+            if show:
+                display(fig)
+            plt.close(fig)
+        written.append(base.with_suffix(".png"))
+    base = out / "momentum_sensitivity"
+    done(report.plot_momentum_sensitivity(runs, base, profile=prof, selection=sel), base)
+    written.extend(_copy_toy_figures(root, profiles, out / "toy"))
+    for _, run in with_features.iterrows():  # last: their points were computed meanwhile
+        name = _slug(f"{run['profile']}_{run['run_id']}")
         base = out / "embeddings" / f"umap_{name}"
         base.parent.mkdir(exist_ok=True)
-        done(report.plot_embedding(run["run_dir"], base, method=embedding,
-                                   profile=run["profile"], dataset=run["dataset"]), base)
-    base = out / "momentum_sensitivity"
-    done(report.plot_momentum_sensitivity(runs, base, profile=prof), base)
-    written.extend(_copy_toy_figures(root, profiles, out / "toy"))
+        done(report.plot_embedding(run["run_dir"], base, method=embedding, profile=run["profile"],
+                                   dataset=run["dataset"], points=embeddings(run["run_dir"])),
+             base)
     return [str(p) for p in written if p.is_file()]
+
+
+def _embeddings_in_background(run_dirs: Sequence[str], method: str):
+    """Start computing :func:`dml_core.report.figures.embedding_points` of ``run_dirs`` in a
+    second process and return ``points(run_dir)``, which waits for one. UMAP compiles its
+    numba code in each new process (~20 s) and then takes ~3 s a run: done beside the other
+    figures, on the core the batch's last stage leaves idle, it no longer trails them. The
+    points are seeded, so they are those a single process computes; if the second process
+    cannot start or fails, they are computed here."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    from dml_core.report.figures import embedding_points
+
+    futures: dict[str, cf.Future] = {}
+    pool = None
+    if len(run_dirs) > 1:
+        try:
+            pool = cf.ProcessPoolExecutor(max_workers=1,
+                                          mp_context=multiprocessing.get_context("spawn"))
+            futures = {d: pool.submit(embedding_points, d, method=method) for d in run_dirs}
+        except Exception:  # noqa: BLE001 - no second process here (limits, sandbox): serially
+            futures = {}
+
+    def points(run_dir: str):
+        fut = futures.pop(run_dir, None)
+        try:
+            return fut.result() if fut is not None else embedding_points(run_dir, method=method)
+        except Exception:  # noqa: BLE001 - the worker died or failed: compute it here
+            return embedding_points(run_dir, method=method)
+        finally:
+            if not futures and pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    return points
 
 
 def _copy_toy_figures(runs_root: Path, profiles: Sequence[str], dest: Path) -> list[Path]:
