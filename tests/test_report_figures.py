@@ -198,3 +198,35 @@ def test_momentum_sensitivity(runs, tmp_path):
     assert len(fig.axes[0].lines) == 6 and len(fig.axes) == 1
     plt.close(fig)
     _written(tmp_path / "mom_reported")
+
+
+def test_embeddings_from_the_second_process_equal_those_computed_here(runs):
+    # write_figures computes the 2-D points in a second (spawned) process: the same points
+    import numpy as np
+
+    from dml_core.study.notebooks import _embeddings_in_background
+
+    dirs = list(runs[runs["run_id"].isin(["ns_car", "cgd_car"])]["run_dir"])
+    points = _embeddings_in_background(dirs, "pca")
+    for d in dirs:
+        xy, labels, note = points(d)
+        want_xy, want_labels, want_note = F.embedding_points(d, method="pca")
+        assert note == want_note == "PCA" and np.array_equal(labels, want_labels)
+        assert np.array_equal(xy, want_xy)
+
+
+def test_write_figures_leaves_no_picture_of_a_previous_version(runs, tmp_path):
+    from dml_core.study.notebooks import write_figures
+
+    root = Path(runs.iloc[0]["run_dir"]).parents[1]
+    out = tmp_path / "figures"
+    (out / "retrievals").mkdir(parents=True)
+    stale = out / "retrievals" / "retrievals_demo_ns_car.pdf"  # an older version drew PDFs
+    stale.write_bytes(b"%PDF-")
+    notes = out / "notes.txt"  # not a picture: not ours to remove
+    notes.write_text("kept")
+    written = write_figures(["demo"], out, runs_root=root, embedding="pca", show=False)
+    assert (out / "retrievals" / "retrievals_demo_ns_car.png").is_file()
+    assert not stale.exists() and notes.is_file()
+    pictures = {p for p in out.rglob("*") if p.suffix in (".png", ".pdf", ".gif")}
+    assert pictures == {Path(p) for p in written if Path(p).suffix in (".png", ".pdf", ".gif")}

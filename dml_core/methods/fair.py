@@ -99,7 +99,8 @@ class Setting:
     short_epochs: int | None = None
     short_eval_every: int | None = None
     #: The preview budget of a profile with ``"budget": "preview"`` (``make report``'s fair runs,
-    #: kept within its time budget on a slow 2-core machine); None: the short budget.
+    #: kept within its time budget on a slow 2-core machine; evaluated before training and at
+    #: its end only, so it reports its last epoch); None: the short budget.
     preview_epochs: int | None = None
     preview_eval_every: int | None = None
 
@@ -113,7 +114,7 @@ SETTINGS: dict[str, Setting] = {
         lr_gamma=0.5, warmup_epochs=0, freeze_bn=True, grad_clip_value=None,
         validation_fraction=0.2, seeds=(0, 1, 2), device="cpu", eval_batch_size=250,
         num_workers=0, tuning_trials=8, short_epochs=5, short_eval_every=2, preview_epochs=3,
-        preview_eval_every=1,
+        preview_eval_every=3,
         tuning=("a seeded search (Optuna TPE, dml_core.study.tuning) over each method's search "
                 "space; each trial trains the short budget (5 epochs); its value is the mean over "
                 "the tuning seeds of the validation R@1 at the validation-selected epoch; the "

@@ -478,6 +478,11 @@ def write_figures(profiles: Iterable[str], output_dir: str | os.PathLike,
         done(report.plot_embedding(run["run_dir"], base, method=embedding, profile=run["profile"],
                                    dataset=run["dataset"], points=embeddings(run["run_dir"])),
              base)
+    # a picture this call did not draw is a previous version's (another code, other runs): gone
+    keep = {Path(p).resolve() for p in written}
+    for old in out.rglob("*"):
+        if old.suffix in (".png", ".pdf", ".gif") and old.is_file() and old.resolve() not in keep:
+            old.unlink()
     return [str(p) for p in written if p.is_file()]
 
 
