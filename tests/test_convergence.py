@@ -76,3 +76,16 @@ def test_an_unevaluated_start_epoch_takes_the_evaluated_one_before_it():
     curve = {2: 0.60, 4: 0.64, 5: 0.65}
     assert cv.last_third_gain(curve, 5) == pytest.approx(5.0)  # from epoch 2
     assert math.isnan(cv.last_third_gain({4: 0.6, 5: 0.7}, 5))  # nothing at or before 3
+
+
+def test_a_run_validated_only_at_its_end_is_measured_from_before_training(tmp_path):
+    # make report's preview: validation before training (summary.json) and after its 3 epochs;
+    # the last third of 3 starts at epoch 2, not evaluated: the gain is from epoch 0, all it learned
+    d = tmp_path / "fair_preview_s0"
+    folder = RunFolder(d)
+    folder.write_metrics([{"epoch": e, "val/dense/R@1": math.nan if e < 3 else 0.70}
+                          for e in (1, 2, 3)])
+    folder.write_summary({"untrained": {"metrics": {"val/dense/R@1": 0.55}}})
+    table = cv.plateau_table(pd.DataFrame([{"run_dir": str(d), "config": "p", "seed": 0}]))
+    (row,) = table.to_dict("records")
+    assert row["gain"] == pytest.approx(15.0) and not row["plateaued"]

@@ -76,9 +76,14 @@ def plateau_table(runs) -> "object":
 
     rows = []
     for _, run in runs.iterrows():
-        metrics = RunFolder(run["run_dir"]).read_metrics()
+        folder = RunFolder(run["run_dir"])
+        metrics = folder.read_metrics()
         curve = {int(r["epoch"]): float(r[METRIC]) for r in metrics
                  if isinstance(r.get(METRIC), float) and not math.isnan(r[METRIC])}
+        if curve:  # epoch 0, before training (the summary's): a run validated only at its end
+            untrained = ((folder.read_summary() or {}).get("untrained") or {}).get("metrics") or {}
+            if isinstance(untrained.get(METRIC), (int, float)) and not math.isnan(untrained[METRIC]):
+                curve.setdefault(0, float(untrained[METRIC]))  # gains all it learned: not flat
         epochs = max((int(r["epoch"]) for r in metrics), default=0)
         if epochs < 2 or not curve:
             continue
