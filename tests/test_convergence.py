@@ -89,3 +89,13 @@ def test_a_run_validated_only_at_its_end_is_measured_from_before_training(tmp_pa
     table = cv.plateau_table(pd.DataFrame([{"run_dir": str(d), "config": "p", "seed": 0}]))
     (row,) = table.to_dict("records")
     assert row["gain"] == pytest.approx(15.0) and not row["plateaued"]
+
+
+def test_the_verdict_counts_the_compared_configurations_apart_from_the_reproduction():
+    table = pd.DataFrame({"configuration": ["fair_a", "fair_b", "paper_x", "paper_y"],
+                          "plateaued": [True, True, False, True]})
+    v = cv.plateau_verdict(table)
+    assert v.startswith("**every one of the 2 compared configurations has plateaued**")
+    assert "published recipes (the reproduction, not compared with each other): 1 of 2" in v
+    table.loc[1, "plateaued"] = False
+    assert cv.plateau_verdict(table).startswith("**1 of the 2 compared configurations")

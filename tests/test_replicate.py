@@ -62,7 +62,7 @@ def test_save_then_the_same_machine_must_be_identical(tmp_path, capsys):
     plateau = pd.read_csv(tmp_path / "results/p/plateau.csv").set_index("configuration")
     assert plateau.loc["fair_pp_on", "gain"] == pytest.approx(1.0)  # from epoch 3 -> 2, to 4
     assert plateau.loc["fair_pp_on", "plateaued"] and not plateau.loc["fair_proxy_anchor", "plateaued"]
-    assert "**1 of 2 configurations**" in md and "| Proxy-Anchor | 3 | 4 | +3.0 | **no** |" in md
+    assert "**1 of the 2 compared configurations have plateaued**" in md and "| Proxy-Anchor | 3 | 4 | +3.0 | **no** |" in md
 
     rc, out = _cli(tmp_path, "ref", capsys)
     assert rc == 0 and "RESULT: IDENTICAL" in out and "same machine" in out

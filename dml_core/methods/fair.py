@@ -956,12 +956,13 @@ def _study_plateau_markdown(setting_name: str = "demo", profile: str = "study") 
     path = paths.REPO_ROOT / "results" / profile / "plateau.csv"
     if not path.is_file():
         return ""
+    from dml_core.report.plateau import plateau_verdict
+
     plateau = pd.read_csv(path)
     lines = [f"The committed study's own curves (`results/{profile}/plateau.csv`, its seeds, "
              f"validation evaluated every {setting(setting_name).eval_every} epochs, the last "
              f"third from the evaluated epoch at or before E − round(E/3)): "
-             f"**{int(plateau['plateaued'].sum())} of {len(plateau)} configurations have "
-             "plateaued.**", "", *plateau_rows_markdown(plateau)]
+             f"{plateau_verdict(plateau)}.", "", *plateau_rows_markdown(plateau)]
     return "\n".join(lines) + "\n\n"
 
 

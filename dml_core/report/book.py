@@ -399,10 +399,13 @@ def _plateau_section(runs_df) -> str:
     shown = table.drop(columns=["config"]).assign(gain=table["gain"].map(lambda g: "—" if g != g else f"{g:+.1f}"),
                          plateaued=table["plateaued"].map({True: "yes", False: "no"}))
     shown = shown.rename(columns={"gain": "validation R@1 gained over the last third (points)"})
-    late = int((~table["plateaued"]).sum())
-    verdict = ("Every configuration has plateaued." if not late else
-               f"{late} of {len(table)} configurations have not plateaued: their comparison is "
-               "an early-training one, not a comparison at convergence.")
+    from .plateau import plateau_verdict
+
+    compared = table[table["configuration"].astype(str).str.startswith("fair_")]
+    verdict = "Here: " + plateau_verdict(table) + (
+        "." if compared["plateaued"].all() else
+        " (a comparison of configurations that have not is an early-training one, not a "
+        "comparison at convergence).")
     return "\n".join([
         "## Has training plateaued?\n",
         "The criterion of the fair protocol (docs/PROTOCOL.md): the mean over seeds of the "
