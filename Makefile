@@ -29,10 +29,10 @@ report: $(STAMP)
 
 ## make study: what the README quotes: first the search of every method's loss hyper-parameters
 ## with the same budget on the validation classes (results/tuning/demo.json; resumable), the
-## profiles regenerated from it, then the profile study (5 seeds, the ablations, the momentum
-## sweep); its per-seed values and tables into results/study/ (and docs/PROTOCOL.md's plateau
-## table) and its figures into figures/; 71 min on a 2-core AMD EPYC VM (search 18 min, batch
-## 53 min), ~2.5-3 h on the slower 2-core machines
+## profiles regenerated from it, then the profile study (5 seeds, 24 epochs, the ablations);
+## its per-seed values and tables into results/study/ (and docs/PROTOCOL.md's plateau table)
+## and its figures into figures/; 57 min on a 2-core AMD EPYC VM (search 11 min, batch 46 min),
+## ~2 h on the slower 2-core machines
 study: $(STAMP)
 	$(BIN)/python -m dml_core.study.tuning --setting demo --jobs $(JOBS)
 	$(BIN)/python -m dml_core.methods.fair --write

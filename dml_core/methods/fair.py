@@ -48,7 +48,7 @@ from dml_core.methods.registry import SPECS, methods_of_notebook, published
 __all__ = ["Setting", "SETTINGS", "VARIANTS", "LOSS_HPARAMS", "DEVIATIONS", "SEARCH_SPACE",
            "COMPARISONS", "fair_recipe", "shared_overrides", "variant_loss", "tuned_values",
            "tuning_file", "protocol_table", "protocol_markdown", "profile_runs", "short_budget",
-           "preview_budget", "BUDGETS",
+           "preview_budget", "BUDGETS", "plateau_rows_markdown", "plateau_verdict",
            "variant_aliases", "comparisons", "comparisons_for_profiles", "FairError"]
 
 
@@ -946,6 +946,28 @@ def plateau_rows_markdown(plateau) -> list[str]:
     return lines
 
 
+def plateau_verdict(plateau) -> str:
+    """One sentence on a :func:`plateau_table`: how many **compared** configurations (the fair
+    protocol's runs, ``fair_*``) have plateaued, the criterion the comparison must meet, and
+    apart from them the others (the published recipes' reproduction runs ``paper_*``, which
+    are not compared with each other, and any other run), given for information."""
+    names = plateau["configuration"].astype(str)
+    compared = plateau[names.str.startswith("fair_")]
+    others = plateau[~names.str.startswith("fair_")]
+    parts = []
+    if len(compared):
+        ok = int(compared["plateaued"].sum())
+        parts.append(f"**every one of the {len(compared)} compared configurations has plateaued**"
+                     if ok == len(compared) else
+                     f"**{ok} of the {len(compared)} compared configurations have plateaued**")
+    if len(others):
+        what = ("the published recipes (the reproduction, not compared with each other)"
+                if names[~names.str.startswith("fair_")].str.startswith("paper_").all()
+                else "the other runs")
+        parts.append(f"{what}: {int(others['plateaued'].sum())} of {len(others)}")
+    return "; ".join(parts)
+
+
 def _study_plateau_markdown(setting_name: str = "demo", profile: str = "study") -> str:
     """The criterion on the committed study's own curves (``results/<profile>/plateau.csv``,
     written by ``python -m dml_core.report.replicate --save``); "" when there is none."""
@@ -956,8 +978,6 @@ def _study_plateau_markdown(setting_name: str = "demo", profile: str = "study") 
     path = paths.REPO_ROOT / "results" / profile / "plateau.csv"
     if not path.is_file():
         return ""
-    from dml_core.report.plateau import plateau_verdict
-
     plateau = pd.read_csv(path)
     lines = [f"The committed study's own curves (`results/{profile}/plateau.csv`, its seeds, "
              f"validation evaluated every {setting(setting_name).eval_every} epochs, the last "

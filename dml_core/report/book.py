@@ -399,7 +399,7 @@ def _plateau_section(runs_df) -> str:
     shown = table.drop(columns=["config"]).assign(gain=table["gain"].map(lambda g: "—" if g != g else f"{g:+.1f}"),
                          plateaued=table["plateaued"].map({True: "yes", False: "no"}))
     shown = shown.rename(columns={"gain": "validation R@1 gained over the last third (points)"})
-    from .plateau import plateau_verdict
+    from dml_core.methods.fair import plateau_verdict
 
     compared = table[table["configuration"].astype(str).str.startswith("fair_")]
     verdict = "Here: " + plateau_verdict(table) + (

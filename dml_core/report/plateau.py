@@ -12,7 +12,7 @@ import math
 import re
 from pathlib import Path
 
-from dml_core.methods.fair import PLATEAU_POINTS
+from dml_core.methods.fair import PLATEAU_POINTS, plateau_verdict  # noqa: F401 - re-exported
 
 __all__ = ["METRIC", "last_third_start", "last_third_gain", "smallest_plateaued_budget",
            "plateau_table", "plateau_verdict"]
@@ -101,24 +101,3 @@ def plateau_table(runs) -> "object":
     out["plateaued"] = out["gain"] <= PLATEAU_POINTS
     return out
 
-
-def plateau_verdict(plateau) -> str:
-    """One sentence on a :func:`plateau_table`: how many **compared** configurations (the fair
-    protocol's runs, ``fair_*``) have plateaued, the criterion the comparison must meet, and
-    apart from them the others (the published recipes' reproduction runs ``paper_*``, which
-    are not compared with each other, and any other run), given for information."""
-    names = plateau["configuration"].astype(str)
-    compared = plateau[names.str.startswith("fair_")]
-    others = plateau[~names.str.startswith("fair_")]
-    parts = []
-    if len(compared):
-        ok = int(compared["plateaued"].sum())
-        parts.append(f"**every one of the {len(compared)} compared configurations has plateaued**"
-                     if ok == len(compared) else
-                     f"**{ok} of the {len(compared)} compared configurations have plateaued**")
-    if len(others):
-        what = ("the published recipes (the reproduction, not compared with each other)"
-                if names[~names.str.startswith("fair_")].str.startswith("paper_").all()
-                else "the other runs")
-        parts.append(f"{what}: {int(others['plateaued'].sum())} of {len(others)}")
-    return "; ".join(parts)

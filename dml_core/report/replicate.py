@@ -201,7 +201,7 @@ def plateau_lines(plateau: pd.DataFrame | None) -> list[str]:
         return []
     from dml_core.methods.fair import PLATEAU_POINTS, plateau_rows_markdown
 
-    from dml_core.report.plateau import plateau_verdict
+    from dml_core.methods.fair import plateau_verdict
 
     return [f"Has training plateaued? Validation R@1 gained over the last third of training "
             f"(from epoch E − round(E/3) to E), mean over seeds; plateaued when at most "
