@@ -107,29 +107,22 @@ def test_cgd_net_forward_and_aux():
         assert torch.allclose(z_eval, net.aux(g1), atol=1e-5)
 
 
-def test_cgd_net_resnet18_stride1_layer3():
+@pytest.mark.parametrize("backbone, stage, width, side, want", [
+    ("resnet18", "layer3", 512, 64, 4),     # 2x2 with layer3's stride, 4x4 without
+    ("resnet18_s2", "layer2", 128, 24, 6),  # the demo's two stages: 3x3 with, 6x6 without
+])
+def test_cgd_net_basicblock_resnet_last_stride_removed(backbone, stage, width, side, want):
     torch.manual_seed(0)
-    net = CGDNet("resnet18", "SG", 64, num_classes=5, pretrained=False)
-    block = net.backbone.layer3[0]
+    net = CGDNet(backbone, "SG", 64, num_classes=5, pretrained=False)
+    block = getattr(net.backbone, stage)[0]
     assert block.conv1.stride == (1, 1) and block.downsample[0].stride == (1, 1)
-    assert net.aux[0].num_features == 512 and net.embedding[0].in_features == 512
+    assert net.aux[0].num_features == width and net.embedding[0].in_features == width
     net.eval()
     with torch.no_grad():
-        assert net.backbone(torch.randn(1, 3, 64, 64)).shape == (1, 512, 4, 4)  # 2x2 without
+        assert net.backbone(torch.randn(1, 3, side, side)).shape == (1, width, want, want)
     e, z = net.forward_with_aux(X)
     assert e.shape == (2, 64) and z.shape == (2, 5)
     _check_embedding(net, 64)
-
-
-def test_cgd_net_demo_trunk_last_stage_without_downsampling():
-    # the demo's two-stage trunk: its last stage (layer2) keeps layer1's map (6x6 on 24 px)
-    net = CGDNet("resnet18_s2", "SG", 64, num_classes=5, pretrained=False)
-    block = net.backbone.layer2[0]
-    assert block.conv1.stride == (1, 1) and block.downsample[0].stride == (1, 1)
-    assert net.aux[0].num_features == 128 and net.embedding[0].in_features == 128
-    net.eval()
-    with torch.no_grad():
-        assert net.backbone(torch.randn(1, 3, 24, 24)).shape == (1, 128, 6, 6)  # 3x3 without
 
 
 @pytest.mark.parametrize("cfg", GD_CONFIGS)
