@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## make test: the whole test suite (CPU, ~16.5 min on a 2-core AMD EPYC VM; see the README), smoke notebooks and one demo training run per method included
+## make test: the whole test suite (CPU, ~16 min on a 2-core AMD EPYC VM; see the README), smoke notebooks and one demo training run per method included
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
