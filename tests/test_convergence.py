@@ -94,8 +94,12 @@ def test_a_run_validated_only_at_its_end_is_measured_from_before_training(tmp_pa
 def test_the_verdict_counts_the_compared_configurations_apart_from_the_reproduction():
     table = pd.DataFrame({"configuration": ["fair_a", "fair_b", "paper_x", "paper_y"],
                           "plateaued": [True, True, False, True]})
-    v = cv.plateau_verdict(table)
+    from dml_core.methods.fair import plateau_verdict
+
+    v = plateau_verdict(table)
     assert v.startswith("**every one of the 2 compared configurations has plateaued**")
     assert "published recipes (the reproduction, not compared with each other): 1 of 2" in v
     table.loc[1, "plateaued"] = False
-    assert cv.plateau_verdict(table).startswith("**1 of the 2 compared configurations")
+    assert plateau_verdict(table).startswith("**1 of the 2 compared configurations")
+    assert "early-training" in plateau_verdict(table, explain=True)
+    assert "early-training" not in plateau_verdict(table)

@@ -946,11 +946,12 @@ def plateau_rows_markdown(plateau) -> list[str]:
     return lines
 
 
-def plateau_verdict(plateau) -> str:
+def plateau_verdict(plateau, explain: bool = False) -> str:
     """One sentence on a :func:`plateau_table`: how many **compared** configurations (the fair
     protocol's runs, ``fair_*``) have plateaued, the criterion the comparison must meet, and
     apart from them the others (the published recipes' reproduction runs ``paper_*``, which
-    are not compared with each other, and any other run), given for information."""
+    are not compared with each other, and any other run), given for information. ``explain``:
+    say what a compared configuration that has not plateaued means for its comparison."""
     names = plateau["configuration"].astype(str)
     compared = plateau[names.str.startswith("fair_")]
     others = plateau[~names.str.startswith("fair_")]
@@ -965,7 +966,10 @@ def plateau_verdict(plateau) -> str:
                 if names[~names.str.startswith("fair_")].str.startswith("paper_").all()
                 else "the other runs")
         parts.append(f"{what}: {int(others['plateaued'].sum())} of {len(others)}")
-    return "; ".join(parts)
+    late = explain and len(compared) and not compared["plateaued"].all()
+    return "; ".join(parts) + (" (a comparison of configurations that have not is an "
+                               "early-training one, not a comparison at convergence)"
+                               if late else "")
 
 
 def _study_plateau_markdown(setting_name: str = "demo", profile: str = "study") -> str:

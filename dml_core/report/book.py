@@ -401,11 +401,7 @@ def _plateau_section(runs_df) -> str:
     shown = shown.rename(columns={"gain": "validation R@1 gained over the last third (points)"})
     from dml_core.methods.fair import plateau_verdict
 
-    compared = table[table["configuration"].astype(str).str.startswith("fair_")]
-    verdict = "Here: " + plateau_verdict(table) + (
-        "." if compared["plateaued"].all() else
-        " (a comparison of configurations that have not is an early-training one, not a "
-        "comparison at convergence).")
+    verdict = "Here: " + plateau_verdict(table, explain=True) + "."
     return "\n".join([
         "## Has training plateaued?\n",
         "The criterion of the fair protocol (docs/PROTOCOL.md): the mean over seeds of the "

@@ -12,10 +12,10 @@ import math
 import re
 from pathlib import Path
 
-from dml_core.methods.fair import PLATEAU_POINTS, plateau_verdict  # noqa: F401 - re-exported
+from dml_core.methods.fair import PLATEAU_POINTS
 
 __all__ = ["METRIC", "last_third_start", "last_third_gain", "smallest_plateaued_budget",
-           "plateau_table", "plateau_verdict"]
+           "plateau_table"]
 
 #: The curve the criterion reads.
 METRIC = "val/dense/R@1"
