@@ -319,3 +319,73 @@ def test_parallel_cpu_jobs_share_the_cores():
     assert cpu_threads_per_job(1, 0, None, cpus=2) is None  # one job: torch's own default
     assert cpu_threads_per_job(2, 2, None, cpus=2) is None  # GPU jobs
     assert cpu_threads_per_job(2, 0, "3", cpus=2) is None  # the user's setting wins
+
+
+# ---------------------------------------------------------------------------- kept kernels
+KERNEL_PROBE = """\
+import json, os, pathlib
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+from dml_core.training.seeding import seed_everything
+leaked = sorted(k for k in ("left_behind", "plt_fig") if k in globals())
+open_figures = len(plt.get_fignums())
+plt_fig = plt.figure()  # left open on purpose
+left_behind = torch.rand(1000)  # and the global generator moved on, unseeded
+seed_everything(value)
+net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+opt = torch.optim.Adam(net.parameters(), 1e-2)
+for _ in range(20):
+    loss = net(torch.randn(32, 8)).pow(2).mean()
+    opt.zero_grad(); loss.backward(); opt.step()
+pathlib.Path(run_dir, "probe.json").write_text(json.dumps({
+    "pid": os.getpid(), "cwd": os.getcwd(), "leaked": leaked, "open_figures": open_figures,
+    "loss": float(loss), "weights": [float(w) for w in net[0].weight.flatten()]}))
+"""
+
+
+def _kernel_study(tmp_path: Path, n: int, fail_at: int | None = None) -> tuple[Path, list[str]]:
+    make_notebook(tmp_path / "nb" / "01_probe.ipynb", KERNEL_PROBE)
+    make_notebook(tmp_path / "nb" / "01_fail.ipynb", "raise RuntimeError('boom')")
+    runs = [{"id": f"r{i}", "notebook": "01_fail.ipynb" if i == fail_at else "01_probe.ipynb",
+             "parameters": {"value": 7}} for i in range(n)]
+    return write_profile(tmp_path, "kernels", runs), [r["id"] for r in runs]
+
+
+def _probe(root: Path, run_id: str) -> dict:
+    return json.loads((root / "kernels" / run_id / "probe.json").read_text())
+
+
+def test_a_worker_keeps_its_kernel_with_a_new_kernels_state(tmp_path, monkeypatch):
+    """Runs share one kernel (one pid) yet each sees what a new kernel would: no variable and no
+    open figure of the run before, the notebooks folder as working directory, cells numbered from
+    1, and, seeded, the same numbers as in a kernel of its own (--fresh-kernels)."""
+    monkeypatch.setattr(batch, "code_fingerprint", lambda *dirs: "pinned")
+    profile, ids = _kernel_study(tmp_path, 3)
+    kept = batch.run_profile(profile, runs_root=tmp_path / "kept", quiet=True)
+    fresh = batch.run_profile(profile, runs_root=tmp_path / "fresh", quiet=True,
+                              reuse_kernels=False)
+    assert kept.ok and fresh.ok
+    probes = [_probe(tmp_path / "kept", i) for i in ids]
+    assert len({p["pid"] for p in probes}) == 1
+    assert len({_probe(tmp_path / "fresh", i)["pid"] for i in ids}) == 3
+    status = [json.loads((tmp_path / "kept" / "kernels" / i / "status.json").read_text())
+              for i in ids]
+    assert [s["kernel"] for s in status] == ["new", "reused", "reused"]
+    for i, p in zip(ids, probes):
+        assert p["leaked"] == [] and p["open_figures"] == 0
+        assert Path(p["cwd"]) == (tmp_path / "nb").resolve()
+        fresh_probe = _probe(tmp_path / "fresh", i)
+        assert (p["loss"], p["weights"]) == (fresh_probe["loss"], fresh_probe["weights"])
+        nb = nbformat.read(str(tmp_path / "kept" / "kernels" / i / "notebook.ipynb"), 4)
+        assert [c.execution_count for c in nb.cells if c.cell_type == "code"] == [1, 2, 3]
+
+
+def test_a_failed_run_ends_its_kernel(tmp_path, monkeypatch):
+    monkeypatch.setattr(batch, "code_fingerprint", lambda *dirs: "pinned")
+    profile, ids = _kernel_study(tmp_path, 4, fail_at=1)
+    result = batch.run_profile(profile, runs_root=tmp_path / "runs", quiet=True)
+    assert [r.status for r in result.results] == ["done", "failed", "done", "done"]
+    pids = [_probe(tmp_path / "runs", i)["pid"] for i in ("r0", "r2", "r3")]
+    assert pids[0] != pids[1] == pids[2]  # the failed run's kernel was not handed on

@@ -1,5 +1,6 @@
 """Layer 7, the batch runner (``python -m dml_core.batch --profile NAME``): :mod:`.execution` runs one
-notebook into its run folder and decides from fingerprints whether it must run again;
+notebook into its run folder and decides from fingerprints whether it must run again
+(in a kernel a worker keeps from one run to the next, :mod:`.kernels`);
 :mod:`.cluster` runs them as Slurm jobs (submitit); :mod:`.preflight` checks a profile before a
 launch (``--check``); :mod:`.progress` prints progress lines; :mod:`.driver` plans a profile, runs
 its stages and is the command line."""

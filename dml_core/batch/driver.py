@@ -24,6 +24,8 @@ Stages: a run may set ``stage: N``; by default notebooks numbered ``00`` are sta
 previous stages has finished (failed ones included). Within a stage, ``--jobs N`` runs N notebooks
 at once, each in its own worker process; where several GPUs are visible each worker gets one
 (``CUDA_VISIBLE_DEVICES``, round robin over ``torch.cuda.device_count()``).
+A worker keeps its kernel from one run to the next, reset to a new kernel's state
+(:mod:`dml_core.batch.kernels`; ``--fresh-kernels``: a new kernel for every run).
 
 The kernels see ``DML_RUNS_ROOT`` (the runs root of this batch) and, with ``--data-root``,
 ``DML_DATA_ROOT``. The kernel is ``--kernel`` / ``$DML_KERNEL`` / ``python3``; a kernel spec whose
@@ -58,6 +60,7 @@ from typing import Any, Callable, Iterator, Sequence
 from dml_core.batch.execution import (Plan, code_fingerprint, execute_run, fingerprint_parts,
                                       inputs_of, notebook_fingerprint, sha256_of, skip_reason,
                                       stale_readers)
+import dml_core.batch.kernels as kernels
 from dml_core.core import io, paths
 from dml_core.core.clock import fmt_time, now
 from dml_core.core.run_folder import RunFolder
@@ -193,7 +196,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
                 kernel_name: str | None = None, progress: bool = True,
                 profiles_dir: Path | None = None, quiet: bool = False,
                 settings: dict[str, Any] | None = None, backend: str = "local",
-                slurm: dict[str, Any] | None = None) -> BatchResult:
+                slurm: dict[str, Any] | None = None, reuse_kernels: bool = True) -> BatchResult:
     """Run a profile (name, path or :class:`Profile`); see the module docstring.
 
     ``settings`` (``--set KEY=VALUE``) are applied to every run by :func:`apply_settings`, take
@@ -203,6 +206,10 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
     ``only`` or the kernel is bad. Failed runs do not raise: check ``result.ok`` /
     ``result.exit_code``. With ``jobs > 1`` the workers are *spawned* processes: call this from
     a script only under ``if __name__ == "__main__":`` (notebooks and ``-m`` are fine).
+
+    ``reuse_kernels``: each local worker keeps its kernel from one run to the next, reset to a new
+    kernel's state (:mod:`dml_core.batch.kernels`; a run's ``status.json`` says ``kernel``: new or
+    reused); False starts a new kernel for every run. Slurm jobs always start their own.
 
     ``backend="slurm"`` submits each run to execute as a Slurm job through submitit
     (:mod:`dml_core.batch.cluster`; ``slurm``: overrides of the profile's ``slurm:`` settings, keys of
@@ -217,7 +224,7 @@ def run_profile(profile: str | os.PathLike | Profile, *, jobs: int = 1, force: b
         jobs=1 if slurm_opts else max(1, int(jobs)),  # on Slurm, the job array is the parallelism
         kernel_name=kernel_name or os.environ.get("DML_KERNEL") or DEFAULT_KERNEL,
         data_root=data_root, settings=settings, slurm=slurm_opts,
-        progress=progress and not quiet, say=say)
+        progress=progress and not quiet, say=say, reuse_kernels=reuse_kernels)
 
     plans = plan_runs(prof, runs_root, only=only, data_root=data_root, settings=settings,
                       force=force)
@@ -248,6 +255,7 @@ class BatchOptions:
     slurm: Any = None                          # SlurmOptions: run as Slurm jobs
     progress: bool = True                      # epoch and batch lines
     say: Callable[..., None] = print
+    reuse_kernels: bool = True                 # a worker keeps its kernel between runs
 
 
 def _slurm_options(prof: Profile, backend: str, overrides: dict[str, Any] | None):
@@ -391,7 +399,8 @@ class _Execution:
                 self._run_stage(stage, [p for p in self.to_run if p.run.stage == stage], pool)
         finally:
             if pool is not None:
-                pool.shutdown()
+                pool.shutdown()  # its workers shut their kernels down as they exit
+            kernels.close_kernels()  # the kernel of runs executed in this process (--jobs 1)
             if self.monitor is not None:
                 self.monitor.stop()
 
@@ -446,6 +455,7 @@ class _Execution:
                 "fingerprint": plan.fingerprint, "parts": plan.parts,
                 "inputs": inputs_of(run, self.prof, self.runs_root),
                 "env": env, "progress_bar": False,  # tqdm bars would mix with epoch lines
+                "reuse_kernel": o.reuse_kernels and o.slurm is None,
                 "cell_lines": o.progress and o.slurm is None}
 
     def started(self, plan: Plan, slot: int) -> None:
@@ -632,6 +642,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-root", help="root of run folders (default $DML_RUNS_ROOT or runs/)")
     p.add_argument("--data-root", help="data root, injected as the data_root parameter")
     p.add_argument("--kernel", help=f"Jupyter kernel (default $DML_KERNEL or {DEFAULT_KERNEL})")
+    p.add_argument("--fresh-kernels", action="store_true",
+                   help="a new kernel for every run (default: each worker keeps its kernel, "
+                        "reset to a new kernel's state, from one run to the next: saves the "
+                        "kernel start and the torch imports, seconds per run)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress lines (cells, epochs, the batch line with the time left)")
     p.add_argument("--list-profiles", action="store_true", help="list the profiles and exit")
@@ -722,7 +736,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              data_root=args.data_root, kernel_name=args.kernel,
                              progress=not args.no_progress, profiles_dir=profiles_dir,
                              settings=settings, backend=args.backend,
-                             slurm=_slurm_overrides(args))
+                             slurm=_slurm_overrides(args),
+                             reuse_kernels=not args.fresh_kernels)
     except BatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

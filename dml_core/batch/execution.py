@@ -40,6 +40,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterable
 
+import dml_core.batch.kernels as kernels
 from dml_core.core import io, paths
 from dml_core.core.clock import now
 from dml_core.core.run_folder import RunFolder
@@ -341,14 +342,20 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
         pm_logger.addHandler(h)
     error = None
     nb = None
+    config = _kernel_config()
+    # a local batch's worker keeps its kernel from one run to the next (dml_core.batch.kernels)
+    kernel = kernels.kernel_for(task, config) if task.get("reuse_kernel") else None
+    status["kernel"] = "reused" if kernel is not None and kernel.runs else "new"
     try:
         with _environ(task.get("env") or {}):
             nb = papermill.execute_notebook(
                 task["notebook_path"], str(run.running_notebook), parameters=task["parameters"],
                 kernel_name=task["kernel_name"], language="python", cwd=task["cwd"], log_output=True,
-                config=_kernel_config(),
+                config=config, **({"km": kernel.km} if kernel is not None else {}),
                 progress_bar=bool(task.get("progress_bar")), request_save_on_cell_execute=True)
     except KeyboardInterrupt:  # Ctrl-C: say so in the status, then stop the batch
+        if kernel is not None:
+            kernels.release(kernel, ok=False)
         status.update(status="interrupted", finished_at=now(), elapsed_s=time.time() - t0,
                       error="interrupted (Ctrl-C)")
         run.write_status(status)
@@ -365,6 +372,8 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
             pm_logger.removeHandler(h)
             h.close()
         pm_logger.setLevel(old_level)
+    if kernel is not None:  # kept for the next run only after a clean one
+        kernels.release(kernel, ok=error is None)
     if nb is None and run.running_notebook.is_file():
         with contextlib.suppress(OSError, ValueError):  # half written by a dead kernel: no copy
             nb = nbformat.read(str(run.running_notebook), as_version=4)
