@@ -389,3 +389,39 @@ def test_a_failed_run_ends_its_kernel(tmp_path, monkeypatch):
     assert [r.status for r in result.results] == ["done", "failed", "done", "done"]
     pids = [_probe(tmp_path / "runs", i)["pid"] for i in ("r0", "r2", "r3")]
     assert pids[0] != pids[1] == pids[2]  # the failed run's kernel was not handed on
+
+
+# ---------------------------------------------------------------------------- needs
+def test_a_run_that_needs_nothing_runs_beside_the_first_stage(tmp_path, monkeypatch):
+    """``needs: []`` starts a stage-1 run beside stage 0; the other stage-1 runs still wait for
+    stage 0, and stage 2 waits for everything before it (the default)."""
+    monkeypatch.setattr(batch, "code_fingerprint", lambda *dirs: "pinned")
+    make_notebook(tmp_path / "nb" / "00_slow.ipynb", "import time\ntime.sleep(3)")
+    make_notebook(tmp_path / "nb" / "01_quick.ipynb", "x = 1")
+    make_notebook(tmp_path / "nb" / "06_last.ipynb", "x = 1")
+    profile = write_profile(tmp_path, "needs", [
+        {"id": "prepare", "notebook": "00_slow.ipynb"},
+        {"id": "trains", "notebook": "01_quick.ipynb"},
+        {"id": "toy", "notebook": "01_quick.ipynb", "needs": []},
+        {"id": "figures", "notebook": "06_last.ipynb"}])
+    result = batch.run_profile(profile, jobs=2, runs_root=tmp_path / "runs", quiet=True)
+    assert result.ok
+    st = {r.id: r for r in result.results}
+    assert st["toy"].started_at < st["prepare"].finished_at  # beside stage 0
+    assert st["trains"].started_at >= st["prepare"].finished_at  # waits, as before
+    assert st["figures"].started_at >= max(st[i].finished_at for i in ("toy", "trains"))
+
+
+@pytest.mark.parametrize("needs, message", [
+    (["nope"], "needs 'nope', which is not a run of this profile"),
+    (["b"], "a run can only wait for runs of earlier stages"),
+    ("a", "must be a list of run ids"),
+])
+def test_bad_needs_are_named(tmp_path, needs, message):
+    make_notebook(tmp_path / "nb" / "00_x.ipynb", "x = 1")
+    make_notebook(tmp_path / "nb" / "01_x.ipynb", "x = 1")
+    profile = write_profile(tmp_path, "bad", [
+        {"id": "a", "notebook": "00_x.ipynb"}, {"id": "b", "notebook": "01_x.ipynb"},
+        {"id": "c", "notebook": "01_x.ipynb", "needs": needs}])
+    with pytest.raises(batch.ProfileError, match=message):
+        batch.load_profile(profile)

@@ -20,11 +20,12 @@ a second batch on the same profile is refused (exit 2) with a message naming the
 Ctrl-C records ``interrupted`` in the running runs' status.
 
 Stages: a run may set ``stage: N``; by default notebooks numbered ``00`` are stage 0, ``06`` and
-``08`` (which read other runs) stage 2, the rest stage 1. A stage starts when every run of the
-previous stages has finished (failed ones included). Within a stage, ``--jobs N`` runs N notebooks
-at once, each in its own worker process; where several GPUs are visible each worker gets one
-(``CUDA_VISIBLE_DEVICES``, round robin over ``torch.cuda.device_count()``).
-A worker keeps its kernel from one run to the next, reset to a new kernel's state
+``08`` (which read other runs) stage 2, the rest stage 1. A run starts when every run of the
+previous stages has finished (failed ones included), or, where it lists ``needs``, when those have:
+the demo's toy needs nothing, so it runs beside the data preparation (Slurm job arrays go stage by
+stage). ``--jobs N`` runs N notebooks at once, each in its own worker process; where several GPUs
+are visible each worker gets one (``CUDA_VISIBLE_DEVICES``, round robin over
+``torch.cuda.device_count()``). A worker keeps its kernel from one run to the next, reset to a new kernel's state
 (:mod:`dml_core.batch.kernels`; ``--fresh-kernels``: a new kernel for every run).
 
 The kernels see ``DML_RUNS_ROOT`` (the runs root of this batch) and, with ``--data-root``,
@@ -395,8 +396,12 @@ class _Execution:
         pool = (_Pool(min(o.jobs, len(self.to_run)))
                 if o.jobs > 1 and len(self.to_run) > 1 and o.slurm is None else None)
         try:
-            for stage in sorted({p.run.stage for p in self.to_run}):
-                self._run_stage(stage, [p for p in self.to_run if p.run.stage == stage], pool)
+            if pool is not None:  # here, in parallel: each run as soon as what it needs is done
+                _run_parallel(sorted(self.to_run, key=lambda p: p.run.stage), pool,
+                              self.task_for, self.started, self.finished, self.waits())
+            else:
+                for stage in sorted({p.run.stage for p in self.to_run}):
+                    self._run_stage(stage, [p for p in self.to_run if p.run.stage == stage])
         finally:
             if pool is not None:
                 pool.shutdown()  # its workers shut their kernels down as they exit
@@ -404,7 +409,16 @@ class _Execution:
             if self.monitor is not None:
                 self.monitor.stop()
 
-    def _run_stage(self, stage: int, plans: list[Plan], pool: "_Pool | None") -> None:
+    def waits(self) -> dict[str, set[str]]:
+        """For each run to execute, the runs to execute that it waits for: its ``needs``, by
+        default every run of the earlier stages (a skipped run is done already)."""
+        ids = {p.id for p in self.to_run}
+        return {p.id: ({q.id for q in self.to_run if q.run.stage < p.run.stage}
+                       if p.run.needs is None else set(p.run.needs) & ids)
+                for p in self.to_run}
+
+    def _run_stage(self, stage: int, plans: list[Plan]) -> None:
+        """One stage, one run after another here or as a Slurm job array."""
         if self.options.slurm is not None:
             from dml_core.batch import cluster
 
@@ -412,12 +426,10 @@ class _Execution:
                               self.runs_root / self.prof.name / cluster.SLURM_DIR, self.finished,
                               self.options.say, on_start=lambda plan: self.started(plan, 0),
                               job_name=f"dml-{self.prof.name}-s{stage}")
-        elif pool is None:
+        else:
             for plan in plans:
                 self.started(plan, 0)
                 self.finished(plan, execute_run(self.task_for(plan, 0)))
-        else:
-            _run_parallel(plans, pool, self.task_for, self.started, self.finished)
 
     def _start_monitor(self):
         """Epoch and batch lines (:class:`dml_core.batch.progress.BatchProgress`), or None."""
@@ -515,19 +527,31 @@ class _Pool:
         self.executor.shutdown(wait=True)
 
 
-def _run_parallel(plans: list[Plan], pool: _Pool, task_for, started, finished) -> None:
-    """Run ``plans`` (one stage) on ``pool``; each worker slot owns one GPU where several exist."""
+def _run_parallel(plans: list[Plan], pool: _Pool, task_for, started, finished,
+                  waits: dict[str, set[str]] | None = None) -> None:
+    """Run ``plans`` on ``pool``: whenever a worker is free, the first plan (in the given order)
+    whose ``waits[id]`` have all finished (failed ones included); each worker slot owns one GPU
+    where several exist."""
     queue = list(plans)
+    waits = waits or {}
+    unfinished = {p.id for p in plans}
     free_slots = list(range(pool.workers))
     running: dict[cf.Future, tuple[Plan, int]] = {}
     while queue or running:
-        while queue and free_slots:
-            plan, slot = queue.pop(0), free_slots.pop(0)
+        while free_slots:
+            plan = next((p for p in queue if not waits.get(p.id, set()) & unfinished), None)
+            if plan is None:
+                break
+            queue.remove(plan)
+            slot = free_slots.pop(0)
             started(plan, slot)
             running[pool.submit(execute_run, task_for(plan, slot))] = (plan, slot)
+        if not running:  # cannot happen: a run waits only for runs of earlier stages
+            raise BatchError(f"runs wait for each other: {[p.id for p in queue]}")
         done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
         for fut in done:
             plan, slot = running.pop(fut)
+            unfinished.discard(plan.id)
             free_slots.append(slot)
             try:
                 status = fut.result()

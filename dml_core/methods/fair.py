@@ -805,13 +805,13 @@ def profile_document(name: str) -> dict:
     runs: list[dict] = [{"id": "00_prepare_data", "notebook": "00_prepare_data.ipynb",
                          "parameters": {"datasets": list(s.datasets)},
                          "description": "Prepare the data"}]
-    # The toy needs only the data: it starts first, so that its minute overlaps the training
-    # runs instead of trailing them (a stage runs its notebooks in this order, --jobs at a time;
-    # the book orders chapters by notebook number, not by this list). Not in stage 0: beside the
-    # data preparation (5 s with the stand-in built) one core would wait for it.
+    # The demo's toy reads no prepared data (scikit-learn's digits, no pretrained trunk): it
+    # needs no other run, so a local batch starts it beside the data preparation, and the
+    # training runs take the other core as soon as the data are ready (the book orders
+    # chapters by notebook number, not by this list).
     if s.name == "demo":
         runs.append({"id": "07_toy_proxies", "notebook": "07_toy_proxies.ipynb",
-                     "parameters": {"source": "digits", "pretrained": False},
+                     "parameters": {"source": "digits", "pretrained": False}, "needs": [],
                      "description": "The toy (digits stand-in for STL-10), moving vs learnable "
                                     "proxies"})
     else:

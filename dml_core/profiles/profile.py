@@ -37,7 +37,7 @@ __all__ = ["BatchError", "ProfileError", "Run", "Profile", "load_profile",
 DEFAULT_STAGE_BY_PREFIX = {"00": 0, "06": 2, "08": 2}
 DEFAULT_STAGE = 1
 _PROFILE_KEYS = {"name", "description", "runs", "parameters", "notebooks_dir", "slurm"}
-_RUN_KEYS = {"id", "notebook", "parameters", "stage", "description"}
+_RUN_KEYS = {"id", "notebook", "parameters", "stage", "needs", "description"}
 
 
 class BatchError(Exception):
@@ -55,6 +55,8 @@ class Run:
     parameters: dict[str, Any]  # the profile's parameters (no injected ones)
     stage: int
     description: str = ""
+    # the runs it waits for, all of earlier stages; None: every run of the earlier stages
+    needs: tuple[str, ...] | None = None
 
 
 @dataclasses.dataclass
@@ -111,7 +113,7 @@ def load_profile(profile: str | os.PathLike, profiles_dir: Path | None = None,
 
     Checks: required keys (``name``, ``runs``; each run ``id`` and ``notebook``), no unknown keys,
     ``name`` equal to the file name, ids unique and usable as folder names, notebook files exist,
-    ``stage`` a non-negative int, and — for notebooks with a schema in
+    ``stage`` a non-negative int, ``needs`` ids of runs of earlier stages, and — for notebooks with a schema in
     :data:`dml_core.profiles.params.NOTEBOOK_PARAMETERS` — the parameters (see :mod:`dml_core.profiles.params`).
     """
     from dml_core.profiles import params as nbparams
@@ -189,6 +191,12 @@ def load_profile(profile: str | os.PathLike, profiles_dir: Path | None = None,
                                   or stage < 0):
             problems.append(f"{label}: stage {stage!r} must be a non-negative integer")
             stage = None
+        needs = entry.get("needs")
+        if needs is not None and (not isinstance(needs, list)
+                                  or not all(isinstance(n, str) for n in needs)):
+            problems.append(f"{label}: needs {needs!r} must be a list of run ids (or left out: "
+                            "every run of the earlier stages)")
+            needs = None
         if nb_path is None or not isinstance(run_id, str):
             continue
         merged = {**defaults, **run_params}
@@ -202,12 +210,30 @@ def load_profile(profile: str | os.PathLike, profiles_dir: Path | None = None,
                 problems.extend(f"{label}: {p}" for p in exc.problems)
         runs.append(Run(id=run_id, notebook=nb_path, parameters=merged,
                         stage=default_stage(nb_path) if stage is None else stage,
-                        description=str(entry.get("description") or "")))
+                        description=str(entry.get("description") or ""),
+                        needs=None if needs is None else tuple(needs)))
+    problems.extend(_needs_problems(runs))
     problems.extend(validate_slurm_block(data.get("slurm")))
     if problems:
         raise ProfileError(f"bad profile {where}:\n" + "\n".join(f"  - {p}" for p in problems))
     return Profile(name=name, description=description, runs=runs, path=path,
                    notebooks_dir=notebooks_dir, slurm=dict(data.get("slurm") or {}))
+
+
+def _needs_problems(runs: list[Run]) -> list[str]:
+    """Each ``needs`` entry must name a run of the profile in an earlier stage (so that the
+    stages stay an order in which every run comes after what it waits for)."""
+    stage_of = {r.id: r.stage for r in runs}
+    out = []
+    for r in runs:
+        for n in r.needs or ():
+            if n not in stage_of:
+                out.append(f"run {r.id!r}: needs {n!r}, which is not a run of this profile; "
+                           f"runs: {', '.join(stage_of)}")
+            elif stage_of[n] >= r.stage:
+                out.append(f"run {r.id!r} (stage {r.stage}): needs {n!r} of stage {stage_of[n]}; "
+                           "a run can only wait for runs of earlier stages (set their stage:)")
+    return out
 
 
 def list_profiles(profiles_dir: Path | None = None) -> list[tuple[str, str, int | None, str]]:

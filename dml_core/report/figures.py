@@ -383,6 +383,11 @@ def cosine_distances(x: np.ndarray) -> np.ndarray:
     return d
 
 
+#: Layout epochs of every UMAP: UMAP's own default for large data sets (it takes 500 below 10,000
+#: points); 2.5x less layout time for a picture that shows the same clusters.
+UMAP_EPOCHS = 200
+
+
 def embed_2d(features: np.ndarray, method: str = "umap", seed: int = 0) -> tuple[np.ndarray, str]:
     """2-D projection with UMAP (seeded); PCA when UMAP is not wanted or fails. Returns (xy, note)."""
     if method == "umap":
@@ -402,7 +407,8 @@ def embed_2d(features: np.ndarray, method: str = "umap", seed: int = 0) -> tuple
             with warnings.catch_warnings():  # "precomputed: inverse_transform unavailable"
                 warnings.filterwarnings("ignore", message=".*precomputed metric.*")
                 xy = umap.UMAP(n_components=2, random_state=seed, n_neighbors=n_nb, n_jobs=1,
-                               metric="precomputed").fit_transform(cosine_distances(features))
+                               n_epochs=UMAP_EPOCHS, metric="precomputed",
+                               ).fit_transform(cosine_distances(features))
             return np.asarray(xy), "UMAP"
         except Exception as exc:  # noqa: BLE001 - umap and numba fail in many ways (the JIT, too
             # few points, threads): fall back on PCA, and the title says so
