@@ -118,10 +118,15 @@ def _fsync(path: Path, directory: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, needed: int | None = None,
+                durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block succeeds, fsync it, rename it to
     ``path`` and fsync the folder. On any error the temporary file is removed; a full disk
-    raises :class:`DiskFullError` (``needed``: the bytes the file takes, when known)."""
+    raises :class:`DiskFullError` (``needed``: the bytes the file takes, when known).
+
+    ``durable=False`` skips both fsyncs (the rename stays atomic): for the many files of a
+    folder whose completion a last durable file marks, written after one ``os.sync()`` (the
+    demo's 4,500 images: one fsync each cost ~2 s of its 9)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = None
@@ -131,9 +136,11 @@ def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[
         tmp_path = Path(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         yield tmp_path
-        _fsync(tmp_path)
+        if durable:
+            _fsync(tmp_path)
         os.replace(tmp_path, path)
-        _fsync(path.parent, directory=True)
+        if durable:
+            _fsync(path.parent, directory=True)
     except Exception as exc:
         if isinstance(exc, DiskFullError) or not is_disk_full(exc, path.parent):
             raise

@@ -212,7 +212,7 @@ def write_demo_raw(root: str | os.PathLike, limit: int | None = None) -> Path:
         relpath = f"{class_id:03d}.number_{number}/number_{number}_{i:04d}.png"
         out = root / "images" / relpath
         out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out) as tmp:
+        with atomic_path(out, durable=False) as tmp:  # made durable at once below
             Image.fromarray(rgb).save(tmp, format="PNG")
         x, y, w, h = tight_box(mask)
         image_lines.append(f"{i} {relpath}")
@@ -220,6 +220,7 @@ def write_demo_raw(root: str | os.PathLike, limit: int | None = None) -> Path:
         box_lines.append(f"{i} {x} {y} {w} {h}")
         if split == "val":
             val_lines.append(f"{i}")
+    os.sync()  # every image on the disk before the annotation files say the folder is complete
     write_text(root / VALIDATION_FILE, "".join(f"{line}\n" for line in val_lines))
     write_text(root / "bounding_boxes.txt", "\n".join(box_lines) + "\n")
     write_text(root / "image_class_labels.txt", "\n".join(label_lines) + "\n")

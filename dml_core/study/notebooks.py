@@ -401,7 +401,8 @@ def _slug(text: str) -> str:
 def write_figures(profiles: Iterable[str], output_dir: str | os.PathLike,
                   runs_root: str | os.PathLike | None = None, embedding: str = "umap",
                   show: bool = True) -> list[str]:
-    """The study's figures (PNG + PDF) from the runs of ``profiles`` into ``output_dir``.
+    """The study's figures (PNG + PDF; the per-run pictures PNG only) from the runs of
+    ``profiles`` into ``output_dir``.
 
     Training curves and Recall@K bars per data set, dense vs binary, a retrieval grid and a
     UMAP (PCA fallback) of the test embeddings per run (the lowest seed of each configuration),
@@ -475,9 +476,15 @@ def write_figures(profiles: Iterable[str], output_dir: str | os.PathLike,
         name = _slug(f"{run['profile']}_{run['run_id']}")
         base = out / "embeddings" / f"umap_{name}"
         base.parent.mkdir(exist_ok=True)
-        done(report.plot_embedding(run["run_dir"], base, method=embedding, profile=run["profile"],
-                                   dataset=run["dataset"], points=embeddings(run["run_dir"])),
-             base)
+        # a cloud of ~1,500 points: PNG only, shown as that file (a PDF and a second drawing for
+        # the notebook took two thirds of each picture's ~1 s, in the batch's serial tail)
+        fig = report.plot_embedding(run["run_dir"], method=embedding, profile=run["profile"],
+                                    dataset=run["dataset"], points=embeddings(run["run_dir"]))
+        png, = report.save_figure(fig, base, formats=("png",))
+        plt.close(fig)
+        written.append(png)
+        if show:
+            _show_png(png)
     # a picture this call did not draw is a previous version's (another code, other runs): gone
     keep = {Path(p).resolve() for p in written}
     for old in out.rglob("*"):
