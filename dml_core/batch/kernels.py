@@ -74,12 +74,19 @@ class ReusableKernel:
     def reset(self, cwd: str) -> None:
         """Give the kernel a new kernel's state (see the module docstring); raises
         ``RuntimeError`` when it does not answer or the reset fails."""
+        import time
+
+        # the shell channel only: its reply says whether the reset ran (waiting for the kernel
+        # to be "ready" would first drain IOPub for 0.2 s, each run)
         kc = self.km.blocking_client()
-        kc.start_channels()
+        kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
         try:
-            kc.wait_for_ready(timeout=RESET_TIMEOUT_S)
-            reply = kc.execute_interactive(RESET_CODE.format(cwd=cwd), store_history=False,
-                                           timeout=RESET_TIMEOUT_S, output_hook=lambda msg: None)
+            msg_id = kc.execute(RESET_CODE.format(cwd=cwd), silent=True, store_history=False)
+            deadline = time.monotonic() + RESET_TIMEOUT_S
+            while True:
+                reply = kc.get_shell_msg(timeout=max(0.0, deadline - time.monotonic()))
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    break
         finally:
             kc.stop_channels()
         if reply["content"].get("status") != "ok":
