@@ -2,7 +2,7 @@
 
 A fresh kernel per notebook costs, on 2 CPU cores, about 1–2 s to start and 3–4 s to import
 torch, torchvision (which imports ``torch._dynamo``) and matplotlib again: on the demo profile's
-3-epoch runs that is a third of each run. So a local batch keeps each worker's kernel and, before
+short preview runs that was a third of each run. So a local batch keeps each worker's kernel and, before
 the next notebook, gives it back the state a new kernel would have:
 
 - ``%reset -f``: an empty namespace (no variable of the last notebook is visible);

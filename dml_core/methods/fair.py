@@ -113,8 +113,8 @@ SETTINGS: dict[str, Setting] = {
         epochs=24, eval_every=4, optimizer="Adam", lr=1e-4, weight_decay=0.0, lr_decay_epoch=4,
         lr_gamma=0.5, warmup_epochs=0, freeze_bn=True, grad_clip_value=None,
         validation_fraction=0.2, seeds=(0, 1, 2), device="cpu", eval_batch_size=250,
-        num_workers=0, tuning_trials=8, short_epochs=5, short_eval_every=2, preview_epochs=3,
-        preview_eval_every=3,
+        num_workers=0, tuning_trials=8, short_epochs=5, short_eval_every=2, preview_epochs=2,
+        preview_eval_every=2,
         tuning=("a seeded search (Optuna TPE, dml_core.study.tuning) over each method's search "
                 "space; each trial trains the short budget (5 epochs); its value is the mean over "
                 "the tuning seeds of the validation R@1 at the validation-selected epoch; the "
@@ -743,7 +743,8 @@ PROFILES: dict[str, dict[str, Any]] = {
                  "ResNet-18's first two stages, CPU) with 3 seeds, the toy, the tables with "
                  "95% intervals over seeds and paired differences, and the figures (inside runs/demo/, never the "
                  "repository's figures/). Its fair runs train the setting's preview budget "
-                 "(3 epochs, within the time budget of a slow 2-core machine), not the study's "
+                 f"({SETTINGS['demo'].preview_epochs} epochs, within the time budget of a slow 2-core "
+                 "machine), not the study's "
                  "converged budget (docs/PROTOCOL.md, 'How long to train'): an early-training "
                  "preview of the comparison; `make study` runs the converged one.")},
     "study": {"setting": "demo", "seeds": (0, 1, 2, 3, 4), "ablations": True,
