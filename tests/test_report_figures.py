@@ -156,6 +156,19 @@ def test_embedding_pca_and_umap_fallback(runs, tmp_path, monkeypatch):
     _written(tmp_path / "fallback")
 
 
+def test_umap_code_goes_to_numbas_disk_cache():
+    # notebook 00 compiles UMAP's code (compile_umap) so that notebook 08 loads it: every
+    # compiled function of umap's modules must then have a real cache, not numba's NullCache
+    from numba.core.caching import NullCache
+
+    umap = F.umap_module()
+    from umap import layouts
+
+    assert not isinstance(layouts._nb_optimize_layout_euclidean_single_epoch._cache, NullCache)
+    assert F.umap_module() is umap  # once per process; the same module after
+    assert F.compile_umap().startswith("UMAP's code compiled")
+
+
 def test_cosine_distances_for_umap_match_scipy():
     # the matrix handed to UMAP ("precomputed") is the cosine distance UMAP would compute itself
     import numpy as np

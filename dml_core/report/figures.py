@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import os
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -388,18 +389,60 @@ def cosine_distances(x: np.ndarray) -> np.ndarray:
 UMAP_EPOCHS = 200
 
 
+_UMAP_CACHING = False  # umap_module has turned numba's cache on in this process
+
+
+def umap_module():
+    """``umap``, imported, with numba's on-disk cache turned on (once per process) for every
+    compiled function of its modules. UMAP caches only some of its own: the others were compiled
+    again in every process (~7 s on a fast core, before the first picture); cached, a later
+    process loads them (~0.5 s). The cache lies beside the package (numba's ``__pycache__``), so
+    it lasts until the package is reinstalled; :func:`compile_umap` fills it."""
+    global _UMAP_CACHING
+    import pkgutil
+    import warnings
+
+    from tqdm import TqdmWarning
+
+    with warnings.catch_warnings():  # umap imports tqdm.auto: no widget warning in notebooks
+        warnings.simplefilter("ignore", TqdmWarning)
+        warnings.filterwarnings("ignore", message=".*ParametricUMAP.*")
+        import umap
+    if not _UMAP_CACHING:
+        from numba.core.registry import CPUDispatcher
+
+        for info in pkgutil.iter_modules(umap.__path__, "umap."):
+            module = sys.modules.get(info.name)  # those umap itself imported (no TensorFlow)
+            for obj in vars(module).values() if module is not None else ():
+                if isinstance(obj, CPUDispatcher) and obj.__module__ == info.name:
+                    with contextlib.suppress(Exception):  # not cacheable: compiled as before
+                        obj.enable_caching()
+        _UMAP_CACHING = True
+    return umap
+
+
+def compile_umap() -> str:
+    """Compile the UMAP code that :func:`embed_2d` runs (one projection of 64 random points:
+    the same types, so the same machine code) into numba's on-disk cache, or load it from there;
+    returns what happened, in words. The data preparation calls it, so that the figures notebook
+    (08), at the end of a batch, does not compile (~20 s on a fresh install)."""
+    import time
+
+    t0 = time.perf_counter()
+    _, note = embed_2d(np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32))
+    took = time.perf_counter() - t0
+    if note != "UMAP":
+        return f"UMAP does not run here, the figures will show {note}"
+    return f"UMAP's code compiled, or loaded from numba's cache, in {took:.1f} s"
+
+
 def embed_2d(features: np.ndarray, method: str = "umap", seed: int = 0) -> tuple[np.ndarray, str]:
     """2-D projection with UMAP (seeded); PCA when UMAP is not wanted or fails. Returns (xy, note)."""
     if method == "umap":
         try:
             import warnings
 
-            from tqdm import TqdmWarning
-
-            with warnings.catch_warnings():  # umap imports tqdm.auto: no widget warning in notebooks
-                warnings.simplefilter("ignore", TqdmWarning)
-                warnings.filterwarnings("ignore", message=".*ParametricUMAP.*")
-                import umap
+            umap = umap_module()
 
             n_nb = int(max(2, min(15, len(features) - 1)))
             # cosine distances computed here: on fewer than 4,096 points UMAP computes them
@@ -534,7 +577,7 @@ def plot_momentum_sensitivity(runs_df: pd.DataFrame | None, path=None, *, profil
 
 __all__ = ["figure_style", "save_figure", "plot_training_curves", "plot_recall_bars",
            "plot_dense_vs_binary", "plot_retrieval_grid", "plot_embedding", "embed_2d",
-           "embedding_points",
+           "embedding_points", "umap_module", "compile_umap",
            "plot_momentum_sensitivity", "science_style_available"]
 
 
