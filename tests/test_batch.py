@@ -331,8 +331,12 @@ import torch
 from dml_core.training.seeding import seed_everything
 leaked = sorted(k for k in ("left_behind", "plt_fig") if k in globals())
 open_figures = len(plt.get_fignums())
+settings = [torch.get_num_threads(), str(torch.get_default_dtype()), torch.is_grad_enabled(),
+            torch.get_float32_matmul_precision()]
 plt_fig = plt.figure()  # left open on purpose
 left_behind = torch.rand(1000)  # and the global generator moved on, unseeded
+torch.set_num_threads(settings[0] + 1)  # process-wide settings changed on purpose, too
+torch.set_float32_matmul_precision("medium")
 seed_everything(value)
 net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
 opt = torch.optim.Adam(net.parameters(), 1e-2)
@@ -341,6 +345,7 @@ for _ in range(20):
     opt.zero_grad(); loss.backward(); opt.step()
 pathlib.Path(run_dir, "probe.json").write_text(json.dumps({
     "pid": os.getpid(), "cwd": os.getcwd(), "leaked": leaked, "open_figures": open_figures,
+    "settings": settings,
     "loss": float(loss), "weights": [float(w) for w in net[0].weight.flatten()]}))
 """
 
@@ -359,8 +364,9 @@ def _probe(root: Path, run_id: str) -> dict:
 
 def test_a_worker_keeps_its_kernel_with_a_new_kernels_state(tmp_path, monkeypatch):
     """Runs share one kernel (one pid) yet each sees what a new kernel would: no variable and no
-    open figure of the run before, the notebooks folder as working directory, cells numbered from
-    1, and, seeded, the same numbers as in a kernel of its own (--fresh-kernels)."""
+    open figure of the run before, torch's settings as they were (the run before changed them),
+    the notebooks folder as working directory, cells numbered from 1, and, seeded, the same
+    numbers as in a kernel of its own (--fresh-kernels)."""
     monkeypatch.setattr(batch, "code_fingerprint", lambda *dirs: "pinned")
     profile, ids = _kernel_study(tmp_path, 3)
     kept = batch.run_profile(profile, runs_root=tmp_path / "kept", quiet=True)
@@ -378,6 +384,7 @@ def test_a_worker_keeps_its_kernel_with_a_new_kernels_state(tmp_path, monkeypatc
         assert Path(p["cwd"]) == (tmp_path / "nb").resolve()
         fresh_probe = _probe(tmp_path / "fresh", i)
         assert (p["loss"], p["weights"]) == (fresh_probe["loss"], fresh_probe["weights"])
+        assert p["settings"] == fresh_probe["settings"]  # torch's, as a new kernel has them
         nb = nbformat.read(str(tmp_path / "kept" / "kernels" / i / "notebook.ipynb"), 4)
         assert [c.execution_count for c in nb.cells if c.cell_type == "code"] == [1, 2, 3]
 

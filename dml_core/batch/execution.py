@@ -343,11 +343,13 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
     error = None
     nb = None
     config = _kernel_config()
-    # a local batch's worker keeps its kernel from one run to the next (dml_core.batch.kernels)
-    kernel = kernels.kernel_for(task, config) if task.get("reuse_kernel") else None
-    status["kernel"] = "reused" if kernel is not None and kernel.runs else "new"
+    kernel = None
     try:
         with _environ(task.get("env") or {}):
+            # a local batch's worker keeps its kernel from one run to the next
+            # (dml_core.batch.kernels); a new one starts here, with the task's environment
+            kernel = kernels.kernel_for(task, config) if task.get("reuse_kernel") else None
+            status["kernel"] = "reused" if kernel is not None and kernel.runs else "new"
             nb = papermill.execute_notebook(
                 task["notebook_path"], str(run.running_notebook), parameters=task["parameters"],
                 kernel_name=task["kernel_name"], language="python", cwd=task["cwd"], log_output=True,

@@ -425,7 +425,22 @@ def compile_umap() -> str:
     """Compile the UMAP code that :func:`embed_2d` runs (one projection of 64 random points:
     the same types, so the same machine code) into numba's on-disk cache, or load it from there;
     returns what happened, in words. The data preparation calls it, so that the figures notebook
-    (08), at the end of a batch, does not compile (~20 s on a fresh install)."""
+    (08), at the end of a batch, does not compile (~20 s on a fresh install).
+
+    It runs in a second process: numba's OpenMP threads set the process's OpenMP thread count
+    to every core, torch's with it, and a batch's kernel trains next (on 2 threads where it had
+    1: other numbers, 8 times slower beside a second job)."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    try:
+        with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(_compile_umap_here).result()
+    except Exception as exc:  # noqa: BLE001 - no second process here: 08 compiles, as before
+        return f"UMAP's code not compiled ahead ({type(exc).__name__}: {exc}); 08 compiles it"
+
+
+def _compile_umap_here() -> str:
     import time
 
     t0 = time.perf_counter()
