@@ -495,9 +495,10 @@ def write_figures(profiles: Iterable[str], output_dir: str | os.PathLike,
 
 def _embeddings_in_background(run_dirs: Sequence[str], method: str):
     """Start computing :func:`dml_core.report.figures.embedding_points` of ``run_dirs`` in a
-    second process and return ``points(run_dir)``, which waits for one. UMAP compiles its
-    numba code in each new process (~20 s) and then takes ~3 s a run: done beside the other
-    figures, on the core the batch's last stage leaves idle, it no longer trails them. The
+    second process and return ``points(run_dir)``, which waits for one. UMAP's compiled code
+    comes from numba's disk cache (:func:`dml_core.report.figures.compile_umap`, run by the data
+    preparation; else it is compiled here, ~20 s), and then takes ~0.8 s a run: done beside the
+    other figures, on the core the batch's last stage leaves idle, it no longer trails them. The
     points are seeded, so they are those a single process computes; if the second process
     cannot start or fails, they are computed here."""
     import concurrent.futures as cf
