@@ -243,3 +243,25 @@ def test_write_figures_leaves_no_picture_of_a_previous_version(runs, tmp_path):
     assert not stale.exists() and notes.is_file()
     pictures = {p for p in out.rglob("*") if p.suffix in (".png", ".pdf", ".gif")}
     assert pictures == {Path(p) for p in written if Path(p).suffix in (".png", ".pdf", ".gif")}
+
+
+def test_show_run_draws_retrievals_for_seed_0_only(runs, tmp_path, capsys):
+    # one retrieval grid per configuration (seed 0), as 08_figures shows them; the other seeds
+    # say where it is
+    import json
+    import shutil
+
+    from dml_core.study.notebooks import show_run
+
+    src = Path(runs[runs["run_id"] == "ns_car"].iloc[0]["run_dir"])
+    for seed in (0, 1):
+        run_dir = tmp_path / f"ns_car_s{seed}"
+        shutil.copytree(src, run_dir)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        summary["recipe"]["seed"] = seed
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+        shown = show_run(run_dir, profile="demo")
+        names = {Path(p).name for p in shown["figures"]}
+        assert ("retrievals.png" in names) == (seed == 0), (seed, names)
+        assert "training_curves.png" in names
+    assert "drawn for seed 0 of this configuration (this run: seed 1)" in capsys.readouterr().out

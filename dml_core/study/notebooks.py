@@ -186,9 +186,13 @@ def metrics_table(summary_or_run_dir) -> "pd.DataFrame":  # noqa: F821
 
 
 def show_run(run_dir: str | os.PathLike, profile: str | None = None, num_queries: int = 4,
-             k: int = 8) -> dict:
+             k: int = 8, retrievals: bool | None = None) -> dict:
     """Display a run's curves, metric table and retrievals; save them into the run's figures
     folder (:attr:`RunFolder.figures`).
+
+    ``retrievals``: draw the retrieval grid; None (default) draws it for a run of seed 0 or
+    without a seed, one per configuration, as the figures notebook shows them (the other seeds
+    of a configuration retrieve from the same kind of network: ~1 s a run saved).
 
     Returns ``{"table": DataFrame, "figures": [paths]}``; the table is also written there as
     ``metrics_table.csv``.
@@ -219,7 +223,12 @@ def show_run(run_dir: str | os.PathLike, profile: str | None = None, num_queries
     # One PNG per figure, shown as that file: drawing a figure again for the notebook and a PDF
     # of every run took ~4 of the ~5 s this step cost per run (08_figures draws the PDFs).
     figures = [("training_curves", lambda: report.plot_training_curves([run_dir], profile=profile))]
-    if run.best_features.is_file():
+    seed = ((summary or {}).get("recipe") or {}).get("seed")
+    if retrievals is None:
+        retrievals = seed in (None, 0)
+        if not retrievals:
+            print(f"retrievals: drawn for seed 0 of this configuration (this run: seed {seed})")
+    if retrievals and run.best_features.is_file():
         figures.append(("retrievals", lambda: report.plot_retrieval_grid(
             run_dir, which="best", num_queries=num_queries, k=k, profile=profile)))
     for name, draw in figures:
