@@ -1,9 +1,9 @@
 """A batch worker's Jupyter kernel, kept from one run to the next.
 
-A fresh kernel per notebook costs, on 2 CPU cores, about 1–2 s to start and 3–4 s to import
+A new kernel per notebook costs, on 2 CPU cores, about 1–2 s to start and 3–4 s to import
 torch, torchvision (which imports ``torch._dynamo``) and matplotlib again: on the demo profile's
-short preview runs that was a third of each run. So a local batch keeps each worker's kernel and, before
-the next notebook, gives it back the state a new kernel would have:
+short preview runs that was a third of each run. So a local batch keeps each worker's kernel
+and, before the next notebook, gives it back the state a new kernel would have:
 
 - ``%reset -f``: an empty namespace (no variable of the last notebook is visible);
 - no open matplotlib figure;
@@ -11,21 +11,23 @@ the next notebook, gives it back the state a new kernel would have:
 - the execution counter at 1, so the executed notebook numbers its cells as a new kernel would;
 - torch's process-wide settings as they were when the kernel started (:func:`torch_settings`:
   threads, default dtype, deterministic algorithms, grad mode, matmul precision, the cuDNN and
-  oneDNN switches): they decide a run's numbers and speed, and a library can change them
-  behind a notebook's back (numba's OpenMP threads set every core's worth of threads, torch's
-  included: a run trained next gave other numbers, 8 times slower beside a second job).
+  oneDNN switches). They decide a run's numbers and speed, and a library can change them
+  behind a notebook's back: numba's OpenMP runtime, once UMAP had run in a kernel, set the
+  process's OpenMP threads to the number of cores, torch's with them, and the run trained next
+  in that kernel gave other numbers, 8 times slower beside the other job.
 
 What stays is what does not decide a result: imported modules (the point) and their caches
 that check their inputs. Every training run seeds every random generator itself
 (:mod:`dml_core.training.seeding`), so its numbers do not depend on what ran before; the batch
-test checks that a run gives identical metrics in a reused and in a new kernel, also after a
-notebook that changed torch's settings.
+test checks that a run gives identical numbers in a kept and in a new kernel, after a notebook
+that changed torch's settings.
 
 A kernel is not reused — it is shut down and the next run gets a new one — after a run that
 failed or was interrupted, when it died, when the reset fails, or when the next run needs another
 kernel spec, working directory or environment (the kernel keeps the environment it started with).
-``python -m dml_core.batch --fresh-kernels`` (or ``reuse_kernel: False`` in a task) starts a new
-kernel for every run, as Slurm jobs always do.
+A kernel that cannot import this package and torch is not kept at all. ``python -m
+dml_core.batch --fresh-kernels`` (or ``reuse_kernel: False`` in a task) starts a new kernel for
+every run, as Slurm jobs always do.
 """
 from __future__ import annotations
 
