@@ -25,8 +25,8 @@ previous stages has finished (failed ones included), or, where it lists ``needs`
 the demo's toy needs nothing, so it runs beside the data preparation (Slurm job arrays go stage by
 stage). ``--jobs N`` runs N notebooks at once, each in its own worker process; where several GPUs
 are visible each worker gets one (``CUDA_VISIBLE_DEVICES``, round robin over
-``torch.cuda.device_count()``). A worker keeps its kernel from one run to the next, reset to a new kernel's state
-(:mod:`dml_core.batch.kernels`; ``--fresh-kernels``: a new kernel for every run).
+``torch.cuda.device_count()``). A worker keeps its kernel from one run to the next, reset to a
+new kernel's state (:mod:`dml_core.batch.kernels`; ``--fresh-kernels``: a new kernel per run).
 
 The kernels see ``DML_RUNS_ROOT`` (the runs root of this batch) and, with ``--data-root``,
 ``DML_DATA_ROOT``. The kernel is ``--kernel`` / ``$DML_KERNEL`` / ``python3``; a kernel spec whose

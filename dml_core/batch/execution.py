@@ -353,7 +353,7 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
             nb = papermill.execute_notebook(
                 task["notebook_path"], str(run.running_notebook), parameters=task["parameters"],
                 kernel_name=task["kernel_name"], language="python", cwd=task["cwd"], log_output=True,
-                config=config, **({"km": kernel.km} if kernel is not None else {}),
+                config=config, **({} if kernel is None else {"km": kernel.km}),
                 progress_bar=bool(task.get("progress_bar")), request_save_on_cell_execute=True)
     except KeyboardInterrupt:  # Ctrl-C: say so in the status, then stop the batch
         if kernel is not None:
