@@ -46,7 +46,7 @@ FIGURES_PROFILE ?= study
 figures: $(STAMP)
 	$(BIN)/python -m dml_core.report.figures --refresh --profile $(FIGURES_PROFILE)
 
-## make replicate: a fresh runs/study against the committed results/study/ (same machine: identical values; another: Holm-controlled tests, equivalence within 5 points; prints its simulated false-alarm rate)
+## make replicate: a fresh runs/study against the committed results/study/ (same machine: identical values; another: Holm-controlled tests, equivalence within 5 points; other pretrained weights: not comparable; prints its simulated false-alarm rate)
 replicate: $(STAMP)
 	$(BIN)/python -m dml_core.report.replicate --profile study
 

@@ -15,8 +15,9 @@ MACHINE = {"device": "cpu", "cpu": "Test CPU 1", "gpu": None, "cpu_count": 2}
 VERSIONS = {"torch": "2.0", "torchvision": "0.1", "numpy": "2.0", "python": "3.11"}
 
 
-def _write_runs(root, profile, values, cpu="Test CPU 1"):
-    """values: {variant: {seed: R@1}} -> complete run folders with a validation selection."""
+def _write_runs(root, profile, values, cpu="Test CPU 1", weights=None):
+    """values: {variant: {seed: R@1}} -> complete run folders with a validation selection;
+    ``weights``: the pretrained weights file their provenance names (None: random weights)."""
     for variant, by_seed in values.items():
         for seed, v in by_seed.items():
             d = root / profile / f"fair_{variant}_s{seed}"
@@ -28,6 +29,8 @@ def _write_runs(root, profile, values, cpu="Test CPU 1"):
                        "best": {"epoch": 4, "metrics": m}, "last": {"epoch": 4, "metrics": m},
                        "untrained": {"epoch": 0, "metrics": {"test/dense/R@1": 0.1}},
                        "hardware": {**MACHINE, "cpu": cpu}, "versions": VERSIONS}
+            if weights:
+                summary["provenance"] = {"weights": {"file": weights, "source": "digits"}}
             (d / "summary.json").write_text(json.dumps(summary))
             gain = 0.01 if variant == "pp_on" else 0.03  # validation R@1, epochs 2 -> 4
             (d / "metrics.csv").write_text("epoch,test/dense/R@1,test/binary/R@1,test/dense/MAP@R,"
@@ -74,6 +77,23 @@ def test_save_then_the_same_machine_must_be_identical(tmp_path, capsys):
     assert rc == 1 and "RESULT: NOT REPLICATED" in out
     assert "NOT REPLICATED: pp_on val_sel/dense/R@1" in out
     assert "NOT REPLICATED: proxy_anchor" not in out
+
+
+def test_other_pretrained_weights_are_not_comparable(tmp_path, capsys):
+    # the demo's stand-in is built per machine; on another CPU type its bytes differ: the same
+    # numbers from other weights are another experiment, said as such whatever the tests say
+    _write_runs(tmp_path / "ref", "p", VALUES, weights="resnet18_digits-v1-aaaaaaaa.pth")
+    replicate.save("p", runs_root=tmp_path / "ref", root=tmp_path)
+    env = json.loads((tmp_path / "results/p/environment.json").read_text())
+    assert env["pretrained"] == "resnet18_digits-v1-aaaaaaaa.pth"
+    rc, out = _cli(tmp_path, "ref", capsys)
+    assert rc == 0 and "RESULT: IDENTICAL" in out  # the same weights: the check as before
+    _write_runs(tmp_path / "other", "p", VALUES, cpu="Other CPU",
+                weights="resnet18_digits-v1-bbbbbbbb.pth")
+    rc, out = _cli(tmp_path, "other", capsys)
+    assert rc == 1 and "RESULT: NOT COMPARABLE" in out
+    assert "other pretrained weights (resnet18_digits-v1-bbbbbbbb.pth)" in out
+    assert "RESULT: REPLICATED" not in out and "RESULT: INCONCLUSIVE" not in out
 
 
 def test_save_removes_the_curves_of_runs_the_profile_no_longer_has(tmp_path):

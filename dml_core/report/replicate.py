@@ -30,6 +30,12 @@ versions that produced them) and ``metrics/<run id>.csv`` (every seeded run's pe
   - **inconclusive**: neither (too few seeds to tell; the table gives the shift the test would
     detect with 80% power).
 
+* **Other pretrained weights** (``environment.json``'s ``pretrained``, the weights file the runs
+  fine-tuned, differs from the fresh runs'): the result is **not comparable**, exit code 1, and
+  the table is shown for information only. The demo's stand-in trunk is built on each machine
+  and its bytes depend on the CPU's instruction set, so a study on another CPU type fine-tunes
+  other weights: another experiment, whose numbers need not agree.
+
 * **Paired verdicts**: the report's paired comparisons (:data:`dml_core.methods.fair.
   COMPARISONS` on R@1 and MAP@R, Holm-adjusted as the report does) are recomputed from each
   side's seeds. A verdict that *flips* (significant both times, opposite signs) is **not
@@ -70,6 +76,7 @@ ALPHA = 0.05
 FALSE_ALARM_GOAL = 0.05
 #: What identifies a machine and its libraries (from each run's summary.json).
 ENVIRONMENT_KEYS = ("device", "cpu", "gpu", "torch", "torchvision", "numpy", "python")
+PRETRAINED_KEY = "pretrained"  # environment.json: the pretrained weights the runs fine-tuned
 
 
 def results_dir(profile: str, root: Path | None = None) -> Path:
@@ -110,11 +117,13 @@ def per_seed_values(profile: str, runs_root: Path | None = None) -> pd.DataFrame
 
 def environment(profile: str, runs_root: Path | None = None) -> dict:
     """The machine and library versions of the profile's seeded runs (from their summary.json):
-    ``{key: value}`` for :data:`ENVIRONMENT_KEYS`; a key whose runs disagree reads "mixed"."""
+    ``{key: value}`` for :data:`ENVIRONMENT_KEYS`, and ``pretrained``: the file of the
+    pretrained weights they fine-tuned (its name carries the first digits of its SHA-256; None
+    for runs from random weights); a key whose runs disagree reads "mixed"."""
     from dml_core.core.run_folder import RunFolder
 
     runs = _profile_runs(profile, runs_root)
-    seen: dict[str, set] = {k: set() for k in ENVIRONMENT_KEYS}
+    seen: dict[str, set] = {k: set() for k in (*ENVIRONMENT_KEYS, PRETRAINED_KEY)}
     for run_dir in runs.get("run_dir", pd.Series(dtype=object)):
         summary = RunFolder(run_dir).read_summary()
         if summary is None:
@@ -122,8 +131,24 @@ def environment(profile: str, runs_root: Path | None = None) -> dict:
         hw, ver = summary.get("hardware") or {}, summary.get("versions") or {}
         for k in ENVIRONMENT_KEYS:
             seen[k].add(str(hw.get(k, ver.get(k))))
+        weights = (summary.get("provenance") or {}).get("weights") or {}
+        if weights.get("file"):
+            seen[PRETRAINED_KEY].add(str(weights["file"]))
     return {k: (next(iter(v)) if len(v) == 1 else "mixed" if v else None)
             for k, v in seen.items()}
+
+
+def other_pretrained(env_committed: dict | None, env_fresh: dict) -> str | None:
+    """Why the fresh runs are another experiment than the committed ones, in words: they
+    fine-tuned other pretrained weights (the demo's stand-in is built on each machine, and its
+    bytes depend on the CPU's instruction set: ``docs/DEMO.md``); None when the committed record
+    names no weights or both name the same."""
+    committed = (env_committed or {}).get(PRETRAINED_KEY)
+    fresh = env_fresh.get(PRETRAINED_KEY)
+    if not committed or committed == fresh:
+        return None
+    return (f"the fresh runs fine-tuned other pretrained weights ({fresh}) than the committed "
+            f"ones ({committed}): another experiment, whose numbers need not agree")
 
 
 def _known(env: dict | None) -> bool:
@@ -684,7 +709,8 @@ def main(argv=None) -> int:
     env_path = committed_path.parent / "environment.json"
     env_c = json.loads(env_path.read_text()) if env_path.is_file() else None
     env_f = environment(a.profile, a.runs_root)
-    same = _known(env_c) and env_c == env_f
+    same = _known(env_c) and all(env_c.get(k) == env_f.get(k) for k in ENVIRONMENT_KEYS)
+    other_weights = other_pretrained(env_c, env_f)
     where = ("the same machine and library versions as the committed values: every per-seed "
              "value must be identical" if same else
              "another machine or library versions than the committed values" if env_c else
@@ -722,11 +748,16 @@ def main(argv=None) -> int:
                  if not math.isnan(r["p_diff_holm"]) else ""))
     for _, r in paired[paired["status"] == "flipped"].iterrows() if len(paired) else []:
         print(f"  FLIPPED: {r['comparison']} ({r['metric']})")
-    print(f"RESULT: {v.result.upper()}" + (f": {'; '.join(v.reasons)}" if v.reasons else ""))
+    if other_weights:  # said last, where the result is read: the numbers above are not a test
+        print(f"RESULT: NOT COMPARABLE: {other_weights}. Replicate on a machine of the "
+              "committed study's CPU type, whose data preparation builds the same weights.")
+    else:
+        print(f"RESULT: {v.result.upper()}"
+              + (f": {'; '.join(v.reasons)}" if v.reasons else ""))
     if a.studies:
         print(false_alarm_sentence(false_alarm_rate(committed, a.studies, margin=a.margin,
                                                     alpha=a.alpha, comparisons=family)))
-    return v.exit_code
+    return 1 if other_weights else v.exit_code
 
 
 if __name__ == "__main__":
