@@ -137,7 +137,7 @@ class ReusableKernel:
 
     def start(self, cwd: str) -> None:
         """Start the kernel (in ``cwd``, with this process's environment) and let it remember
-        torch's settings before any notebook runs; raises ``RuntimeError`` when that fails."""
+        torch's settings before any notebook runs; raises when that fails or times out."""
         from jupyter_core.utils import run_sync
 
         # nbclient's own default: IPython's history in memory, not in a shared SQLite file
@@ -147,7 +147,8 @@ class ReusableKernel:
 
     def reset(self, cwd: str) -> None:
         """Give the kernel a new kernel's state (see the module docstring); raises
-        ``RuntimeError`` when it does not answer or the reset fails."""
+        ``RuntimeError`` when the reset fails, ``queue.Empty`` when the kernel does not answer
+        within :data:`RESET_TIMEOUT_S`."""
         self._run(RESET_CODE.format(cwd=cwd), "resetting the kernel")
 
     def _run(self, code: str, what: str) -> None:
@@ -171,15 +172,18 @@ class ReusableKernel:
             raise RuntimeError(f"{what} failed: {content.get('ename')}: {content.get('evalue')}")
 
     def after_run(self) -> None:
-        """Close the channels the run's client opened."""
+        """Close the channels the run's client opened; count the run."""
+        self._close_clients()
+        self.runs += 1
+
+    def _close_clients(self) -> None:
         while self.km.dml_clients:
             self.km.dml_clients.pop().stop_channels()
-        self.runs += 1
 
     def shutdown(self) -> None:
         from jupyter_core.utils import run_sync
 
-        self.after_run()
+        self._close_clients()
         if self.km.has_kernel:
             try:
                 run_sync(self.km.shutdown_kernel)(now=True)
