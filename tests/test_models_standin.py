@@ -40,8 +40,7 @@ def test_source_task_never_sees_a_test_or_validation_scan_nor_a_test_class():
 def tiny_standin(tmp_path, monkeypatch):
     """A stand-in built in seconds (50 source images, 2 steps) into a private torch cache."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(standin, "IMAGES_PER_DIGIT", 5)
-    return standin.build_standin(steps=2, say=lambda *_: None)
+    return standin.build_standin(steps=2, images_per_digit=5, say=lambda *_: None)
 
 
 def test_standin_is_saved_like_torchvision_weights_and_loads_through_the_same_path(tiny_standin):
@@ -65,10 +64,31 @@ def test_standin_is_saved_like_torchvision_weights_and_loads_through_the_same_pa
     assert torch.equal(demo_trunk.layer2[0].conv1.weight, state["layer2.0.conv1.weight"])
 
 
-def test_standin_build_is_deterministic(tiny_standin, tmp_path):
-    again = standin.build_standin(tmp_path / "again", steps=2, say=lambda *_: None)
+def test_standin_build_is_deterministic_and_pinned_against_the_cpu_s_instruction_set(
+        tiny_standin, tmp_path, monkeypatch):
+    again = standin.build_standin(tmp_path / "again", steps=2, images_per_digit=5,
+                                  say=lambda *_: None)
     assert again.name == tiny_standin.name
     assert again.read_bytes() == tiny_standin.read_bytes()
+    # a CPU with fewer instructions, emulated: oneDNN and MKL limited to AVX2 and ATen asked
+    # for it (each alone changes the unpinned build's bytes on an AVX-512 CPU): the same bytes
+    for key, value in {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                       "ATEN_CPU_CAPABILITY": "avx2"}.items():
+        monkeypatch.setenv(key, value)
+    lesser = standin.build_standin(tmp_path / "lesser", steps=2, images_per_digit=5,
+                                   say=lambda *_: None)
+    assert lesser.read_bytes() == tiny_standin.read_bytes()
+
+
+def test_the_standin_is_never_trained_off_the_pinned_path(tmp_path):
+    with pytest.raises(RuntimeError, match="pinned numeric path.*build_standin"):
+        standin._build_here(tmp_path, steps=1, images_per_digit=1)  # this process: not pinned
+    blocked = tmp_path / "a file"
+    blocked.write_text("")
+    with pytest.raises(RuntimeError, match="stand-in weights failed.*last lines") as err:
+        standin.build_standin(blocked, steps=1, images_per_digit=1, say=lambda *_: None)
+    assert "Error" in str(err.value)  # the builder's own error, passed on
+    assert not list(tmp_path.glob("**/*.pth"))
 
 
 @pytest.mark.parametrize("damage", ["truncated", "one byte changed"])
@@ -112,3 +132,52 @@ def test_ensure_standin_builds_once_under_the_demo_lock(tmp_path, monkeypatch):
     assert standin.ensure_standin(tmp_path / "data", verbose=False) == first
     assert len(calls) == 1
     assert (tmp_path / "data" / "demo" / ".prepare.lock").exists()  # the data set's lock
+
+
+def test_demo_preparation_builds_the_standin_beside_its_images_and_cancels_it_on_failure(
+        tmp_path, monkeypatch):
+    from dml_core.data import preparation
+
+    events = []
+
+    class FakeBuild:
+        def wait(self):
+            events.append("wait")
+            return tmp_path / "weights.pth"
+
+        def cancel(self):
+            events.append("cancel")
+
+    def fake_start(**_):
+        events.append("start")
+        return FakeBuild()
+
+    def fake_prepare(*_, **__):
+        events.append("images")
+        return tmp_path / "index.csv"
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(standin, "start_standin_build", fake_start)
+    monkeypatch.setattr(preparation, "_prepare", fake_prepare)
+    preparation.prepare("demo", tmp_path / "data", with_standin=True, verbose=False)
+    assert events == ["start", "images", "wait"]  # started first, waited for after the images
+    events.clear()
+    preparation.prepare("demo", tmp_path / "data", verbose=False)  # not asked: not built
+    assert events == ["images"]
+
+    def failing_prepare(*_, **__):
+        events.append("images")
+        raise ValueError("broken raw files")
+
+    events.clear()
+    monkeypatch.setattr(preparation, "_prepare", failing_prepare)
+    with pytest.raises(ValueError, match="broken raw files"):
+        preparation.prepare("demo", tmp_path / "data", with_standin=True, verbose=False)
+    assert events == ["start", "images", "cancel"]
+    events.clear()
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / f"{standin.FILE_STEM}-00000000.pth").write_bytes(b"x")  # present: not rebuilt
+    monkeypatch.setattr(preparation, "_prepare", fake_prepare)
+    preparation.prepare("demo", tmp_path / "data", with_standin=True, verbose=False)
+    assert events == ["images"]

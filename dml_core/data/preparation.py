@@ -85,7 +85,8 @@ def size_differences(dataset: str, summary: dict) -> dict[str, dict[str, int]]:
 
 def prepare(dataset: str, data_root: Optional[str | os.PathLike] = None, *, force: bool = False,
             box_convention: str = "corrected", verify_images: str = "full",
-            workers: Optional[int] = None, verbose: bool = True) -> Path:
+            workers: Optional[int] = None, verbose: bool = True, with_standin: bool = False
+            ) -> Path:
     """Prepare ``dataset`` under ``data_root`` and return the path of its ``index.csv``.
 
     dataset: car | cub | sop | isc | stl10 | demo (demo writes its raw files first if absent).
@@ -93,6 +94,8 @@ def prepare(dataset: str, data_root: Optional[str | os.PathLike] = None, *, forc
     verify_images: "full" (default) | "header" | "none" (see :mod:`dml_core.data.verify`).
     force: redo even if the index exists. Without it, an existing index is kept (and asking for
     different options than it was made with is an error that says to pass force=True).
+    with_standin: demo only: also build the demo's stand-in weights when missing
+    (:mod:`dml_core.models.standin`), in a second process while the images are written.
     """
     check_dataset(dataset)
     root = Path(data_root if data_root is not None else paths.data_root())
@@ -102,8 +105,28 @@ def prepare(dataset: str, data_root: Optional[str | os.PathLike] = None, *, forc
             f"expected the raw {dataset!r} files in {root / dataset} (see docs/DATA.md)")
     with FileLock(dataset_dir(dataset, data_root) / LOCK_FILE, what=f"the data set {dataset!r} "
                   f"in {root}"):
-        return _prepare(dataset, data_root, force=force, box_convention=box_convention,
-                        verify_images=verify_images, workers=workers, verbose=verbose)
+        build = _start_standin(verbose) if with_standin and dataset == "demo" else None
+        try:
+            index = _prepare(dataset, data_root, force=force, box_convention=box_convention,
+                             verify_images=verify_images, workers=workers, verbose=verbose)
+        except BaseException:
+            if build is not None:
+                build.cancel()
+            raise
+        if build is not None:
+            path = build.wait()
+            if verbose:
+                print(f"demo: stand-in weights {path}")
+        return index
+
+
+def _start_standin(verbose: bool):
+    """The demo's stand-in build, started (None when its file exists); under the demo's lock."""
+    from dml_core.models.standin import standin_files, start_standin_build
+
+    if standin_files(paths.torch_checkpoint_dir()):
+        return None
+    return start_standin_build(say=print if verbose else (lambda *_: None))
 
 
 
@@ -231,7 +254,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for name in dict.fromkeys(args.datasets):  # every named set, even after a failure
         try:
             prepare(name, args.data_root, force=args.force, box_convention=args.box_convention,
-                    verify_images=args.verify_images, workers=args.workers)
+                    verify_images=args.verify_images, workers=args.workers, with_standin=True)
             if name == "demo":  # the demo's stand-in for ImageNet weights, built once
                 from dml_core.models.standin import ensure_standin
 

@@ -13,8 +13,20 @@ here, once per machine, on a **source task** built from the same scikit-learn sc
   seen, and no source class is a demo class (a single digit is not a two-digit number). Like
   ImageNet for CUB, it teaches parts (digits) that the target task composes; how to tell "57"
   from "75" or from "58" is left to fine-tuning;
-* **training**: ``STEPS`` steps of ``BATCH_SIZE`` (Adam, one-cycle learning rate up to ``LR``),
-  on ``THREADS`` (one) thread, so the same CPU type gives the same bytes whatever its core count.
+* **training**: ``STEPS`` steps of ``BATCH_SIZE`` (Adam, one-cycle learning rate up to ``LR``)
+  in a separate process on one **pinned numeric path**, so that every x86-64 CPU builds the same
+  bytes (see below).
+
+**Why pinned.** Training is chaotic: a last-bit difference in one sum grows into another
+network. Left to themselves, torch's CPU libraries pick their kernels by the CPU's instruction
+set (AVX-512, AVX2, ...) and its cache sizes, which changes the order of the sums: the version-1
+stand-in came out as ``fb722af0`` on an AMD EPYC (AVX2) and ``1c4c8077`` on an Intel Xeon
+(AVX-512), whose pretrained test R@1 differed by 3 points, and every fine-tuned number by ~7.
+The builder process (:func:`build_standin`) therefore runs with ``PINNED_ENV`` (ATen's
+unvectorised kernels, MKL's SSE2 branch that Intel documents as reproducible on Intel and
+compatible CPUs, ``THREADS`` threads whatever the machine's core count) and with oneDNN and
+NNPACK off (their kernels and blocking follow the CPU). It costs ~3x the native path (the SSE2
+matrix products), the same instructions on every CPU.
 
 The result, ``torchvision.models.resnet18(num_classes=10)``'s state dict (torchvision's format;
 the loader drops ``fc.*`` as it does for ImageNet files), is saved as
@@ -23,13 +35,16 @@ and loaded by :func:`dml_core.models.backbones.build_backbone` with ``pretrained
 source="digits"`` (every demo recipe), with the same loader and errors as ImageNet weights.
 :func:`ensure_standin` builds it when missing, under the demo data set's lock (the demo's data
 preparation and the first demo run call it). Its cost and the pretrained network's R@1 on the
-demo's test split are in docs/DEMO.md. Change ``VERSION`` whenever the source task changes.
+demo's test split are in docs/DEMO.md. Change ``VERSION`` whenever the source task or the
+numeric path changes (version 2: the pinned path).
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -39,7 +54,7 @@ import numpy as np
 BACKBONE = "resnet18"
 #: The trunks that load the stand-in: ResNet-18 and the demo's ResNet-18 up to layer2.
 TRUNKS = (BACKBONE, "resnet18_s2")
-VERSION = 1
+VERSION = 2
 FILE_STEM = f"{BACKBONE}_digits-v{VERSION}"
 SEED = 0
 NUM_CLASSES = 10         # the digits 0-9
@@ -49,7 +64,13 @@ STEPS = 100              # with BATCH_SIZE and LR: chosen on the demo's validati
 BATCH_SIZE = 64          # (docs/DEMO.md), within 2 min on a slow 2-core machine
 LR = 2e-3                # peak of the one-cycle schedule (Adam)
 WARMUP_FRACTION = 0.15   # of the steps, rising to LR
-THREADS = 1              # fixed: the bytes depend on the thread count, not on the machine's cores
+THREADS = 2              # fixed: the bytes depend on the thread count, not on the machine's cores
+#: The builder process's environment: the same instructions and order of sums on every x86-64 CPU.
+PINNED_ENV = {
+    "ATEN_CPU_CAPABILITY": "default",  # ATen's kernels without AVX2/AVX-512 vectorisation
+    "MKL_CBWR": "COMPATIBLE",           # MKL's SSE2 branch: reproducible on Intel and AMD alike
+    "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS),
+}
 
 
 def standin_files(folder: str | os.PathLike) -> list[Path]:
@@ -58,8 +79,9 @@ def standin_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(folder.glob(f"{FILE_STEM}-*.pth")) if folder.is_dir() else []
 
 
-def source_plan(labels: np.ndarray | None = None) -> list[tuple[int, int]]:
-    """``[(digit, scan), ...]``: every source image, ``IMAGES_PER_DIGIT`` per digit, each one scan
+def source_plan(labels: np.ndarray | None = None, per_digit: int = IMAGES_PER_DIGIT
+                ) -> list[tuple[int, int]]:
+    """``[(digit, scan), ...]``: every source image, ``per_digit`` per digit, each one scan
     of ``load_digits()`` (whose ``target`` may be passed as ``labels``) drawn from the digit's
     training scans (:func:`dml_core.data.demo.scan_pool`)."""
     from dml_core.data.demo import scan_pool
@@ -72,7 +94,7 @@ def source_plan(labels: np.ndarray | None = None) -> list[tuple[int, int]]:
     plan = []
     for digit in range(NUM_CLASSES):
         pool = scan_pool("train", digit, labels)
-        plan += [(digit, int(s)) for s in rng.choice(pool, size=IMAGES_PER_DIGIT)]
+        plan += [(digit, int(s)) for s in rng.choice(pool, size=per_digit)]
     return plan
 
 
@@ -98,66 +120,152 @@ def source_images(plan: list[tuple[int, int]] | None = None) -> tuple[np.ndarray
 def train_standin(images: np.ndarray, labels: np.ndarray, steps: int = STEPS,
                   say: Callable[[str], None] = print):
     """Train ``torchvision.models.resnet18(num_classes=10)`` on the source task; returns the
-    network and the training accuracy of the last 20 steps. One thread, seeded: deterministic."""
+    network and the training accuracy of the last 20 steps. Seeded, ``THREADS`` threads, oneDNN
+    and NNPACK off; in a process started with ``PINNED_ENV`` (:func:`build_standin`) the bytes
+    are the same on every x86-64 CPU, elsewhere only on the same CPU type."""
     import torch
-    import torch.nn.functional as F
-    import torchvision
 
     from dml_core.core.allocator import keep_freed_memory
-    from dml_core.models.conventions import input_convention
-    from dml_core.models.pixel_conv import use_pixel_convs
 
     keep_freed_memory()  # exact; fewer page faults per step (dml_core.core.allocator)
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
+    # oneDNN and NNPACK choose their kernels and blocking by the CPU: off, so that convolutions
+    # are im2col + MKL products (pinned by PINNED_ENV)
     try:
-        torch.manual_seed(SEED)
-        model = torchvision.models.resnet18(num_classes=NUM_CLASSES)
-        model = use_pixel_convs(model).train()  # exact; ~2x faster at 24 px (pixel_conv)
-        opt = torch.optim.Adam(model.parameters(), lr=LR, fused=True)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps,
-                                                    pct_start=WARMUP_FRACTION)
-        conv = input_convention(BACKBONE)
-        mean = torch.tensor(conv.mean).view(1, 3, 1, 1)
-        std = torch.tensor(conv.std).view(1, 3, 1, 1)
-        x_all = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # uint8 (N, 3, r, r)
-        y_all = torch.from_numpy(labels)
-        g = torch.Generator().manual_seed(SEED)
-        hits: list[float] = []
-        for step in range(steps):
-            ids = torch.randint(0, len(y_all), (BATCH_SIZE,), generator=g)
-            oy, ox = torch.randint(0, RESIZE - CROP + 1, (2,), generator=g).tolist()
-            x = x_all[ids, :, oy:oy + CROP, ox:ox + CROP].float().div(255).sub(mean).div(std)
-            out = model(x)
-            loss = F.cross_entropy(out, y_all[ids])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            hits = (hits + [float((out.argmax(1) == y_all[ids]).float().mean())])[-20:]
-            if (step + 1) % 50 == 0 or step + 1 == steps:
-                say(f"stand-in: step {step + 1}/{steps}, loss {float(loss.detach()):.3f}, "
-                    f"accuracy (last 20 steps) {np.mean(hits):.2f}")
-        return model.to(memory_format=torch.contiguous_format).eval(), float(np.mean(hits))
+        with torch.backends.mkldnn.flags(enabled=False), torch.backends.nnpack.flags(False):
+            return _train(images, labels, steps, say)
     finally:
         torch.set_num_threads(threads)
 
 
-def build_standin(folder: str | os.PathLike | None = None, *, steps: int = STEPS,
-                  say: Callable[[str], None] = print) -> Path:
-    """Build the stand-in into ``folder`` (default ``torch_checkpoint_dir()``) and return its
-    path; see the module docstring. Not locked: call :func:`ensure_standin`."""
+def _train(images: np.ndarray, labels: np.ndarray, steps: int, say: Callable[[str], None]):
+    """:func:`train_standin`'s loop, on whatever torch settings are in force."""
     import torch
+    import torch.nn.functional as F
+    import torchvision
 
-    from dml_core.core.io import atomic_path
+    from dml_core.models.conventions import input_convention
+    from dml_core.models.pixel_conv import use_pixel_convs
+
+    torch.manual_seed(SEED)
+    model = torchvision.models.resnet18(num_classes=NUM_CLASSES)
+    model = use_pixel_convs(model).train()  # exact; ~2x faster at 24 px (pixel_conv)
+    opt = torch.optim.Adam(model.parameters(), lr=LR, fused=True)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps,
+                                                pct_start=WARMUP_FRACTION)
+    conv = input_convention(BACKBONE)
+    mean = torch.tensor(conv.mean).view(1, 3, 1, 1)
+    std = torch.tensor(conv.std).view(1, 3, 1, 1)
+    x_all = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # uint8 (N, 3, r, r)
+    y_all = torch.from_numpy(labels)
+    g = torch.Generator().manual_seed(SEED)
+    hits: list[float] = []
+    for step in range(steps):
+        ids = torch.randint(0, len(y_all), (BATCH_SIZE,), generator=g)
+        oy, ox = torch.randint(0, RESIZE - CROP + 1, (2,), generator=g).tolist()
+        x = x_all[ids, :, oy:oy + CROP, ox:ox + CROP].float().div(255).sub(mean).div(std)
+        out = model(x)
+        loss = F.cross_entropy(out, y_all[ids])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        hits = (hits + [float((out.argmax(1) == y_all[ids]).float().mean())])[-20:]
+        if (step + 1) % 50 == 0 or step + 1 == steps:
+            say(f"stand-in: step {step + 1}/{steps}, loss {float(loss.detach()):.3f}, "
+                f"accuracy (last 20 steps) {np.mean(hits):.2f}")
+    return model.to(memory_format=torch.contiguous_format).eval(), float(np.mean(hits))
+
+
+_BUILT = "stand-in file: "  # the builder's last line: the path it wrote
+
+
+class StandinBuild:
+    """A running builder process (:func:`start_standin_build`): :meth:`wait` gives the file's
+    path, :meth:`cancel` ends it (its file is written atomically: a cancelled build leaves
+    none). Its lines go to ``say`` as they come, from a reader thread."""
+
+    def __init__(self, cmd: list[str], say: Callable[[str], None]):
+        import threading
+
+        self.proc = subprocess.Popen(cmd, env={**os.environ, **PINNED_ENV},
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self.path: Path | None = None
+        self._reader = threading.Thread(target=self._read, args=(say,), daemon=True)
+        self._reader.start()
+
+    def _read(self, say: Callable[[str], None]) -> None:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            if line.startswith(_BUILT):
+                self.path = Path(line[len(_BUILT):])
+            else:
+                say(line)
+
+    def wait(self) -> Path:
+        """The built file's path; RuntimeError with the builder's last lines if it failed."""
+        code = self.proc.wait()
+        self._reader.join()
+        if code != 0 or self.path is None or not self.path.is_file():
+            tail = "\n".join(self.lines[-15:])
+            raise RuntimeError(f"building the demo's stand-in weights failed (exit code {code}); "
+                               f"the builder's last lines:\n{tail}")
+        return self.path
+
+    def cancel(self) -> None:
+        """End the builder (nothing is left behind: its file is written atomically)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait()
+        self._reader.join()
+
+
+def start_standin_build(folder: str | os.PathLike | None = None, *, steps: int = STEPS,
+                        images_per_digit: int = IMAGES_PER_DIGIT,
+                        say: Callable[[str], None] = print) -> StandinBuild:
+    """Start building the stand-in into ``folder`` (default ``torch_checkpoint_dir()``): a child
+    process started with ``PINNED_ENV`` renders the source images, trains and writes the file
+    (atomically). ``steps`` and ``images_per_digit`` below the defaults are for tests. Not
+    locked: see :func:`ensure_standin`."""
     from dml_core.core.paths import torch_checkpoint_dir
 
     folder = Path(folder) if folder is not None else torch_checkpoint_dir()
+    return StandinBuild([sys.executable, "-m", "dml_core.models.standin", "--build-into",
+                         str(folder), "--steps", str(steps), "--images-per-digit",
+                         str(images_per_digit)], say)
+
+
+def build_standin(folder: str | os.PathLike | None = None, *, steps: int = STEPS,
+                  images_per_digit: int = IMAGES_PER_DIGIT,
+                  say: Callable[[str], None] = print) -> Path:
+    """Build the stand-in into ``folder`` and return its path (:func:`start_standin_build`,
+    waited for). A failed build raises RuntimeError with the builder's last lines and leaves
+    no file. Not locked: call :func:`ensure_standin`."""
+    return start_standin_build(folder, steps=steps, images_per_digit=images_per_digit,
+                               say=say).wait()
+
+
+def _build_here(folder: Path, steps: int, images_per_digit: int,
+                say: Callable[[str], None] = print) -> Path:
+    """The builder process's work (:func:`build_standin`): refuses to run unpinned."""
+    import torch
+
+    from dml_core.core.io import atomic_path
+
+    unpinned = {k: os.environ.get(k) for k, v in PINNED_ENV.items() if os.environ.get(k) != v}
+    if unpinned or torch.backends.cpu.get_cpu_capability() != "DEFAULT":
+        raise RuntimeError(f"the stand-in is trained only on the pinned numeric path {PINNED_ENV} "
+                           f"(found {unpinned or torch.backends.cpu.get_cpu_capability()}): "
+                           "build it with dml_core.models.standin.build_standin")
     t0 = time.perf_counter()
-    say(f"stand-in: pretraining {BACKBONE} on single digits (the demo's ImageNet; "
-        f"{NUM_CLASSES * IMAGES_PER_DIGIT} images, {steps} steps of {BATCH_SIZE}, "
-        f"{THREADS} thread{'s' if THREADS > 1 else ''})")
-    images, labels = source_images()
+    n = NUM_CLASSES * images_per_digit
+    say(f"stand-in: pretraining {BACKBONE} on single digits (the demo's ImageNet; {n} images, "
+        f"{steps} steps of {BATCH_SIZE}, {THREADS} thread{'s' if THREADS > 1 else ''}, "
+        "pinned numeric path)")
+    images, labels = source_images(source_plan(per_digit=images_per_digit))
     model, accuracy = train_standin(images, labels, steps, say)
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     buffer = io.BytesIO()
@@ -198,4 +306,14 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description="Build the demo's stand-in pretrained trunk "
                                  "(if missing) and print its path.")
     ap.add_argument("--data-root", default=None, help="the data root whose demo lock to take")
-    print(ensure_standin(ap.parse_args().data_root))
+    ap.add_argument("--build-into", default=None, help=argparse.SUPPRESS)  # build_standin's child
+    ap.add_argument("--steps", type=int, default=STEPS, help=argparse.SUPPRESS)
+    ap.add_argument("--images-per-digit", type=int, default=IMAGES_PER_DIGIT,
+                    help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.build_into is None:
+        print(ensure_standin(args.data_root))
+    else:
+        built = _build_here(Path(args.build_into), args.steps, args.images_per_digit,
+                            say=lambda line: print(line, flush=True))
+        print(f"{_BUILT}{built}", flush=True)

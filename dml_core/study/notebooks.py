@@ -286,8 +286,9 @@ def prepare_datasets(datasets: Sequence[str], data_root: str | os.PathLike | Non
 
     Every data set is attempted; the ones that fail (raw files missing, ...) are listed and an
     error naming all of them is raised at the end. The table goes to ``<run_dir>/datasets.csv``.
-    ``demo`` also gets its pretrained stand-in trunk (built once, :mod:`dml_core.models.standin`;
-    a row ``stand-in trunk``: its source task's images and classes, and its file).
+    ``demo`` also gets its pretrained stand-in trunk (built once, :mod:`dml_core.models.standin`,
+    while its images are written; a row ``stand-in trunk``: its source task's images and
+    classes, and its file).
     """
     import pandas as pd
 
@@ -296,7 +297,7 @@ def prepare_datasets(datasets: Sequence[str], data_root: str | os.PathLike | Non
     rows, failures = [], {}
     for ds in datasets:
         try:
-            index = prepare(ds, data_root)
+            index = prepare(ds, data_root, with_standin=True)  # demo: beside its images
         except Exception as exc:  # noqa: BLE001 - keep going, report all at the end
             failures[ds] = f"{type(exc).__name__}: {exc}"
             rows.append({"dataset": ds, "split": "-", "images": None, "classes": None,
