@@ -1,4 +1,4 @@
-"""The single-pixel fast path computes what nn.Conv2d computes (dml_core.models.pixel_conv)."""
+"""The convolution fast paths compute what nn.Conv2d computes (dml_core.models.pixel_conv)."""
 from __future__ import annotations
 
 import copy
@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from dml_core.models import build_backbone
-from dml_core.models.pixel_conv import PixelConv2d, use_pixel_convs
+from dml_core.models.pixel_conv import (BatchIm2colConv2d, PixelConv2d, use_batch_im2col_convs,
+                                       use_pixel_convs)
 
 
 @pytest.mark.parametrize("conv", [
@@ -67,3 +68,30 @@ def test_the_trunk_uses_it_and_keeps_its_state_dict():
     x = torch.randn(3, 3, 24, 24)  # the demo's crops: the last stage runs on 1x1 maps
     with torch.no_grad():
         torch.testing.assert_close(trunk(x), plain(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("conv, size", [
+    (nn.Conv2d(3, 8, 7, stride=2, padding=3, bias=False), 24),  # ResNet's stem
+    (nn.Conv2d(8, 8, 3, padding=1), 6),
+    (nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), 5),  # odd map, strided
+    (nn.Conv2d(8, 16, 1, stride=2, bias=False), 6),  # a downsample projection
+    (nn.Conv2d(8, 8, 3, padding=1), 1),  # single pixel: PixelConv2d's linear path
+    (nn.Conv2d(8, 8, 3, padding=1, groups=2), 4),  # grouped: nn.Conv2d's own forward
+])
+def test_batch_im2col_convolution_gives_the_convolution_and_its_gradients(conv, size):
+    torch.manual_seed(0)
+    fast = use_batch_im2col_convs(copy.deepcopy(conv))
+    assert type(fast) is BatchIm2colConv2d
+    assert fast.state_dict().keys() == conv.state_dict().keys()
+    x = torch.randn(5, conv.in_channels, size, size, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    y, y2 = conv(x), fast(x2)
+    assert y2.shape == y.shape
+    torch.testing.assert_close(y2, y, rtol=1e-4, atol=1e-5)
+    g = torch.randn_like(y)
+    y.backward(g)
+    y2.backward(g)
+    torch.testing.assert_close(x2.grad, x.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast.weight.grad, conv.weight.grad, rtol=1e-4, atol=1e-4)
+    if conv.bias is not None:
+        torch.testing.assert_close(fast.bias.grad, conv.bias.grad, rtol=1e-4, atol=1e-4)

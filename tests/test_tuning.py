@@ -68,6 +68,8 @@ def test_a_smoke_search_never_loads_the_test_split(demo_root, tmp_path, monkeypa
     for k, v in doc["chosen"]["proxy_anchor"].items():
         assert space[k][1] <= v <= space[k][2]
     assert not (tmp_path / "work" / "proxy_anchor_t0_s100").exists()  # trial folders removed
+    from dml_core.models.standin import FILE_STEM
+    assert doc["pretrained"].startswith(FILE_STEM)  # the weights the trials fine-tuned
 
 
 def test_a_shortened_search_cannot_choose_the_studys_values():

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PixelConv2d", "use_pixel_convs"]
+__all__ = ["PixelConv2d", "use_pixel_convs", "BatchIm2colConv2d", "use_batch_im2col_convs"]
 
 
 class PixelConv2d(nn.Conv2d):
@@ -43,4 +43,40 @@ def use_pixel_convs(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if type(m) is nn.Conv2d:
             m.__class__ = PixelConv2d
+    return model
+
+
+class BatchIm2colConv2d(PixelConv2d):
+    """A convolution as ONE matrix product over the batch, for the stand-in's pinned numeric path
+    (:mod:`dml_core.models.standin`): ``W (C_out, C·k·k) @ unfold(x) (C·k·k, B·L)`` reshaped to
+    ``(B, C_out, H_out, W_out)``; a 1×1 input map takes :class:`PixelConv2d`'s linear path.
+
+    The same sums as ``nn.Conv2d`` in another order (not bitwise equal to it). With oneDNN off,
+    torch's convolution falls back to one small product per image, which on the stand-in's
+    24-px batches of 64 is ~2x slower than this. Square kernels and strides, one group, no
+    dilation, zero padding (every convolution of a ResNet); any other goes to ``nn.Conv2d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kh, kw = self.kernel_size
+        if (x.dim() != 4 or x.shape[-2:] == (1, 1) or self.groups != 1 or kh != kw
+                or isinstance(self.padding, str) or self.dilation != (1, 1)
+                or self.padding_mode != "zeros" or self.stride[0] != self.stride[1]
+                or self.padding[0] != self.padding[1]):
+            return super().forward(x)
+        (b, c, h, w), s, p = x.shape, self.stride[0], self.padding[0]
+        ho, wo = (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
+        cols = F.unfold(x, kh, padding=p, stride=s)  # (B, C·k·k, L)
+        cols = cols.transpose(0, 1).reshape(c * kh * kw, b * ho * wo)
+        y = self.weight.reshape(self.out_channels, -1) @ cols  # (C_out, B·L)
+        y = y.reshape(self.out_channels, b, ho, wo).transpose(0, 1)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+
+def use_batch_im2col_convs(model: nn.Module) -> nn.Module:
+    """Give every plain ``nn.Conv2d`` of ``model`` :class:`BatchIm2colConv2d`'s forward, in place
+    (parameters and buffers untouched). Returns ``model``."""
+    for m in model.modules():
+        if type(m) is nn.Conv2d:
+            m.__class__ = BatchIm2colConv2d
     return model

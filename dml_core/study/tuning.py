@@ -166,6 +166,7 @@ def tune(setting_name: str = "demo", trials: int | None = None,
 
     from dml_core.data import prepare
     from dml_core.methods import fair
+    from dml_core.training.trainer import pretrained_weights
 
     s = fair.setting(setting_name)
     if len(s.datasets) != 1:
@@ -190,6 +191,11 @@ def tune(setting_name: str = "demo", trials: int | None = None,
                          f"variant's values (Variant.tuned_as). Valid: {', '.join(headline)}")
     for ds in s.datasets:
         prepare(ds, data_root)
+    # the weights every trial fine-tunes (the demo's stand-in is built here when missing): part of
+    # the journal's key, so trials made from other weights are never resumed
+    weights = pretrained_weights({"pretrained": s.pretrained, "dataset": s.datasets[0],
+                                  "backbone": s.backbone}, data_root, verbose=False)
+    pretrained = None if weights is None else weights["file"]
     work = Path(work_dir) if work_dir is not None else paths.runs_root() / "tuning" / s.name
     if restart and work.exists():
         shutil.rmtree(work)
@@ -199,7 +205,8 @@ def tune(setting_name: str = "demo", trials: int | None = None,
         optuna.storages.journal.JournalFileBackend(str(work / "journal.log")))
     # the setting is part of the key: a journal of another trunk, input or schedule is not resumed
     budget_key = json.dumps({"trials": trials, "seeds": seeds, "overrides": overrides,
-                             "sampler_seed": sampler_seed, "setting": dataclasses.asdict(s)},
+                             "sampler_seed": sampler_seed, "setting": dataclasses.asdict(s),
+                             "pretrained": pretrained},
                             sort_keys=True, default=str)
     t_start = time.time()
     pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(1,),
@@ -249,14 +256,14 @@ def tune(setting_name: str = "demo", trials: int | None = None,
         if pool is not None:
             pool.shutdown()
     doc = _document(s, variants, trials, seeds, overrides, shortened, sampler_seed, storage,
-                    budget_key, time.time() - t_start)
+                    budget_key, time.time() - t_start, pretrained)
     io.write_text(target, json.dumps(doc, indent=1, default=str) + "\n")
     log(f"[tuning {s.name}] wrote {target}")
     return doc
 
 
 def _document(s, variants, trials, seeds, overrides, shortened, sampler_seed, storage,
-              budget_key, elapsed) -> dict:
+              budget_key, elapsed, pretrained) -> dict:
     """The committed result: budget, space, every trial, the chosen values."""
     import optuna
 
@@ -284,7 +291,7 @@ def _document(s, variants, trials, seeds, overrides, shortened, sampler_seed, st
                    "optuna": optuna.__version__},
         "objective": f"mean over the seeds of {OBJECTIVE} at the validation-selected epoch "
                      "(the test split is never loaded)",
-        "overrides": overrides, "shortened": shortened,
+        "overrides": overrides, "shortened": shortened, "pretrained": pretrained,
         "search_space": {v: {k: list(spec) for k, spec in _space(v).items()} for v in variants},
         "fixed": {v: list(fair.VARIANTS[v].fixed) for v in variants},
         "chosen": chosen, "best": best, "trials": all_trials,
