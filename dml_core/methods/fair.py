@@ -113,8 +113,8 @@ SETTINGS: dict[str, Setting] = {
         epochs=24, eval_every=4, optimizer="Adam", lr=1e-4, weight_decay=0.0, lr_decay_epoch=4,
         lr_gamma=0.5, warmup_epochs=0, freeze_bn=True, grad_clip_value=None,
         validation_fraction=0.2, seeds=(0, 1, 2), device="cpu", eval_batch_size=250,
-        num_workers=0, tuning_trials=8, short_epochs=5, short_eval_every=2, preview_epochs=2,
-        preview_eval_every=2,
+        num_workers=0, tuning_trials=8, short_epochs=5, short_eval_every=2, preview_epochs=1,
+        preview_eval_every=1,
         tuning=("a seeded search (Optuna TPE, dml_core.study.tuning) over each method's search "
                 "space; each trial trains the short budget (5 epochs); its value is the mean over "
                 "the tuning seeds of the validation R@1 at the validation-selected epoch; the "
@@ -508,6 +508,10 @@ def short_budget(s: Setting) -> dict[str, int]:
     return {"epochs": int(s.short_epochs), "eval_every": int(s.short_eval_every or s.eval_every)}
 
 
+def _epochs(n: int | None) -> str:
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
 def preview_budget(s: Setting) -> dict[str, int]:
     """The recipe keys of the setting's preview budget (:attr:`Setting.preview_epochs`, what
     ``make report`` trains); the short budget when it declares none."""
@@ -743,7 +747,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                  "ResNet-18's first two stages, CPU) with 3 seeds, the toy, the tables with "
                  "95% intervals over seeds and paired differences, and the figures (inside runs/demo/, never the "
                  "repository's figures/). Its fair runs train the setting's preview budget "
-                 f"({SETTINGS['demo'].preview_epochs} epochs, within the time budget of a slow 2-core "
+                 f"({_epochs(SETTINGS['demo'].preview_epochs)}, within the time budget of a slow 2-core "
                  "machine), not the study's "
                  "converged budget (docs/PROTOCOL.md, 'How long to train'): an early-training "
                  "preview of the comparison; `make study` runs the converged one.")},
@@ -930,7 +934,7 @@ def _convergence_markdown(setting_name: str = "demo") -> str:
                ": fewer than that budget, so its comparison is an early-training one, not a "
                "comparison at convergence")
             + (f"; its short budget ({s.short_epochs} epochs: the search's trials) and `make "
-               f"report`'s preview ({preview_budget(s)['epochs']} epochs) are early-training "
+               f"report`'s preview ({_epochs(preview_budget(s)['epochs'])}) are early-training "
                "ones" if s.short_epochs else "")
             + ".\n\n" + _study_plateau_markdown(setting_name))
 

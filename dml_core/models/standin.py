@@ -27,8 +27,9 @@ unvectorised kernels, MKL's SSE2 branch that Intel documents as reproducible on 
 compatible CPUs, ``THREADS`` threads whatever the machine's core count) and with oneDNN and
 NNPACK off (their kernels and blocking follow the CPU); its convolutions are one im2col product
 over the whole batch (:class:`~dml_core.models.pixel_conv.BatchIm2colConv2d`, 2x faster there
-than torch's per-image fallback). It costs ~1.4x the native path on an AVX-512 CPU (the SSE2
-products), and the same instructions run on every CPU.
+than torch's per-image fallback). The same instructions then run on every CPU, at a price: on
+an Intel Xeon with AVX-512 the build takes 25 s on 2 threads where the native path took 17 s
+on one. ``benchmarks/standin_across_cpus.py`` checks the bytes under QEMU's CPU models.
 
 The result, ``torchvision.models.resnet18(num_classes=10)``'s state dict (torchvision's format;
 the loader drops ``fc.*`` as it does for ImageNet files), is saved as
