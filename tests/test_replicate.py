@@ -11,11 +11,11 @@ from scipy import stats as sps
 from dml_core.report import replicate
 from dml_core.report.stats import SeedMismatchError
 
-MACHINE = {"device": "cpu", "cpu": "Test CPU 1", "gpu": None, "cpu_count": 2}
+MACHINE = {"device": "cpu", "cpu": "Test CPU 1", "cpu_isa": "AVX512", "gpu": None, "cpu_count": 2}
 VERSIONS = {"torch": "2.0", "torchvision": "0.1", "numpy": "2.0", "python": "3.11"}
 
 
-def _write_runs(root, profile, values, cpu="Test CPU 1", weights=None):
+def _write_runs(root, profile, values, cpu="Test CPU 1", weights=None, isa="AVX512"):
     """values: {variant: {seed: R@1}} -> complete run folders with a validation selection;
     ``weights``: the pretrained weights file their provenance names (None: random weights)."""
     for variant, by_seed in values.items():
@@ -28,7 +28,8 @@ def _write_runs(root, profile, values, cpu="Test CPU 1", weights=None):
                                   "lr": 1e-3, "variant": variant, "name": f"{variant}/{seed}"},
                        "best": {"epoch": 4, "metrics": m}, "last": {"epoch": 4, "metrics": m},
                        "untrained": {"epoch": 0, "metrics": {"test/dense/R@1": 0.1}},
-                       "hardware": {**MACHINE, "cpu": cpu}, "versions": VERSIONS}
+                       "hardware": {**MACHINE, "cpu": cpu, "cpu_isa": isa},
+                       "versions": VERSIONS}
             if weights:
                 summary["provenance"] = {"weights": {"file": weights, "source": "digits"}}
             (d / "summary.json").write_text(json.dumps(summary))
@@ -114,6 +115,12 @@ def test_another_machine_is_judged_by_holm_controlled_tests(tmp_path, capsys):
     rc, out = _cli(tmp_path, "other", capsys)
     assert rc == 0 and "another machine" in out and "cpu: Test CPU 1 -> Other CPU" in out
     assert "NOT REPLICATED" not in out.split("RESULT")[0]
+
+    # the same CPU model running torch's kernels with another instruction set (an AVX2-only
+    # CPU, or ATEN_CPU_CAPABILITY=avx2): other sums, so another machine, not an exact check
+    _write_runs(tmp_path / "avx2", "p", nudged, isa="AVX2")
+    rc, out = _cli(tmp_path, "avx2", capsys)
+    assert rc == 0 and "another machine" in out and "cpu_isa: AVX512 -> AVX2" in out
 
     shifted = {"pp_on": {s: v + 0.2 + 0.01 * s for s, v in VALUES["pp_on"].items()},
                "proxy_anchor": VALUES["proxy_anchor"]}
@@ -269,3 +276,13 @@ def test_readme_quotes_only_configurations_with_enough_seeds(tmp_path):
     assert "| PP (Proxy-Anchor + positive-proxy gradient) | 3 |" in block
     assert "Not quoted (fewer than 3 seeds in this batch): Proxy-Anchor (2)" in block
     assert "PP − Proxy-Anchor" not in block  # a comparison with 2 seeds is not quoted either
+
+
+def test_runs_record_the_instruction_set_of_torch_s_cpu_kernels():
+    import torch
+
+    from dml_core.training.provenance import hardware_info
+
+    info = hardware_info("cpu")
+    assert info["cpu_isa"] == torch.backends.cpu.get_cpu_capability()
+    assert "cpu_isa" in replicate.ENVIRONMENT_KEYS  # part of "the same machine"

@@ -15,7 +15,8 @@ versions that produced them) and ``metrics/<run id>.csv`` (every seeded run's pe
 **The check** (:func:`compare`, :func:`paired_verdicts`, :func:`verdict_of`). A *number* is one
 (variant, stored metric); the committed study and the fresh batch each give its per-seed values.
 
-* **Same machine** (the fresh runs' CPU/GPU and library versions equal ``environment.json``):
+* **Same machine** (the fresh runs' CPU/GPU, the instruction set torch's CPU kernels use and the
+  library versions equal ``environment.json``):
   training is deterministic, so every per-seed value must be identical, bit for bit. A number
   with any differing seed is **not replicated** (the code, the data or the environment changed).
 * **Another machine** (or an unknown one): floating-point differences grow during training, so
@@ -32,9 +33,10 @@ versions that produced them) and ``metrics/<run id>.csv`` (every seeded run's pe
 
 * **Other pretrained weights** (``environment.json``'s ``pretrained``, the weights file the runs
   fine-tuned, differs from the fresh runs'): the result is **not comparable**, exit code 1, and
-  the table is shown for information only. The demo's stand-in trunk is built on each machine
-  and its bytes depend on the CPU's instruction set, so a study on another CPU type fine-tunes
-  other weights: another experiment, whose numbers need not agree.
+  the table is shown for information only: another experiment, whose numbers need not agree.
+  The demo's stand-in trunk is built on each machine, on a numeric path pinned so that every
+  x86-64 CPU builds the same file (:mod:`dml_core.models.standin`); other torch or MKL
+  versions, or another architecture, can still build another one.
 
 * **Paired verdicts**: the report's paired comparisons (:data:`dml_core.methods.fair.
   COMPARISONS` on R@1 and MAP@R, Holm-adjusted as the report does) are recomputed from each
@@ -75,7 +77,7 @@ ALPHA = 0.05
 #: The false-alarm rate the check is designed to stay under.
 FALSE_ALARM_GOAL = 0.05
 #: What identifies a machine and its libraries (from each run's summary.json).
-ENVIRONMENT_KEYS = ("device", "cpu", "gpu", "torch", "torchvision", "numpy", "python")
+ENVIRONMENT_KEYS = ("device", "cpu", "cpu_isa", "gpu", "torch", "torchvision", "numpy", "python")
 PRETRAINED_KEY = "pretrained"  # environment.json: the pretrained weights the runs fine-tuned
 
 
@@ -140,9 +142,9 @@ def environment(profile: str, runs_root: Path | None = None) -> dict:
 
 def other_pretrained(env_committed: dict | None, env_fresh: dict) -> str | None:
     """Why the fresh runs are another experiment than the committed ones, in words: they
-    fine-tuned other pretrained weights (the demo's stand-in is built on each machine, and its
-    bytes depend on the CPU's instruction set: ``docs/DEMO.md``); None when the committed record
-    names no weights or both name the same."""
+    fine-tuned other pretrained weights (the demo's stand-in is built on each machine: the same
+    file on every x86-64 CPU, but not across torch or MKL versions, ``docs/DEMO.md``); None
+    when the committed record names no weights or both name the same."""
     committed = (env_committed or {}).get(PRETRAINED_KEY)
     fresh = env_fresh.get(PRETRAINED_KEY)
     if not committed or committed == fresh:
@@ -749,8 +751,9 @@ def main(argv=None) -> int:
     for _, r in paired[paired["status"] == "flipped"].iterrows() if len(paired) else []:
         print(f"  FLIPPED: {r['comparison']} ({r['metric']})")
     if other_weights:  # said last, where the result is read: the numbers above are not a test
-        print(f"RESULT: NOT COMPARABLE: {other_weights}. Replicate on a machine of the "
-              "committed study's CPU type, whose data preparation builds the same weights.")
+        print(f"RESULT: NOT COMPARABLE: {other_weights}. Replicate with the committed "
+              "study's torch and MKL versions on an x86-64 CPU, whose data preparation builds "
+              "the same weights (docs/DEMO.md).")
     else:
         print(f"RESULT: {v.result.upper()}"
               + (f": {'; '.join(v.reasons)}" if v.reasons else ""))

@@ -51,12 +51,16 @@ def code_fingerprint(package: str | os.PathLike = _PACKAGE) -> str:
 
 
 def hardware_info(device: torch.device | str) -> dict:
-    """The device trained on, the CPU model, the GPU name (or None), cores and memory."""
+    """The device trained on, the CPU model, the instruction set torch's CPU kernels use
+    (``cpu_isa``: AVX512, AVX2, DEFAULT, ...; it changes the order of their sums, so numbers
+    from two ISAs are not bit-identical), the GPU name (or None), cores and memory."""
     device = torch.device(device)
     gpu = None
     if device.type == "cuda" and torch.cuda.is_available():
         gpu = torch.cuda.get_device_name(device)
-    info = {"device": str(device), "cpu": _cpu_name(), "gpu": gpu, "cpu_count": os.cpu_count()}
+    info = {"device": str(device), "cpu": _cpu_name(),
+            "cpu_isa": torch.backends.cpu.get_cpu_capability(), "gpu": gpu,
+            "cpu_count": os.cpu_count()}
     try:
         import psutil
 
