@@ -885,6 +885,20 @@ def _trials_markdown() -> str:
     return "\n".join(out) + "\n"
 
 
+def _probe_weights_note(probe_weights: str | None, setting_name: str) -> str:
+    """Which pretrained weights the probe fine-tuned, and whether the committed study did too."""
+    import json
+
+    if not probe_weights:
+        return ""
+    env = convergence_file(setting_name).parents[1] / "study" / "environment.json"
+    study = json.loads(env.read_text()).get("pretrained") if env.is_file() else None
+    if study is None or study == probe_weights:
+        return f", fine-tuning `{probe_weights}`"
+    return (f", fine-tuning `{probe_weights}`, not the committed study's `{study}`: the probe "
+            "chose the budget; the study's own curves (below) check that it holds for the study")
+
+
 def _convergence_markdown(setting_name: str = "demo") -> str:
     """The epoch budget read from the committed validation curves
     (:mod:`dml_core.study.convergence`, ``results/convergence/<setting>.json``)."""
@@ -926,8 +940,9 @@ def _convergence_markdown(setting_name: str = "demo") -> str:
             f"`{doc['setting']}`, {doc['epochs']} epochs, seeds "
             f"{', '.join(map(str, doc['seeds']))} (development seeds, not the study's)"
             + (f", overrides {overrides}" if overrides else "")
-            + f", {doc['time_s'] / 60:.0f} min on {doc['hardware'].get('cpu', 'a CPU')}. "
-            "Mean last-third gain (points of validation R@1) per budget E:\n\n"
+            + f", {doc['time_s'] / 60:.0f} min on {doc['hardware'].get('cpu', 'a CPU')}"
+            + _probe_weights_note(doc.get("pretrained"), setting_name)
+            + ". Mean last-third gain (points of validation R@1) per budget E:\n\n"
             + "\n".join(rows) + "\n\n" + verdict + f" The `{s.name}` setting's study trains "
             f"{s.epochs} epochs"
             + ("" if chosen is None or s.epochs >= chosen else

@@ -78,6 +78,10 @@ def probe(setting_name: str = "demo", epochs: int = 15, seeds: Sequence[int] = (
     variants = list(variants or [v for v in fair.VARIANTS if v not in aliases])
     for ds in s.datasets:
         prepare(ds, data_root)
+    from dml_core.training.trainer import pretrained_weights
+
+    weights = pretrained_weights({"pretrained": s.pretrained, "dataset": s.datasets[0],
+                                  "backbone": s.backbone}, data_root, verbose=False)
     work = paths.runs_root() / "convergence" / s.name
     work.mkdir(parents=True, exist_ok=True)
     jobs_list = []
@@ -109,6 +113,7 @@ def probe(setting_name: str = "demo", epochs: int = 15, seeds: Sequence[int] = (
                f"mean over seeds of R@1(E) - R@1(E - round(E/3)) <= {PLATEAU_POINTS} points"),
            "epochs": int(epochs), "seeds": [int(x) for x in seeds],
            "overrides": overrides or {}, "chosen_epochs": chosen,
+           "pretrained": None if weights is None else weights["file"],
            "mean_last_third_gain": {str(e): {v: round(g, 2) for v, g in row.items()}
                                     for e, row in gains.items()},
            "curves": {v: {str(sd): {str(e): round(x, 4) for e, x in sorted(c.items())}
