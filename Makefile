@@ -31,8 +31,9 @@ report: $(STAMP)
 ## with the same budget on the validation classes (results/tuning/demo.json; resumable), the
 ## profiles regenerated from it, then the profile study (5 seeds, 24 epochs, the ablations);
 ## its per-seed values and tables into results/study/ (and docs/PROTOCOL.md's plateau table)
-## and its figures into figures/; 57 min on a 2-core AMD EPYC VM (search 11 min, batch 46 min),
-## ~2 h on the slower 2-core machines
+## and its figures into figures/; 35 min on a 2-core Intel Xeon VM with AVX-512 (search 13 min,
+## batch 22 min), 57 min on a 2-core AMD EPYC VM (previous round), ~2-2.5 h on the slower
+## 2-core machines
 study: $(STAMP)
 	$(BIN)/python -m dml_core.study.tuning --setting demo --jobs $(JOBS)
 	$(BIN)/python -m dml_core.methods.fair --write

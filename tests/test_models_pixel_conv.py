@@ -12,6 +12,24 @@ from dml_core.models.pixel_conv import (BatchIm2colConv2d, PixelConv2d, use_batc
                                        use_pixel_convs)
 
 
+def _same_outputs_and_gradients(conv, fast, x, rtol, atol):
+    """``fast(x)`` equals ``conv(x)``, and so do the gradients of the input, the weight and the
+    bias under one random output gradient; returns ``conv(x)``."""
+    x = x.requires_grad_(True)
+    x2 = x.detach().clone().requires_grad_(True)
+    y, y2 = conv(x), fast(x2)
+    assert y2.shape == y.shape
+    torch.testing.assert_close(y2, y, rtol=rtol, atol=atol)
+    g = torch.randn_like(y)
+    y.backward(g)
+    y2.backward(g)
+    torch.testing.assert_close(x2.grad, x.grad, rtol=rtol, atol=atol)
+    torch.testing.assert_close(fast.weight.grad, conv.weight.grad, rtol=rtol, atol=atol)
+    if conv.bias is not None:
+        torch.testing.assert_close(fast.bias.grad, conv.bias.grad, rtol=rtol, atol=atol)
+    return y
+
+
 @pytest.mark.parametrize("conv", [
     nn.Conv2d(16, 8, 3, padding=1),  # ResNet's 3x3
     nn.Conv2d(16, 8, 3, stride=2, padding=1, bias=False),  # a stage's first, strided
@@ -22,16 +40,8 @@ def test_single_pixel_input_gives_the_convolution_and_its_gradients(conv):
     torch.manual_seed(0)
     fast = use_pixel_convs(copy.deepcopy(conv))
     assert type(fast) is PixelConv2d
-    x = torch.randn(4, 16, 1, 1, requires_grad=True)
-    x2 = x.detach().clone().requires_grad_(True)
-    y, y2 = conv(x), fast(x2)
-    assert y.shape == y2.shape == (4, 8, 1, 1)
-    torch.testing.assert_close(y2, y, rtol=1e-5, atol=1e-6)
-    g = torch.randn_like(y)
-    y.backward(g)
-    y2.backward(g)
-    torch.testing.assert_close(x2.grad, x.grad, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(fast.weight.grad, conv.weight.grad, rtol=1e-5, atol=1e-6)
+    y = _same_outputs_and_gradients(conv, fast, torch.randn(4, 16, 1, 1), rtol=1e-5, atol=1e-6)
+    assert y.shape == (4, 8, 1, 1)
     # the taps that read padding get exactly zero gradient, as in the convolution
     kh, kw = conv.kernel_size
     off = fast.weight.grad.clone()
@@ -83,15 +93,5 @@ def test_batch_im2col_convolution_gives_the_convolution_and_its_gradients(conv, 
     fast = use_batch_im2col_convs(copy.deepcopy(conv))
     assert type(fast) is BatchIm2colConv2d
     assert fast.state_dict().keys() == conv.state_dict().keys()
-    x = torch.randn(5, conv.in_channels, size, size, requires_grad=True)
-    x2 = x.detach().clone().requires_grad_(True)
-    y, y2 = conv(x), fast(x2)
-    assert y2.shape == y.shape
-    torch.testing.assert_close(y2, y, rtol=1e-4, atol=1e-5)
-    g = torch.randn_like(y)
-    y.backward(g)
-    y2.backward(g)
-    torch.testing.assert_close(x2.grad, x.grad, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(fast.weight.grad, conv.weight.grad, rtol=1e-4, atol=1e-4)
-    if conv.bias is not None:
-        torch.testing.assert_close(fast.bias.grad, conv.bias.grad, rtol=1e-4, atol=1e-4)
+    _same_outputs_and_gradients(conv, fast, torch.randn(5, conv.in_channels, size, size),
+                                rtol=1e-4, atol=1e-4)
