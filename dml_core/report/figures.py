@@ -424,20 +424,47 @@ def umap_module():
 def compile_umap() -> str:
     """Compile the UMAP code that :func:`embed_2d` runs (one projection of 64 random points:
     the same types, so the same machine code) into numba's on-disk cache, or load it from there;
-    returns what happened, in words. The data preparation calls it, so that the figures notebook
-    (08), at the end of a batch, does not compile (~20 s on a fresh install).
+    returns what happened, in words. The data preparation starts it first
+    (:func:`start_compile_umap`) and reads this at its end, so that the figures notebook (08), at
+    the end of a batch, does not compile (~20 s on a fresh install).
 
     It runs in a second process: numba's OpenMP threads set the process's OpenMP thread count
     to every core, torch's with it, and a batch's kernel trains next (on 2 threads where it had
     1: other numbers, 8 times slower beside a second job)."""
-    import concurrent.futures as cf
-    import multiprocessing
+    return start_compile_umap().result()
 
-    try:
-        with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            return pool.submit(_compile_umap_here).result()
-    except Exception as exc:  # noqa: BLE001 - no second process here: 08 compiles, as before
-        return f"UMAP's code not compiled ahead ({type(exc).__name__}: {exc}); 08 compiles it"
+
+class UmapCompilation:
+    """:func:`compile_umap` running in a second process; :meth:`result` waits and says what
+    happened, in words (never raises: without a second process, 08 compiles, as before)."""
+
+    def __init__(self):
+        import concurrent.futures as cf
+        import multiprocessing
+
+        self._pool = self._future = None
+        self._error: str | None = None
+        try:
+            self._pool = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._future = self._pool.submit(_compile_umap_here)
+        except Exception as exc:  # noqa: BLE001
+            self._error = f"{type(exc).__name__}: {exc}"
+
+    def result(self) -> str:
+        try:
+            if self._future is not None:
+                return self._future.result()
+        except Exception as exc:  # noqa: BLE001
+            self._error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+        return f"UMAP's code not compiled ahead ({self._error}); 08 compiles it"
+
+
+def start_compile_umap() -> UmapCompilation:
+    """Start :func:`compile_umap` in a second process and return at once; ``.result()`` waits."""
+    return UmapCompilation()
 
 
 def _compile_umap_here() -> str:
