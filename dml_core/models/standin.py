@@ -139,15 +139,8 @@ def train_standin(images: np.ndarray, labels: np.ndarray, steps: int = STEPS,
     try:
         with warnings.catch_warnings():  # switching oneDNN warns about Intel GPUs' TF32
             warnings.simplefilter("ignore", UserWarning)
-            onednn_off = torch.backends.mkldnn.flags(enabled=False)
-            onednn_off.__enter__()
-        try:
-            with torch.backends.nnpack.flags(False):
+            with torch.backends.mkldnn.flags(enabled=False), torch.backends.nnpack.flags(False):
                 return _train(images, labels, steps, say)
-        finally:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                onednn_off.__exit__(None, None, None)
     finally:
         torch.set_num_threads(threads)
 
