@@ -17,7 +17,9 @@ file. Usage::
 Measured on 2026-12-07 (a 2-core Intel Xeon VM with AVX-512; QEMU 7.2): the pinned builder gave
 ``resnet18_digits-v2-18a63034.pth`` natively, under ``-cpu EPYC`` (AMD, AVX2) and under
 ``-cpu Haswell`` (Intel, AVX2); torch's default path gave ``05cada3b`` natively and
-``a70d9dcc`` under ``-cpu EPYC`` (one step). 2-4 minutes per emulated build.
+``a70d9dcc`` under ``-cpu EPYC`` (one step, measured with the trainer's earlier single-pixel
+convolutions; ``--unpinned`` now runs the im2col ones, whose bytes differ). 2-4 minutes per
+emulated build.
 """
 from __future__ import annotations
 
