@@ -78,10 +78,9 @@ def probe(setting_name: str = "demo", epochs: int = 15, seeds: Sequence[int] = (
     variants = list(variants or [v for v in fair.VARIANTS if v not in aliases])
     for ds in s.datasets:
         prepare(ds, data_root)
-    from dml_core.training.trainer import pretrained_weights
+    from dml_core.study.tuning import setting_weights_file
 
-    weights = pretrained_weights({"pretrained": s.pretrained, "dataset": s.datasets[0],
-                                  "backbone": s.backbone}, data_root, verbose=False)
+    pretrained = setting_weights_file(s, data_root)
     work = paths.runs_root() / "convergence" / s.name
     work.mkdir(parents=True, exist_ok=True)
     jobs_list = []
@@ -113,7 +112,7 @@ def probe(setting_name: str = "demo", epochs: int = 15, seeds: Sequence[int] = (
                f"mean over seeds of R@1(E) - R@1(E - round(E/3)) <= {PLATEAU_POINTS} points"),
            "epochs": int(epochs), "seeds": [int(x) for x in seeds],
            "overrides": overrides or {}, "chosen_epochs": chosen,
-           "pretrained": None if weights is None else weights["file"],
+           "pretrained": pretrained,
            "mean_last_third_gain": {str(e): {v: round(g, 2) for v, g in row.items()}
                                     for e, row in gains.items()},
            "curves": {v: {str(sd): {str(e): round(x, 4) for e, x in sorted(c.items())}

@@ -152,6 +152,17 @@ def _environment() -> dict:
             "git_commit": git_commit()}
 
 
+def setting_weights_file(s, data_root: Path | None = None) -> str | None:
+    """The file of the pretrained weights every run of the fair setting ``s`` fine-tunes (the
+    demo's stand-in is built first when missing); None for a setting trained from scratch. The
+    search and the convergence probe record it, so their results name the trunk they tuned."""
+    from dml_core.training.trainer import pretrained_weights
+
+    weights = pretrained_weights({"pretrained": s.pretrained, "dataset": s.datasets[0],
+                                  "backbone": s.backbone}, data_root, verbose=False)
+    return None if weights is None else weights["file"]
+
+
 def tune(setting_name: str = "demo", trials: int | None = None,
          seeds: Sequence[int] | None = None, variants: Sequence[str] | None = None,
          overrides: dict | None = None, out: Path | None = None, jobs: int = 1,
@@ -166,7 +177,6 @@ def tune(setting_name: str = "demo", trials: int | None = None,
 
     from dml_core.data import prepare
     from dml_core.methods import fair
-    from dml_core.training.trainer import pretrained_weights
 
     s = fair.setting(setting_name)
     if len(s.datasets) != 1:
@@ -193,9 +203,7 @@ def tune(setting_name: str = "demo", trials: int | None = None,
         prepare(ds, data_root)
     # the weights every trial fine-tunes (the demo's stand-in is built here when missing): part of
     # the journal's key, so trials made from other weights are never resumed
-    weights = pretrained_weights({"pretrained": s.pretrained, "dataset": s.datasets[0],
-                                  "backbone": s.backbone}, data_root, verbose=False)
-    pretrained = None if weights is None else weights["file"]
+    pretrained = setting_weights_file(s, data_root)
     work = Path(work_dir) if work_dir is not None else paths.runs_root() / "tuning" / s.name
     if restart and work.exists():
         shutil.rmtree(work)
