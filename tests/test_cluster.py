@@ -200,3 +200,20 @@ def test_local_jobs_share_the_dataloader_workers():
     assert batch.loader_workers_per_job(4, None, cpus=2) == "0"
     assert batch.loader_workers_per_job(1, None, cpus=8) is None  # the loader decides
     assert batch.loader_workers_per_job(2, "5", cpus=8) is None  # the user's setting stands
+
+
+def test_jobs_of_submitit_s_local_executor_share_this_machine_s_cores():
+    """Local executor: its array's jobs are processes on this machine, so the cores are shared
+    out as for --jobs (each job taking every core oversubscribed the smoke profile); on Slurm
+    a job has the CPUs it asked for."""
+    from dml_core.batch.cluster import slurm_options
+    from dml_core.batch.driver import BatchOptions, jobs_sharing_this_machine
+
+    local = BatchOptions(jobs=1, kernel_name="python3",
+                         slurm=slurm_options({}, executor="local", array_parallelism=2))
+    assert jobs_sharing_this_machine(local) == 2
+    assert batch.cpu_threads_per_job(jobs_sharing_this_machine(local), 0, None, cpus=2) == "1"
+    on_slurm = BatchOptions(jobs=1, kernel_name="python3",
+                            slurm=slurm_options({}, executor="slurm", array_parallelism=8))
+    assert jobs_sharing_this_machine(on_slurm) == 1
+    assert jobs_sharing_this_machine(BatchOptions(jobs=3, kernel_name="python3")) == 3

@@ -259,6 +259,16 @@ class BatchOptions:
     reuse_kernels: bool = True                 # a worker keeps its kernel between runs
 
 
+def jobs_sharing_this_machine(options: BatchOptions) -> int:
+    """How many runs share this machine's cores at once: ``--jobs`` locally, the array's
+    parallelism under submitit's local executor (its jobs are processes here, and each would
+    otherwise take every core: 2 jobs of 2 threads and a loader worker each made the smoke
+    profile's 2-step runs 2x slower), 1 on Slurm (a job gets the CPUs it asked for)."""
+    if options.slurm is None:
+        return options.jobs
+    return int(options.slurm.array_parallelism) if options.slurm.executor == "local" else 1
+
+
 def _slurm_options(prof: Profile, backend: str, overrides: dict[str, Any] | None):
     """The Slurm settings for ``backend="slurm"`` (the profile's, then ``overrides``); None for
     a local batch."""
@@ -454,11 +464,12 @@ class _Execution:
         gpu = gpu_for_slot(slot, self.gpus, self.visible)
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
-        threads = cpu_threads_per_job(o.jobs, self.gpus, os.environ.get("OMP_NUM_THREADS"))
+        sharing = jobs_sharing_this_machine(o)
+        threads = cpu_threads_per_job(sharing, self.gpus, os.environ.get("OMP_NUM_THREADS"))
         if threads is not None:
             env["OMP_NUM_THREADS"] = threads
-        workers = loader_workers_per_job(o.jobs, os.environ.get("DML_NUM_WORKERS"))
-        if workers is not None and o.slurm is None:
+        workers = loader_workers_per_job(sharing, os.environ.get("DML_NUM_WORKERS"))
+        if workers is not None and (o.slurm is None or o.slurm.executor == "local"):
             env["DML_NUM_WORKERS"] = workers
         run = plan.run
         return {"id": run.id, "notebook": run.notebook.name, "notebook_path": str(run.notebook),
