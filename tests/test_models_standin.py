@@ -80,6 +80,18 @@ def test_standin_build_is_deterministic_and_pinned_against_the_cpu_s_instruction
     assert lesser.read_bytes() == tiny_standin.read_bytes()
 
 
+def test_two_builders_of_one_torch_cache_train_once(tmp_path):
+    """Two data roots (or test workers) sharing a torch cache: the second builder waits on the
+    cache's lock and takes the file the first wrote."""
+    first = standin.start_standin_build(tmp_path, steps=2, images_per_digit=5, say=lambda *_: None)
+    second = standin.start_standin_build(tmp_path, steps=2, images_per_digit=5,
+                                         say=lambda *_: None)
+    assert first.wait() == second.wait() == standin.standin_files(tmp_path)[0]
+    trained = [any("pretraining" in line for line in b.lines) for b in (first, second)]
+    reused = [any("built meanwhile" in line for line in b.lines) for b in (first, second)]
+    assert sorted(trained) == [False, True] and reused == [not t for t in trained]
+
+
 def test_the_standin_is_never_trained_off_the_pinned_path(tmp_path):
     with pytest.raises(RuntimeError, match="pinned numeric path.*build_standin"):
         standin._build_here(tmp_path, steps=1, images_per_digit=1)  # this process: not pinned

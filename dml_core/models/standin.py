@@ -74,6 +74,11 @@ PINNED_ENV = {
     "ATEN_CPU_CAPABILITY": "default",  # ATen's kernels without AVX2/AVX-512 vectorisation
     "MKL_CBWR": "COMPATIBLE",           # MKL's SSE2 branch: reproducible on Intel and AMD alike
     "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS),
+    # Not arithmetic: a thread waiting at a barrier sleeps instead of spinning. The builder runs
+    # beside other work (make report's toy, UMAP's compilation; the tests' xdist workers), and
+    # spinning threads then starve each other: on the 2-core Xeon VM one busy process beside
+    # the build made it 206 s instead of 32; sleeping, 53 s (41 s alone).
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 
@@ -259,13 +264,29 @@ def _build_here(folder: Path, steps: int, images_per_digit: int,
     """The builder process's work (:func:`build_standin`): refuses to run unpinned."""
     import torch
 
-    from dml_core.core.io import atomic_path
+    from dml_core.core.locks import FileLock
 
     unpinned = {k: os.environ.get(k) for k, v in PINNED_ENV.items() if os.environ.get(k) != v}
     if unpinned or torch.backends.cpu.get_cpu_capability() != "DEFAULT":
         raise RuntimeError(f"the stand-in is trained only on the pinned numeric path {PINNED_ENV} "
                            f"(found {unpinned or torch.backends.cpu.get_cpu_capability()}): "
                            "build it with dml_core.models.standin.build_standin")
+    # One builder per torch cache: a second one (another data root's preparation, a test
+    # worker) waits, then takes the file the first wrote (same version, same bytes).
+    with FileLock(folder / f".{FILE_STEM}.lock", what=f"the stand-in weights in {folder}"):
+        found = standin_files(folder)
+        if found:
+            say(f"stand-in: {found[0]} was built meanwhile by another process")
+            return found[0]
+        return _train_and_write(folder, steps, images_per_digit, say)
+
+
+def _train_and_write(folder: Path, steps: int, images_per_digit: int,
+                     say: Callable[[str], None]) -> Path:
+    import torch
+
+    from dml_core.core.io import atomic_path
+
     t0 = time.perf_counter()
     n = NUM_CLASSES * images_per_digit
     say(f"stand-in: pretraining {BACKBONE} on single digits (the demo's ImageNet; {n} images, "
