@@ -19,7 +19,7 @@ install: $(STAMP)
 
 ## make test: the whole test suite (CPU, ~16 min on a 2-core AMD EPYC VM; see the README), smoke notebooks and one demo training run per method included
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 ## make report: the study on the embedded demo data (CPU), then its book (static HTML, offline):
 ## prints the path of runs/demo/report/index.html; the book is built even when a run failed
