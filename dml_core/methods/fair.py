@@ -739,12 +739,15 @@ def unavailable(setting_name: str, variants: tuple[str, ...]) -> list[str]:
 PROFILES: dict[str, dict[str, Any]] = {
     "demo": {"setting": "demo", "seeds": (0, 1, 2), "ablations": False, "reproduction": (0,),
              "budget": "preview",
+             # the toy's momentum sweep (one seed: an illustration, not a finding) is two more
+             # trainings, ~15 s of the 2-core batch: `make study` runs it
+             "toy_momenta": (),
              "description": (
                  "What `make report` runs: every published recipe once on the demo (the "
                  "reproduction: the pretrained stand-in trunk before and after fine-tuning, "
                  "docs/DEMO.md), every method under the fair protocol's demo setting "
                  "(dml_core.methods.fair, docs/PROTOCOL.md; embedded digits, the stand-in "
-                 "ResNet-18's first two stages, CPU) with 3 seeds, the toy, the tables with "
+                 "ResNet-18's first two stages, CPU) with 3 seeds, the toy (without its momentum sweep), the tables with "
                  "95% intervals over seeds and paired differences, and the figures (inside runs/demo/, never the "
                  "repository's figures/). Its fair runs train the setting's preview budget "
                  f"({_epochs(SETTINGS['demo'].preview_epochs)}, within the time budget of a slow 2-core "
@@ -815,8 +818,11 @@ def profile_document(name: str) -> dict:
     # training runs take the other core as soon as the data are ready (the book orders
     # chapters by notebook number, not by this list).
     if s.name == "demo":
+        toy = {"source": "digits", "pretrained": False}
+        if "toy_momenta" in spec:  # make report: the two variants without the sweep
+            toy["momenta"] = list(spec["toy_momenta"])
         runs.append({"id": "07_toy_proxies", "notebook": "07_toy_proxies.ipynb",
-                     "parameters": {"source": "digits", "pretrained": False}, "needs": [],
+                     "parameters": toy, "needs": [],
                      "description": "The toy (digits stand-in for STL-10), moving vs learnable "
                                     "proxies"})
     else:
