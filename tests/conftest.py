@@ -90,8 +90,8 @@ def session_torch_home(tmp_path_factory):
     """One private torch cache for the session (``$TORCH_HOME``, inherited by the batch's
     subprocesses): the demo's stand-in trunk (dml_core.models.standin, ~1 min to build) is
     built there once, by the first test that needs it, and the user's cache is never touched.
-    The ``pytest-xdist`` workers of one session share it (a stand-in built by two workers at
-    once is the same file, written atomically). Tests that need an empty or fake cache set
+    The ``pytest-xdist`` workers of one session share it (the builder's lock in the cache makes
+    a second worker wait and take the first's file). Tests that need an empty or fake cache set
     their own with ``monkeypatch.setenv``."""
     old = os.environ.get("TORCH_HOME")
     if XDIST_WORKERS > 1:  # the session's folder, above each worker's own
@@ -148,4 +148,3 @@ def smoke(tmp_path_factory):
     return {"result": result, "root": root, "profile_dir": root / "runs" / "smoke",
             "elapsed": elapsed, "figures_before": figures_before, "code": code,
             "out": out.getvalue()}
-
