@@ -30,8 +30,18 @@ PEAK_GB = 3
 #: worker's torch (and the notebooks and builders it starts) gets its share of the cores, so
 #: that two workers do not oversubscribe a 2-core machine.
 XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may use (its affinity; the machine's count elsewhere)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 if XDIST_WORKERS > 1:
-    _threads = max(1, (os.cpu_count() or 1) // XDIST_WORKERS)
+    _threads = max(1, _usable_cpus() // XDIST_WORKERS)
     os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
@@ -39,11 +49,7 @@ if XDIST_WORKERS > 1:
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: one worker per CPU this process may use (a 2-vCPU VM reports 1 physical
     core on some hosts), at most 4: beyond that the suite's serial smoke batch dominates."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 4))
+    return max(1, min(_usable_cpus(), 4))
 
 
 #: The test files that read the session's ``smoke`` batch (fixture below): under xdist they run

@@ -469,7 +469,7 @@ class _Execution:
         if threads is not None:
             env["OMP_NUM_THREADS"] = threads
         workers = loader_workers_per_job(sharing, os.environ.get("DML_NUM_WORKERS"))
-        if workers is not None and (o.slurm is None or o.slurm.executor == "local"):
+        if workers is not None:  # None on Slurm: a job has the CPUs it asked for
             env["DML_NUM_WORKERS"] = workers
         run = plan.run
         return {"id": run.id, "notebook": run.notebook.name, "notebook_path": str(run.notebook),
